@@ -1,0 +1,35 @@
+# Every target creates .venv on first use: a fresh machine needs only Python 3.10+ and make.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint type unit bench docs clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/tour.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check aiolmdb tests examples benchmarks
+	$(PY) -m ruff format --check aiolmdb tests examples benchmarks
+
+type: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90
+
+test: lint type unit
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage demo-data build dist

@@ -1,0 +1,57 @@
+"""aiolmdb: fast asyncio access to LMDB.
+
+Concurrent reads share one thread hop and one read transaction; concurrent writes share one
+write transaction and one commit on a dedicated writer thread; coders run on those threads,
+never on the event loop. ``await db.put(...)`` returns once the write is committed.
+"""
+
+from .coders import (
+    Coder,
+    IdentityCoder,
+    JSONCoder,
+    PickleCoder,
+    StringCoder,
+    UInt16Coder,
+    UInt32Coder,
+    UInt64Coder,
+    ZlibCoder,
+)
+from .database import AsyncDatabase
+from .environment import Environment, open
+from .errors import (
+    ClosedError,
+    DatabaseDroppedError,
+    DeadlockError,
+    Error,
+    ForkedError,
+    InvalidKeyError,
+    ReadOnlyError,
+)
+from .transaction import DatabaseView, Transaction
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "AsyncDatabase",
+    "ClosedError",
+    "Coder",
+    "DatabaseDroppedError",
+    "DatabaseView",
+    "DeadlockError",
+    "Environment",
+    "Error",
+    "ForkedError",
+    "IdentityCoder",
+    "InvalidKeyError",
+    "JSONCoder",
+    "PickleCoder",
+    "ReadOnlyError",
+    "StringCoder",
+    "Transaction",
+    "UInt16Coder",
+    "UInt32Coder",
+    "UInt64Coder",
+    "ZlibCoder",
+    "__version__",
+    "open",
+]

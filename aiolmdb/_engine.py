@@ -1,0 +1,611 @@
+"""The engine: a reader pool and one writer thread that batch operations.
+
+Every user operation is a small function ``fn(txn, *args)`` (see ``_ops``). The engine runs it
+inside a transaction on a thread and resolves the caller's future on the event loop.
+
+Reads
+    Requests go into a deque. The first request of a burst schedules one *drain* on the reader
+    executor; every request made before that drain starts joins it. A drain takes up to
+    ``max_batch`` requests, runs them in ONE read transaction and hands every result back in ONE
+    ``call_soon_threadsafe``. Several drains may run at once on different reader threads.
+
+Writes
+    One dedicated writer thread (LMDB write transactions belong to the thread that began them)
+    takes everything queued, up to ``max_batch``, runs each operation in a nested transaction of
+    one write transaction (so a failing operation rolls back alone) and commits once: group
+    commit. Futures are resolved only after that commit.
+
+Map growth
+    ``MapFullError`` makes a batch unusable: the writer aborts it, grows the map while no
+    transaction of this process is open (readers wait at a gate) and runs the batch again.
+
+Cancellation
+    An operation whose future is already cancelled when its batch starts is skipped. Once
+    started it runs to completion; its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Final
+
+import lmdb
+
+from .errors import ClosedError, DeadlockError, ForkedError
+
+__all__ = ["FALLBACK", "Engine"]
+
+Op = Callable[..., Any]
+# (future, fn, args): the future is an asyncio.Future for batched work.
+Request = tuple["asyncio.Future[Any]", Op, tuple[Any, ...]]
+
+_OPEN: Final = 0
+_CLOSING: Final = 1
+_CLOSED: Final = 2
+_FORKED: Final = 3
+
+# Items on the writer queue besides requests.
+_STOP: Final = object()
+# read_inline's answer when the read must take the threaded path after all.
+FALLBACK: Final = object()
+
+
+class _Solo:
+    """Work for the writer thread that runs outside any batch transaction: ``fn(env, *args)``.
+
+    Used for opening databases (LMDB opens named databases with their own write transaction),
+    for adopting a map size grown by another process, and for exclusive write transactions.
+    """
+
+    __slots__ = ("args", "fn", "future")
+
+    def __init__(self, fn: Op, args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # LMDB forbids using an environment across fork(); make every call fail clearly instead.
+    for engine in list(_engines):
+        engine._state = _FORKED
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """Resolve a batch's futures on the loop thread (one callback per batch)."""
+    for fut, ok, value in results:
+        if fut.done():  # cancelled while it ran: its result is dropped
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+def _as_settable(exc: BaseException) -> BaseException:
+    # A future cannot carry StopIteration; anything else is handed over as it is.
+    if isinstance(exc, StopIteration):
+        err = RuntimeError(f"operation raised StopIteration: {exc!r}")
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+class Engine:
+    """Runs operations for one ``lmdb.Environment`` on a reader pool and one writer thread."""
+
+    def __init__(
+        self,
+        env: lmdb.Environment,
+        *,
+        executor: concurrent.futures.Executor | None,
+        readers: int,
+        max_batch: int,
+        map_growth: bool,
+        max_map_size: int | None,
+        name: str,
+    ) -> None:
+        self.env = env
+        self.max_batch = max_batch
+        self.max_key_size: int = env.max_key_size()
+        self.map_growth = map_growth
+        self.max_map_size = max_map_size
+        self._writemap = bool(env.flags().get("writemap"))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = _OPEN
+        self._name = name
+
+        self._own_executor = executor is None
+        self._executor: concurrent.futures.Executor = executor or (
+            concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="aiolmdb-reader")
+        )
+        self._inline_txn: lmdb.Transaction | None = None
+        self._reads: collections.deque[Request] = collections.deque()
+        self._read_scheduled = False
+
+        # The gate: counts read drains scheduled or running, and read transactions open; map
+        # resizing waits for zero open transactions and holds new ones back meanwhile.
+        self._gate = threading.Condition(threading.Lock())
+        self._drains = 0
+        self._open_txns = 0
+        self._resizing = False
+        # LMDB: mdb_dbi_open must not run in two transactions of one process at once.
+        self.dbi_lock = threading.Lock()
+
+        self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.writer_thread_id: int | None = None
+        # Task that holds an exclusive write transaction (deadlock guard), set by transactions.
+        self.exclusive_owner: asyncio.Task[Any] | None = None
+        self._writer = threading.Thread(
+            target=self._writer_main, name=f"aiolmdb-writer:{name}", daemon=True
+        )
+        self._writer.start()
+        _engines.add(self)
+
+    # ----------------------------------------------------------------- loop side: checks
+    @property
+    def closed(self) -> bool:
+        """True once close has begun."""
+        return self._state != _OPEN
+
+    def check_open(self) -> None:
+        """Raise ClosedError/ForkedError unless operations are accepted."""
+        if self._state != _OPEN:
+            self._raise_state()
+
+    def _raise_state(self) -> None:
+        if self._state == _FORKED:
+            raise ForkedError(
+                f"environment {self._name!r} was opened in another process (before fork()); "
+                "LMDB forbids using it here: open the environment again in this process"
+            )
+        raise ClosedError(f"environment {self._name!r} is closed")
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        old = self._loop
+        if old is not None and old is not loop and old.is_running() and not old.is_closed():
+            raise RuntimeError(
+                "this aiolmdb Environment is in use by another running event loop; "
+                "use one environment per loop (or close it first)"
+            )
+        self._loop = loop
+        return loop
+
+    # ----------------------------------------------------------------- reads
+    def submit_read(self, fn: Op, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue ``fn(read_txn, *args)``; the returned future resolves on the loop."""
+        if self._state != _OPEN:
+            self._raise_state()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            loop = self._bind_loop()
+        fut = loop.create_future()
+        self._reads.append((fut, fn, args))
+        if not self._read_scheduled:
+            self._read_scheduled = True
+            self._schedule_drain()
+        return fut
+
+    def read_inline(self, fn: Op, args: tuple[Any, ...]) -> Any:
+        """inline_reads mode: run ``fn`` on the loop thread in a read transaction reused until
+        the end of this loop iteration; FALLBACK when it must go through a reader thread."""
+        if self._state != _OPEN:
+            self._raise_state()
+        txn = self._inline_txn
+        if txn is None:
+            loop = asyncio.get_running_loop()
+            if loop is not self._loop:
+                loop = self._bind_loop()
+            txn = self.try_begin_read()
+            if txn is None:
+                return FALLBACK
+            self._inline_txn = txn
+            # Released on the next loop iteration. A write acknowledged after this transaction
+            # began is delivered by a callback queued after this one, so a task resumed by it
+            # never reads from this (older) snapshot: read-your-writes holds.
+            loop.call_soon(self.release_inline)
+        return fn(txn, *args)
+
+    def release_inline(self) -> None:
+        """End the reused inline read transaction, if any."""
+        txn = self._inline_txn
+        if txn is not None:
+            self._inline_txn = None
+            self.end_read(txn)
+
+    def _schedule_drain(self) -> None:
+        with self._gate:
+            self._drains += 1
+        try:
+            self._executor.submit(self._drain_reads)
+        except BaseException:
+            with self._gate:
+                self._drains -= 1
+                self._gate.notify_all()
+            self._read_scheduled = False
+            raise
+
+    def _drain_reads(self) -> None:
+        """Reader thread: run up to max_batch queued reads in one read transaction."""
+        try:
+            reads = self._reads
+            # Clear the flag BEFORE taking requests: a request appended after this point either
+            # is taken by this drain or schedules a new one, so none is ever stranded.
+            self._read_scheduled = False
+            batch: list[Request] = []
+            take = reads.popleft
+            try:
+                for _ in range(self.max_batch):
+                    batch.append(take())
+            except IndexError:
+                pass
+            if reads and not self._read_scheduled:
+                # More than one batch is waiting: let another reader thread take the rest.
+                self._read_scheduled = True
+                try:
+                    self._schedule_drain()
+                except RuntimeError:  # executor shut down: drain the rest here
+                    self._read_scheduled = False
+                    batch.extend(reads)
+                    reads.clear()
+            if batch:
+                self._run_read_batch(batch)
+        finally:
+            with self._gate:
+                self._drains -= 1
+                self._gate.notify_all()
+
+    def _run_read_batch(self, batch: list[Request]) -> None:
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            txn = self.begin_read()
+        except BaseException as exc:
+            results = [(fut, False, exc) for fut, _, _ in batch]
+        else:
+            try:
+                for fut, fn, args in batch:
+                    if fut.cancelled():
+                        continue
+                    try:
+                        results.append((fut, True, fn(txn, *args)))
+                    except BaseException as exc:
+                        results.append((fut, False, _as_settable(exc)))
+            finally:
+                self.end_read(txn)
+        self._post(results)
+
+    def begin_read(self) -> lmdb.Transaction:
+        """Begin a read transaction through the gate (waits while the map is being resized)."""
+        with self._gate:
+            while self._resizing:
+                self._gate.wait()
+            self._open_txns += 1
+        try:
+            return self._begin_read_adopting()
+        except BaseException:
+            self._leave_gate()
+            raise
+
+    def try_begin_read(self) -> lmdb.Transaction | None:
+        """Like begin_read but never waits: None while the map is being resized (loop thread)."""
+        if not self._gate.acquire(blocking=False):
+            return None
+        try:
+            if self._resizing:
+                return None
+            self._open_txns += 1
+        finally:
+            self._gate.release()
+        try:
+            return self.env.begin(buffers=True)
+        except lmdb.MapResizedError:
+            self._leave_gate()
+            return None  # the threaded path adopts the new size
+        except BaseException:
+            self._leave_gate()
+            raise
+
+    def end_read(self, txn: lmdb.Transaction, *, commit: bool = False) -> None:
+        """End a read transaction from begin_read/try_begin_read and leave the gate (commit
+        keeps database handles opened in it)."""
+        try:
+            if commit:
+                txn.commit()
+            else:
+                txn.abort()
+        finally:
+            self._leave_gate()
+
+    def _leave_gate(self) -> None:
+        with self._gate:
+            self._open_txns -= 1
+            if self._resizing:
+                self._gate.notify_all()
+
+    def _begin_read_adopting(self) -> lmdb.Transaction:
+        try:
+            return self.env.begin(buffers=True)
+        except lmdb.MapResizedError:
+            # Another process grew the map. Only the writer may resize (no transaction of this
+            # process may be open meanwhile): ask it, wait, then try again.
+            self._leave_gate()
+            try:
+                self.call_solo(self._adopt_map_size).result()
+            finally:
+                with self._gate:
+                    while self._resizing:
+                        self._gate.wait()
+                    self._open_txns += 1
+            return self.env.begin(buffers=True)
+
+    def run_blocking(self, fn: Op, *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(*args)`` alone on a reader thread (e.g. copy, sync), counted for close."""
+        if self._state != _OPEN:
+            self._raise_state()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            loop = self._bind_loop()
+        fut = loop.create_future()
+
+        def job() -> None:
+            try:
+                with self._gate:
+                    while self._resizing:
+                        self._gate.wait()
+                    self._open_txns += 1
+                try:
+                    result: tuple[asyncio.Future[Any], bool, Any] = (fut, True, fn(*args))
+                except BaseException as exc:
+                    result = (fut, False, _as_settable(exc))
+                finally:
+                    self._leave_gate()
+                self._post([result])
+            finally:
+                with self._gate:
+                    self._drains -= 1
+                    self._gate.notify_all()
+
+        with self._gate:
+            self._drains += 1
+        try:
+            self._executor.submit(job)
+        except BaseException:
+            with self._gate:
+                self._drains -= 1
+            raise
+        return fut
+
+    def _post(self, results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+        if not results:
+            return
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(_deliver, results)
+        except RuntimeError:
+            # The loop is closed: nobody can await these futures any more.
+            pass
+
+    # ----------------------------------------------------------------- writes
+    def submit_write(self, fn: Op, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue ``fn(write_txn, *args)`` for the next group commit."""
+        if self._state != _OPEN:
+            self._raise_state()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            loop = self._bind_loop()
+        owner = self.exclusive_owner
+        if owner is not None and owner is asyncio.current_task():
+            raise DeadlockError(
+                "this task holds an open write transaction (env.begin(write=True)); a plain "
+                "database write would wait for it forever: write through the transaction "
+                "(await txn[db].put(...)) or finish it first"
+            )
+        fut = loop.create_future()
+        self._writes.put((fut, fn, args))
+        return fut
+
+    def call_solo(self, fn: Op, *args: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(env, *args)`` on the writer thread between batches (no loop needed)."""
+        if self._state not in (_OPEN, _CLOSING):
+            self._raise_state()
+        solo = _Solo(fn, args)
+        self._writes.put(solo)
+        return solo.future
+
+    def _writer_main(self) -> None:
+        self.writer_thread_id = threading.get_ident()
+        q = self._writes
+        max_batch = self.max_batch
+        pending: Any = None
+        while True:
+            item = pending if pending is not None else q.get()
+            pending = None
+            if item is _STOP:
+                break
+            if isinstance(item, _Solo):
+                self._run_solo(item)
+                continue
+            batch: list[Request] = [item]
+            while len(batch) < max_batch:
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP or isinstance(nxt, _Solo):
+                    pending = nxt
+                    break
+                batch.append(nxt)
+            self._run_write_batch(batch)
+        self._finish()
+
+    def _run_solo(self, solo: _Solo) -> None:
+        if not solo.future.set_running_or_notify_cancel():
+            return
+        try:
+            solo.future.set_result(solo.fn(self.env, *solo.args))
+        except BaseException as exc:
+            solo.future.set_exception(exc)
+
+    def _run_write_batch(self, batch: list[Request]) -> None:
+        live = [req for req in batch if not req[0].cancelled()]
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        while live:
+            try:
+                results = self._commit(live)
+            except lmdb.MapFullError as exc:
+                if self._grow_map():
+                    continue
+                results = self._commit_one_by_one(live, exc)
+            except lmdb.MapResizedError:
+                self.resize(0)  # another process grew the map: adopt its size
+                continue
+            except BaseException as exc:  # begin/commit failed: nothing in the batch landed
+                results = [(fut, False, _as_settable(exc)) for fut, _, _ in live]
+            break
+        self._post(results)
+
+    def _commit(self, live: list[Request]) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        """One write transaction for the whole batch; each operation isolated in a child."""
+        if self._writemap:
+            return self._commit_replaying(live)
+        env = self.env
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        txn = env.begin(write=True, buffers=True)
+        try:
+            for fut, fn, args in live:
+                child = env.begin(write=True, parent=txn, buffers=True)
+                try:
+                    value = fn(child, *args)
+                except lmdb.MapFullError:
+                    child.abort()
+                    raise
+                except BaseException as exc:
+                    child.abort()
+                    results.append((fut, False, _as_settable(exc)))
+                else:
+                    child.commit()
+                    results.append((fut, True, value))
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        return results
+
+    def _commit_replaying(self, live: list[Request]) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        """writemap=True forbids nested transactions: run the batch plainly and, when an
+        operation fails, abort and run the batch again without it (operations are functions of
+        the transaction alone, so running them again is safe)."""
+        failed: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        while True:
+            results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+            txn = self.env.begin(write=True, buffers=True)
+            try:
+                for index, (fut, fn, args) in enumerate(live):
+                    try:
+                        results.append((fut, True, fn(txn, *args)))
+                    except lmdb.MapFullError:
+                        raise
+                    except BaseException as exc:
+                        failed.append((fut, False, _as_settable(exc)))
+                        live = live[:index] + live[index + 1 :]
+                        break
+                else:
+                    txn.commit()
+                    return failed + results
+            except BaseException:
+                txn.abort()
+                raise
+            txn.abort()
+
+    def _commit_one_by_one(
+        self, live: list[Request], first_error: BaseException
+    ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        """Map full and growth is off: commit each operation alone so that exactly the ones
+        that do not fit fail with MapFullError and everything that fits lands."""
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        for req in live:
+            try:
+                results.extend(self._commit([req]))
+            except BaseException as exc:
+                results.append((req[0], False, _as_settable(exc)))
+        return results
+
+    def _grow_map(self) -> bool:
+        if not self.map_growth:
+            return False
+        size = self.env.info()["map_size"]
+        limit = self.max_map_size
+        if limit is not None and size >= limit:
+            return False
+        new = size * 2
+        page = self.env.stat()["psize"]
+        new = -(-new // page) * page
+        if limit is not None:
+            new = min(new, limit)
+        self.resize(new)
+        return True
+
+    def resize(self, size: int) -> None:
+        """Writer thread, no write transaction open: set the map size with readers held back."""
+        with self._gate:
+            self._resizing = True
+            try:
+                while self._open_txns:
+                    self._gate.wait()
+                self.env.set_mapsize(size)
+            finally:
+                self._resizing = False
+                self._gate.notify_all()
+
+    def _adopt_map_size(self, env: lmdb.Environment) -> None:
+        self.resize(0)
+
+    # ----------------------------------------------------------------- shutdown
+    def begin_close(self) -> concurrent.futures.Future[None]:
+        """Stop accepting work; the writer finishes what was queued, waits for the readers,
+        closes the environment. Returns a future that is done when all of that is."""
+        if self._state == _OPEN:
+            self._state = _CLOSING
+            self.release_inline()
+            self._writes.put(_STOP)
+        elif self._state == _FORKED:
+            # Inherited across fork(): the threads are not ours and the environment must not be
+            # touched; nothing to wait for.
+            if not self._writer_done.done():
+                self._writer_done.set_result(None)
+        return self._writer_done
+
+    def _finish(self) -> None:
+        try:
+            with self._gate:
+                while self._drains:
+                    self._gate.wait()
+            if self._own_executor:
+                self._executor.shutdown(wait=True)
+            self.env.close()
+        finally:
+            self._state = _CLOSED
+            self._writer_done.set_result(None)
+
+    def join_writer(self) -> None:
+        """Wait for the writer thread to exit (it has already signalled it is finishing)."""
+        if self._writer is not threading.current_thread():
+            self._writer.join()

@@ -1,0 +1,237 @@
+"""The operations: small functions the engine runs inside a transaction on a worker thread.
+
+Each takes the transaction first, then plain arguments (a tuple, not a closure, keeps the
+per-operation cost low). Coders run here, on the worker thread, never on the event loop.
+The same functions back the synchronous views that ``run(fn)`` hands to user code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lmdb
+
+from .coders import Coder
+from .errors import InvalidKeyError
+
+DB = Any  # an lmdb _Database handle (py-lmdb does not export its type)
+
+
+def key_error(key: object, encoded: Any, max_key_size: int) -> Exception | None:
+    """Diagnose LMDB's BadValsizeError for a key: an InvalidKeyError naming what is wrong."""
+    size = len(encoded)
+    if size == 0:
+        return InvalidKeyError(f"empty key ({key!r} encodes to 0 bytes); LMDB keys need >= 1 byte")
+    if size > max_key_size:
+        return InvalidKeyError(
+            f"key of {size} bytes is longer than this environment's max_key_size() "
+            f"({max_key_size} bytes)"
+        )
+    return None
+
+
+def encode_key(kc: Coder[Any], key: Any, max_key_size: int) -> Any:
+    """Serialize a key and check its size, raising InvalidKeyError with the reason."""
+    encoded = kc.serialize(key)
+    if not 0 < len(encoded) <= max_key_size:
+        err = key_error(key, encoded, max_key_size)
+        if err is not None:
+            raise err
+    return encoded
+
+
+def get(
+    txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, key: Any, default: Any
+) -> Any:
+    """The value of key, decoded, or default."""
+    buf = txn.get(encode_key(kc, key, mks), None, db)
+    if buf is None:
+        return default
+    return vc.deserialize(buf)
+
+
+def get_multi(
+    txn: lmdb.Transaction,
+    db: DB,
+    kc: Coder[Any],
+    vc: Coder[Any],
+    mks: int,
+    keys: list[Any],
+    default: Any,
+) -> dict[Any, Any]:
+    """A dict with every requested key; missing keys map to default."""
+    out: dict[Any, Any] = {}
+    tget = txn.get
+    ser = kc.serialize
+    des = vc.deserialize
+    for key in keys:
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(
+                f"get_multi keys must be hashable (they key the returned dict); got a "
+                f"{type(key).__name__}"
+            ) from None
+        encoded = ser(key)
+        if not 0 < len(encoded) <= mks:
+            encode_key(kc, key, mks)
+        buf = tget(encoded, None, db)
+        out[key] = default if buf is None else des(buf)
+    return out
+
+
+def put(
+    txn: lmdb.Transaction,
+    db: DB,
+    kc: Coder[Any],
+    vc: Coder[Any],
+    mks: int,
+    key: Any,
+    value: Any,
+    overwrite: bool,
+    dupsort: bool,
+) -> bool:
+    """Store value under key; False when it was not stored (key or exact pair exists)."""
+    encoded = encode_key(kc, key, mks)
+    data = vc.serialize(value)
+    if dupsort:
+        # In a dupsort database put adds a value; an exact pair that exists is reported False.
+        return bool(txn.put(encoded, data, dupdata=False, overwrite=overwrite, db=db))
+    return bool(txn.put(encoded, data, overwrite=overwrite, db=db))
+
+
+def put_multi(
+    txn: lmdb.Transaction,
+    db: DB,
+    kc: Coder[Any],
+    vc: Coder[Any],
+    mks: int,
+    items: list[Any],
+    dupsort: bool,
+) -> int:
+    """Store every (key, value) pair; the engine's child transaction makes it all or nothing.
+
+    Returns how many pairs were added (overwrites count; in a dupsort database an exact pair
+    that already exists does not).
+    """
+    tput = txn.put
+    ser_k = kc.serialize
+    ser_v = vc.serialize
+    added = 0
+    for index, pair in enumerate(items):
+        try:
+            key, value = pair
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"put_multi item {index} must be a (key, value) pair; got a {type(pair).__name__}"
+            ) from None
+        encoded = ser_k(key)
+        if not 0 < len(encoded) <= mks:
+            encode_key(kc, key, mks)
+        if dupsort:
+            added += tput(encoded, ser_v(value), dupdata=False, db=db)
+        else:
+            added += tput(encoded, ser_v(value), db=db)
+    return added
+
+
+def delete(
+    txn: lmdb.Transaction,
+    db: DB,
+    kc: Coder[Any],
+    vc: Coder[Any],
+    mks: int,
+    key: Any,
+    value: Any,
+    has_value: bool,
+) -> bool:
+    """Delete key (every value of it in a dupsort database, or one pair); True if found."""
+    encoded = encode_key(kc, key, mks)
+    if has_value:
+        return bool(txn.delete(encoded, vc.serialize(value), db=db))
+    return bool(txn.delete(encoded, db=db))
+
+
+def delete_multi(
+    txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, keys: list[Any]
+) -> dict[Any, bool]:
+    """Delete every key; a dict of key -> whether it existed."""
+    out: dict[Any, bool] = {}
+    tdel = txn.delete
+    for key in keys:
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(
+                f"delete_multi keys must be hashable (they key the returned dict); got a "
+                f"{type(key).__name__}"
+            ) from None
+        out[key] = bool(tdel(encode_key(kc, key, mks), db=db))
+    return out
+
+
+def pop(
+    txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, key: Any, default: Any
+) -> Any:
+    """Delete key and return its old value, decoded, or default."""
+    buf = txn.pop(encode_key(kc, key, mks), db=db)
+    if buf is None:
+        return default
+    return vc.deserialize(buf)
+
+
+def replace(
+    txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, key: Any, value: Any
+) -> Any:
+    """Store value under key and return the old value, decoded, or None."""
+    encoded = encode_key(kc, key, mks)
+    data = vc.serialize(value)
+    old = txn.replace(encoded, data, db=db)
+    if old is None:
+        return None
+    return vc.deserialize(old)
+
+
+def update(
+    txn: lmdb.Transaction,
+    db: DB,
+    kc: Coder[Any],
+    vc: Coder[Any],
+    mks: int,
+    key: Any,
+    fn: Callable[[Any], Any],
+    default: Any,
+) -> Any:
+    """Apply fn(old) -> new atomically and return new (old is default when absent)."""
+    encoded = encode_key(kc, key, mks)
+    buf = txn.get(encoded, None, db)
+    new = fn(default if buf is None else vc.deserialize(buf))
+    txn.put(encoded, vc.serialize(new), db=db)
+    return new
+
+
+def drop(txn: lmdb.Transaction, db: DB, delete: bool) -> None:
+    """Empty the database, or delete it when delete is True."""
+    txn.drop(db, delete=delete)
+
+
+def count(txn: lmdb.Transaction, db: DB) -> int:
+    """Number of entries (from the database's stat)."""
+    return int(txn.stat(db)["entries"])
+
+
+def stat(txn: lmdb.Transaction, db: DB) -> dict[str, Any]:
+    """The database's LMDB stat."""
+    return dict(txn.stat(db))
+
+
+def call(txn: lmdb.Transaction, fn: Callable[[Any], Any], make_view: Callable[[Any], Any]) -> Any:
+    """Run user code: fn(view) where view wraps txn (``run``)."""
+    return fn(make_view(txn))
+
+
+def decode_all(vc: Coder[Any], bufs: Iterable[Any]) -> list[Any]:
+    """Decode every buffer with vc (inside the transaction, while the buffers are valid)."""
+    des = vc.deserialize
+    return [des(b) for b in bufs]

@@ -1,0 +1,312 @@
+"""AsyncDatabase: the operations users await on one LMDB database."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import _ops
+from ._engine import FALLBACK
+from .coders import Coder
+from .errors import DatabaseDroppedError
+from .transaction import Transaction
+
+if TYPE_CHECKING:
+    from .environment import Environment
+
+__all__ = ["AsyncDatabase"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
+_MISSING: Any = object()
+
+
+class _DbState:
+    """What every AsyncDatabase object of one named database shares."""
+
+    __slots__ = ("dbi", "dropped", "dupsort", "error", "flags", "name", "opening")
+
+    def __init__(self, name: bytes | None, flags: dict[str, Any]) -> None:
+        self.name = name
+        self.flags = flags
+        self.dupsort = bool(flags.get("dupsort", False))
+        self.dbi: Any = None
+        self.opening: concurrent.futures.Future[Any] | None = None
+        self.dropped = False
+        self.error: BaseException | None = None
+
+    async def wait_opened(self) -> None:
+        """Wait for a queued open (on the writer thread) and take its handle or error."""
+        fut = self.opening
+        if fut is None:
+            return
+        try:
+            await asyncio.wrap_future(fut)
+        except Exception:
+            pass  # taken below
+        if self.opening is fut:
+            self.opening = None
+            exc = fut.exception()
+            if exc is None:
+                self.dbi = fut.result()
+            else:
+                self.error = exc
+
+
+class AsyncDatabase(Generic[K, V]):
+    """One database of an :class:`Environment`; every operation is awaitable.
+
+    Keys and values go through :attr:`key_coder` and :attr:`value_coder` (plain attributes you
+    may replace) on the worker threads. Reads issued together share one thread hop and one
+    read transaction; writes issued together share one write transaction and one commit, and
+    each write's await returns only once that commit is done.
+
+    An ``AsyncDatabase`` is also awaitable: ``db = await env.open_db("name")`` waits until LMDB
+    has opened (or created) the database and raises its error if that failed. Without the
+    ``await`` the first operation waits instead.
+    """
+
+    __slots__ = ("__weakref__", "_engine", "_env", "_inline", "_state", "key_coder", "value_coder")
+
+    def __init__(
+        self,
+        env: Environment,
+        state: _DbState,
+        key_coder: Coder[K],
+        value_coder: Coder[V],
+    ) -> None:
+        self._env = env
+        self._engine = env._engine
+        self._inline = env._inline_reads
+        self._state = state
+        self.key_coder: Coder[K] = key_coder
+        self.value_coder: Coder[V] = value_coder
+
+    def __repr__(self) -> str:
+        name = self._state.name
+        shown = "default" if name is None else repr(name.decode("utf-8", "backslashreplace"))
+        return (
+            f"<AsyncDatabase {shown} key_coder={self.key_coder!r} value_coder={self.value_coder!r}>"
+        )
+
+    @property
+    def name(self) -> str | None:
+        """The database's name (None for the default database)."""
+        name = self._state.name
+        return None if name is None else name.decode("utf-8", "backslashreplace")
+
+    @property
+    def environment(self) -> Environment:
+        """The environment this database belongs to."""
+        return self._env
+
+    @property
+    def dupsort(self) -> bool:
+        """True if the database keeps several sorted values per key (``dupsort=True``)."""
+        return self._state.dupsort
+
+    # ----------------------------------------------------------------- readiness
+    def __await__(self) -> Generator[Any, None, AsyncDatabase[K, V]]:
+        return self._await_self().__await__()
+
+    async def _await_self(self) -> AsyncDatabase[K, V]:
+        await self._ready()
+        return self
+
+    async def _ready(self) -> Any:
+        st = self._state
+        if st.dropped:
+            raise DatabaseDroppedError(f"database {self.name!r} was dropped (deleted)")
+        if st.opening is not None:
+            self._engine.check_open()
+            await st.wait_opened()
+        if st.error is not None:
+            raise st.error
+        return st.dbi
+
+    def _handle(self) -> Any:
+        """The LMDB handle, for code already on a worker thread (must be open by then)."""
+        st = self._state
+        if st.dropped:
+            raise DatabaseDroppedError(f"database {self.name!r} was dropped (deleted)")
+        if st.dbi is None:
+            if st.error is not None:
+                raise st.error
+            raise RuntimeError(f"database {self.name!r} is not open yet: await it first")
+        return st.dbi
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        dbi = self._state.dbi
+        if dbi is None or self._state.dropped:
+            dbi = await self._ready()
+        if self._inline:
+            result = self._engine.read_inline(fn, (dbi, *args))
+            if result is not FALLBACK:
+                return result
+        return await self._engine.submit_read(fn, (dbi, *args))
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        dbi = self._state.dbi
+        if dbi is None or self._state.dropped:
+            dbi = await self._ready()
+        return await self._engine.submit_write(fn, (dbi, *args))
+
+    # ----------------------------------------------------------------- reads
+    async def get(self, key: K, default: V | None = None) -> V | None:
+        """The value stored under ``key`` (the first one in a dupsort database), or ``default``."""
+        st = self._state
+        dbi = st.dbi
+        if dbi is None or st.dropped:
+            dbi = await self._ready()
+        args = (dbi, self.key_coder, self.value_coder, self._engine.max_key_size, key, default)
+        if self._inline:
+            result = self._engine.read_inline(_ops.get, args)
+            if result is not FALLBACK:
+                return result  # type: ignore[no-any-return]
+        return await self._engine.submit_read(_ops.get, args)  # type: ignore[no-any-return]
+
+    async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
+        """Read many keys in one transaction: a dict holding every requested key, missing
+        ones mapped to ``default``."""
+        return await self._read(  # type: ignore[no-any-return]
+            _ops.get_multi,
+            self.key_coder,
+            self.value_coder,
+            self._engine.max_key_size,
+            list(keys),
+            default,
+        )
+
+    # ----------------------------------------------------------------- writes
+    async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
+        """Store ``value`` under ``key``; returns once the write is committed.
+
+        Returns False when nothing was stored: ``overwrite=False`` and the key exists, or (in
+        a dupsort database) that exact pair exists.
+        """
+        st = self._state
+        dbi = st.dbi
+        if dbi is None or st.dropped:
+            dbi = await self._ready()
+        return await self._engine.submit_write(  # type: ignore[no-any-return]
+            _ops.put,
+            (
+                dbi,
+                self.key_coder,
+                self.value_coder,
+                self._engine.max_key_size,
+                key,
+                value,
+                overwrite,
+                st.dupsort,
+            ),
+        )
+
+    async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
+        """Store every ``(key, value)`` pair (or a mapping's items) atomically: all or nothing.
+
+        Returns how many pairs were added (in a dupsort database, exact pairs that already
+        existed do not count).
+        """
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.put_multi,
+            self.key_coder,
+            self.value_coder,
+            self._engine.max_key_size,
+            pairs,
+            self._state.dupsort,
+        )
+
+    async def delete(self, key: K, value: V = _MISSING) -> bool:
+        """Delete ``key``; True if it existed. In a dupsort database, ``value`` deletes just
+        that pair; without it, every value of the key goes."""
+        has_value = value is not _MISSING
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.delete,
+            self.key_coder,
+            self.value_coder,
+            self._engine.max_key_size,
+            key,
+            value if has_value else None,
+            has_value,
+        )
+
+    async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
+        """Delete many keys atomically; a dict of key -> whether it existed."""
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.delete_multi,
+            self.key_coder,
+            self.value_coder,
+            self._engine.max_key_size,
+            list(keys),
+        )
+
+    async def pop(self, key: K, default: V | None = None) -> V | None:
+        """Delete ``key`` and return its old value, or ``default`` if it was absent."""
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.pop, self.key_coder, self.value_coder, self._engine.max_key_size, key, default
+        )
+
+    async def replace(self, key: K, value: V) -> V | None:
+        """Store ``value`` under ``key`` and return the previous value, or None."""
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.replace, self.key_coder, self.value_coder, self._engine.max_key_size, key, value
+        )
+
+    async def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
+        """Atomically store ``fn(old)`` under ``key`` and return it.
+
+        ``fn`` runs on the writer thread inside the write transaction (``old`` is ``default``
+        when the key is absent), so no other write can slip in between the read and the
+        write: a compare-and-set without a retry loop. Keep ``fn`` short and free of I/O.
+        """
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.update,
+            self.key_coder,
+            self.value_coder,
+            self._engine.max_key_size,
+            key,
+            fn,
+            default,
+        )
+
+    async def drop(self, delete: bool = True) -> None:
+        """Delete this named database (``delete=True``), or just empty it.
+
+        The default database cannot be deleted: ``drop()`` empties it. After a named database
+        is deleted, every operation on it raises :class:`~aiolmdb.DatabaseDroppedError`;
+        ``env.open_db(name)`` creates a new, empty one.
+        """
+        st = self._state
+        delete = delete and st.name is not None
+        await self._write(_ops.drop, delete)
+        if delete:
+            st.dropped = True
+            st.dbi = None
+            self._env._forget_db(st)
+
+    # ----------------------------------------------------------------- counts
+    async def count(self) -> int:
+        """The number of entries (every value counts in a dupsort database)."""
+        return await self._read(_ops.count)  # type: ignore[no-any-return]
+
+    async def stat(self) -> dict[str, Any]:
+        """LMDB's statistics for this database (``psize``, ``depth``, ``entries``, ...)."""
+        return await self._read(_ops.stat)  # type: ignore[no-any-return]
+
+    # ----------------------------------------------------------------- transactions
+    def run(self, fn: Callable[[Transaction[K, V]], R], write: bool = False) -> Awaitable[R]:
+        """Run ``fn(txn)`` in one transaction on a worker thread and return its result.
+
+        ``txn`` offers this database's operations synchronously, with its coders
+        (``txn.get``, ``txn.put``, ...), ``txn[other_db]`` for other databases, ``txn.id()``
+        and ``txn.raw`` (the ``lmdb.Transaction``). With ``write=True`` it runs on the writer
+        thread, in its own nested transaction of the current group commit: returning commits
+        it, raising rolls back only its own changes and the exception reaches you. Without
+        ``write``, any write raises :class:`~aiolmdb.ReadOnlyError`.
+        """
+        return self._env._run(fn, write, self)

@@ -1,0 +1,417 @@
+"""Environment: opening and closing, databases, environment-wide operations."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import warnings
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import lmdb
+
+from . import _ops
+from ._engine import Engine
+from .coders import Coder, IdentityCoder
+from .database import AsyncDatabase, _DbState
+from .transaction import Transaction, make_transaction
+
+__all__ = ["Environment", "open"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
+
+DEFAULT_MAX_DBS = 128
+DEFAULT_MAX_BATCH = 1024
+# Flags of lmdb.Environment.open_db that describe a database (create only says what to do).
+_DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
+
+
+def _default_readers() -> int:
+    # Batching keeps few threads busy; more than the cores only adds contention for the GIL.
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+def open(
+    path: str | os.PathLike[str],
+    *,
+    executor: concurrent.futures.Executor | None = None,
+    readers: int | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    inline_reads: bool = False,
+    map_growth: bool = True,
+    max_map_size: int | None = None,
+    **lmdb_kwargs: Any,
+) -> Environment:
+    """Open an LMDB environment for asyncio use; returns at once.
+
+    Takes the keyword arguments of :func:`lmdb.open` (``map_size``, ``sync``, ``readonly``,
+    ``max_readers``, ``mode``, ...), except that ``max_dbs`` defaults to 128 rather than 0, so
+    named databases work without configuration. aiolmdb's own options:
+
+    executor
+        Runs the read batches (a ``ThreadPoolExecutor`` of ``readers`` threads by default,
+        shut down on close; an executor you pass is left running).
+    readers
+        Size of the default reader pool (default: the CPU count, between 2 and 8).
+    max_batch
+        The most operations one read or write transaction takes (default 1024): a burst of a
+        million writes becomes many bounded commits, not one giant transaction.
+    inline_reads
+        Run reads on the event loop thread itself, in a read transaction reused for the rest of
+        that loop iteration, skipping the thread hop (like lmdb-js). Fastest when the data fits
+        in memory, but a page fault blocks the loop and coders run on the loop. Writes still go
+        to the writer thread.
+    map_growth
+        When a write batch fills the map, double the map size and run the batch again (default
+        True). With False, ``lmdb.MapFullError`` reaches exactly the writes that did not fit.
+    max_map_size
+        Upper bound for map growth (bytes); None for no bound.
+
+    Use ``async with aiolmdb.open(...) as env:`` or ``await env.close()``.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+    if readers is not None and readers < 1:
+        raise ValueError(f"readers must be >= 1, got {readers!r}")
+    lmdb_kwargs.setdefault("max_dbs", DEFAULT_MAX_DBS)
+    env = lmdb.open(os.fspath(path), **lmdb_kwargs)
+    try:
+        return Environment(
+            env,
+            executor=executor,
+            readers=readers or _default_readers(),
+            max_batch=max_batch,
+            inline_reads=inline_reads,
+            map_growth=map_growth,
+            max_map_size=max_map_size,
+        )
+    except BaseException:
+        env.close()
+        raise
+
+
+def _encode_name(name: str | bytes | None) -> bytes | None:
+    if name is None or isinstance(name, bytes):
+        return name
+    if isinstance(name, str):
+        return name.encode("utf-8")
+    raise TypeError(f"database name must be str, bytes or None; got a {type(name).__name__}")
+
+
+def _open_named(env: lmdb.Environment, engine: Engine, name: bytes, flags: dict[str, Any]) -> Any:
+    """Writer thread: open (and create) a named database with LMDB's own write transaction."""
+    with engine.dbi_lock:
+        return env.open_db(name, **flags)
+
+
+class Environment:
+    """An open LMDB environment: hands out :class:`AsyncDatabase` objects and runs the engine
+    (a pool of reader threads and one writer thread) that their operations go through."""
+
+    def __init__(
+        self,
+        env: lmdb.Environment,
+        *,
+        executor: concurrent.futures.Executor | None,
+        readers: int,
+        max_batch: int,
+        inline_reads: bool,
+        map_growth: bool,
+        max_map_size: int | None,
+    ) -> None:
+        self._lmdb = env
+        self._path: str = env.path()
+        self._readonly = bool(env.flags().get("readonly"))
+        self._inline_reads = inline_reads
+        self._engine = Engine(
+            env,
+            executor=executor,
+            readers=readers,
+            max_batch=max_batch,
+            map_growth=map_growth,
+            max_map_size=max_map_size,
+            name=self._path,
+        )
+        self._dbs: dict[bytes, _DbState] = {}
+        self._main_state = _DbState(None, {})
+        self._main_state.dbi = env.open_db(None)  # the main database needs no transaction
+        self._default_db: AsyncDatabase[bytes, bytes] | None = None
+        self._closed = False
+        self._close_future: concurrent.futures.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._engine.closed else "open"
+        return f"<aiolmdb.Environment {self._path!r} {state}>"
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def path(self) -> str:
+        """The environment's directory (or file, with ``subdir=False``)."""
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._engine.closed
+
+    @property
+    def lmdb_environment(self) -> lmdb.Environment:
+        """The underlying ``lmdb.Environment``. Using it directly bypasses the engine: never
+        begin a write transaction on it from the event loop."""
+        return self._lmdb
+
+    # ----------------------------------------------------------------- databases
+    @overload
+    def open_db(
+        self,
+        name: str | bytes | None = None,
+        *,
+        key_coder: None = None,
+        value_coder: None = None,
+        **flags: Any,
+    ) -> AsyncDatabase[bytes, bytes]: ...
+    @overload
+    def open_db(
+        self,
+        name: str | bytes | None = None,
+        *,
+        key_coder: Coder[K],
+        value_coder: None = None,
+        **flags: Any,
+    ) -> AsyncDatabase[K, bytes]: ...
+    @overload
+    def open_db(
+        self,
+        name: str | bytes | None = None,
+        *,
+        key_coder: None = None,
+        value_coder: Coder[V],
+        **flags: Any,
+    ) -> AsyncDatabase[bytes, V]: ...
+    @overload
+    def open_db(
+        self,
+        name: str | bytes | None = None,
+        *,
+        key_coder: Coder[K],
+        value_coder: Coder[V],
+        **flags: Any,
+    ) -> AsyncDatabase[K, V]: ...
+    def open_db(
+        self,
+        name: str | bytes | None = None,
+        *,
+        key_coder: Coder[Any] | None = None,
+        value_coder: Coder[Any] | None = None,
+        **flags: Any,
+    ) -> AsyncDatabase[Any, Any]:
+        """Open (creating it if needed) a named database and return an :class:`AsyncDatabase`.
+
+        ``name`` is ``str`` (stored as UTF-8) or ``bytes``; ``None`` is the default database.
+        ``flags`` are :meth:`lmdb.Environment.open_db`'s (``dupsort``, ``integerkey``,
+        ``reverse_key``, ``create``, ...). Returns at once, never waiting behind a write: an
+        existing database opens on the spot; creating one is queued to the writer thread, and
+        ``await env.open_db(...)`` (or the first operation) waits for it and raises its error,
+        e.g. ``lmdb.NotFoundError`` with ``create=False``.
+        """
+        self._engine.check_open()
+        kc: Coder[Any] = key_coder if key_coder is not None else IdentityCoder()
+        vc: Coder[Any] = value_coder if value_coder is not None else IdentityCoder()
+        for label, coder in (("key_coder", kc), ("value_coder", vc)):
+            if not isinstance(coder, Coder):
+                raise TypeError(
+                    f"{label} must be an aiolmdb Coder instance; got a {type(coder).__name__}"
+                )
+        encoded = _encode_name(name)
+        if encoded is None:
+            if flags:
+                raise ValueError(
+                    "flags cannot be given for the default database: LMDB fixes them when the "
+                    "environment is created"
+                )
+            return AsyncDatabase(self, self._main_state, kc, vc)
+        unknown = set(flags) - {*_DB_FLAGS, "create"}
+        if unknown:
+            raise TypeError(f"unknown open_db flag(s): {', '.join(sorted(unknown))}")
+        db_flags = {k: bool(v) for k, v in flags.items() if k in _DB_FLAGS and v}
+        state = self._dbs.get(encoded)
+        if state is not None:
+            if state.flags != db_flags:
+                raise ValueError(
+                    f"database {name!r} is already open with flags {state.flags}; "
+                    f"cannot open it again with {db_flags}"
+                )
+            return AsyncDatabase(self, state, kc, vc)
+        state = _DbState(encoded, db_flags)
+        create = bool(flags.get("create", True))
+        if not self._open_existing(state) and state.error is None:
+            if self._readonly or not create:
+                state.error = lmdb.NotFoundError(
+                    f"database {name!r} does not exist"
+                    + (" (read-only environment)" if self._readonly else " (create=False)")
+                )
+            else:
+                state.opening = self._engine.call_solo(_open_named, self._engine, encoded, db_flags)
+        if state.error is not None:
+            raise state.error
+        self._dbs[encoded] = state
+        return AsyncDatabase(self, state, kc, vc)
+
+    def _open_existing(self, state: _DbState) -> bool:
+        """Open an existing database in a read transaction, without waiting for anything."""
+        engine = self._engine
+        if not engine.dbi_lock.acquire(blocking=False):
+            return False
+        try:
+            txn = engine.try_begin_read()
+            if txn is None:
+                return False
+            committed = False
+            try:
+                state.dbi = self._lmdb.open_db(state.name, txn=txn, create=False, **state.flags)
+            except lmdb.NotFoundError:
+                return False
+            except lmdb.Error as exc:
+                state.error = exc
+                return False
+            else:
+                committed = True
+                return True
+            finally:
+                # Committing a read transaction keeps the handle open for later transactions.
+                engine.end_read(txn, commit=committed)
+                # A reused inline read transaction predates the handle: start a fresh one.
+                engine.release_inline()
+        finally:
+            engine.dbi_lock.release()
+
+    def get_default_database(self) -> AsyncDatabase[bytes, bytes]:
+        """The default (unnamed) database, with bytes keys and values.
+
+        Returns the same object each time, so coders set on it (``db.value_coder = ...``)
+        stay set. Use ``open_db(None, key_coder=..., value_coder=...)`` for another view of
+        it with different coders.
+        """
+        self._engine.check_open()
+        if self._default_db is None:
+            self._default_db = AsyncDatabase(
+                self, self._main_state, IdentityCoder(), IdentityCoder()
+            )
+        return self._default_db
+
+    get_default_db = get_default_database  # aiolmdb 0.1's name
+
+    def _forget_db(self, state: _DbState) -> None:
+        if state.name is not None and self._dbs.get(state.name) is state:
+            del self._dbs[state.name]
+
+    async def _wait_opening(self) -> None:
+        for state in list(self._dbs.values()):
+            await state.wait_opened()
+
+    # ----------------------------------------------------------------- transactions
+    def run(
+        self, fn: Callable[[Transaction[bytes, bytes]], R], write: bool = False
+    ) -> Awaitable[R]:
+        """Run ``fn(txn)`` in one transaction spanning every database of the environment.
+
+        ``txn[db]`` gives synchronous, coder-aware access to any database ``db`` of this
+        environment; ``txn.get(...)`` etc. act on the default database. With ``write=True``
+        it runs on the writer thread in its own nested transaction of the current group
+        commit: returning commits every database's changes at once, raising rolls all of
+        them back and the exception reaches the caller unchanged.
+        """
+        return self._run(fn, write, self.get_default_database())
+
+    async def _run(
+        self,
+        fn: Callable[[Transaction[Any, Any]], R],
+        write: bool,
+        database: AsyncDatabase[Any, Any],
+    ) -> R:
+        if not callable(fn):
+            raise TypeError(f"run() needs a callable taking the transaction; got {fn!r}")
+        await database._ready()
+        await self._wait_opening()  # so txn[db] finds every database open
+        build = make_transaction(database, write)
+        if write:
+            return await self._engine.submit_write(_ops.call, (fn, build))  # type: ignore[no-any-return]
+        return await self._engine.submit_read(_ops.call, (fn, build))  # type: ignore[no-any-return]
+
+    # ----------------------------------------------------------------- environment-wide
+    def stat(self) -> dict[str, Any]:
+        """LMDB's statistics for the default database (``psize``, ``depth``, ``entries``...)."""
+        self._engine.check_open()
+        return dict(self._lmdb.stat())
+
+    def info(self) -> dict[str, Any]:
+        """LMDB's environment information (``map_size``, ``last_pgno``, ``num_readers``...)."""
+        self._engine.check_open()
+        return dict(self._lmdb.info())
+
+    def max_key_size(self) -> int:
+        """The longest key LMDB accepts in this environment, in bytes."""
+        return self._engine.max_key_size
+
+    def readers(self) -> str:
+        """LMDB's reader lock table, one line per reader slot in use (for diagnostics)."""
+        self._engine.check_open()
+        return str(self._lmdb.readers())
+
+    def flags(self) -> dict[str, Any]:
+        """The flags the environment was opened with."""
+        self._engine.check_open()
+        return dict(self._lmdb.flags())
+
+    async def sync(self, force: bool = False) -> None:
+        """Flush the map to disk (needed only with ``sync=False`` or ``map_async=True``;
+        ``force`` flushes even then)."""
+        await self._engine.run_blocking(self._lmdb.sync, force)
+
+    async def copy(self, path: str | os.PathLike[str], compact: bool = False) -> None:
+        """Hot backup into the directory ``path`` (which must exist and be empty).
+
+        ``compact=True`` omits free pages and renumbers them, which is slower but smaller.
+        Runs on a reader thread; writers go on meanwhile.
+        """
+        await self._engine.run_blocking(self._lmdb.copy, os.fspath(path), compact)
+
+    # ----------------------------------------------------------------- closing
+    async def close(self) -> None:
+        """Close the environment. Idempotent.
+
+        New operations fail with :class:`~aiolmdb.ClosedError` at once; operations already
+        submitted run to completion first (their callers get their results), then the threads
+        stop and LMDB's environment is closed.
+        """
+        engine = self._engine
+        done = engine.begin_close()
+        await asyncio.wrap_future(done)
+        engine.join_writer()
+
+    async def __aenter__(self) -> Environment:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None and not engine.closed:
+            warnings.warn(
+                f"unclosed aiolmdb environment {self._path!r}: await env.close() "
+                "(or use 'async with aiolmdb.open(...)')",
+                ResourceWarning,
+                source=self,
+                stacklevel=2,
+            )
+            engine.begin_close()
