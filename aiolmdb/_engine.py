@@ -313,7 +313,7 @@ class Engine:
         finally:
             self._gate.release()
         try:
-            return self.env.begin(buffers=True)
+            return self.env.begin()
         except lmdb.MapResizedError:
             self._leave_gate()
             return None  # the threaded path adopts the new size
@@ -340,7 +340,7 @@ class Engine:
 
     def _begin_read_adopting(self) -> lmdb.Transaction:
         try:
-            return self.env.begin(buffers=True)
+            return self.env.begin()
         except lmdb.MapResizedError:
             # Another process grew the map. Only the writer may resize (no transaction of this
             # process may be open meanwhile): ask it, wait, then try again.
@@ -352,7 +352,7 @@ class Engine:
                     while self._resizing:
                         self._gate.wait()
                     self._open_txns += 1
-            return self.env.begin(buffers=True)
+            return self.env.begin()
 
     def run_blocking(self, fn: Op, *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args)`` alone on a reader thread (e.g. copy, sync), counted for close."""
@@ -483,15 +483,19 @@ class Engine:
         self._post(results)
 
     def _commit(self, live: list[Request]) -> list[tuple[asyncio.Future[Any], bool, Any]]:
-        """One write transaction for the whole batch; each operation isolated in a child."""
+        """One write transaction for the whole batch; each operation isolated in a child.
+
+        Transactions are opened with buffers=False: values arrive as bytes, so neither coders
+        nor ``txn.raw`` users can hold a view into the map past its validity.
+        """
         if self._writemap:
             return self._commit_replaying(live)
         env = self.env
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        txn = env.begin(write=True, buffers=True)
+        txn = env.begin(write=True)
         try:
             for fut, fn, args in live:
-                child = env.begin(write=True, parent=txn, buffers=True)
+                child = env.begin(write=True, parent=txn)
                 try:
                     value = fn(child, *args)
                 except lmdb.MapFullError:
@@ -516,7 +520,7 @@ class Engine:
         failed: list[tuple[asyncio.Future[Any], bool, Any]] = []
         while True:
             results: list[tuple[asyncio.Future[Any], bool, Any]] = []
-            txn = self.env.begin(write=True, buffers=True)
+            txn = self.env.begin(write=True)
             try:
                 for index, (fut, fn, args) in enumerate(live):
                     try:

@@ -7,10 +7,11 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _ops
+from . import _ops, _scan
 from ._engine import FALLBACK
 from .coders import Coder
 from .errors import DatabaseDroppedError
+from .ranges import RangeIterator
 from .transaction import Transaction
 
 if TYPE_CHECKING:
@@ -288,6 +289,82 @@ class AsyncDatabase(Generic[K, V]):
             st.dropped = True
             st.dbi = None
             self._env._forget_db(st)
+
+    # ----------------------------------------------------------------- ranges
+    def items(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[tuple[K, V]]:
+        """Iterate ``(key, value)`` pairs with keys in ``[start, stop)``, in encoded-key order.
+
+        ``prefix`` keeps keys whose encoding starts with the encoded prefix; ``reverse`` walks
+        the range from its end; ``limit`` caps the count; ``chunk_size`` (default 1024) is how
+        many entries one thread hop reads. In a dupsort database every pair is yielded. See
+        :mod:`aiolmdb.ranges` for ordering and consistency.
+        """
+        return RangeIterator(self, _scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
+
+    def keys(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[K]:
+        """Iterate the keys in ``[start, stop)`` (each key once, also in a dupsort database);
+        arguments as for :meth:`items`."""
+        return RangeIterator(self, _scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
+
+    def values(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[V]:
+        """Iterate the values of the keys in ``[start, stop)``; arguments as for
+        :meth:`items`."""
+        return RangeIterator(self, _scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
+
+    async def first(self) -> tuple[K, V] | None:
+        """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.first_or_last, self.key_coder, self.value_coder, False
+        )
+
+    async def last(self) -> tuple[K, V] | None:
+        """The ``(key, value)`` pair with the largest key, or None if the database is empty."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.first_or_last, self.key_coder, self.value_coder, True
+        )
+
+    async def get_all(self, key: K) -> list[V]:
+        """Every value of ``key``, in sorted order in a dupsort database ([] if absent)."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.get_all, self.key_coder, self.value_coder, self._engine.max_key_size, key
+        )
+
+    async def count_values(self, key: K) -> int:
+        """How many values ``key`` has (0 if absent; at most 1 outside dupsort databases)."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.count_values,
+            self.key_coder,
+            self._engine.max_key_size,
+            key,
+            self._state.dupsort,
+        )
 
     # ----------------------------------------------------------------- counts
     async def count(self) -> int:

@@ -8,13 +8,14 @@ database's coders; the transaction given by ``db.run`` is also bound to ``db`` i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import lmdb
 
-from . import _ops
+from . import _ops, _scan
 from .errors import ReadOnlyError
+from .ranges import check_range_args, iterate_sync
 
 if TYPE_CHECKING:
     from .database import AsyncDatabase
@@ -121,6 +122,79 @@ class DatabaseView(Generic[K, V]):
             self._raw, self._db, self._kc, self._vc, self._mks, key, fn, default
         )
 
+    def _iterate(
+        self,
+        mode: int,
+        start: Any,
+        stop: Any,
+        prefix: Any,
+        reverse: bool,
+        limit: int | None,
+        chunk_size: int | None,
+    ) -> Iterator[Any]:
+        size = check_range_args(limit, chunk_size)
+        spec = _scan.ScanSpec(mode, start, stop, prefix, reverse, self._dupsort)
+        return iterate_sync(self._raw, self._db, self._kc, self._vc, spec, limit, size)
+
+    def items(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> Iterator[tuple[K, V]]:
+        """Iterate ``(key, value)`` pairs in ``[start, stop)``, as ``AsyncDatabase.items``."""
+        return self._iterate(_scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
+
+    def keys(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> Iterator[K]:
+        """Iterate keys in ``[start, stop)``, as ``AsyncDatabase.keys``."""
+        return self._iterate(_scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
+
+    def values(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> Iterator[V]:
+        """Iterate values of keys in ``[start, stop)``, as ``AsyncDatabase.values``."""
+        return self._iterate(_scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
+
+    def first(self) -> tuple[K, V] | None:
+        """The pair with the smallest key, or None."""
+        return _scan.first_or_last(self._raw, self._db, self._kc, self._vc, False)
+
+    def last(self) -> tuple[K, V] | None:
+        """The pair with the largest key, or None."""
+        return _scan.first_or_last(self._raw, self._db, self._kc, self._vc, True)
+
+    def get_all(self, key: K) -> list[V]:
+        """Every value of key (sorted in a dupsort database)."""
+        return _scan.get_all(self._raw, self._db, self._kc, self._vc, self._mks, key)
+
+    def count_values(self, key: K) -> int:
+        """How many values key has."""
+        return _scan.count_values(self._raw, self._db, self._kc, self._mks, key, self._dupsort)
+
+    def count(self) -> int:
+        """The number of entries in the database."""
+        return _ops.count(self._raw, self._db)
+
 
 class Transaction(DatabaseView[K, V]):
     """The transaction given to ``fn`` by ``db.run(fn)`` and ``env.run(fn)``.
@@ -128,8 +202,8 @@ class Transaction(DatabaseView[K, V]):
     ``txn[db]`` gives a :class:`DatabaseView` of any database of the same environment;
     ``txn.get(...)`` and the other operations act on the database ``run`` was called on
     (for ``env.run``, the default database). ``txn.raw`` is the underlying
-    ``lmdb.Transaction`` (opened with ``buffers=True``: buffers it returns are only valid until
-    the next write in it, or its end).
+    ``lmdb.Transaction`` (opened with ``buffers=False``, so what it returns are ``bytes``
+    copies; do not keep it, or cursors of it, beyond ``fn``).
     """
 
     __slots__ = ("_env", "_views")

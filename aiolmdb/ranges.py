@@ -1,0 +1,200 @@
+"""Async iteration over key ranges: ``db.items()``, ``db.keys()``, ``db.values()``.
+
+Ranges are half-open, ``[start, stop)``, in the order of the *encoded* keys (LMDB compares bytes):
+UInt16/32/64 keys come in numeric order, StringCoder keys in UTF-8 byte order (code point order),
+JSON or pickled keys in no useful order. ``prefix`` keeps the keys whose encoding starts with the
+encoded prefix; ``reverse=True`` walks the same range from its end; ``limit`` caps the count.
+
+Consistency: each chunk is read in its own read transaction, starting just past the last entry
+of the previous chunk. Nothing is held between chunks, so an abandoned iterator leaks no reader
+slot and never holds back writers; a scan sees writes committed while it runs once it reaches
+them. For one consistent view of everything, iterate inside ``env.begin()`` (a read snapshot)
+or ``run(fn)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import lmdb
+
+from . import _scan
+from .coders import Coder
+
+if TYPE_CHECKING:
+    from .database import AsyncDatabase
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "RangeIterator"]
+
+T = TypeVar("T")
+
+DEFAULT_CHUNK_SIZE = 1024
+# The first chunk is small (a caller may want just a few entries); later ones double.
+_FIRST_CHUNK = 64
+
+
+def check_range_args(limit: int | None, chunk_size: int | None) -> int:
+    """Validate limit and chunk_size; return the chunk size to use."""
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
+    if chunk_size is None:
+        return DEFAULT_CHUNK_SIZE
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return chunk_size
+
+
+class RangeIterator(Generic[T]):
+    """An async iterator over part of a database, read in chunks on worker threads.
+
+    Use it with ``async for``; ``batches(n)`` yields lists instead (the fastest way to export).
+    While you consume one chunk, the next is already being read. ``aclose()`` (or ``break``)
+    stops it; it holds no transaction, so dropping it is also fine.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_chunk_size",
+        "_closed",
+        "_db",
+        "_kc",
+        "_next_size",
+        "_pending",
+        "_pos",
+        "_remaining",
+        "_spec",
+        "_started",
+        "_vc",
+    )
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Any, Any],
+        mode: int,
+        start: Any,
+        stop: Any,
+        prefix: Any,
+        reverse: bool,
+        limit: int | None,
+        chunk_size: int | None,
+    ) -> None:
+        self._chunk_size = check_range_args(limit, chunk_size)
+        self._next_size = min(_FIRST_CHUNK, self._chunk_size)
+        self._db = db
+        self._kc: Coder[Any] = db.key_coder
+        self._vc: Coder[Any] = db.value_coder
+        self._spec = _scan.ScanSpec(mode, start, stop, prefix, reverse, db.dupsort)
+        self._remaining = limit
+        self._buf: list[Any] = []
+        self._pos = 0
+        self._pending: asyncio.Future[Any] | None = None
+        self._closed = False
+        self._started = False
+
+    def __aiter__(self) -> RangeIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        buf = self._buf
+        pos = self._pos
+        if pos < len(buf):
+            self._pos = pos + 1
+            return buf[pos]  # type: ignore[no-any-return]
+        buf = await self._next_chunk()
+        if not buf:
+            raise StopAsyncIteration
+        self._buf = buf
+        self._pos = 1
+        return buf[0]  # type: ignore[no-any-return]
+
+    def batches(self, size: int | None = None) -> AsyncIterator[list[T]]:
+        """Iterate in lists of up to ``size`` entries (default: the chunk size) instead.
+
+        Must be called before iteration starts.
+        """
+        if self._started:
+            raise RuntimeError("batches() must be called before iterating")
+        if size is not None:
+            self._chunk_size = check_range_args(None, size)
+        self._next_size = self._chunk_size
+        return self._iter_batches()
+
+    async def _iter_batches(self) -> AsyncIterator[list[T]]:
+        while True:
+            chunk = await self._next_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Stop the iteration (a chunk being read is dropped)."""
+        self._closed = True
+        self._buf = []
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            pending.cancel()
+
+    def __del__(self) -> None:
+        pending = getattr(self, "_pending", None)
+        if pending is not None:
+            if pending.done():
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: no "never retrieved" log
+            else:
+                pending.cancel()
+
+    async def _next_chunk(self) -> list[Any]:
+        self._started = True
+        if self._closed or self._remaining == 0:
+            return []
+        spec = self._spec
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            chunk: list[Any] = await pending
+        elif spec.done:
+            return []
+        else:
+            chunk = await self._db._read(
+                _scan.read_chunk, self._kc, self._vc, spec, self._take_size()
+            )
+        if self._remaining is not None:
+            if len(chunk) > self._remaining:
+                del chunk[self._remaining :]
+            self._remaining -= len(chunk)
+        if chunk and not spec.done and self._remaining != 0 and not self._db._inline:
+            # Read the next chunk on a reader thread while the caller consumes this one.
+            self._pending = self._db._engine.submit_read(
+                _scan.read_chunk,
+                (self._db._state.dbi, self._kc, self._vc, spec, self._take_size()),
+            )
+        return chunk
+
+    def _take_size(self) -> int:
+        n = self._next_size
+        self._next_size = min(n * 2, self._chunk_size)
+        if self._remaining is not None:
+            n = min(n, self._remaining)
+        return n
+
+
+def iterate_sync(
+    txn: lmdb.Transaction,
+    db: Any,
+    kc: Coder[Any],
+    vc: Coder[Any],
+    spec: _scan.ScanSpec,
+    limit: int | None,
+    chunk_size: int,
+) -> Iterator[Any]:
+    """The synchronous form for ``run(fn)``: chunks read from the caller's transaction."""
+    remaining = limit
+    while not spec.done and remaining != 0:
+        n = chunk_size if remaining is None else min(chunk_size, remaining)
+        chunk = _scan.read_chunk(txn, db, kc, vc, spec, n)
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield from chunk
