@@ -26,13 +26,25 @@ from .errors import (
     ForkedError,
     InvalidKeyError,
     ReadOnlyError,
+    SnapshotExpiredError,
+    TransactionError,
 )
-from .transaction import DatabaseView, Transaction
+from .ranges import RangeIterator
+from .transaction import (
+    AsyncDatabaseView,
+    AsyncTransaction,
+    DatabaseView,
+    Snapshot,
+    Transaction,
+    WriteTransaction,
+)
 
 __version__ = "0.2.0"
 
 __all__ = [
     "AsyncDatabase",
+    "AsyncDatabaseView",
+    "AsyncTransaction",
     "ClosedError",
     "Coder",
     "DatabaseDroppedError",
@@ -45,12 +57,17 @@ __all__ = [
     "InvalidKeyError",
     "JSONCoder",
     "PickleCoder",
+    "RangeIterator",
     "ReadOnlyError",
+    "Snapshot",
+    "SnapshotExpiredError",
     "StringCoder",
     "Transaction",
+    "TransactionError",
     "UInt16Coder",
     "UInt32Coder",
     "UInt64Coder",
+    "WriteTransaction",
     "ZlibCoder",
     "__version__",
     "open",

@@ -34,13 +34,13 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import lmdb
 
-from .errors import ClosedError, DeadlockError, ForkedError
+from .errors import ClosedError, DeadlockError, ForkedError, TransactionError
 
-__all__ = ["FALLBACK", "Engine"]
+__all__ = ["ABORT", "COMMIT", "FALLBACK", "Engine", "WriteSession"]
 
 Op = Callable[..., Any]
 # (future, fn, args): the future is an asyncio.Future for batched work.
@@ -55,6 +55,46 @@ _FORKED: Final = 3
 _STOP: Final = object()
 # read_inline's answer when the read must take the threaded path after all.
 FALLBACK: Final = object()
+# Commands that end an exclusive write transaction (see WriteSession).
+COMMIT: Final = cast(Op, object())
+ABORT: Final = cast(Op, object())
+
+
+class WriteSession:
+    """An exclusive write transaction held open across awaits (``env.begin(write=True)``).
+
+    LMDB write transactions belong to the thread that began them, so the writer thread runs
+    the whole session: it begins the transaction, then runs the session's commands, in order,
+    until COMMIT or ABORT. Other writes wait in the writer's queue meanwhile.
+    """
+
+    __slots__ = ("broken", "commands", "finished", "lock")
+
+    def __init__(self) -> None:
+        self.commands: queue.SimpleQueue[tuple[Any, Op, tuple[Any, ...]]] = queue.SimpleQueue()
+        self.broken: BaseException | None = None
+        self.finished = False
+        # Orders "queue a command" against "the session ended", so no command is stranded.
+        self.lock = threading.Lock()
+
+    def send(self, fut: asyncio.Future[Any] | None, fn: Op, args: tuple[Any, ...]) -> bool:
+        """Queue a command; False if the session already ended."""
+        with self.lock:
+            if self.finished:
+                return False
+            self.commands.put((fut, fn, args))
+            return True
+
+    def end(self) -> list[Any]:
+        """Writer thread: mark the session ended; return commands that came too late."""
+        with self.lock:
+            self.finished = True
+            late = []
+            while True:
+                try:
+                    late.append(self.commands.get_nowait())
+                except queue.Empty:
+                    return late
 
 
 class _Solo:
@@ -94,6 +134,14 @@ def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(value)
+
+
+def _broken_error(cause: BaseException | None) -> BaseException:
+    err = TransactionError(
+        f"the transaction can no longer be used after {cause!r}; it was rolled back"
+    )
+    err.__cause__ = cause
+    return err
 
 
 def _as_settable(exc: BaseException) -> BaseException:
@@ -143,6 +191,8 @@ class Engine:
         self._drains = 0
         self._open_txns = 0
         self._resizing = False
+        # Bumped by every resize: it invalidates read transactions held across awaits.
+        self.map_generation = 0
         # LMDB: mdb_dbi_open must not run in two transactions of one process at once.
         self.dbi_lock = threading.Lock()
 
@@ -151,6 +201,9 @@ class Engine:
         self.writer_thread_id: int | None = None
         # Task that holds an exclusive write transaction (deadlock guard), set by transactions.
         self.exclusive_owner: asyncio.Task[Any] | None = None
+        self._sessions: set[WriteSession] = set()
+        # Open read snapshots (objects with release()), ended before the environment closes.
+        self.snapshots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._writer = threading.Thread(
             target=self._writer_main, name=f"aiolmdb-writer:{name}", daemon=True
         )
@@ -391,6 +444,13 @@ class Engine:
             raise
         return fut
 
+    def submit_quiet(self, fn: Callable[[], Any]) -> None:
+        """Run fn() on a reader thread, ignoring its result (cleanup work)."""
+        try:
+            self._executor.submit(fn)
+        except RuntimeError:  # executor already shut down: run it here
+            fn()
+
     def _post(self, results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
         if not results:
             return
@@ -575,9 +635,91 @@ class Engine:
                 while self._open_txns:
                     self._gate.wait()
                 self.env.set_mapsize(size)
+                self.map_generation += 1
             finally:
                 self._resizing = False
                 self._gate.notify_all()
+
+    def serve_session(
+        self, env: lmdb.Environment, session: WriteSession, started: asyncio.Future[None]
+    ) -> None:
+        """Writer thread (as a solo item): run one exclusive write transaction to its end."""
+        try:
+            try:
+                txn = env.begin(write=True)
+            except lmdb.MapResizedError:
+                self.resize(0)
+                txn = env.begin(write=True)
+        except BaseException as exc:
+            self._end_session(session, [(started, False, _as_settable(exc))])
+            return
+        self._post([(started, True, None)])
+        grow = False
+        while True:
+            fut, fn, args = session.commands.get()
+            if fn is COMMIT or fn is ABORT:
+                result: tuple[asyncio.Future[Any], bool, Any] = (fut, True, None)
+                if fn is COMMIT and session.broken is None:
+                    try:
+                        txn.commit()
+                    except BaseException as exc:
+                        txn.abort()
+                        grow = isinstance(exc, lmdb.MapFullError)
+                        result = (fut, False, _as_settable(exc))
+                else:
+                    txn.abort()
+                    if fn is COMMIT:
+                        result = (fut, False, _broken_error(session.broken))
+                self._end_session(session, [result])
+                break
+            if session.broken is not None:
+                self._post([(fut, False, _broken_error(session.broken))])
+                continue
+            self._post([self._run_in_session(txn, session, fut, fn, args)])
+            grow = grow or isinstance(session.broken, lmdb.MapFullError)
+        if grow and self.map_growth:
+            self._grow_map()  # so that running the transaction again fits
+
+    def _end_session(self, session: WriteSession, results: list[tuple[Any, bool, Any]]) -> None:
+        self._sessions.discard(session)
+        ended = TransactionError("the transaction has already ended")
+        results.extend((late[0], False, ended) for late in session.end())
+        self._post([r for r in results if r[0] is not None])
+
+    def start_session(self, session: WriteSession, started: asyncio.Future[None]) -> None:
+        """Queue an exclusive write transaction for the writer thread."""
+        self._sessions.add(session)
+        self.call_solo(self.serve_session, session, started)
+
+    def abort_sessions(self) -> None:
+        """Roll back every open exclusive write transaction (used by close)."""
+        for session in list(self._sessions):
+            session.send(None, ABORT, ())
+
+    def _run_in_session(
+        self,
+        txn: lmdb.Transaction,
+        session: WriteSession,
+        fut: asyncio.Future[Any],
+        fn: Op,
+        args: tuple[Any, ...],
+    ) -> tuple[asyncio.Future[Any], bool, Any]:
+        if self._writemap:  # no nested transactions: a failure may leave partial writes
+            try:
+                return (fut, True, fn(txn, *args))
+            except BaseException as exc:
+                session.broken = exc
+                return (fut, False, _as_settable(exc))
+        child = self.env.begin(write=True, parent=txn)
+        try:
+            value = fn(child, *args)
+        except BaseException as exc:
+            child.abort()
+            if isinstance(exc, lmdb.MapFullError):
+                session.broken = exc  # LMDB leaves the whole transaction unusable
+            return (fut, False, _as_settable(exc))
+        child.commit()
+        return (fut, True, value)
 
     def _adopt_map_size(self, env: lmdb.Environment) -> None:
         self.resize(0)
@@ -589,6 +731,7 @@ class Engine:
         if self._state == _OPEN:
             self._state = _CLOSING
             self.release_inline()
+            self.abort_sessions()
             self._writes.put(_STOP)
         elif self._state == _FORKED:
             # Inherited across fork(): the threads are not ours and the environment must not be
@@ -602,6 +745,8 @@ class Engine:
             with self._gate:
                 while self._drains:
                     self._gate.wait()
+            for snapshot in list(self.snapshots):
+                snapshot.release()
             if self._own_executor:
                 self._executor.shutdown(wait=True)
             self.env.close()

@@ -149,6 +149,12 @@ class AsyncDatabase(Generic[K, V]):
                 return result
         return await self._engine.submit_read(fn, (dbi, *args))
 
+    def _prefetch(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any] | None:
+        # Used by RangeIterator after its first chunk, so the handle is open.
+        if self._inline or self._state.dbi is None:
+            return None
+        return self._engine.submit_read(fn, (self._state.dbi, *args))
+
     async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
         dbi = self._state.dbi
         if dbi is None or self._state.dropped:

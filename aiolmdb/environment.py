@@ -8,7 +8,7 @@ import os
 import warnings
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import lmdb
 
@@ -16,7 +16,7 @@ from . import _ops
 from ._engine import Engine
 from .coders import Coder, IdentityCoder
 from .database import AsyncDatabase, _DbState
-from .transaction import Transaction, make_transaction
+from .transaction import Snapshot, Transaction, WriteTransaction, make_transaction
 
 __all__ = ["Environment", "open"]
 
@@ -341,6 +341,24 @@ class Environment:
         if write:
             return await self._engine.submit_write(_ops.call, (fn, build))  # type: ignore[no-any-return]
         return await self._engine.submit_read(_ops.call, (fn, build))  # type: ignore[no-any-return]
+
+    @overload
+    def begin(self, write: Literal[False] = False) -> Snapshot: ...
+    @overload
+    def begin(self, write: Literal[True]) -> WriteTransaction: ...
+    @overload
+    def begin(self, write: bool) -> Snapshot | WriteTransaction: ...
+    def begin(self, write: bool = False) -> Snapshot | WriteTransaction:
+        """An interactive transaction spanning every database: use ``async with``.
+
+        ``async with env.begin() as snap:`` is a read snapshot: ``await snap[db].get(k)``,
+        ``get_multi``, ``async for`` over ``snap[db].items(...)``, all seeing one consistent
+        state. ``async with env.begin(write=True) as txn:`` is an exclusive write transaction
+        held across awaits: ``await txn[db].get(k)``, ``await txn[db].put(k, v)``; it commits
+        when the block ends normally and rolls back on an exception or cancellation.
+        """
+        self._engine.check_open()
+        return WriteTransaction(self) if write else Snapshot(self)
 
     # ----------------------------------------------------------------- environment-wide
     def stat(self) -> dict[str, Any]:

@@ -17,6 +17,8 @@ __all__ = [
     "ForkedError",
     "InvalidKeyError",
     "ReadOnlyError",
+    "SnapshotExpiredError",
+    "TransactionError",
 ]
 
 
@@ -50,3 +52,13 @@ class InvalidKeyError(Error, lmdb.BadValsizeError, ValueError):
 class DeadlockError(Error):
     """The awaited operation could never complete: the calling task holds the write transaction
     that the operation would have to wait for."""
+
+
+class TransactionError(Error):
+    """An interactive transaction was used after it ended, or after an error made it unusable
+    (for example ``lmdb.MapFullError``, which LMDB leaves no way to recover from)."""
+
+
+class SnapshotExpiredError(TransactionError):
+    """A read snapshot was used after the map was grown: LMDB invalidates read transactions
+    when the map size changes. Begin a new snapshot."""

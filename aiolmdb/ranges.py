@@ -15,16 +15,13 @@ or ``run(fn)``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any, Generic, Protocol, TypeVar
 
 import lmdb
 
 from . import _scan
 from .coders import Coder
-
-if TYPE_CHECKING:
-    from .database import AsyncDatabase
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "RangeIterator"]
 
@@ -46,6 +43,23 @@ def check_range_args(limit: int | None, chunk_size: int | None) -> int:
     return chunk_size
 
 
+class RangeSource(Protocol):
+    """What a RangeIterator reads from: a database, or a database inside a transaction."""
+
+    key_coder: Coder[Any]
+    value_coder: Coder[Any]
+
+    @property
+    def dupsort(self) -> bool:
+        """Whether the database is dupsort."""
+
+    def _read(self, fn: Any, *args: Any) -> Awaitable[Any]:
+        """Run fn(txn, dbi, *args) in a read transaction."""
+
+    def _prefetch(self, fn: Any, *args: Any) -> asyncio.Future[Any] | None:
+        """Start fn(txn, dbi, *args) now and return its future, or None if unsupported."""
+
+
 class RangeIterator(Generic[T]):
     """An async iterator over part of a database, read in chunks on worker threads.
 
@@ -58,12 +72,12 @@ class RangeIterator(Generic[T]):
         "_buf",
         "_chunk_size",
         "_closed",
-        "_db",
         "_kc",
         "_next_size",
         "_pending",
         "_pos",
         "_remaining",
+        "_source",
         "_spec",
         "_started",
         "_vc",
@@ -71,7 +85,7 @@ class RangeIterator(Generic[T]):
 
     def __init__(
         self,
-        db: AsyncDatabase[Any, Any],
+        source: RangeSource,
         mode: int,
         start: Any,
         stop: Any,
@@ -82,10 +96,10 @@ class RangeIterator(Generic[T]):
     ) -> None:
         self._chunk_size = check_range_args(limit, chunk_size)
         self._next_size = min(_FIRST_CHUNK, self._chunk_size)
-        self._db = db
-        self._kc: Coder[Any] = db.key_coder
-        self._vc: Coder[Any] = db.value_coder
-        self._spec = _scan.ScanSpec(mode, start, stop, prefix, reverse, db.dupsort)
+        self._source = source
+        self._kc: Coder[Any] = source.key_coder
+        self._vc: Coder[Any] = source.value_coder
+        self._spec = _scan.ScanSpec(mode, start, stop, prefix, reverse, source.dupsort)
         self._remaining = limit
         self._buf: list[Any] = []
         self._pos = 0
@@ -158,18 +172,17 @@ class RangeIterator(Generic[T]):
         elif spec.done:
             return []
         else:
-            chunk = await self._db._read(
+            chunk = await self._source._read(
                 _scan.read_chunk, self._kc, self._vc, spec, self._take_size()
             )
         if self._remaining is not None:
             if len(chunk) > self._remaining:
                 del chunk[self._remaining :]
             self._remaining -= len(chunk)
-        if chunk and not spec.done and self._remaining != 0 and not self._db._inline:
+        if chunk and not spec.done and self._remaining != 0:
             # Read the next chunk on a reader thread while the caller consumes this one.
-            self._pending = self._db._engine.submit_read(
-                _scan.read_chunk,
-                (self._db._state.dbi, self._kc, self._vc, spec, self._take_size()),
+            self._pending = self._source._prefetch(
+                _scan.read_chunk, self._kc, self._vc, spec, self._take_size()
             )
         return chunk
 

@@ -8,19 +8,38 @@ database's coders; the transaction given by ``db.run`` is also bound to ``db`` i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import lmdb
 
 from . import _ops, _scan
-from .errors import ReadOnlyError
-from .ranges import check_range_args, iterate_sync
+from ._engine import ABORT, COMMIT, WriteSession
+from .coders import Coder
+from .errors import (
+    DeadlockError,
+    ReadOnlyError,
+    SnapshotExpiredError,
+    TransactionError,
+)
+from .ranges import RangeIterator, check_range_args, iterate_sync
 
 if TYPE_CHECKING:
     from .database import AsyncDatabase
+    from .environment import Environment
 
-__all__ = ["DatabaseView", "Transaction"]
+__all__ = [
+    "AsyncDatabaseView",
+    "AsyncTransaction",
+    "DatabaseView",
+    "Snapshot",
+    "Transaction",
+    "WriteTransaction",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -245,3 +264,390 @@ def make_transaction(database: AsyncDatabase[Any, Any], write: bool) -> Callable
         return Transaction(raw, write, database)
 
     return build
+
+
+# --------------------------------------------------------------------------- async transactions
+class AsyncDatabaseView(Generic[K, V]):
+    """One database inside an interactive transaction or a snapshot (``txn[db]``).
+
+    Every operation is awaitable and runs inside that transaction: in a write transaction on
+    the writer thread (one hop per await), in a snapshot on a reader thread.
+    """
+
+    __slots__ = ("_db", "_txn", "key_coder", "value_coder")
+
+    def __init__(self, txn: AsyncTransaction, database: AsyncDatabase[K, V]) -> None:
+        self._txn = txn
+        self._db = database
+        self.key_coder: Coder[K] = database.key_coder
+        self.value_coder: Coder[V] = database.value_coder
+
+    @property
+    def dupsort(self) -> bool:
+        """True for a dupsort database."""
+        return self._db.dupsort
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        dbi = await self._db._ready()
+        return await self._txn._call(fn, (dbi, *args), False)
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        dbi = await self._db._ready()
+        return await self._txn._call(fn, (dbi, *args), True)
+
+    def _prefetch(self, fn: Any, *args: Any) -> asyncio.Future[Any] | None:
+        return None  # one command at a time inside a transaction
+
+    def _mks(self) -> int:
+        return self._db._engine.max_key_size
+
+    async def get(self, key: K, default: V | None = None) -> V | None:
+        """The value of ``key`` in this transaction, or ``default``."""
+        return await self._read(  # type: ignore[no-any-return]
+            _ops.get, self.key_coder, self.value_coder, self._mks(), key, default
+        )
+
+    async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
+        """A dict with every requested key; missing ones map to ``default``."""
+        return await self._read(  # type: ignore[no-any-return]
+            _ops.get_multi, self.key_coder, self.value_coder, self._mks(), list(keys), default
+        )
+
+    async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
+        """Store ``value`` under ``key`` (visible to this transaction at once; durable at
+        commit). False when nothing was stored."""
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.put,
+            self.key_coder,
+            self.value_coder,
+            self._mks(),
+            key,
+            value,
+            overwrite,
+            self.dupsort,
+        )
+
+    async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
+        """Store every pair (all or nothing); returns how many were added."""
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.put_multi, self.key_coder, self.value_coder, self._mks(), pairs, self.dupsort
+        )
+
+    async def delete(self, key: K, value: V = _MISSING) -> bool:
+        """Delete ``key`` (or one pair of a dupsort database); True if it existed."""
+        has_value = value is not _MISSING
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.delete,
+            self.key_coder,
+            self.value_coder,
+            self._mks(),
+            key,
+            value if has_value else None,
+            has_value,
+        )
+
+    async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
+        """Delete every key; a dict of key -> whether it existed."""
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.delete_multi, self.key_coder, self.value_coder, self._mks(), list(keys)
+        )
+
+    async def pop(self, key: K, default: V | None = None) -> V | None:
+        """Delete ``key`` and return its old value, or ``default``."""
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.pop, self.key_coder, self.value_coder, self._mks(), key, default
+        )
+
+    async def replace(self, key: K, value: V) -> V | None:
+        """Store ``value`` and return the old value, or None."""
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.replace, self.key_coder, self.value_coder, self._mks(), key, value
+        )
+
+    async def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
+        """Store ``fn(old)`` and return it."""
+        return await self._write(  # type: ignore[no-any-return]
+            _ops.update, self.key_coder, self.value_coder, self._mks(), key, fn, default
+        )
+
+    async def count(self) -> int:
+        """The number of entries, as this transaction sees them."""
+        return await self._read(_ops.count)  # type: ignore[no-any-return]
+
+    async def first(self) -> tuple[K, V] | None:
+        """The pair with the smallest key, or None."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.first_or_last, self.key_coder, self.value_coder, False
+        )
+
+    async def last(self) -> tuple[K, V] | None:
+        """The pair with the largest key, or None."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.first_or_last, self.key_coder, self.value_coder, True
+        )
+
+    async def get_all(self, key: K) -> list[V]:
+        """Every value of ``key``."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.get_all, self.key_coder, self.value_coder, self._mks(), key
+        )
+
+    def items(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[tuple[K, V]]:
+        """Iterate pairs in ``[start, stop)`` as this transaction sees them."""
+        return RangeIterator(self, _scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
+
+    def keys(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[K]:
+        """Iterate keys in ``[start, stop)`` as this transaction sees them."""
+        return RangeIterator(self, _scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
+
+    def values(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[V]:
+        """Iterate values of keys in ``[start, stop)`` as this transaction sees them."""
+        return RangeIterator(self, _scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
+
+
+class AsyncTransaction:
+    """Base of :class:`WriteTransaction` and :class:`Snapshot`: ``txn[db]`` views."""
+
+    __slots__ = ("__weakref__", "_engine", "_env", "_state")
+
+    _NEW, _OPEN, _DONE = 0, 1, 2
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+        self._engine = env._engine
+        self._state = self._NEW
+
+    def __getitem__(self, database: AsyncDatabase[K, V]) -> AsyncDatabaseView[K, V]:
+        """The view of ``database`` (of this environment) inside this transaction."""
+        if database._env is not self._env:
+            raise ValueError("that database belongs to another environment")
+        return AsyncDatabaseView(self, database)
+
+    def _check_usable(self) -> None:
+        if self._state == self._NEW:
+            raise TransactionError("the transaction has not begun: use 'async with env.begin()'")
+        if self._state == self._DONE:
+            raise TransactionError("the transaction has already ended")
+        self._engine.check_open()
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    @property
+    def active(self) -> bool:
+        """True between begin and commit/abort."""
+        return self._state == self._OPEN
+
+
+class WriteTransaction(AsyncTransaction):
+    """An exclusive write transaction held across awaits: ``async with env.begin(write=True)``.
+
+    For read-modify-write logic that must await between steps. It runs on the writer thread
+    (LMDB requires it), one hop per await; other writers wait their turn until it ends, so keep
+    it short. Leaving the block normally commits; an exception, including cancellation, rolls
+    back. ``await txn.commit()`` / ``await txn.abort()`` end it explicitly. Writing with a plain
+    ``db.put`` from the task that holds it raises :class:`~aiolmdb.DeadlockError`. If a command
+    fills the map (``lmdb.MapFullError``) the transaction can only roll back; the map is grown
+    afterwards, so running it again fits.
+    """
+
+    __slots__ = ("_owner", "_session")
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env)
+        self._session: WriteSession | None = None
+        self._owner: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> WriteTransaction:
+        await self.begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state != self._OPEN:
+            return
+        if exc_type is None:
+            await self.commit()
+        else:
+            await self.abort()
+
+    async def begin(self) -> None:
+        """Wait for the writer and begin the transaction (``async with`` does this)."""
+        if self._state != self._NEW:
+            raise TransactionError("the transaction has already begun")
+        engine = self._engine
+        engine.check_open()
+        task = asyncio.current_task()
+        if task is not None and engine.exclusive_owner is task:
+            raise DeadlockError(
+                "this task already holds a write transaction; a second one would wait for it "
+                "forever"
+            )
+        session = WriteSession()
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        engine.start_session(session, started)
+        try:
+            await started
+        except BaseException:
+            session.send(None, ABORT, ())  # never started, or cancelled: roll back
+            self._state = self._DONE
+            raise
+        self._session = session
+        self._state = self._OPEN
+        self._owner = task
+        engine.exclusive_owner = task
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
+        self._check_usable()
+        session = self._session
+        assert session is not None
+        fut = asyncio.get_running_loop().create_future()
+        if not session.send(fut, fn, args):
+            raise TransactionError("the transaction has already ended")
+        return await fut
+
+    async def _finish(self, command: Callable[..., Any]) -> None:
+        if self._state != self._OPEN:
+            raise TransactionError("the transaction is not active")
+        session = self._session
+        assert session is not None
+        self._state = self._DONE
+        if self._engine.exclusive_owner is self._owner:
+            self._engine.exclusive_owner = None
+        fut = asyncio.get_running_loop().create_future()
+        if session.send(fut, command, ()):
+            await fut
+
+    async def commit(self) -> None:
+        """Commit every change made in this transaction (durable when this returns)."""
+        await self._finish(COMMIT)
+
+    async def abort(self) -> None:
+        """Roll back every change made in this transaction."""
+        await self._finish(ABORT)
+
+    def __del__(self) -> None:
+        session = getattr(self, "_session", None)
+        if session is not None and self._state == self._OPEN:
+            session.send(None, ABORT, ())  # never left the block: do not hold the writer
+
+
+class Snapshot(AsyncTransaction):
+    """A consistent read-only view across databases: ``async with env.begin() as snap``.
+
+    Commits made after it began are not visible in it. Each await is one hop to a reader
+    thread. It holds an LMDB reader slot (and old pages) until it ends, so keep it reasonably
+    short; it is released on exit, including on cancellation. Growing the map invalidates it
+    (:class:`~aiolmdb.SnapshotExpiredError`): begin a new one.
+    """
+
+    __slots__ = ("_generation", "_lock", "_txn")
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env)
+        self._txn: lmdb.Transaction | None = None
+        self._generation = -1
+        self._lock = threading.Lock()
+
+    async def __aenter__(self) -> Snapshot:
+        await self.begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def begin(self) -> None:
+        """Begin the snapshot (``async with`` does this)."""
+        if self._state != self._NEW:
+            raise TransactionError("the snapshot has already begun")
+        self._state = self._OPEN
+        try:
+            await self._engine.run_blocking(self._begin)
+        except BaseException:
+            self.release()
+            raise
+        self._engine.snapshots.add(self)
+
+    def _begin(self) -> None:
+        # Reader thread, inside the gate: no resize can run between these two lines.
+        txn = self._engine.env.begin()
+        with self._lock:
+            if self._state == self._DONE:  # released (e.g. cancelled) while starting
+                txn.abort()
+                return
+            self._txn = txn
+            self._generation = self._engine.map_generation
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
+        if write:
+            raise ReadOnlyError("cannot write in a read snapshot: use env.begin(write=True)")
+        self._check_usable()
+        return await self._engine.run_blocking(self._run, fn, args)
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        with self._lock:
+            txn = self._txn
+            if txn is None:
+                raise TransactionError("the snapshot has already ended")
+            if self._generation != self._engine.map_generation:
+                raise SnapshotExpiredError(
+                    "the map was grown while this snapshot was open, which invalidates it; "
+                    "begin a new snapshot"
+                )
+            return fn(txn, *args)
+
+    def release(self) -> None:
+        """End the snapshot and free its reader slot (idempotent; exit does this)."""
+        self._state = self._DONE
+        if not self._lock.acquire(blocking=False):
+            # A command is still running on a reader thread: release right after it.
+            self._engine.submit_quiet(self.release)
+            return
+        try:
+            txn, self._txn = self._txn, None
+        finally:
+            self._lock.release()
+        if txn is not None:
+            with contextlib.suppress(lmdb.Error):
+                txn.abort()
+
+    def __del__(self) -> None:
+        if getattr(self, "_txn", None) is not None:
+            self.release()
