@@ -15,6 +15,7 @@ from .ranges import RangeIterator
 from .transaction import Transaction
 
 if TYPE_CHECKING:
+    from ._engine import Engine
     from .environment import Environment
 
 __all__ = ["AsyncDatabase"]
@@ -39,7 +40,7 @@ class _DbState:
         self.dropped = False
         self.error: BaseException | None = None
 
-    async def wait_opened(self) -> None:
+    async def wait_opened(self, engine: Engine) -> None:
         """Wait for a queued open (on the writer thread) and take its handle or error."""
         fut = self.opening
         if fut is None:
@@ -53,6 +54,8 @@ class _DbState:
             exc = fut.exception()
             if exc is None:
                 self.dbi = fut.result()
+                # A reused inline read transaction may predate the handle: start a fresh one.
+                engine.release_inline()
             else:
                 self.error = exc
 
@@ -123,7 +126,7 @@ class AsyncDatabase(Generic[K, V]):
             raise DatabaseDroppedError(f"database {self.name!r} was dropped (deleted)")
         if st.opening is not None:
             self._engine.check_open()
-            await st.wait_opened()
+            await st.wait_opened(self._engine)
         if st.error is not None:
             raise st.error
         return st.dbi

@@ -213,10 +213,11 @@ class Environment:
 
         ``name`` is ``str`` (stored as UTF-8) or ``bytes``; ``None`` is the default database.
         ``flags`` are :meth:`lmdb.Environment.open_db`'s (``dupsort``, ``integerkey``,
-        ``reverse_key``, ``create``, ...). Returns at once, never waiting behind a write: an
-        existing database opens on the spot; creating one is queued to the writer thread, and
-        ``await env.open_db(...)`` (or the first operation) waits for it and raises its error,
-        e.g. ``lmdb.NotFoundError`` with ``create=False``.
+        ``reverse_key``, ``create``, ...). Returns at once, never waiting behind a write: LMDB
+        opens named databases under its write lock, so the opening is queued to the writer
+        thread. ``await env.open_db(...)`` (or the first operation) waits for it and raises its
+        error, e.g. ``lmdb.NotFoundError`` with ``create=False``. In a read-only environment
+        the database opens on the spot (and a missing one raises at once).
         """
         self._engine.check_open()
         kc: Coder[Any] = key_coder if key_coder is not None else IdentityCoder()
@@ -239,6 +240,8 @@ class Environment:
             raise TypeError(f"unknown open_db flag(s): {', '.join(sorted(unknown))}")
         db_flags = {k: bool(v) for k, v in flags.items() if k in _DB_FLAGS and v}
         state = self._dbs.get(encoded)
+        if state is not None and state.error is not None:
+            state = None  # its opening failed (e.g. create=False): try again
         if state is not None:
             if state.flags != db_flags:
                 raise ValueError(
@@ -247,47 +250,19 @@ class Environment:
                 )
             return AsyncDatabase(self, state, kc, vc)
         state = _DbState(encoded, db_flags)
-        create = bool(flags.get("create", True))
-        if not self._open_existing(state) and state.error is None:
-            if self._readonly or not create:
-                state.error = lmdb.NotFoundError(
-                    f"database {name!r} does not exist"
-                    + (" (read-only environment)" if self._readonly else " (create=False)")
-                )
-            else:
-                state.opening = self._engine.call_solo(_open_named, self._engine, encoded, db_flags)
-        if state.error is not None:
-            raise state.error
+        if self._readonly:
+            # py-lmdb opens it with a read transaction, which never waits for a writer.
+            with self._engine.dbi_lock:
+                state.dbi = self._lmdb.open_db(encoded, create=False, **db_flags)
+        else:
+            # Opening needs LMDB's write lock (py-lmdb uses a write transaction even for an
+            # existing database, and a handle opened in a read transaction does not outlive it),
+            # so it is queued to the writer thread: this call never waits behind a long write.
+            state.opening = self._engine.call_solo(
+                _open_named, self._engine, encoded, {**db_flags, **flags}
+            )
         self._dbs[encoded] = state
         return AsyncDatabase(self, state, kc, vc)
-
-    def _open_existing(self, state: _DbState) -> bool:
-        """Open an existing database in a read transaction, without waiting for anything."""
-        engine = self._engine
-        if not engine.dbi_lock.acquire(blocking=False):
-            return False
-        try:
-            txn = engine.try_begin_read()
-            if txn is None:
-                return False
-            committed = False
-            try:
-                state.dbi = self._lmdb.open_db(state.name, txn=txn, create=False, **state.flags)
-            except lmdb.NotFoundError:
-                return False
-            except lmdb.Error as exc:
-                state.error = exc
-                return False
-            else:
-                committed = True
-                return True
-            finally:
-                # Committing a read transaction keeps the handle open for later transactions.
-                engine.end_read(txn, commit=committed)
-                # A reused inline read transaction predates the handle: start a fresh one.
-                engine.release_inline()
-        finally:
-            engine.dbi_lock.release()
 
     def get_default_database(self) -> AsyncDatabase[bytes, bytes]:
         """The default (unnamed) database, with bytes keys and values.
@@ -311,7 +286,7 @@ class Environment:
 
     async def _wait_opening(self) -> None:
         for state in list(self._dbs.values()):
-            await state.wait_opened()
+            await state.wait_opened(self._engine)
 
     # ----------------------------------------------------------------- transactions
     def run(
