@@ -253,7 +253,7 @@ class Environment:
         if self._readonly:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
             with self._engine.dbi_lock:
-                state.dbi = self._lmdb.open_db(encoded, create=False, **db_flags)
+                state.dbi = self._lmdb.open_db(encoded, create=False, **db_flags)  # type: ignore[arg-type]
         else:
             # Opening needs LMDB's write lock (py-lmdb uses a write transaction even for an
             # existing database, and a handle opened in a read transaction does not outlive it),
