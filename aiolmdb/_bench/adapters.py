@@ -1,0 +1,612 @@
+"""One adapter class per implementation under test.
+
+Every adapter exposes the same async methods, one per workload.  Each method
+receives its pre-generated inputs (so input generation is never timed) and
+returns a count (hits, items seen or items written) that the runner checks, so
+a broken implementation cannot post a great number by doing nothing.
+
+To add an implementation: subclass :class:`Adapter`, set ``name``,
+``description`` and ``workloads``, implement ``open``/``close`` and the workload
+methods it supports, and append it to :func:`build_adapters`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import lmdb
+import lmdb.aio
+
+from .dataset import JSON_DB, MAX_DBS, PUT_DB, PUT_MULTI_DB, open_env
+from .workloads import BenchConfig
+
+if TYPE_CHECKING:
+    from lmdb import _Database
+
+T = TypeVar("T")
+
+READ_WORKLOADS = frozenset(
+    {"get-concurrent", "get-sequential", "get-multi", "get-json", "scan", "scan-batches"}
+)
+ALL_WORKLOADS = READ_WORKLOADS | {"put-concurrent", "put-multi"}
+
+
+async def fan_out(
+    worker: Callable[[Sequence[T]], Awaitable[int]], items: Sequence[T], concurrency: int
+) -> int:
+    """Split ``items`` round-robin over ``concurrency`` tasks running ``worker``; sum results.
+
+    If one task fails (or this is cancelled), the others are cancelled and awaited before
+    the error propagates, so no stray task keeps using the environment.
+    """
+    tasks = [asyncio.ensure_future(worker(items[i::concurrency])) for i in range(concurrency)]
+    try:
+        return sum(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def maybe_await(value: Any) -> Any:
+    """Await ``value`` if it is awaitable (lets adapters accept sync or async APIs)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class Adapter:
+    """Base class: an implementation under test, driven through async workload methods."""
+
+    name: ClassVar[str] = "?"
+    description: ClassVar[str] = ""
+    workloads: ClassVar[frozenset[str]] = ALL_WORKLOADS
+    #: False for synchronous peers: they are measured once, not once per event loop.
+    uses_loop: ClassVar[bool] = True
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """Open the implementation's environment on the copy of the data at ``path``."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close everything opened by :meth:`open`."""
+        raise NotImplementedError
+
+    def unsupported(self, workload: str) -> str | None:
+        """Return why ``workload`` cannot run on this implementation, or None if it can."""
+        if workload not in self.workloads:
+            return "not applicable"
+        return None
+
+    async def get_concurrent(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """W1: ``concurrency`` tasks doing awaited gets; return number of hits."""
+        raise NotImplementedError
+
+    async def get_sequential(self, keys: Sequence[bytes]) -> int:
+        """W2: one task doing awaited gets in turn; return number of hits."""
+        raise NotImplementedError
+
+    async def put_concurrent(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
+        """W3: ``concurrency`` tasks doing durable puts; return number written."""
+        raise NotImplementedError
+
+    async def get_multi(self, batches: Sequence[Sequence[bytes]]) -> int:
+        """W4: one multi-get per batch, in turn; return number of hits."""
+        raise NotImplementedError
+
+    async def put_multi(self, batches: Sequence[Sequence[tuple[bytes, bytes]]]) -> int:
+        """W5: one atomic, durable multi-put per batch, in turn; return number written."""
+        raise NotImplementedError
+
+    async def get_json(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """W6: like W1 on the JSON database, values decoded; return number of hits."""
+        raise NotImplementedError
+
+    async def scan(self, rounds: int) -> int:
+        """W7: iterate ``rounds`` times over the whole main database; return items seen."""
+        raise NotImplementedError
+
+    async def scan_batches(self, rounds: int, batch_size: int) -> int:
+        """W7 (batch form): like :meth:`scan`, consuming ``batch_size`` items at a time."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- sync
+
+
+class SyncAdapter(Adapter):
+    """Plain synchronous py-lmdb: the upper limit (no event loop, no threads)."""
+
+    name = "sync"
+    description = "plain py-lmdb on the calling thread; gets in one txn, one durable txn per put"
+    workloads = ALL_WORKLOADS - {"scan-batches"}
+    uses_loop = False
+
+    env: lmdb.Environment
+    jdb: _Database
+    pdb: _Database
+    pmdb: _Database
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """Open the copy with ``lmdb.open`` and the named databases."""
+        self.env = open_env(path, cfg)
+        self.jdb = self.env.open_db(JSON_DB.encode())
+        self.pdb = self.env.open_db(PUT_DB.encode())
+        self.pmdb = self.env.open_db(PUT_MULTI_DB.encode())
+
+    async def close(self) -> None:
+        """Close the environment."""
+        self.env.close()
+
+    async def get_concurrent(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Same number of gets, in a loop, in one read transaction."""
+        return self._gets(keys)
+
+    async def get_sequential(self, keys: Sequence[bytes]) -> int:
+        """Gets in a loop in one read transaction."""
+        return self._gets(keys)
+
+    def _gets(self, keys: Sequence[bytes]) -> int:
+        hits = 0
+        with self.env.begin() as txn:
+            get = txn.get
+            for k in keys:
+                if get(k) is not None:
+                    hits += 1
+        return hits
+
+    async def put_concurrent(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
+        """One write transaction, one put and one durable commit per item."""
+        env, db = self.env, self.pdb
+        for k, v in items:
+            with env.begin(write=True, db=db) as txn:
+                txn.put(k, v)
+        return len(items)
+
+    async def get_multi(self, batches: Sequence[Sequence[bytes]]) -> int:
+        """``txn.cursor().getmulti(keys)`` per batch."""
+        hits = 0
+        for batch in batches:
+            with self.env.begin() as txn:
+                hits += len(txn.cursor().getmulti(batch))
+        return hits
+
+    async def put_multi(self, batches: Sequence[Sequence[tuple[bytes, bytes]]]) -> int:
+        """``cursor.putmulti(items)`` in one durable write transaction per batch."""
+        written = 0
+        for batch in batches:
+            with self.env.begin(write=True, db=self.pmdb) as txn:
+                written += txn.cursor().putmulti(batch)[1]
+        return written
+
+    async def get_json(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Gets plus ``json.loads`` in a loop in one read transaction."""
+        hits = 0
+        loads = json.loads
+        with self.env.begin(db=self.jdb) as txn:
+            get = txn.get
+            for k in keys:
+                raw = get(k)
+                if raw is not None and loads(raw) is not None:
+                    hits += 1
+        return hits
+
+    async def scan(self, rounds: int) -> int:
+        """``for k, v in txn.cursor()`` over the main database."""
+        seen = 0
+        for _ in range(rounds):
+            with self.env.begin() as txn:
+                for _k, _v in txn.cursor():
+                    seen += 1
+        return seen
+
+
+class SyncBatchedAdapter(SyncAdapter):
+    """Context row for W3: synchronous puts committed in batches of ``concurrency``."""
+
+    name = "sync-batch"
+    description = "plain py-lmdb, puts committed durably in groups of 64 (ideal group commit)"
+    workloads = frozenset({"put-concurrent"})
+
+    async def put_concurrent(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
+        """One durable write transaction per ``concurrency`` puts."""
+        env, db = self.env, self.pdb
+        for start in range(0, len(items), concurrency):
+            with env.begin(write=True, db=db) as txn:
+                for k, v in items[start : start + concurrency]:
+                    txn.put(k, v)
+        return len(items)
+
+
+# --------------------------------------------------------------------------- lmdb.aio
+
+
+class LmdbAioAdapter(Adapter):
+    """py-lmdb's own ``lmdb.aio`` wrapper, used the way its docs show."""
+
+    name = "lmdb.aio"
+    description = (
+        "lmdb.aio.wrap(env); every op is `async with aenv.begin() as txn: await txn.get(k)`"
+    )
+    workloads = ALL_WORKLOADS - {"scan-batches"}
+
+    env: lmdb.Environment
+    aenv: lmdb.aio.AsyncEnvironment
+    jdb: _Database
+    pdb: _Database
+    pmdb: _Database
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """``lmdb.open`` + ``lmdb.aio.wrap`` (loop's default executor), then the named dbs."""
+        self.env = open_env(path, cfg)
+        self.aenv = lmdb.aio.wrap(self.env)
+        self.jdb = await self.aenv.open_db(JSON_DB.encode())
+        self.pdb = await self.aenv.open_db(PUT_DB.encode())
+        self.pmdb = await self.aenv.open_db(PUT_MULTI_DB.encode())
+
+    async def close(self) -> None:
+        """``await aenv.close()``."""
+        await self.aenv.close()
+
+    async def _get_worker(self, keys: Sequence[bytes]) -> int:
+        hits = 0
+        aenv = self.aenv
+        for k in keys:
+            async with aenv.begin() as txn:
+                if await txn.get(k) is not None:
+                    hits += 1
+        return hits
+
+    async def get_concurrent(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Each task: one read txn (begin, get, commit) per key."""
+        return await fan_out(self._get_worker, keys, concurrency)
+
+    async def get_sequential(self, keys: Sequence[bytes]) -> int:
+        """One read txn per key, in turn."""
+        return await self._get_worker(keys)
+
+    async def _put_worker(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        aenv, db = self.aenv, self.pdb
+        for k, v in items:
+            async with aenv.begin(db=db, write=True) as txn:
+                await txn.put(k, v)
+        return len(items)
+
+    async def put_concurrent(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
+        """Each task: one write txn (durable commit) per put."""
+        return await fan_out(self._put_worker, items, concurrency)
+
+    async def get_multi(self, batches: Sequence[Sequence[bytes]]) -> int:
+        """One read txn per batch, ``await cursor.getmulti(keys)``."""
+        hits = 0
+        for batch in batches:
+            async with self.aenv.begin() as txn, txn.cursor() as cur:
+                hits += len(await cur.getmulti(batch))
+        return hits
+
+    async def put_multi(self, batches: Sequence[Sequence[tuple[bytes, bytes]]]) -> int:
+        """One write txn per batch, ``await cursor.putmulti(items)``."""
+        written = 0
+        for batch in batches:
+            async with self.aenv.begin(db=self.pmdb, write=True) as txn, txn.cursor() as cur:
+                written += (await cur.putmulti(batch))[1]
+        return written
+
+    async def _json_worker(self, keys: Sequence[bytes]) -> int:
+        hits = 0
+        aenv, db, loads = self.aenv, self.jdb, json.loads
+        for k in keys:
+            async with aenv.begin(db=db) as txn:
+                raw = await txn.get(k)
+            if raw is not None and loads(raw) is not None:
+                hits += 1
+        return hits
+
+    async def get_json(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Like get_concurrent; ``json.loads`` on the event loop."""
+        return await fan_out(self._json_worker, keys, concurrency)
+
+    async def scan(self, rounds: int) -> int:
+        """``await cursor.iternext()`` (whole db materialised as a list in the executor)."""
+        seen = 0
+        for _ in range(rounds):
+            async with self.aenv.begin() as txn, txn.cursor() as cur:
+                for _k, _v in await cur.iternext():
+                    seen += 1
+        return seen
+
+
+# --------------------------------------------------------------------------- naive
+
+
+class NaiveAdapter(Adapter):
+    """A naive wrapper: one whole transaction per operation via ``run_in_executor``."""
+
+    name = "naive"
+    description = "loop.run_in_executor(ThreadPoolExecutor(), <whole txn>) per operation"
+    workloads = ALL_WORKLOADS - {"scan-batches"}
+
+    env: lmdb.Environment
+    executor: ThreadPoolExecutor
+    jdb: _Database
+    pdb: _Database
+    pmdb: _Database
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """``lmdb.open`` plus a default-sized ThreadPoolExecutor."""
+        self.env = open_env(path, cfg)
+        self.executor = ThreadPoolExecutor(thread_name_prefix="naive-lmdb")
+        self.jdb = self.env.open_db(JSON_DB.encode())
+        self.pdb = self.env.open_db(PUT_DB.encode())
+        self.pmdb = self.env.open_db(PUT_MULTI_DB.encode())
+
+    async def close(self) -> None:
+        """Shut the executor down, close the environment."""
+        self.executor.shutdown(wait=True)
+        self.env.close()
+
+    # Whole transactions, run on a worker thread.
+    def _get(self, key: bytes, db: _Database | None = None) -> bytes | None:
+        with self.env.begin(db=db) as txn:
+            return txn.get(key)
+
+    def _put(self, key: bytes, value: bytes) -> bool:
+        with self.env.begin(write=True, db=self.pdb) as txn:
+            return txn.put(key, value)
+
+    def _get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes | None]:
+        with self.env.begin() as txn:
+            get = txn.get
+            return {k: get(k) for k in keys}
+
+    def _put_many(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        with self.env.begin(write=True, db=self.pmdb) as txn:
+            put = txn.put
+            for k, v in items:
+                put(k, v)
+        return len(items)
+
+    def _scan(self) -> list[tuple[bytes, bytes]]:
+        with self.env.begin() as txn:
+            return list(txn.cursor())
+
+    async def _get_worker(self, keys: Sequence[bytes]) -> int:
+        hits = 0
+        run, ex, get = asyncio.get_running_loop().run_in_executor, self.executor, self._get
+        for k in keys:
+            if await run(ex, get, k) is not None:
+                hits += 1
+        return hits
+
+    async def get_concurrent(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Each task: one executor call (whole read txn) per get."""
+        return await fan_out(self._get_worker, keys, concurrency)
+
+    async def get_sequential(self, keys: Sequence[bytes]) -> int:
+        """One executor call per get, in turn."""
+        return await self._get_worker(keys)
+
+    async def _put_worker(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        run, ex, put = asyncio.get_running_loop().run_in_executor, self.executor, self._put
+        for k, v in items:
+            await run(ex, put, k, v)
+        return len(items)
+
+    async def put_concurrent(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
+        """Each task: one executor call (whole durable write txn) per put."""
+        return await fan_out(self._put_worker, items, concurrency)
+
+    async def get_multi(self, batches: Sequence[Sequence[bytes]]) -> int:
+        """One executor call per batch, looping ``txn.get`` into a dict."""
+        loop = asyncio.get_running_loop()
+        hits = 0
+        for batch in batches:
+            found = await loop.run_in_executor(self.executor, self._get_many, batch)
+            hits += sum(1 for v in found.values() if v is not None)
+        return hits
+
+    async def put_multi(self, batches: Sequence[Sequence[tuple[bytes, bytes]]]) -> int:
+        """One executor call per batch, looping ``txn.put`` in one durable txn."""
+        loop = asyncio.get_running_loop()
+        written = 0
+        for batch in batches:
+            written += await loop.run_in_executor(self.executor, self._put_many, batch)
+        return written
+
+    async def _json_worker(self, keys: Sequence[bytes]) -> int:
+        hits = 0
+        run, ex, get, db = (
+            asyncio.get_running_loop().run_in_executor,
+            self.executor,
+            self._get,
+            self.jdb,
+        )
+        loads = json.loads
+        for k in keys:
+            raw = await run(ex, get, k, db)
+            if raw is not None and loads(raw) is not None:
+                hits += 1
+        return hits
+
+    async def get_json(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Like get_concurrent; ``json.loads`` on the event loop."""
+        return await fan_out(self._json_worker, keys, concurrency)
+
+    async def scan(self, rounds: int) -> int:
+        """One executor call materialising ``list(txn.cursor())``, then iterate it."""
+        loop = asyncio.get_running_loop()
+        seen = 0
+        for _ in range(rounds):
+            for _k, _v in await loop.run_in_executor(self.executor, self._scan):
+                seen += 1
+        return seen
+
+
+# --------------------------------------------------------------------------- aiolmdb
+
+
+def import_aiolmdb() -> tuple[ModuleType | None, str | None]:
+    """Import this project's library; return ``(module, None)`` or ``(None, reason)``."""
+    try:
+        mod = importlib.import_module("aiolmdb")
+    except Exception as exc:  # any import-time failure means "skip those rows"
+        return None, f"{type(exc).__name__}: {exc}"
+    missing = [n for n in ("open", "JSONCoder") if not hasattr(mod, n)]
+    if missing:
+        return None, f"module {mod.__name__!r} has no {', '.join(missing)} (not written yet?)"
+    return mod, None
+
+
+class AiolmdbAdapter(Adapter):
+    """This project, threaded mode (reads batched on reader threads, group-committed writes)."""
+
+    name = "aiolmdb"
+    description = "aiolmdb.open(path); await db.get(k) / db.put(k, v) / get_multi / put_multi"
+    inline_reads: ClassVar[bool] = False
+
+    def __init__(self, module: ModuleType) -> None:
+        self.mod = module
+        self.env: Any = None
+        self.db: Any = None
+        self.jdb: Any = None
+        self.pdb: Any = None
+        self.pmdb: Any = None
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """``aiolmdb.open(...)`` on the copy; default db, JSON db (JSONCoder), put dbs."""
+        self.env = await maybe_await(
+            self.mod.open(
+                str(path), map_size=cfg.map_size, max_dbs=MAX_DBS, inline_reads=self.inline_reads
+            )
+        )
+        self.db = await maybe_await(self.env.get_default_database())
+        self.jdb = await maybe_await(self.env.open_db(JSON_DB, value_coder=self.mod.JSONCoder()))
+        self.pdb = await maybe_await(self.env.open_db(PUT_DB))
+        self.pmdb = await maybe_await(self.env.open_db(PUT_MULTI_DB))
+
+    async def close(self) -> None:
+        """``await env.close()``."""
+        if self.env is not None:
+            await maybe_await(self.env.close())
+            self.env = None
+
+    def unsupported(self, workload: str) -> str | None:
+        """Scans need range iteration (``db.items()``), which may not exist yet."""
+        reason = super().unsupported(workload)
+        if reason is None and workload.startswith("scan") and not hasattr(self.db, "items"):
+            return "db.items() not available in this aiolmdb"
+        return reason
+
+    async def _get_worker(self, keys: Sequence[bytes]) -> int:
+        hits = 0
+        get = self.db.get
+        for k in keys:
+            if await get(k) is not None:
+                hits += 1
+        return hits
+
+    async def get_concurrent(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Each task: ``await db.get(k)``."""
+        return await fan_out(self._get_worker, keys, concurrency)
+
+    async def get_sequential(self, keys: Sequence[bytes]) -> int:
+        """``await db.get(k)`` in turn."""
+        return await self._get_worker(keys)
+
+    async def _put_worker(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        put = self.pdb.put
+        for k, v in items:
+            await put(k, v)
+        return len(items)
+
+    async def put_concurrent(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
+        """Each task: ``await db.put(k, v)`` (returns after the durable group commit)."""
+        return await fan_out(self._put_worker, items, concurrency)
+
+    async def get_multi(self, batches: Sequence[Sequence[bytes]]) -> int:
+        """``await db.get_multi(keys)`` per batch."""
+        hits = 0
+        for batch in batches:
+            found = await self.db.get_multi(batch)
+            hits += sum(1 for v in found.values() if v is not None)
+        return hits
+
+    async def put_multi(self, batches: Sequence[Sequence[tuple[bytes, bytes]]]) -> int:
+        """``await db.put_multi(items)`` per batch."""
+        for batch in batches:
+            await self.pmdb.put_multi(batch)
+        return sum(len(b) for b in batches)
+
+    async def _json_worker(self, keys: Sequence[bytes]) -> int:
+        hits = 0
+        get = self.jdb.get
+        for k in keys:
+            if await get(k) is not None:
+                hits += 1
+        return hits
+
+    async def get_json(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Each task: ``await jdb.get(k)``; JSONCoder decodes on the worker threads."""
+        return await fan_out(self._json_worker, keys, concurrency)
+
+    async def scan(self, rounds: int) -> int:
+        """``async for k, v in db.items()``."""
+        seen = 0
+        for _ in range(rounds):
+            async for _k, _v in self.db.items():
+                seen += 1
+        return seen
+
+    async def scan_batches(self, rounds: int, batch_size: int) -> int:
+        """``async for batch in db.items().batches(batch_size)``."""
+        seen = 0
+        for _ in range(rounds):
+            async for batch in self.db.items().batches(batch_size):
+                seen += len(batch)
+        return seen
+
+
+class AiolmdbInlineAdapter(AiolmdbAdapter):
+    """This project opened with ``inline_reads=True`` (read workloads only)."""
+
+    name = "aiolmdb-inline"
+    description = "aiolmdb.open(path, inline_reads=True); read workloads only"
+    workloads = READ_WORKLOADS
+    inline_reads = True
+
+
+def build_adapters(
+    aiolmdb_module: ModuleType | None,
+) -> list[Adapter]:
+    """All implementations, in report order (aiolmdb rows only if the module imported)."""
+    adapters: list[Adapter] = [
+        SyncAdapter(),
+        SyncBatchedAdapter(),
+        LmdbAioAdapter(),
+        NaiveAdapter(),
+    ]
+    if aiolmdb_module is not None:
+        adapters += [AiolmdbAdapter(aiolmdb_module), AiolmdbInlineAdapter(aiolmdb_module)]
+    return adapters
+
+
+#: Every implementation name, in report order (including ones that may be skipped).
+IMPL_ORDER: tuple[str, ...] = (
+    "sync",
+    "sync-batch",
+    "lmdb.aio",
+    "naive",
+    "aiolmdb",
+    "aiolmdb-inline",
+)
+PEERS: tuple[str, ...] = ("sync", "sync-batch", "lmdb.aio", "naive")
+OURS: tuple[str, ...] = ("aiolmdb", "aiolmdb-inline")

@@ -1,0 +1,219 @@
+"""Command line entry point: ``aiolmdb bench``, ``python -m benchmarks`` (``make bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import lmdb
+
+from .adapters import Adapter, build_adapters, import_aiolmdb
+from .dataset import DataSet, generate, load_base
+from .report import (
+    Report,
+    evaluate_targets,
+    meta_lines,
+    table_lines,
+    target_lines,
+    to_json,
+    write_json,
+    write_png,
+)
+from .runner import Cell, log_stderr, run_adapter
+from .workloads import CONCURRENCY, WORKLOADS, BenchConfig, Workload, resolve_workloads
+
+
+def _results_dir() -> Path:
+    # In a source checkout the results live beside the suite's README; elsewhere in the cwd.
+    checkout = Path.cwd() / "benchmarks" / "results"
+    return checkout if checkout.is_dir() else Path.cwd() / "aiolmdb-bench-results"
+
+
+RESULTS_DIR = _results_dir()
+
+Runner = Callable[[Coroutine[Any, Any, list[Cell]]], list[Cell]]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    names = ", ".join(f"{w.alias}={w.name}" for w in WORKLOADS)
+    p = argparse.ArgumentParser(
+        prog="aiolmdb bench",
+        description="Compare aiolmdb with sync py-lmdb, lmdb.aio and a naive executor wrapper.",
+    )
+    p.add_argument("--quick", action="store_true", help="small smoke run (< 30 s)")
+    p.add_argument("--repeat", type=int, metavar="N", help="timed runs per cell (default 5)")
+    p.add_argument("--only", metavar="W1,W3", help=f"comma-separated workloads: {names}")
+    p.add_argument("--no-uvloop", action="store_true", help="skip the uvloop pass")
+    p.add_argument("--json", type=Path, metavar="PATH", help="JSON output path")
+    p.add_argument("--png", type=Path, metavar="PATH", help="bar chart output path")
+    p.add_argument("--check", action="store_true", help="exit 1 if a target fails")
+    p.add_argument("--tmpdir", type=Path, metavar="DIR", help="where to put the LMDB copies")
+    args = p.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    try:
+        args.workloads = resolve_workloads(args.only)
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
+
+
+def make_config(args: argparse.Namespace) -> BenchConfig:
+    """The run configuration for the parsed arguments."""
+    cfg = BenchConfig()
+    if args.quick:
+        cfg = replace(cfg, n_keys=10_000, repeat=3, target_seconds=0.06, ops_scale=0.2, quick=True)
+    if args.repeat is not None:
+        cfg = replace(cfg, repeat=args.repeat)
+    return cfg
+
+
+def import_uvloop() -> ModuleType | None:
+    """uvloop if importable, else None."""
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    mod: ModuleType = uvloop
+    return mod
+
+
+def collect_meta(aiolmdb_mod: ModuleType | None, uvloop_mod: ModuleType | None) -> dict[str, Any]:
+    """Versions, machine and date, for the header and the JSON."""
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "python_impl": platform.python_implementation(),
+        "py_lmdb": lmdb.__version__,
+        "lmdb": ".".join(map(str, lmdb.version())),
+        "aiolmdb": None
+        if aiolmdb_mod is None
+        else str(getattr(aiolmdb_mod, "__version__", "unknown")),
+        "uvloop": None if uvloop_mod is None else str(getattr(uvloop_mod, "__version__", "?")),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+
+
+def loop_runners(uvloop_mod: ModuleType | None) -> dict[str, Runner]:
+    """Event loops to run the async suite under, by name."""
+    runners: dict[str, Runner] = {"asyncio": asyncio.run}
+    if uvloop_mod is not None:
+
+        def run_uvloop(coro: Coroutine[Any, Any, list[Cell]]) -> list[Cell]:
+            result: list[Cell] = uvloop_mod.run(coro)
+            return result
+
+        runners["uvloop"] = run_uvloop
+    return runners
+
+
+async def run_suite(
+    adapters: list[Adapter],
+    workloads: list[Workload],
+    data: DataSet,
+    cfg: BenchConfig,
+    base: Path,
+    workdir: Path,
+    loop: str | None,
+) -> list[Cell]:
+    """Run every adapter (one after another, each on its own copy) on ``workloads``."""
+    cells: list[Cell] = []
+    for adapter in adapters:
+        cells += await run_adapter(adapter, workloads, data, cfg, base, workdir, loop)
+    return cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark suite; print the table and targets; write JSON and PNG.
+
+    Returns the process exit code: 0, or 1 with ``--check`` when a target fails
+    (or aiolmdb could not be imported, so nothing could be checked).
+    """
+    args = parse_args(argv)
+    cfg = make_config(args)
+    workloads: list[Workload] = args.workloads
+    stem = "quick" if cfg.quick else "latest"
+    json_path: Path = args.json or RESULTS_DIR / f"{stem}.json"
+    png_path: Path = args.png or RESULTS_DIR / f"{stem}.png"
+    log = log_stderr
+
+    aiolmdb_mod, why = import_aiolmdb()
+    notes: list[str] = []
+    if aiolmdb_mod is None:
+        notes.append(f"aiolmdb not importable: {why}")
+        log(notes[-1])
+    uvloop_mod = None if args.no_uvloop else import_uvloop()
+    if not args.no_uvloop and uvloop_mod is None:
+        notes.append("uvloop not importable; asyncio loop only")
+        log(notes[-1])
+    runners = loop_runners(uvloop_mod)
+
+    config = asdict(cfg) | {"concurrency": CONCURRENCY}
+    report = Report(
+        meta=collect_meta(aiolmdb_mod, uvloop_mod),
+        config=config,
+        loops=list(runners),
+        workloads=[w.name for w in workloads],
+        notes=notes,
+    )
+    for line in meta_lines(report):
+        log(line)
+
+    data = generate(cfg)
+    with tempfile.TemporaryDirectory(prefix="aiolmdb-bench-", dir=args.tmpdir) as tmp:
+        workdir = Path(tmp)
+        base = workdir / "base"
+        load_base(base, data, cfg)
+
+        sync_adapters = [a for a in build_adapters(None) if not a.uses_loop]
+        log("-- synchronous peers (loop-independent, measured once)")
+        report.cells += asyncio.run(
+            run_suite(sync_adapters, workloads, data, cfg, base, workdir, None)
+        )
+        for loop_name, run in runners.items():
+            log(f"-- event loop: {loop_name}")
+            adapters = [a for a in build_adapters(aiolmdb_mod) if a.uses_loop]
+            report.cells += run(run_suite(adapters, workloads, data, cfg, base, workdir, loop_name))
+
+    for cell in report.cells:
+        if cell.workload.startswith("scan") and cell.skipped and "items()" in cell.skipped:
+            note = f"scan workloads skipped for {cell.impl}: {cell.skipped}"
+            if note not in notes:
+                notes.append(note)
+
+    targets = evaluate_targets(report)
+    out: list[str] = ["", *meta_lines(report)]
+    out += [f"note: {n}" for n in notes]
+    for loop_name in report.loops:
+        out += ["", *table_lines(report, loop_name)]
+    out += ["", *target_lines(targets)]
+
+    write_json(json_path, to_json(report, targets))
+    out.append(f"\nwrote {json_path}")
+    png_error = write_png(png_path, report)
+    out.append(png_error or f"wrote {png_path}")
+    print("\n".join(out), flush=True)
+
+    if args.check:
+        if aiolmdb_mod is None:
+            return 1
+        if any(t.status == "FAIL" for t in targets):
+            return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

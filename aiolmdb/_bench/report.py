@@ -1,0 +1,261 @@
+"""Ratios, the text table, the targets check, and the JSON / PNG outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .adapters import IMPL_ORDER, OURS, PEERS
+from .runner import Cell
+from .workloads import TARGETS, WORKLOAD_BY_NAME, Target
+
+
+@dataclass
+class Report:
+    """Everything a run produced."""
+
+    meta: dict[str, Any]
+    config: dict[str, Any]
+    loops: list[str]
+    workloads: list[str]
+    cells: list[Cell] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def find(self, loop: str, impl: str, workload: str) -> Cell | None:
+        """The cell for ``impl`` on ``workload`` under ``loop`` (sync cells match any loop)."""
+        for c in self.cells:
+            if c.impl == impl and c.workload == workload and c.loop in (loop, None):
+                return c
+        return None
+
+    def ratio(
+        self, loop: str, impl: str, workload: str, peer: str, peer_workload: str | None = None
+    ) -> float | None:
+        """Median over repeats i of ``impl_i / peer_i`` (ops/s), or None if either is missing."""
+        a = self.find(loop, impl, workload)
+        b = self.find(loop, peer, peer_workload or workload)
+        if a is None or b is None or not a.samples or not b.samples:
+            return None
+        m = min(len(a.samples), len(b.samples))
+        return statistics.median(a.samples[i] / b.samples[i] for i in range(m))
+
+
+# --------------------------------------------------------------------------- text
+
+
+def fmt_ratio(r: float | None) -> str:
+    """``12.3x`` style, adapting precision to magnitude; blank for None."""
+    if r is None:
+        return ""
+    if r >= 100:
+        return f"{r:,.0f}x"
+    if r >= 10:
+        return f"{r:.1f}x"
+    return f"{r:.2f}x"
+
+
+def meta_lines(report: Report) -> list[str]:
+    """Header lines describing the machine and the run."""
+    m, c = report.meta, report.config
+    return [
+        f"date {m['date']}  |  {m['platform']}  |  {m['cpu_count']} CPUs",
+        f"Python {m['python']}  |  py-lmdb {m['py_lmdb']}  |  LMDB {m['lmdb']}"
+        f"  |  aiolmdb {m['aiolmdb'] or 'n/a'}  |  uvloop {m['uvloop'] or 'n/a'}",
+        f"data: {c['n_keys']:,} keys x {c['key_size']} B, values {c['value_size']} B"
+        f"  |  repeat {c['repeat']}  |  ~{c['target_seconds']}s per run"
+        f"  |  concurrency {c['concurrency']}{'  |  QUICK' if c['quick'] else ''}",
+    ]
+
+
+def table_lines(report: Report, loop: str) -> list[str]:
+    """The results table for one event loop."""
+    ours = [o for o in OURS if any(c.impl == o for c in report.cells)]
+    head = f"{'workload':<15} {'impl':<16} {'median ops/s':>14} {'spread':>7} {'ops/run':>9}"
+    head += "".join(f" {o + '/row':>16}" for o in ours)
+    lines = [f"== event loop: {loop} ==", head, "-" * len(head)]
+    for wname in report.workloads:
+        w = WORKLOAD_BY_NAME[wname]
+        first = True
+        rows: list[tuple[str, Cell]] = []
+        for impl in IMPL_ORDER:
+            if impl in PEERS and w.peer_workload is not None:
+                cell = report.find(loop, impl, w.peer_workload)
+                label = f"{impl} [{w.peer_workload}]"
+            else:
+                cell = report.find(loop, impl, wname)
+                label = impl
+            if cell is not None:
+                rows.append((label, cell))
+        for label, cell in rows:
+            name = wname if first else ""
+            first = False
+            if cell.skipped is not None or cell.median is None:
+                lines.append(f"{name:<15} {label:<16} skipped: {cell.skipped}")
+                continue
+            med = cell.median
+            spread = (max(cell.samples) - min(cell.samples)) / med * 100
+            line = f"{name:<15} {label:<16} {med:>14,.0f} {spread:>6.0f}% {cell.ops:>9,}"
+            if cell.impl in PEERS:
+                for o in ours:
+                    r = report.ratio(loop, o, wname, cell.impl, cell.workload)
+                    line += f" {fmt_ratio(r):>16}"
+            lines.append(line.rstrip())
+        if not rows:
+            lines.append(f"{wname:<15} (no results)")
+    return lines
+
+
+@dataclass
+class TargetResult:
+    """Outcome of one :class:`Target` under one event loop."""
+
+    target: Target
+    loop: str
+    value: float | None
+    status: str  # PASS | FAIL | SKIP
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        t = self.target
+        return {
+            "loop": self.loop,
+            "target": t.label,
+            "workload": t.workload,
+            "impl": t.impl,
+            "peer": t.peer,
+            "peer_workload": t.peer_workload or t.workload,
+            "floor": t.floor,
+            "median_ratio": None if self.value is None else round(self.value, 3),
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+def evaluate_targets(report: Report) -> list[TargetResult]:
+    """Check every target under every loop that ran."""
+    out: list[TargetResult] = []
+    for loop in report.loops:
+        for t in TARGETS:
+            if t.workload not in report.workloads:
+                continue
+            value = report.ratio(loop, t.impl, t.workload, t.peer, t.peer_workload)
+            if value is None:
+                missing = []
+                for impl, wl in ((t.impl, t.workload), (t.peer, t.peer_workload or t.workload)):
+                    cell = report.find(loop, impl, wl)
+                    if cell is None or cell.median is None:
+                        why = cell.skipped if cell is not None else "not measured"
+                        missing.append(f"{impl} {wl}: {why}")
+                out.append(TargetResult(t, loop, None, "SKIP", "; ".join(missing)))
+            else:
+                out.append(TargetResult(t, loop, value, "PASS" if value >= t.floor else "FAIL"))
+    return out
+
+
+def target_lines(results: list[TargetResult]) -> list[str]:
+    """The "targets" section."""
+    lines = ["== targets (median of per-repeat ratios) =="]
+    for r in results:
+        measured = f"measured {fmt_ratio(r.value)}" if r.value is not None else r.reason
+        lines.append(f"  [{r.loop}] {r.status:<4}  {r.target.label:<46} {measured}")
+    counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "SKIP")}
+    lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return lines
+
+
+# --------------------------------------------------------------------------- files
+
+
+def to_json(report: Report, targets: list[TargetResult]) -> dict[str, Any]:
+    """The whole report as a JSON-ready dict, ratios included."""
+    ratios = []
+    for loop in report.loops:
+        for wname in report.workloads:
+            peer_wl = WORKLOAD_BY_NAME[wname].baseline
+            for impl in OURS:
+                for peer in PEERS:
+                    r = report.ratio(loop, impl, wname, peer, peer_wl)
+                    if r is not None:
+                        ratios.append(
+                            {
+                                "loop": loop,
+                                "workload": wname,
+                                "impl": impl,
+                                "peer": peer,
+                                "peer_workload": peer_wl,
+                                "median_ratio": round(r, 3),
+                            }
+                        )
+    return {
+        "meta": report.meta,
+        "config": report.config,
+        "loops": report.loops,
+        "workloads": report.workloads,
+        "notes": report.notes,
+        "results": [c.to_json() for c in report.cells],
+        "ratios": ratios,
+        "targets": [t.to_json() for t in targets],
+    }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically (``*.tmp`` then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_png(path: Path, report: Report) -> str | None:
+    """Grouped bar chart (log-scale ops/s), one panel per loop. Returns an error or None."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"matplotlib not importable ({exc}); PNG skipped"
+
+    impls = [i for i in IMPL_ORDER if any(c.impl == i and c.samples for c in report.cells)]
+    wls = [w for w in report.workloads if any(c.workload == w and c.samples for c in report.cells)]
+    if not wls:
+        return "nothing was measured; PNG skipped"
+    fig, axes = plt.subplots(
+        len(report.loops), 1, figsize=(max(8.0, 1.6 * len(wls) + 2), 4.2 * len(report.loops))
+    )
+    axes_list = list(axes) if len(report.loops) > 1 else [axes]
+    width = 0.8 / max(1, len(impls))
+    for ax, loop in zip(axes_list, report.loops, strict=True):
+        for j, impl in enumerate(impls):
+            xs: list[float] = []
+            ys: list[float] = []
+            for i, wname in enumerate(wls):
+                cell = report.find(loop, impl, wname)
+                if cell is not None and cell.median is not None:
+                    xs.append(i - 0.4 + width * (j + 0.5))
+                    ys.append(cell.median)
+            ax.bar(xs, ys, width, label=impl)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(wls)))
+        ax.set_xticklabels(wls, rotation=15)
+        ax.set_ylabel("ops/s (median, log scale)")
+        ax.set_title(f"aiolmdb vs peers - event loop: {loop}")
+        ax.grid(axis="y", which="major", alpha=0.3)
+    handles, labels = axes_list[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(impls), fontsize="small")
+    m = report.meta
+    fig.suptitle(
+        f"Python {m['python']}, py-lmdb {m['py_lmdb']}, LMDB {m['lmdb']}, "
+        f"{m['cpu_count']} CPUs, {m['date'][:10]}",
+        fontsize="small",
+    )
+    fig.tight_layout(rect=(0.0, 0.04, 1.0, 1.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

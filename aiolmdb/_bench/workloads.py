@@ -1,0 +1,188 @@
+"""Workload, target and run-configuration definitions for the benchmark suite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Number of concurrent tasks used by the ``*-concurrent`` and ``get-json`` workloads.
+CONCURRENCY = 64
+#: Batch size of one ``get_multi`` / ``put_multi`` call.
+MULTI_BATCH = 20_000
+#: Batch size used by the ``scan-batches`` workload.
+SCAN_BATCH = 1_000
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark workload.
+
+    ``granularity`` is the unit the operation count is rounded to: ``concurrency``
+    (multiples of the task count), ``one``, ``multi`` (whole 20k-key calls) or
+    ``dataset`` (whole scans).  ``max_ops`` caps one timed run and ``probe_ops`` sizes
+    the calibration run; 0 means "10 units" and "1 unit" respectively.
+    ``peer_workload`` names the workload whose peer results the ratios are computed
+    against (defaults to the workload itself).
+    """
+
+    name: str
+    alias: str
+    description: str
+    granularity: str  # "concurrency" | "one" | "multi" | "dataset"
+    max_ops: int
+    probe_ops: int
+    write: bool = False
+    peer_workload: str | None = None
+
+    @property
+    def baseline(self) -> str:
+        """Workload whose peer measurements are the denominators of the ratios."""
+        return self.peer_workload or self.name
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "get-concurrent",
+        "W1",
+        f"{CONCURRENCY} tasks doing random awaited gets",
+        "concurrency",
+        max_ops=100_000,
+        probe_ops=CONCURRENCY * 16,
+    ),
+    Workload(
+        "get-sequential",
+        "W2",
+        "one task doing random awaited gets, one after another",
+        "one",
+        max_ops=100_000,
+        probe_ops=500,
+    ),
+    Workload(
+        "put-concurrent",
+        "W3",
+        f"{CONCURRENCY} tasks doing durable (sync=True) single puts",
+        "concurrency",
+        max_ops=20_000,
+        probe_ops=CONCURRENCY * 2,
+        write=True,
+    ),
+    Workload(
+        "get-multi",
+        "W4",
+        f"get_multi of {MULTI_BATCH:,} random keys per call",
+        "multi",
+        max_ops=0,  # 10 calls (fewer with --quick); the probe is one call
+        probe_ops=0,
+    ),
+    Workload(
+        "put-multi",
+        "W5",
+        f"put_multi of {MULTI_BATCH:,} items per call (one durable commit)",
+        "multi",
+        max_ops=0,  # 10 calls (fewer with --quick); the probe is one call
+        probe_ops=0,
+        write=True,
+    ),
+    Workload(
+        "get-json",
+        "W6",
+        f"{CONCURRENCY} tasks doing random gets of JSON values, decoded",
+        "concurrency",
+        max_ops=100_000,
+        probe_ops=CONCURRENCY * 16,
+    ),
+    Workload(
+        "scan",
+        "W7",
+        "iterate over every item of the main database (async for k, v)",
+        "dataset",
+        max_ops=0,  # 10 full scans (fewer with --quick); the probe is one scan
+        probe_ops=0,
+    ),
+    Workload(
+        "scan-batches",
+        "W7",
+        f"iterate over every item in batches of {SCAN_BATCH} (ratios vs sync scan)",
+        "dataset",
+        max_ops=0,
+        probe_ops=0,
+        peer_workload="scan",
+    ),
+)
+
+WORKLOAD_BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
+
+
+def resolve_workloads(spec: str | None) -> list[Workload]:
+    """Turn an ``--only`` value (names or W1..W7 aliases, comma separated) into workloads.
+
+    ``scan-batches`` brings ``scan`` along (its ratios use the peers' scan numbers).
+    Raises ``ValueError`` naming the unknown entries.
+    """
+    if not spec:
+        return list(WORKLOADS)
+    wanted: set[str] = set()
+    unknown: list[str] = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        matches = [
+            w.name for w in WORKLOADS if item in (w.name, w.alias) or item.upper() == w.alias
+        ]
+        if not matches:
+            unknown.append(item)
+        wanted.update(matches)
+    if unknown:
+        choices = ", ".join(f"{w.alias}={w.name}" for w in WORKLOADS)
+        raise ValueError(f"unknown workload(s) {', '.join(unknown)}; choose from {choices}")
+    # A workload compared against another one's peers needs that one measured too.
+    wanted.update(w.baseline for w in WORKLOADS if w.name in wanted)
+    return [w for w in WORKLOADS if w.name in wanted]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance floor: median(impl / peer) on ``workload`` must be >= ``floor``."""
+
+    workload: str
+    impl: str
+    peer: str
+    floor: float
+    peer_workload: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Human-readable description, e.g. ``get-concurrent: aiolmdb >= 15x lmdb.aio``."""
+        peer = self.peer if self.peer_workload is None else f"{self.peer} {self.peer_workload}"
+        return f"{self.workload}: {self.impl} >= {self.floor:g}x {peer}"
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("get-concurrent", "aiolmdb", "lmdb.aio", 15.0),
+    Target("get-concurrent", "aiolmdb", "naive", 5.0),
+    Target("get-concurrent", "aiolmdb", "sync", 0.1),
+    Target("get-sequential", "aiolmdb", "lmdb.aio", 1.5),
+    Target("get-sequential", "aiolmdb-inline", "lmdb.aio", 30.0),
+    Target("put-concurrent", "aiolmdb", "lmdb.aio", 40.0),
+    Target("put-concurrent", "aiolmdb", "naive", 15.0),
+    Target("get-multi", "aiolmdb", "sync", 0.6),
+    Target("scan", "aiolmdb", "sync", 0.3),
+    Target("scan-batches", "aiolmdb", "sync", 0.6, peer_workload="scan"),
+)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything that shapes one benchmark run."""
+
+    n_keys: int = 50_000
+    key_size: int = 16
+    value_size: int = 100
+    map_size: int = 1 << 30
+    repeat: int = 5
+    #: Wall-clock seconds one measurement should take (op counts are calibrated to it).
+    target_seconds: float = 0.5
+    #: Cap on the op count of one measurement, as a fraction of each workload's max_ops.
+    ops_scale: float = 1.0
+    seed: int = 20240601
+    quick: bool = False
