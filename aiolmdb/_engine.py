@@ -394,6 +394,11 @@ class Engine:
     def _begin_read_adopting(self) -> lmdb.Transaction:
         try:
             return self.env.begin()
+        except lmdb.ReadersFullError:
+            # Slots left by crashed processes are freed by reader_check; then try once more.
+            if not self.env.reader_check():
+                raise
+            return self.env.begin()
         except lmdb.MapResizedError:
             # Another process grew the map. Only the writer may resize (no transaction of this
             # process may be open meanwhile): ask it, wait, then try again.
@@ -742,9 +747,14 @@ class Engine:
 
     def _finish(self) -> None:
         try:
-            with self._gate:
-                while self._drains:
-                    self._gate.wait()
+            # A reader thread may still queue a solo (adopting another process's map size)
+            # and wait for it: keep failing queued work until every reader is done.
+            while True:
+                self._fail_queued()
+                with self._gate:
+                    if not self._drains:
+                        break
+                    self._gate.wait(0.05)
             for snapshot in list(self.snapshots):
                 snapshot.release()
             if self._own_executor:
@@ -753,6 +763,19 @@ class Engine:
         finally:
             self._state = _CLOSED
             self._writer_done.set_result(None)
+
+    def _fail_queued(self) -> None:
+        closed = ClosedError(f"environment {self._name!r} is closed")
+        while True:
+            try:
+                item = self._writes.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Solo):
+                if item.future.set_running_or_notify_cancel():
+                    item.future.set_exception(closed)
+            elif item is not _STOP:
+                self._post([(item[0], False, closed)])
 
     def join_writer(self) -> None:
         """Wait for the writer thread to exit (it has already signalled it is finishing)."""

@@ -45,7 +45,11 @@ def get(
     txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, key: Any, default: Any
 ) -> Any:
     """The value of key, decoded, or default."""
-    buf = txn.get(encode_key(kc, key, mks), None, db)
+    # The hottest path: encode_key's work inlined; its checks run only for a suspect size.
+    encoded = kc.serialize(key)
+    if not 0 < len(encoded) <= mks:
+        encode_key(kc, key, mks)
+    buf = txn.get(encoded, None, db)
     if buf is None:
         return default
     return vc.deserialize(buf)

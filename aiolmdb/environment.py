@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import warnings
 from collections.abc import Awaitable, Callable
@@ -79,6 +80,9 @@ def open(
         raise ValueError(f"readers must be >= 1, got {readers!r}")
     lmdb_kwargs.setdefault("max_dbs", DEFAULT_MAX_DBS)
     env = lmdb.open(os.fspath(path), **lmdb_kwargs)
+    with contextlib.suppress(lmdb.Error):
+        # Free reader slots left by crashed processes (they pin old pages and fill the table).
+        env.reader_check()
     try:
         return Environment(
             env,
