@@ -534,15 +534,18 @@ class Engine:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
         while live:
             try:
-                results = self._commit(live)
-            except lmdb.MapFullError as exc:
-                if self._grow_map():
+                try:
+                    results = self._commit(live)
+                except lmdb.MapFullError as exc:
+                    if self._grow_map():
+                        continue
+                    results = self._commit_one_by_one(live, exc)
+                except lmdb.MapResizedError:
+                    self.resize(0)  # another process grew the map: adopt its size
                     continue
-                results = self._commit_one_by_one(live, exc)
-            except lmdb.MapResizedError:
-                self.resize(0)  # another process grew the map: adopt its size
-                continue
-            except BaseException as exc:  # begin/commit failed: nothing in the batch landed
+            except BaseException as exc:
+                # begin/commit (or growing the map) failed: nothing in the batch landed. The
+                # writer thread itself must survive, or every later write would hang.
                 results = [(fut, False, _as_settable(exc)) for fut, _, _ in live]
             break
         self._post(results)
