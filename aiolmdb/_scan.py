@@ -33,18 +33,22 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 
 
 class ScanSpec:
-    """One scan's bounds and resume point. Only the thread reading the current chunk touches
-    it, and chunks are read one after another."""
+    """One scan's arguments and its encoded bounds ``[lo, hi)``.
+
+    The bounds are encoded by the first chunk read (on a worker thread); encoding is
+    deterministic, so a chunk whose result is dropped (cancelled) leaves nothing wrong. Where
+    the scan has got to is NOT kept here but by the caller, who passes the resume point to each
+    chunk and adopts the one returned only when it receives the chunk.
+    """
 
     __slots__ = (
-        "done",
         "dupsort",
+        "empty",
         "encoded",
         "hi",
         "lo",
         "mode",
         "prefix",
-        "resume",
         "reverse",
         "start",
         "stop",
@@ -68,9 +72,7 @@ class ScanSpec:
         self.encoded = False
         self.lo: bytes | None = None
         self.hi: bytes | None = None
-        # (key,) or (key, value): the last entry returned; the next chunk starts past it.
-        self.resume: tuple[bytes, ...] | None = None
-        self.done = False
+        self.empty = False
 
     @property
     def unique_keys(self) -> bool:
@@ -89,9 +91,8 @@ class ScanSpec:
             if succ is not None and (hi is None or succ < hi):
                 hi = succ
         self.lo, self.hi = lo, hi
+        self.empty = lo is not None and hi is not None and lo >= hi  # e.g. stop <= start
         self.encoded = True
-        if lo is not None and hi is not None and lo >= hi:
-            self.done = True  # empty range (e.g. stop <= start)
 
 
 def _encode_bound(kc: Coder[Any], value: Any, what: str) -> Any:
@@ -101,9 +102,12 @@ def _encode_bound(kc: Coder[Any], value: Any, what: str) -> Any:
         raise type(exc)(f"cannot encode range {what} {value!r}: {exc}") from exc
 
 
-def _position(cur: lmdb.Cursor, spec: ScanSpec) -> bool:
+# (key,) or (key, value): the last entry a chunk returned; the next chunk starts past it.
+Resume = tuple[bytes, ...]
+
+
+def _position(cur: lmdb.Cursor, spec: ScanSpec, resume: Resume | None) -> bool:
     """Put the cursor on the first entry this chunk should return; False if there is none."""
-    resume = spec.resume
     pairs = spec.dupsort and not spec.unique_keys
     if not spec.reverse:
         if resume is None:
@@ -142,18 +146,21 @@ def read_chunk(
     kc: Coder[Any],
     vc: Coder[Any],
     spec: ScanSpec,
+    resume: Resume | None,
     n: int,
-) -> list[Any]:
-    """Read up to n entries of the scan (fewer means the range is exhausted: spec.done)."""
+) -> tuple[list[Any], Resume | None, bool]:
+    """Read up to n entries of the scan after ``resume``.
+
+    Returns ``(entries, new_resume, done)``; ``done`` means the range is exhausted.
+    """
     if not spec.encoded:
         spec.encode(kc)
-    if spec.done:
-        return []
+    if spec.empty:
+        return [], resume, True
     cur = txn.cursor(db)
     try:
-        if not _position(cur, spec):
-            spec.done = True
-            return []
+        if not _position(cur, spec, resume):
+            return [], resume, True
         it: Iterator[Any]
         if spec.unique_keys:
             it = (
@@ -166,49 +173,46 @@ def read_chunk(
         raw: list[Any] = list(islice(it, n))
     finally:
         cur.close()
-    if len(raw) < n:
-        spec.done = True
-    raw = _cut(raw, spec)
+    done = len(raw) < n
+    raw, cut = _cut(raw, spec)
     if not raw:
-        spec.done = True
-        return raw
+        return raw, resume, True
     last = raw[-1]
-    spec.resume = (
-        (last,) if spec.unique_keys else (last[0], last[1]) if spec.dupsort else (last[0],)
-    )
-    return _decode(raw, spec.mode, kc, vc)
+    if spec.unique_keys:
+        resume = (last,)
+    else:
+        resume = (last[0], last[1]) if spec.dupsort else (last[0],)
+    return _decode(raw, spec.mode, kc, vc), resume, done or cut
 
 
-def _cut(raw: list[Any], spec: ScanSpec) -> list[Any]:
-    """Drop the entries past the range bound (they are sorted, so bisect)."""
+def _cut(raw: list[Any], spec: ScanSpec) -> tuple[list[Any], bool]:
+    """Drop the entries past the range bound (they are sorted, so bisect); True if any were."""
     if not raw:
-        return raw
+        return raw, False
     keys_only = spec.unique_keys
     if not spec.reverse:
         hi = spec.hi
         if hi is None:
-            return raw
+            return raw, False
         last_key = raw[-1] if keys_only else raw[-1][0]
         if last_key < hi:
-            return raw
-        spec.done = True
+            return raw, False
         if keys_only:
-            return raw[: bisect_left(raw, hi)]
-        return raw[: bisect_left(raw, hi, key=_first)]
+            return raw[: bisect_left(raw, hi)], True
+        return raw[: bisect_left(raw, hi, key=_first)], True
     lo = spec.lo
     if lo is None:
-        return raw
+        return raw, False
     last_key = raw[-1] if keys_only else raw[-1][0]
     if last_key >= lo:
-        return raw
-    spec.done = True
+        return raw, False
     # Descending: the entries >= lo are a prefix. Bisect over "is it below lo?".
     below = [False, True]
     if keys_only:
         idx = bisect_left(range(len(raw)), True, key=lambda i: below[raw[i] < lo])
     else:
         idx = bisect_left(range(len(raw)), True, key=lambda i: below[raw[i][0] < lo])
-    return raw[:idx]
+    return raw[:idx], True
 
 
 def _first(pair: tuple[bytes, bytes]) -> bytes:

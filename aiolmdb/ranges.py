@@ -72,11 +72,13 @@ class RangeIterator(Generic[T]):
         "_buf",
         "_chunk_size",
         "_closed",
+        "_done",
         "_kc",
         "_next_size",
         "_pending",
         "_pos",
         "_remaining",
+        "_resume",
         "_source",
         "_spec",
         "_started",
@@ -106,6 +108,10 @@ class RangeIterator(Generic[T]):
         self._pending: asyncio.Future[Any] | None = None
         self._closed = False
         self._started = False
+        # Where the scan has got to, advanced only when a chunk is received here: a chunk
+        # whose await was cancelled is simply read again.
+        self._resume: _scan.Resume | None = None
+        self._done = False
 
     def __aiter__(self) -> RangeIterator[T]:
         return self
@@ -162,27 +168,36 @@ class RangeIterator(Generic[T]):
 
     async def _next_chunk(self) -> list[Any]:
         self._started = True
-        if self._closed or self._remaining == 0:
+        if self._closed or self._done or self._remaining == 0:
             return []
-        spec = self._spec
         pending = self._pending
         if pending is not None:
             self._pending = None
-            chunk: list[Any] = await pending
-        elif spec.done:
-            return []
+            result = await pending
         else:
-            chunk = await self._source._read(
-                _scan.read_chunk, self._kc, self._vc, spec, self._take_size()
+            result = await self._source._read(
+                _scan.read_chunk,
+                self._kc,
+                self._vc,
+                self._spec,
+                self._resume,
+                self._take_size(),
             )
+        chunk: list[Any]
+        chunk, self._resume, self._done = result
         if self._remaining is not None:
             if len(chunk) > self._remaining:
                 del chunk[self._remaining :]
             self._remaining -= len(chunk)
-        if chunk and not spec.done and self._remaining != 0:
+        if not self._done and self._remaining != 0:
             # Read the next chunk on a reader thread while the caller consumes this one.
             self._pending = self._source._prefetch(
-                _scan.read_chunk, self._kc, self._vc, spec, self._take_size()
+                _scan.read_chunk,
+                self._kc,
+                self._vc,
+                self._spec,
+                self._resume,
+                self._take_size(),
             )
         return chunk
 
@@ -205,9 +220,11 @@ def iterate_sync(
 ) -> Iterator[Any]:
     """The synchronous form for ``run(fn)``: chunks read from the caller's transaction."""
     remaining = limit
-    while not spec.done and remaining != 0:
+    resume: _scan.Resume | None = None
+    done = False
+    while not done and remaining != 0:
         n = chunk_size if remaining is None else min(chunk_size, remaining)
-        chunk = _scan.read_chunk(txn, db, kc, vc, spec, n)
+        chunk, resume, done = _scan.read_chunk(txn, db, kc, vc, spec, resume, n)
         if remaining is not None:
             remaining -= len(chunk)
         yield from chunk
