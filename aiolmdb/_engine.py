@@ -68,9 +68,12 @@ class WriteSession:
     until COMMIT or ABORT. Other writes wait in the writer's queue meanwhile.
     """
 
-    __slots__ = ("broken", "commands", "finished", "lock")
+    __slots__ = ("broken", "commands", "finished", "lock", "owner")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: asyncio.Task[Any] | None) -> None:
+        # The task that holds it: if that task waits for the writer otherwise, it waits for
+        # itself (the deadlock guard checks this).
+        self.owner = owner
         self.commands: queue.SimpleQueue[tuple[Any, Op, tuple[Any, ...]]] = queue.SimpleQueue()
         self.broken: BaseException | None = None
         self.finished = False
@@ -199,9 +202,9 @@ class Engine:
         self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.writer_thread_id: int | None = None
-        # Task that holds an exclusive write transaction (deadlock guard), set by transactions.
-        self.exclusive_owner: asyncio.Task[Any] | None = None
         self._sessions: set[WriteSession] = set()
+        # The exclusive write transaction that has begun and not ended (deadlock guard).
+        self.active_session: WriteSession | None = None
         # Open read snapshots (objects with release()), ended before the environment closes.
         self.snapshots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._writer = threading.Thread(
@@ -476,16 +479,28 @@ class Engine:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             loop = self._bind_loop()
-        owner = self.exclusive_owner
-        if owner is not None and owner is asyncio.current_task():
-            raise DeadlockError(
-                "this task holds an open write transaction (env.begin(write=True)); a plain "
-                "database write would wait for it forever: write through the transaction "
-                "(await txn[db].put(...)) or finish it first"
-            )
+        if self.active_session is not None:
+            self.check_not_holding("a plain database write")
         fut = loop.create_future()
         self._writes.put((fut, fn, args))
         return fut
+
+    def check_not_holding(self, what: str) -> None:
+        """Raise DeadlockError if the current context holds this engine's write transaction."""
+        held = self.active_session
+        if held is not None and not held.finished and held.owner is asyncio.current_task():
+            raise DeadlockError(
+                f"this task holds an open write transaction (env.begin(write=True)); {what} "
+                "would wait for it forever: use the transaction (await txn[db].put(...)) or "
+                "finish it first"
+            )
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, bound to this engine (results are delivered to it)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            loop = self._bind_loop()
+        return loop
 
     def call_solo(self, fn: Op, *args: Any) -> concurrent.futures.Future[Any]:
         """Run ``fn(env, *args)`` on the writer thread between batches (no loop needed)."""

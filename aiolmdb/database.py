@@ -45,10 +45,15 @@ class _DbState:
         fut = self.opening
         if fut is None:
             return
-        try:
-            await asyncio.wrap_future(fut)
-        except Exception:
-            pass  # taken below
+        if not fut.done():
+            # Creating it needs the writer: waiting for that while holding the writer's
+            # transaction would never end.
+            engine.check_not_holding(f"waiting for database {self.name!r} to be created")
+            try:
+                # Shielded: a cancelled waiter must not cancel the opening shared by all.
+                await asyncio.shield(asyncio.wrap_future(fut))
+            except Exception:
+                pass  # taken below
         if self.opening is fut:
             self.opening = None
             exc = fut.exception()

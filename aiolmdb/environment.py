@@ -387,7 +387,8 @@ class Environment:
         """
         engine = self._engine
         done = engine.begin_close()
-        await asyncio.wrap_future(done)
+        # Shielded: cancelling close() must not cancel the shutdown, which goes on regardless.
+        await asyncio.shield(asyncio.wrap_future(done))
         engine.join_writer()
 
     async def __aenter__(self) -> Environment:

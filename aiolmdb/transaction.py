@@ -21,7 +21,6 @@ from . import _ops, _scan
 from ._engine import ABORT, COMMIT, WriteSession
 from .coders import Coder
 from .errors import (
-    DeadlockError,
     ReadOnlyError,
     SnapshotExpiredError,
     TransactionError,
@@ -479,12 +478,11 @@ class WriteTransaction(AsyncTransaction):
     afterwards, so running it again fits.
     """
 
-    __slots__ = ("_owner", "_session")
+    __slots__ = ("_session",)
 
     def __init__(self, env: Environment) -> None:
         super().__init__(env)
         self._session: WriteSession | None = None
-        self._owner: asyncio.Task[Any] | None = None
 
     async def __aenter__(self) -> WriteTransaction:
         await self.begin()
@@ -509,14 +507,9 @@ class WriteTransaction(AsyncTransaction):
             raise TransactionError("the transaction has already begun")
         engine = self._engine
         engine.check_open()
-        task = asyncio.current_task()
-        if task is not None and engine.exclusive_owner is task:
-            raise DeadlockError(
-                "this task already holds a write transaction; a second one would wait for it "
-                "forever"
-            )
-        session = WriteSession()
-        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        engine.check_not_holding("a second write transaction")
+        session = WriteSession(asyncio.current_task())
+        started: asyncio.Future[None] = engine.loop().create_future()
         engine.start_session(session, started)
         try:
             await started
@@ -526,8 +519,7 @@ class WriteTransaction(AsyncTransaction):
             raise
         self._session = session
         self._state = self._OPEN
-        self._owner = task
-        engine.exclusive_owner = task
+        engine.active_session = session
 
     async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
         self._check_usable()
@@ -544,8 +536,8 @@ class WriteTransaction(AsyncTransaction):
         session = self._session
         assert session is not None
         self._state = self._DONE
-        if self._engine.exclusive_owner is self._owner:
-            self._engine.exclusive_owner = None
+        if self._engine.active_session is session:
+            self._engine.active_session = None
         fut = asyncio.get_running_loop().create_future()
         if session.send(fut, command, ()):
             await fut

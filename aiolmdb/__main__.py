@@ -1,0 +1,8 @@
+"""``python -m aiolmdb`` and the ``aiolmdb`` console script (see :mod:`aiolmdb._cli`)."""
+
+from ._cli import main
+
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,958 @@
+"""The ``aiolmdb`` command line (``python -m aiolmdb``): inspect, edit, dump, load and copy
+LMDB environments. See ``docs/cli.md`` for the reference.
+
+Exit statuses: 0 success, 1 a key was not found (``get``, ``delete``), 2 usage or any other
+error. Errors are one ``aiolmdb: error: ...`` line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import os
+import shutil
+import stat as stat_module
+import struct
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, Any
+
+import lmdb
+
+from . import _dumpfmt
+from .database import AsyncDatabase
+from .environment import Environment
+from .environment import open as open_environment
+from .errors import Error as AiolmdbError
+from .transaction import Transaction
+
+__all__ = ["main"]
+
+PROG = "aiolmdb"
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_ERROR = 2
+
+# Named databases the CLI can open at once (LMDB's max_dbs; each costs a few bytes per txn).
+MAX_DBS = 1024
+# Map size of an environment the CLI creates (it grows on demand).
+DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+LOAD_CHUNK = 10_000
+LOAD_IN_FLIGHT = 4
+DUMP_BATCH = 10_000
+SCAN_BATCH = 1_000
+
+DB = AsyncDatabase[bytes, bytes]
+
+
+class CLIError(Exception):
+    """A failure reported as one line on stderr, with the exit status to use."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# ---------------------------------------------------------------------------- output
+def _emit(data: bytes) -> None:
+    """Write bytes to stdout (its binary buffer when there is one)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        sys.stdout.flush()
+        buffer.write(data)
+    else:  # a text-only stream (e.g. a StringIO)
+        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+
+
+def _emit_text(text: str) -> None:
+    """Write text to stdout as UTF-8, whatever the locale."""
+    _emit(text.encode("utf-8", "surrogateescape"))
+
+
+def _flush_stdout() -> None:
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        buffer.flush()
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _short(data: bytes, limit: int = 40) -> str:
+    shown = repr(data[:limit])
+    return shown + ("..." if len(data) > limit else "")
+
+
+# ---------------------------------------------------------------------------- encodings
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def escape_text(text: str) -> str:
+    """``text`` with backslash, tab, newline and carriage return written as ``\\\\``, ``\\t``,
+    ``\\n`` and ``\\r``, so that it fits on one field of a tab-separated line."""
+    return text.translate(_ESCAPES)
+
+
+class Codec:
+    """How keys and values appear on the command line and in the output: ``text`` (UTF-8),
+    ``hex`` or ``base64``."""
+
+    def __init__(self, mode: str = "text") -> None:
+        if mode not in ("text", "hex", "base64"):
+            raise ValueError(f"unknown encoding {mode!r}")
+        self.mode = mode
+
+    def parse(self, arg: str, what: str) -> bytes:
+        """The bytes an argument stands for; CLIError if it is not valid in this encoding."""
+        if self.mode == "hex":
+            try:
+                return bytes.fromhex(arg)
+            except ValueError:
+                raise CLIError(f"{what} is not valid hex: {arg!r}") from None
+        if self.mode == "base64":
+            try:
+                return base64.b64decode(arg.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                raise CLIError(f"{what} is not valid base64: {arg!r}") from None
+        # Text: UTF-8. Bytes the OS passed that are not UTF-8 arrive as surrogate escapes.
+        return arg.encode("utf-8", "surrogateescape")
+
+    def show(self, data: bytes, what: str, escape: bool = False) -> str:
+        """``data`` in this encoding (text: escaped with :func:`escape_text` if ``escape``)."""
+        if self.mode == "hex":
+            return data.hex()
+        if self.mode == "base64":
+            return base64.b64encode(data).decode("ascii")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CLIError(
+                f"{what} {_short(data)} is not UTF-8 text: use --hex or --base64"
+            ) from None
+        return escape_text(text) if escape else text
+
+
+# ---------------------------------------------------------------------------- progress
+class Progress:
+    """A progress bar on stderr when it is a terminal and ``rich`` is installed; otherwise
+    it does nothing."""
+
+    def __init__(self, description: str, total: int | None, *, enabled: bool = True) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+        if not enabled or not _isatty(sys.stderr):
+            return
+        try:
+            from rich.console import Console
+            from rich.progress import Progress as RichProgress
+        except ImportError:
+            return
+        self._bar = RichProgress(console=Console(file=sys.stderr), transient=True)
+        self._task = self._bar.add_task(description, total=total)
+
+    @property
+    def active(self) -> bool:
+        """True when a bar is shown."""
+        return self._bar is not None
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, amount: int) -> None:
+        """Count ``amount`` more units done."""
+        if self._bar is not None:
+            self._bar.advance(self._task, amount)
+
+    def update(self, completed: int) -> None:
+        """Set how many units are done."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+# ---------------------------------------------------------------------------- environments
+def _existing_env(path: str) -> bool:
+    """Check that ``path`` holds an LMDB environment; return True for a directory (subdir)."""
+    if not os.path.exists(path):
+        raise CLIError(f"no LMDB environment at {path}: the path does not exist")
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "data.mdb")):
+            raise CLIError(f"{path} is not an LMDB environment: it holds no data.mdb")
+        return True
+    return False
+
+
+def _open_env(
+    path: str,
+    *,
+    write: bool = False,
+    create: bool = False,
+    map_size: int | None = None,
+    max_readers: int | None = None,
+) -> Environment:
+    """Open the environment at ``path``; read-only unless ``write``. Only ``create`` makes a
+    new one (a missing path or an empty directory)."""
+    kwargs: dict[str, Any] = {"max_dbs": MAX_DBS}
+    is_new = create and (
+        not os.path.exists(path)
+        or (os.path.isdir(path) and not os.path.exists(os.path.join(path, "data.mdb")))
+    )
+    if is_new:
+        kwargs["subdir"] = True
+        kwargs["map_size"] = map_size or DEFAULT_MAP_SIZE
+        if max_readers:
+            kwargs["max_readers"] = max_readers
+    else:
+        kwargs["subdir"] = _existing_env(path)
+        kwargs["map_size"] = 0  # 0: the size recorded in the environment
+    if not write:
+        kwargs.update(readonly=True, lock=True)
+    return open_environment(path, **kwargs)
+
+
+@dataclass
+class DbInfo:
+    """A database found in an environment: its name (None: the main database), the py-lmdb
+    flags that are set, and its LMDB statistics."""
+
+    name: bytes | None
+    flags: dict[str, Any]
+    stat: dict[str, int]
+
+    @property
+    def dump_flags(self) -> list[str]:
+        """The flags under their mdb_dump names."""
+        by_lmdb = {v: k for k, v in _dumpfmt.FLAG_NAMES.items() if v is not None}
+        return [by_lmdb[name] for name in self.flags if name in by_lmdb]
+
+
+def _name_text(name: bytes) -> str:
+    return name.decode("utf-8", "backslashreplace")
+
+
+def _set_flags(flags: Mapping[str, object]) -> dict[str, Any]:
+    return {name: True for name, on in flags.items() if on}
+
+
+def _stat_dict(stat: Mapping[str, object]) -> dict[str, int]:
+    return {name: int(value) for name, value in stat.items()}  # type: ignore[call-overload]
+
+
+_INCOMPATIBLE = object()
+# A named database's record in the main database is LMDB's MDB_db struct: two 16-bit and one
+# 32-bit field, then five size_t/pgno_t fields (48 bytes on 64-bit platforms).
+_DB_RECORD_SIZE = 8 + 5 * struct.calcsize("N")
+
+
+def _catalogue(txn: Transaction[bytes, bytes], lenv: lmdb.Environment, only: bytes | None) -> Any:
+    """In one read transaction: the main database and every named database (keys of the main
+    database that LMDB opens as databases), or just the database ``only`` (None if it does not
+    exist, _INCOMPATIBLE if that name is a plain key)."""
+    raw = txn.raw
+    if only is not None:
+        try:
+            handle = lenv.open_db(only, txn=raw, create=False)
+        except lmdb.NotFoundError:
+            return None
+        except lmdb.IncompatibleError:
+            return _INCOMPATIBLE
+        return DbInfo(only, _set_flags(handle.flags()), _stat_dict(raw.stat(handle)))
+    main = lenv.open_db(None, txn=raw)
+    infos = [DbInfo(None, _set_flags(main.flags()), _stat_dict(raw.stat(main)))]
+    cursor = raw.cursor(main)
+    try:
+        for key, value in cursor.iternext_nodup(keys=True, values=True):
+            if len(value) != _DB_RECORD_SIZE:
+                continue  # cheap test first: a plain key of a big main database
+            name = bytes(key)
+            if b"\0" in name:
+                continue  # LMDB names are C strings
+            try:
+                handle = lenv.open_db(name, txn=raw, create=False)
+            except lmdb.DbsFullError:
+                raise CLIError(
+                    f"more than {MAX_DBS} named databases: cannot open them all"
+                ) from None
+            except lmdb.Error:
+                continue  # a plain key, not a database
+            infos.append(DbInfo(name, _set_flags(handle.flags()), _stat_dict(raw.stat(handle))))
+    finally:
+        cursor.close()
+    return infos
+
+
+async def _databases(env: Environment) -> list[DbInfo]:
+    """The main database first, then every named database, in key order."""
+    lenv = env.lmdb_environment
+    infos: list[DbInfo] = await env.run(lambda txn: _catalogue(txn, lenv, None))
+    return infos
+
+
+async def _lookup(env: Environment, name: str) -> DbInfo | None:
+    """The named database ``name``, or None if it does not exist."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    lenv = env.lmdb_environment
+    found = await env.run(lambda txn: _catalogue(txn, lenv, encoded))
+    if found is _INCOMPATIBLE:
+        raise CLIError(f"{name!r} is a key of the main database of {env.path}, not a database")
+    return found  # type: ignore[no-any-return]
+
+
+async def _open_database(env: Environment, name: str | None, *, create: bool = False) -> DB:
+    """The database ``name`` (None: the main one) with its real flags; create=True makes a
+    missing one, otherwise it is an error."""
+    if name is None:
+        return env.get_default_database()
+    info = await _lookup(env, name)
+    encoded = name.encode("utf-8", "surrogateescape")
+    if info is None:
+        if not create:
+            raise CLIError(f"no database {name!r} in {env.path}")
+        return await env.open_db(encoded)
+    return await env.open_db(encoded, create=False, **info.flags)
+
+
+# ---------------------------------------------------------------------------- stat
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stat_report(env: Environment, infos: list[DbInfo]) -> dict[str, Any]:
+    info = env.info()
+    psize = int(env.stat()["psize"])
+    used = (int(info["last_pgno"]) + 1) * psize
+    return {
+        "path": env.path,
+        "page_size": psize,
+        "map_size": int(info["map_size"]),
+        "map_used": used,
+        "last_pgno": int(info["last_pgno"]),
+        "last_txnid": int(info["last_txnid"]),
+        "max_readers": int(info["max_readers"]),
+        "num_readers": int(info["num_readers"]),
+        "max_key_size": env.max_key_size(),
+        "databases": [
+            {
+                "name": None if db.name is None else _name_text(db.name),
+                "entries": db.stat["entries"],
+                "depth": db.stat["depth"],
+                "branch_pages": db.stat["branch_pages"],
+                "leaf_pages": db.stat["leaf_pages"],
+                "overflow_pages": db.stat["overflow_pages"],
+                "flags": sorted(db.flags),
+            }
+            for db in infos
+        ],
+    }
+
+
+def _format_stat(report: dict[str, Any]) -> str:
+    map_size = report["map_size"]
+    used = report["map_used"]
+    share = 100.0 * used / map_size if map_size else 0.0
+    lines = [
+        f"environment   {report['path']}",
+        f"map size      {_human(map_size)} ({map_size} bytes)",
+        f"map used      {_human(used)} ({report['last_pgno'] + 1} pages of "
+        f"{report['page_size']} bytes, {share:.1f}%)",
+        f"last txn id   {report['last_txnid']}",
+        f"readers       {report['num_readers']} of {report['max_readers']} slots in use",
+        f"max key size  {report['max_key_size']} bytes",
+        "",
+    ]
+    header = ("database", "entries", "depth", "branch", "leaf", "overflow", "size", "flags")
+    rows = [header]
+    for db in report["databases"]:
+        pages = db["branch_pages"] + db["leaf_pages"] + db["overflow_pages"]
+        rows.append(
+            (
+                "(main)" if db["name"] is None else db["name"],
+                str(db["entries"]),
+                str(db["depth"]),
+                str(db["branch_pages"]),
+                str(db["leaf_pages"]),
+                str(db["overflow_pages"]),
+                _human(pages * report["page_size"]),
+                ",".join(db["flags"]) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:-1], widths[1:-1], strict=True)]
+        cells.append(row[-1])
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+async def cmd_stat(args: argparse.Namespace) -> int:
+    """``stat PATH``: environment and per-database statistics."""
+    async with _open_env(args.path) as env:
+        if args.db is None:
+            infos = await _databases(env)
+        else:
+            found = await _lookup(env, args.db)
+            if found is None:
+                raise CLIError(f"no database {args.db!r} in {env.path}")
+            infos = [found]
+        report = _stat_report(env, infos)
+    if args.json:
+        _emit_text(json.dumps(report, indent=2) + "\n")
+    else:
+        _emit_text(_format_stat(report))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- get/put/delete
+def _not_found(what: str) -> int:
+    print(f"{PROG}: {what}", file=sys.stderr)
+    return EXIT_NOT_FOUND
+
+
+async def cmd_get(args: argparse.Namespace) -> int:
+    """``get PATH KEY``: print the value (every value, one per line, in a dupsort database)."""
+    codec = Codec(args.encoding)
+    key = codec.parse(args.key, "key")
+    async with _open_env(args.path) as env:
+        db = await _open_database(env, args.db)
+        if db.dupsort:
+            values = await db.get_all(key)
+        else:
+            value = await db.get(key)
+            values = [] if value is None else [value]
+    if not values:
+        return _not_found(f"key not found: {args.key}")
+    _emit_text("".join(codec.show(v, "value") + "\n" for v in values))
+    return EXIT_OK
+
+
+async def cmd_put(args: argparse.Namespace) -> int:
+    """``put PATH KEY VALUE``: store a value (creating the environment or database if
+    needed)."""
+    codec = Codec(args.encoding)
+    key = codec.parse(args.key, "key")
+    value = codec.parse(args.value, "value")
+    async with _open_env(args.path, write=True, create=True) as env:
+        db = await _open_database(env, args.db, create=True)
+        await db.put(key, value)
+    return EXIT_OK
+
+
+async def cmd_delete(args: argparse.Namespace) -> int:
+    """``delete PATH KEY``: delete a key (every value of it in a dupsort database)."""
+    codec = Codec(args.encoding)
+    key = codec.parse(args.key, "key")
+    async with _open_env(args.path, write=True) as env:
+        db = await _open_database(env, args.db)
+        existed = await db.delete(key)
+    if not existed:
+        return _not_found(f"key not found: {args.key}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- scan
+async def cmd_scan(args: argparse.Namespace) -> int:
+    """``scan PATH``: one ``key<TAB>value`` line per entry of a key range."""
+    codec = Codec(args.encoding)
+    start = None if args.start is None else codec.parse(args.start, "--start")
+    stop = None if args.stop is None else codec.parse(args.stop, "--stop")
+    prefix = None if args.prefix is None else codec.parse(args.prefix, "--prefix")
+    show = codec.show
+    async with _open_env(args.path) as env:
+        db = await _open_database(env, args.db)
+        entries = db.items(start, stop, prefix=prefix, reverse=args.reverse, limit=args.limit)
+        async for batch in entries.batches(SCAN_BATCH):
+            lines = [show(k, "key", True) + "\t" + show(v, "value", True) + "\n" for k, v in batch]
+            _emit_text("".join(lines))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- dump
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[IO[bytes]]:
+    """The dump's destination: the file ``path`` (removed again on failure) or stdout."""
+    if path is None or path == "-":
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:
+            raise CLIError("stdout takes no bytes here: use -o FILE")
+        sys.stdout.flush()
+        yield buffer
+        buffer.flush()
+        return
+    try:
+        stream = open(path, "wb")  # noqa: SIM115 - closed below, removed on failure
+    except OSError as exc:
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        yield stream
+    except BaseException:
+        stream.close()
+        with contextlib.suppress(OSError):
+            if stat_module.S_ISREG(os.stat(path).st_mode):
+                os.remove(path)
+        raise
+    stream.close()
+
+
+async def cmd_dump(args: argparse.Namespace) -> int:
+    """``dump PATH``: write the main database (or ``--db``, or ``--all``) in mdb_dump's
+    format."""
+    if args.all and args.db is not None:
+        raise CLIError("--all and --db exclude each other")
+    async with _open_env(args.path) as env:
+        catalogue: set[bytes | None] = set()
+        if args.db is not None:
+            found = await _lookup(env, args.db)
+            if found is None:
+                raise CLIError(f"no database {args.db!r} in {env.path}")
+            selected = [found]
+        else:
+            every = await _databases(env)
+            catalogue = {db.name for db in every if db.name is not None}
+            selected = every if args.all else every[:1]
+            if catalogue and not args.all:
+                _warn(
+                    f"skipping the records of {len(catalogue)} named database(s) in the main "
+                    "database: use --all to dump them"
+                )
+            if every[0].flags.get("dupsort"):
+                raise CLIError("cannot dump a dupsort main database")
+        info = env.info()
+        psize = int(env.stat()["psize"])
+        total = sum(db.stat["entries"] for db in selected)
+        if selected[0].name is None:
+            total -= len(catalogue)
+        with (
+            _output(args.output) as out,
+            Progress(
+                "dump", total, enabled=args.output is not None or not _isatty(sys.stdout)
+            ) as progress,
+        ):
+            for db_info in selected:
+                out.write(
+                    _dumpfmt.format_header(
+                        database=db_info.name,
+                        mapsize=int(info["map_size"]),
+                        maxreaders=int(info["max_readers"]),
+                        pagesize=psize,
+                        flags=db_info.dump_flags,
+                        printable=args.printable,
+                    )
+                )
+                if db_info.name is None:
+                    db = env.get_default_database()
+                    skip = catalogue
+                else:
+                    db = await env.open_db(db_info.name, create=False, **db_info.flags)
+                    skip = set()
+                async for batch in db.items().batches(DUMP_BATCH):
+                    if skip:
+                        batch = [pair for pair in batch if pair[0] not in skip]
+                    out.write(_dumpfmt.format_pairs(batch, args.printable))
+                    progress.advance(len(batch))
+                out.write(_dumpfmt.DATA_END)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- load
+@contextlib.contextmanager
+def _input(path: str | None) -> Iterator[tuple[IO[bytes], int | None]]:
+    """The load's source and its size when known: the file ``path`` or stdin."""
+    if path is None or path == "-":
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:
+            raise CLIError("stdin gives no bytes here: name a FILE")
+        yield buffer, None
+        return
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with stream:
+        size = os.fstat(stream.fileno()).st_size
+        yield stream, size if size > 0 else None
+
+
+def _lmdb_flags(header: _dumpfmt.DumpHeader, label: str) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    for name in header.flags:
+        lmdb_name = _dumpfmt.FLAG_NAMES[name]
+        if lmdb_name is None:
+            raise CLIError(f"database {label} has the flag {name}, which py-lmdb cannot open")
+        flags[lmdb_name] = True
+    return flags
+
+
+async def _load_target(env: Environment, header: _dumpfmt.DumpHeader, name: str | None) -> DB:
+    label = "(main)" if name is None else repr(name)
+    flags = _lmdb_flags(header, label)
+    if name is None:
+        lenv = env.lmdb_environment
+        main = await env.run(lambda txn: _set_flags(lenv.open_db(None, txn=txn.raw).flags()))
+        if main != flags:
+            raise CLIError(
+                f"the dump's main database has flags {sorted(flags) or 'none'} but the "
+                f"environment's has {sorted(main) or 'none'}: load it into a database (--db NAME)"
+            )
+        return env.get_default_database()
+    info = await _lookup(env, name)
+    encoded = name.encode("utf-8", "surrogateescape")
+    if info is None:
+        return await env.open_db(encoded, **flags)
+    if info.flags != flags:
+        _warn(
+            f"database {label} exists with flags {sorted(info.flags) or 'none'}; the dump says "
+            f"{sorted(flags) or 'none'}: keeping the database's"
+        )
+    return await env.open_db(encoded, create=False, **info.flags)
+
+
+async def cmd_load(args: argparse.Namespace) -> int:
+    """``load PATH [FILE]``: load an mdb_dump file (several databases, ``format=bytevalue`` or
+    ``print``) into the environment, creating it if needed."""
+    source = args.file if args.file not in (None, "-") else "<stdin>"
+    with _input(args.file) as (stream, size):
+        reader = _dumpfmt.DumpReader(stream)
+        try:
+            header = reader.next_header()
+            if header is None:
+                raise CLIError(f"{source} holds no mdb_dump data")
+            env = _open_env(
+                args.path,
+                write=True,
+                create=True,
+                map_size=header.mapsize,
+                max_readers=header.maxreaders,
+            )
+            async with env:
+                with Progress("load", size) as progress:
+                    blocks = 0
+                    while header is not None:
+                        blocks += 1
+                        if args.db is not None and blocks > 1:
+                            raise CLIError(f"{source} holds several databases: --db takes only one")
+                        name = args.db
+                        if name is None and header.database is not None:
+                            name = header.database.decode("utf-8", "surrogateescape")
+                        db = await _load_target(env, header, name)
+                        await _load_pairs(
+                            db, reader.pair_chunks(), lambda: progress.update(reader.bytes_read)
+                        )
+                        header = reader.next_header()
+        except _dumpfmt.DumpFormatError as exc:
+            raise CLIError(f"{source}: {exc}") from None
+    return EXIT_OK
+
+
+async def _load_pairs(
+    db: DB, chunks: Iterator[list[tuple[bytes, bytes]]], tick: Callable[[], None]
+) -> None:
+    """put_multi in chunks of about LOAD_CHUNK pairs, parsing the next ones while the writer
+    stores earlier ones (a few in flight join one commit). Whatever was submitted is stored,
+    even after an error."""
+    pending: deque[asyncio.Future[int]] = deque()
+    try:
+        batch: list[tuple[bytes, bytes]] = []
+        for chunk in chunks:
+            batch += chunk
+            if len(batch) >= LOAD_CHUNK:
+                pending.append(asyncio.ensure_future(db.put_multi(batch)))
+                batch = []
+                await asyncio.sleep(0)  # let it reach the writer before parsing on
+                if len(pending) >= LOAD_IN_FLIGHT:
+                    await pending.popleft()
+                    tick()
+        if batch:
+            pending.append(asyncio.ensure_future(db.put_multi(batch)))
+        while pending:
+            await pending[0]
+            pending.popleft()
+            tick()
+    finally:
+        for future in pending:  # an error: the chunks already submitted still get stored
+            with contextlib.suppress(Exception):
+                await future
+
+
+# ---------------------------------------------------------------------------- copy
+def _prepare_copy(dest: str, subdir: bool) -> bool:
+    """Check (and create) the copy's destination; True if this made the directory."""
+    if not subdir:
+        if os.path.exists(dest):
+            raise CLIError(f"{dest} exists: the copy of a single-file environment is a new file")
+        return False
+    if os.path.exists(dest):
+        if not os.path.isdir(dest) or os.listdir(dest):
+            raise CLIError(f"{dest} exists and is not an empty directory")
+        return False
+    try:
+        os.makedirs(dest)
+    except OSError as exc:
+        raise CLIError(f"cannot create {dest}: {exc.strerror or exc}") from None
+    return True
+
+
+async def cmd_copy(args: argparse.Namespace) -> int:
+    """``copy PATH DEST``: hot backup into DEST (created; an existing one must be empty)."""
+    subdir = _existing_env(args.path)
+    created = _prepare_copy(args.dest, subdir)
+    try:
+        async with _open_env(args.path) as env:
+            await env.copy(args.dest, compact=args.compact)
+    except BaseException:
+        if created:
+            shutil.rmtree(args.dest, ignore_errors=True)
+        raise
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- bench
+def run_bench(argv: list[str]) -> int:
+    """``bench [ARGS...]``: run the benchmark suite (``aiolmdb._bench``) with ``argv``."""
+    try:
+        from ._bench import main as bench_main
+    except ImportError as exc:
+        print(f"{PROG}: error: the benchmark suite is not available: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return bench_main(argv)
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+
+
+# ---------------------------------------------------------------------------- parser
+_DESCRIPTION = """\
+Inspect, edit, dump, load and copy LMDB environments (through aiolmdb).
+Keys and values are UTF-8 text unless --hex or --base64 is given.
+Exit status: 0 success, 1 key not found, 2 usage or other error."""
+
+
+def _non_negative(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``aiolmdb`` command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    major, minor, patch = lmdb.version()
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{PROG} {__version__} (py-lmdb {lmdb.__version__}, LMDB {major}.{minor}.{patch})",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    db_option = argparse.ArgumentParser(add_help=False)
+    db_option.add_argument(
+        "--db", metavar="NAME", help="a named database instead of the main one (UTF-8 name)"
+    )
+    encoding = argparse.ArgumentParser(add_help=False)
+    group = encoding.add_mutually_exclusive_group()
+    group.add_argument(
+        "--hex",
+        dest="encoding",
+        action="store_const",
+        const="hex",
+        default="text",
+        help="keys and values (arguments and output) are hex",
+    )
+    group.add_argument(
+        "--base64",
+        dest="encoding",
+        action="store_const",
+        const="base64",
+        help="keys and values (arguments and output) are base64",
+    )
+    path_help = "the environment: a directory (or a single-file environment)"
+
+    def add(name: str, handler: Any, help_text: str, *parents: argparse.ArgumentParser) -> Any:
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=parents)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = add("stat", cmd_stat, "environment and database statistics", db_option)
+    sub.add_argument("path", metavar="PATH", help=path_help)
+    sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sub = add("get", cmd_get, "print the value of a key", db_option, encoding)
+    sub.add_argument("path", metavar="PATH", help=path_help)
+    sub.add_argument("key", metavar="KEY")
+
+    sub = add("put", cmd_put, "store a value under a key", db_option, encoding)
+    sub.add_argument("path", metavar="PATH", help=path_help + "; created if missing")
+    sub.add_argument("key", metavar="KEY")
+    sub.add_argument("value", metavar="VALUE")
+
+    sub = add("delete", cmd_delete, "delete a key", db_option, encoding)
+    sub.add_argument("path", metavar="PATH", help=path_help)
+    sub.add_argument("key", metavar="KEY")
+
+    sub = add(
+        "scan",
+        cmd_scan,
+        "print key<TAB>value lines for a key range [START, STOP)",
+        db_option,
+        encoding,
+    )
+    sub.add_argument("path", metavar="PATH", help=path_help)
+    sub.add_argument("--prefix", metavar="P", help="only keys starting with P")
+    sub.add_argument("--start", metavar="S", help="first key (inclusive)")
+    sub.add_argument("--stop", metavar="S", help="end key (exclusive)")
+    sub.add_argument("--reverse", action="store_true", help="from the last key down")
+    sub.add_argument("--limit", metavar="N", type=_non_negative, help="at most N entries")
+    sub.epilog = (
+        "In text mode a backslash, tab, newline and carriage return in a key or value are "
+        "written as \\\\, \\t, \\n and \\r."
+    )
+
+    sub = add("dump", cmd_dump, "write databases in mdb_dump's text format", db_option)
+    sub.add_argument("path", metavar="PATH", help=path_help)
+    sub.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    sub.add_argument(
+        "-a", "--all", action="store_true", help="every database: the main one, then each named one"
+    )
+    sub.add_argument(
+        "-p",
+        "--print",
+        dest="printable",
+        action="store_true",
+        help="format=print: printable characters as is (mdb_dump -p)",
+    )
+
+    sub = add(
+        "load",
+        cmd_load,
+        "load an mdb_dump file (creates the environment and databases if needed)",
+        db_option,
+    )
+    sub.add_argument("path", metavar="PATH", help=path_help + "; created if missing")
+    sub.add_argument("file", metavar="FILE", nargs="?", help="the dump (default: stdin)")
+    sub.epilog = "With --db the input must hold a single database; it is loaded into NAME."
+
+    sub = add("copy", cmd_copy, "hot backup of an environment")
+    sub.add_argument("path", metavar="PATH", help=path_help)
+    sub.add_argument("dest", metavar="DEST", help="new (or empty) directory for the copy")
+    sub.add_argument(
+        "--compact", action="store_true", help="omit free pages (slower, smaller copy)"
+    )
+
+    sub = commands.add_parser(
+        "bench",
+        help="run the benchmark suite (arguments go to it)",
+        add_help=False,
+    )
+    sub.add_argument("args", nargs=argparse.REMAINDER)
+    sub.set_defaults(handler=None)
+    return parser
+
+
+# ---------------------------------------------------------------------------- main
+def _exit_status(code: object) -> int:
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return text or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``aiolmdb`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit
+    status."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments and arguments[0] == "bench":
+        return run_bench(arguments[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(arguments)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return _exit_status(exc.code)
+    handler: Callable[[argparse.Namespace], Awaitable[int]] | None = getattr(args, "handler", None)
+    if handler is None:
+        if args.command == "bench":  # pragma: no cover - handled above
+            return run_bench(args.args)
+        parser.print_usage(sys.stderr)
+        _error("a command is required")
+        return EXIT_ERROR
+    try:
+        return asyncio.run(_run(handler, args))
+    except CLIError as exc:
+        _error(exc.message)
+        return exc.status
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. "| head"): stop quietly.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except (lmdb.Error, AiolmdbError, OSError, ValueError, UnicodeError) as exc:
+        _error(_describe(exc))
+        return EXIT_ERROR
+    except Exception as exc:
+        _error(f"unexpected {type(exc).__name__}: {_describe(exc)}")
+        return EXIT_ERROR
+
+
+async def _run(handler: Callable[[argparse.Namespace], Awaitable[int]], args: Any) -> int:
+    try:
+        return await handler(args)
+    finally:
+        _flush_stdout()
