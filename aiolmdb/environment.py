@@ -109,7 +109,11 @@ def _encode_name(name: str | bytes | None) -> bytes | None:
 def _open_named(env: lmdb.Environment, engine: Engine, name: bytes, flags: dict[str, Any]) -> Any:
     """Writer thread: open (and create) a named database with LMDB's own write transaction."""
     with engine.dbi_lock:
-        return env.open_db(name, **flags)
+        try:
+            return env.open_db(name, **flags)
+        except lmdb.MapResizedError:
+            engine.resize(0)  # another process grew the map: adopt its size, then again
+            return env.open_db(name, **flags)
 
 
 class Environment:
