@@ -1,0 +1,137 @@
+"""Sphinx configuration for the aiolmdb documentation (``make docs``).
+
+The build runs with warnings as errors (``sphinx -W``) and works offline. Links into the Python
+and py-lmdb documentation (intersphinx) need their inventories from the network, so they are
+enabled only when ``AIOLMDB_DOCS_INTERSPHINX=1`` is set::
+
+    AIOLMDB_DOCS_INTERSPHINX=1 make docs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+
+import aiolmdb  # noqa: E402
+
+project = "aiolmdb"
+author = "aiolmdb developers"
+copyright = "2026, aiolmdb developers"
+release = aiolmdb.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
+]
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "README.md"]
+
+html_theme = "furo"
+html_title = f"aiolmdb {release}"
+
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+autodoc_typehints = "description"
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+nitpicky = False
+
+# Intersphinx is opt-in: fetching inventories needs the network, and a failed fetch is a
+# warning, which -W turns into a failed build.
+INTERSPHINX = os.environ.get("AIOLMDB_DOCS_INTERSPHINX", "") == "1"
+intersphinx_mapping: dict[str, tuple[str, str | None]] = (
+    {
+        "python": ("https://docs.python.org/3", None),
+        "lmdb": ("https://lmdb.readthedocs.io/en/release", None),
+    }
+    if INTERSPHINX
+    else {}
+)
+intersphinx_timeout = 10
+
+# ------------------------------------------------------------------ benchmark results
+# performance.md holds two marker lines that are replaced when the page is read: the chart
+# from `make bench` (benchmarks/results/latest.png) and a table of the performance targets
+# (benchmarks/results/latest.json). When they are missing the page says so instead of
+# referencing a file that does not exist (which -W would turn into a failed build).
+RESULTS = ROOT / "benchmarks" / "results"
+CHART_MARKER = "% bench:chart"
+TARGETS_MARKER = "% bench:targets"
+
+
+def chart_markdown() -> str:
+    if (RESULTS / "latest.png").is_file():
+        return (
+            "```{figure} ../benchmarks/results/latest.png\n"
+            ":alt: Median operations per second per workload and implementation (log scale)\n"
+            ":width: 100%\n\n"
+            "Median ops/s per workload (log scale), one panel per event loop, from "
+            "`benchmarks/results/latest.png`.\n"
+            "```\n"
+        )
+    return (
+        ":::{note}\n"
+        "No benchmark chart was found when these pages were built: run `make bench`, which "
+        "writes `benchmarks/results/latest.png`, then `make docs` again.\n"
+        ":::\n"
+    )
+
+
+def targets_markdown() -> str:
+    try:
+        data = json.loads((RESULTS / "latest.json").read_text(encoding="utf-8"))
+        meta = data["meta"]
+        rows = [
+            f"| {t['loop']} | {t['target']} | {_ratio(t.get('median_ratio'))} | {t['status']} |"
+            for t in data["targets"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return (
+            ":::{note}\n"
+            "No benchmark results were found when these pages were built: run `make bench` "
+            "(it writes `benchmarks/results/latest.json`), then `make docs` again.\n"
+            ":::\n"
+        )
+    header = (
+        f"Measured {meta.get('date', '?')} on {meta.get('platform', '?')} "
+        f"({meta.get('cpu_count', '?')} CPUs), Python {meta.get('python', '?')}, "
+        f"py-lmdb {meta.get('py_lmdb', '?')}, LMDB {meta.get('lmdb', '?')}, "
+        f"aiolmdb {meta.get('aiolmdb', '?')}.\n\n"
+    )
+    table = "| loop | target | median ratio | status |\n| --- | --- | --- | --- |\n"
+    return header + table + "\n".join(rows) + "\n"
+
+
+def _ratio(value: Any) -> str:
+    return f"{value:.2f}x" if isinstance(value, (int, float)) else "n/a"
+
+
+def _fill_markers(app: Any, docname: str, source: list[str]) -> None:
+    if docname != "performance":
+        return
+    text = source[0]
+    text = text.replace(CHART_MARKER + "\n", chart_markdown())
+    text = text.replace(TARGETS_MARKER + "\n", targets_markdown())
+    source[0] = text
+
+
+def _always_outdated(app: Any, env: Any, added: Any, changed: Any, removed: Any) -> list[str]:
+    return ["performance"] if "performance" in env.found_docs else []
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("source-read", _fill_markers)
+    # The page depends on files outside docs/: read it again on every build.
+    app.connect("env-get-outdated", _always_outdated)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

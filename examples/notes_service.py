@@ -1,0 +1,360 @@
+"""A small HTTP JSON notes service built on aiolmdb and aiohttp.
+
+Run it with::
+
+    pip install -e '.[examples]'
+    python examples/notes_service.py --host 127.0.0.1 --port 8080 --data ./notes-data
+
+Endpoints (every body is JSON):
+
+``PUT /notes/{id}``
+    Store the JSON object of the body as the note's data: 201 if created, 200 if replaced
+    (its tags are kept).
+``GET /notes/{id}``
+    ``{"id", "data", "tags"}``, or 404.
+``DELETE /notes/{id}``
+    204, or 404. Removes the note and its tag links in one transaction.
+``GET /notes?prefix=&limit=&after=``
+    Notes in id order (a range query): ids starting with ``prefix``, at most ``limit``
+    (default 100, at most 1000), after the id ``after``. ``next`` is the ``after`` value for the
+    following page, or null on the last one.
+``PUT /notes/{id}/tags``
+    Body ``{"tags": [...]}``: set the note's tags. The note (database ``notes``) and the tag
+    index (database ``tags``) change in ONE transaction: if the index rejects a tag (empty, or
+    longer than LMDB's key limit), nothing changes at all and the answer is 400.
+``POST /notes/{id}/move``
+    Body ``{"to": "new-id"}``: rename a note, carrying its tag links, atomically. 409 if the
+    target exists (nothing changes), 404 if the note does not.
+``GET /tags/{tag}``
+    ``{"tag", "notes": [ids]}``.
+``GET /stats``
+    ``{"notes", "tags", "tag_links"}`` from one consistent snapshot.
+
+How aiolmdb is used: one environment opened at startup and closed at cleanup; ``notes`` maps
+note ids (``StringCoder``) to JSON documents (``JSONCoder``); ``tags`` is a ``dupsort``
+database mapping each tag to the ids of its notes. Concurrent requests are batched by aiolmdb:
+many PUTs arriving together share one commit, and every response is sent only after its write
+is committed to disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+import aiolmdb
+
+Note = dict[str, Any]  # {"data": <JSON object>, "tags": [sorted tags]}
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+DEFAULT_MAP_SIZE = 256 * 1024 * 1024  # grows by itself when full
+
+
+@dataclass(frozen=True)
+class Store:
+    """The open environment and its two databases."""
+
+    env: aiolmdb.Environment
+    notes: aiolmdb.AsyncDatabase[str, Note]  # note id -> note
+    tags: aiolmdb.AsyncDatabase[str, str]  # tag -> note ids (dupsort: several per tag)
+
+
+STORE = web.AppKey("store", Store)
+
+
+class NotFound(Exception):
+    """No note with that id (404)."""
+
+
+class Conflict(Exception):
+    """The target of a move exists already (409)."""
+
+
+class BadRequest(Exception):
+    """The request is malformed (400)."""
+
+
+# ------------------------------------------------------------------------------ application
+def create_app(
+    env_path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE
+) -> web.Application:
+    """The aiohttp application; the environment at ``env_path`` is opened on startup and
+    closed on cleanup."""
+    path = Path(env_path)
+
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        await asyncio.to_thread(path.mkdir, mode=0o700, parents=True, exist_ok=True)
+        # mode=0o700: the data files are readable by this user only (0o600).
+        env = aiolmdb.open(path, map_size=map_size, mode=0o700)
+        try:
+            # Awaiting open_db surfaces an opening error here, at startup.
+            notes = await env.open_db(
+                "notes", key_coder=aiolmdb.StringCoder(), value_coder=aiolmdb.JSONCoder()
+            )
+            tags = await env.open_db(
+                "tags",
+                key_coder=aiolmdb.StringCoder(),
+                value_coder=aiolmdb.StringCoder(),
+                dupsort=True,
+            )
+            app[STORE] = Store(env, notes, tags)
+            yield
+        finally:
+            await env.close()  # lets in-flight writes commit first
+
+    app = web.Application(middlewares=[errors_as_json])
+    app.cleanup_ctx.append(storage)
+    app.add_routes(
+        [
+            web.get("/notes", list_notes),
+            web.put("/notes/{id}", put_note),
+            web.get("/notes/{id}", get_note),
+            web.delete("/notes/{id}", delete_note),
+            web.put("/notes/{id}/tags", set_tags),
+            web.post("/notes/{id}/move", move_note),
+            web.get("/tags/{tag}", get_tag),
+            web.get("/stats", stats),
+        ]
+    )
+    return app
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map errors to JSON responses."""
+    try:
+        return await handler(request)
+    except NotFound as exc:
+        return error(404, str(exc))
+    except Conflict as exc:
+        return error(409, str(exc))
+    except BadRequest as exc:
+        return error(400, str(exc))
+    except aiolmdb.InvalidKeyError as exc:  # an empty or too long id or tag
+        return error(400, str(exc))
+    except aiolmdb.ClosedError:
+        return error(503, "shutting down")
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def view(note_id: str, note: Note) -> dict[str, Any]:
+    return {"id": note_id, "data": note["data"], "tags": note["tags"]}
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+# ------------------------------------------------------------------------------ notes
+async def put_note(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    note_id = request.match_info["id"]
+    data = await json_object(request)
+    created = False
+
+    def upsert(old: Note | None) -> Note:
+        # Runs on aiolmdb's writer thread, inside the write transaction: nothing can change
+        # the note between reading its tags and writing it back.
+        nonlocal created
+        created = old is None
+        return {"data": data, "tags": [] if old is None else old["tags"]}
+
+    note = await store.notes.update(note_id, upsert)  # returns once committed
+    response = web.json_response(view(note_id, note), status=201 if created else 200)
+    if created:
+        response.headers["Location"] = f"/notes/{note_id}"
+    return response
+
+
+async def get_note(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    note_id = request.match_info["id"]
+    note = await store.notes.get(note_id)
+    if note is None:
+        raise NotFound(f"no note {note_id!r}")
+    return web.json_response(view(note_id, note))
+
+
+async def delete_note(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    note_id = request.match_info["id"]
+
+    def remove(txn: aiolmdb.Transaction[bytes, bytes]) -> bool:
+        note = txn[store.notes].pop(note_id)
+        if note is None:
+            return False
+        for tag in note["tags"]:
+            txn[store.tags].delete(tag, note_id)
+        return True
+
+    if not await store.env.run(remove, write=True):
+        raise NotFound(f"no note {note_id!r}")
+    return web.Response(status=204)
+
+
+async def list_notes(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    prefix = request.query.get("prefix") or None
+    after = request.query.get("after") or None
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    # Keys are in UTF-8 order; after + "\0" is the first possible id greater than after.
+    start = None if after is None else after + "\0"
+    page = [
+        view(note_id, note)
+        async for note_id, note in store.notes.items(start, prefix=prefix, limit=limit + 1)
+    ]
+    more = len(page) > limit
+    page = page[:limit]
+    return web.json_response({"notes": page, "next": page[-1]["id"] if more else None})
+
+
+# ------------------------------------------------------------------------------ atomic updates
+async def set_tags(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    note_id = request.match_info["id"]
+    tags = (await json_object(request)).get("tags")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise BadRequest('the body must be {"tags": [strings]}')
+    wanted = sorted(set(tags))
+
+    def apply(txn: aiolmdb.Transaction[bytes, bytes]) -> Note:
+        notes, index = txn[store.notes], txn[store.tags]
+        note: Note | None = notes.get(note_id)
+        if note is None:
+            raise NotFound(f"no note {note_id!r}")
+        old = set(note["tags"])
+        note["tags"] = wanted
+        notes.put(note_id, note)
+        for tag in old.difference(wanted):
+            index.delete(tag, note_id)
+        for tag in wanted:
+            if tag not in old:
+                # An invalid tag raises InvalidKeyError here, after the note was written: the
+                # exception rolls back the whole transaction, note included.
+                index.put(tag, note_id)
+        return note
+
+    note = await store.env.run(apply, write=True)
+    return web.json_response(view(note_id, note))
+
+
+async def move_note(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    source = request.match_info["id"]
+    target = (await json_object(request)).get("to")
+    if not isinstance(target, str):
+        raise BadRequest('the body must be {"to": "new-id"}')
+
+    def move(txn: aiolmdb.Transaction[bytes, bytes]) -> Note:
+        notes, index = txn[store.notes], txn[store.tags]
+        note: Note | None = notes.pop(source)
+        if note is None:
+            raise NotFound(f"no note {source!r}")
+        if not notes.put(target, note, overwrite=False):
+            raise Conflict(f"note {target!r} exists already")  # the pop is rolled back too
+        for tag in note["tags"]:
+            index.delete(tag, source)
+            index.put(tag, target)
+        return note
+
+    note = await store.env.run(move, write=True)
+    response = web.json_response(view(target, note))
+    response.headers["Location"] = f"/notes/{target}"
+    return response
+
+
+# ------------------------------------------------------------------------------ reads
+async def get_tag(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    tag = request.match_info["tag"]
+    return web.json_response({"tag": tag, "notes": await store.tags.get_all(tag)})
+
+
+async def stats(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    async with store.env.begin() as snap:  # one consistent view of both databases
+        notes = await snap[store.notes].count()
+        links = await snap[store.tags].count()
+        tags = 0
+        async for _ in snap[store.tags].keys():  # each tag once, even with many notes
+            tags += 1
+    return web.json_response({"notes": notes, "tags": tags, "tag_links": links})
+
+
+# ------------------------------------------------------------------------------ main
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then shut down cleanly (closing the
+    environment)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        for address in runner.addresses:
+            print(f"notes service listening on http://{address[0]}:{address[1]}", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="A JSON notes service on aiolmdb.")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--data", default="./notes-data", help="environment directory (default: %(default)s)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(create_app(args.data), args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

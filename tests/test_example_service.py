@@ -1,0 +1,351 @@
+"""examples/notes_service.py, served for real on 127.0.0.1 and driven over HTTP.
+
+The application runs in this process (aiohttp's AppRunner on an ephemeral port) and is driven
+with a real ``aiohttp.ClientSession``; one test also runs the script itself (``main()``) as a
+subprocess and stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+# examples/ is a directory of scripts, not a package (mypy checks them as top-level modules).
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
+import notes_service  # noqa: E402
+
+TIMEOUT = 30.0
+MAX_KEY = 511  # LMDB's default key size limit
+
+
+@dataclass
+class Service:
+    app: web.Application
+    http: aiohttp.ClientSession
+
+    async def call(
+        self, method: str, url: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """One request; returns the status and the decoded JSON body (None if empty)."""
+        kwargs: dict[str, Any] = {} if body is None else {"json": body}
+        async with self.http.request(method, url, params=params, **kwargs) as response:
+            text = await response.text()
+            if text:
+                assert response.content_type == "application/json", text
+                return response.status, await response.json()
+            return response.status, None
+
+    async def put(self, note_id: str, data: dict[str, Any]) -> int:
+        status, _ = await self.call("PUT", f"/notes/{note_id}", data)
+        return status
+
+    async def get(self, note_id: str) -> Any:
+        status, body = await self.call("GET", f"/notes/{note_id}")
+        return body if status == 200 else status
+
+    async def tag(self, tag: str) -> list[str]:
+        status, body = await self.call("GET", f"/tags/{tag}")
+        assert status == 200
+        notes: list[str] = body["notes"]
+        return notes
+
+    async def stats(self) -> dict[str, int]:
+        status, body = await self.call("GET", "/stats")
+        assert status == 200
+        return dict(body)
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    app = notes_service.create_app(tmp_path / "notes-data", map_size=1 << 20)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        assert host == "127.0.0.1"
+        assert port > 0
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", timeout=timeout) as http:
+            yield Service(app, http)
+    finally:
+        await runner.cleanup()
+    assert app[notes_service.STORE].env.closed  # cleanup closed the environment
+
+
+async def test_crud(service: Service) -> None:
+    assert await service.get("n1") == 404
+    status, body = await service.call("PUT", "/notes/n1", {"text": "hello"})
+    assert status == 201
+    assert body == {"id": "n1", "data": {"text": "hello"}, "tags": []}
+    assert await service.get("n1") == {"id": "n1", "data": {"text": "hello"}, "tags": []}
+
+    assert await service.put("n1", {"text": "hello again", "n": [1, 2]}) == 200  # replaced
+    assert (await service.get("n1"))["data"] == {"text": "hello again", "n": [1, 2]}
+
+    unicode_id = "caf\u00e9 \u2615"
+    assert await service.put(unicode_id, {"text": "\u00e9"}) == 201
+    assert (await service.get(unicode_id))["data"] == {"text": "\u00e9"}
+
+    assert await service.call("DELETE", "/notes/n1") == (204, None)
+    assert await service.get("n1") == 404
+    status, body = await service.call("DELETE", "/notes/n1")
+    assert status == 404
+    assert "n1" in body["error"]
+    assert await service.stats() == {"notes": 1, "tags": 0, "tag_links": 0}
+
+
+async def test_bad_requests(service: Service) -> None:
+    async with service.http.put("/notes/x", data=b"{not json") as response:
+        assert response.status == 400
+        assert "JSON" in (await response.json())["error"]
+    status, body = await service.call("PUT", "/notes/x", [1, 2])  # not an object
+    assert status == 400
+    assert "object" in body["error"]
+    assert await service.put("k" * (MAX_KEY + 1), {"too": "long an id"}) == 400
+    assert await service.put("k" * MAX_KEY, {"longest": "id"}) == 201
+    for query in ("limit=0", "limit=1001", "limit=ten"):
+        status, _ = await service.call("GET", f"/notes?{query}")
+        assert status == 400, query
+    status, _ = await service.call("PUT", "/notes/x/tags", {"tags": "not-a-list"})
+    assert status == 400
+    status, _ = await service.call("POST", "/notes/x/move", {"to": 42})
+    assert status == 400
+    assert (await service.stats())["notes"] == 1
+
+
+async def test_concurrent_requests(service: Service) -> None:
+    n = 200
+    ids = [f"note:{i:04d}" for i in range(n)]
+    shuffled = random.Random(7).sample(ids, n)
+    statuses = await asyncio.gather(*(service.put(i, {"n": int(i[5:])}) for i in shuffled))
+    assert statuses == [201] * n
+
+    # Mixed concurrent traffic: reads, replacements, tag updates, listings, stats.
+    results = await asyncio.gather(
+        *(service.get(i) for i in ids),
+        *(service.put(i, {"n": int(i[5:]), "v": 2}) for i in ids[:50]),
+        *(service.call("PUT", f"/notes/{i}/tags", {"tags": ["even"]}) for i in ids[::2]),
+        *(service.call("GET", "/notes?prefix=note:01&limit=5") for _ in range(20)),
+        service.stats(),
+    )
+    notes = results[:n]
+    assert [note["data"]["n"] for note in notes] == list(range(n))
+    assert results[n : n + 50] == [200] * 50
+    assert all(r[0] == 200 for r in results[n + 50 : n + 150])
+    for status, page in results[n + 150 : n + 170]:
+        assert status == 200
+        assert [note["id"] for note in page["notes"]] == ids[100:105]
+
+    assert await service.stats() == {"notes": n, "tags": 1, "tag_links": n // 2}
+    assert await service.tag("even") == ids[::2]
+    assert (await service.get("note:0001"))["data"] == {"n": 1, "v": 2}
+    assert (await service.get("note:0000"))["tags"] == ["even"]
+
+    # Concurrent deletes: each answered once with 204, then everything is gone.
+    deleted = await asyncio.gather(*(service.call("DELETE", f"/notes/{i}") for i in ids))
+    assert deleted == [(204, None)] * n
+    assert await service.stats() == {"notes": 0, "tags": 0, "tag_links": 0}
+
+
+async def test_listing_order_prefix_and_pages(service: Service) -> None:
+    ids = ["b:2", "a:10", "a:9", "b:1", "a:1", "ab", "c", "a:2", "\u00e9t\u00e9", "Z"]
+    for note_id in ids:
+        assert await service.put(note_id, {"id": note_id}) == 201
+
+    status, body = await service.call("GET", "/notes")
+    assert status == 200
+    # UTF-8 byte order: uppercase before lowercase, "a:10" before "a:9", accents last.
+    assert [n["id"] for n in body["notes"]] == sorted(ids, key=lambda s: s.encode())
+    assert [n["id"] for n in body["notes"]] == [
+        "Z", "a:1", "a:10", "a:2", "a:9", "ab", "b:1", "b:2", "c", "\u00e9t\u00e9",
+    ]  # fmt: skip
+    assert body["next"] is None
+    assert all(n["data"] == {"id": n["id"]} for n in body["notes"])
+
+    status, body = await service.call("GET", "/notes?prefix=a:")
+    assert [n["id"] for n in body["notes"]] == ["a:1", "a:10", "a:2", "a:9"]
+    status, body = await service.call("GET", "/notes?prefix=a")
+    assert [n["id"] for n in body["notes"]] == ["a:1", "a:10", "a:2", "a:9", "ab"]
+    status, body = await service.call("GET", "/notes?prefix=zz")
+    assert body == {"notes": [], "next": None}
+
+    # Pages of 3 within a prefix, following "next".
+    seen: list[str] = []
+    after = ""
+    while True:
+        query = {"prefix": "a", "limit": "3", "after": after}
+        status, body = await service.call("GET", "/notes", params=query)
+        assert status == 200
+        assert len(body["notes"]) <= 3
+        seen += [n["id"] for n in body["notes"]]
+        if body["next"] is None:
+            break
+        after = body["next"]
+    assert seen == ["a:1", "a:10", "a:2", "a:9", "ab"]
+
+    status, body = await service.call("GET", "/notes?limit=2")
+    assert [n["id"] for n in body["notes"]] == ["Z", "a:1"]
+    assert body["next"] == "a:1"
+
+
+async def test_tags_update_both_databases_atomically(service: Service) -> None:
+    await service.put("n1", {"text": "one"})
+    await service.put("n2", {"text": "two"})
+    status, body = await service.call("PUT", "/notes/n1/tags", {"tags": ["work", "urgent"]})
+    assert status == 200
+    assert body["tags"] == ["urgent", "work"]
+    await service.call("PUT", "/notes/n2/tags", {"tags": ["work"]})
+    assert await service.tag("work") == ["n1", "n2"]
+    assert await service.tag("urgent") == ["n1"]
+    before = await service.stats()
+    assert before == {"notes": 2, "tags": 2, "tag_links": 3}
+
+    # The empty tag is rejected by the tags index AFTER the note and the "home" link were
+    # written in the same transaction: everything rolls back.
+    for bad in ("", "t" * (MAX_KEY + 1)):
+        status, body = await service.call("PUT", "/notes/n1/tags", {"tags": ["home", bad]})
+        assert status == 400, bad
+        assert (await service.get("n1"))["tags"] == ["urgent", "work"]
+        assert await service.tag("home") == []
+        assert await service.stats() == before
+
+    # A missing note: 404 and nothing written.
+    status, _ = await service.call("PUT", "/notes/nope/tags", {"tags": ["home"]})
+    assert status == 404
+    assert await service.tag("home") == []
+
+    # Replacing tags removes stale links; replacing the note's data keeps its tags.
+    await service.call("PUT", "/notes/n1/tags", {"tags": ["home"]})
+    assert await service.tag("work") == ["n2"]
+    assert await service.tag("urgent") == []
+    assert await service.put("n1", {"text": "one, edited"}) == 200
+    assert (await service.get("n1"))["tags"] == ["home"]
+
+    # Deleting a note removes its links in the same transaction.
+    assert (await service.call("DELETE", "/notes/n2"))[0] == 204
+    assert await service.tag("work") == []
+    assert await service.stats() == {"notes": 1, "tags": 1, "tag_links": 1}
+
+
+async def test_move_is_atomic(service: Service) -> None:
+    await service.put("draft", {"text": "moving"})
+    await service.call("PUT", "/notes/draft/tags", {"tags": ["a", "b"]})
+    await service.put("taken", {"text": "already here"})
+
+    # The target exists: 409, and the source's removal (done first) is rolled back.
+    status, body = await service.call("POST", "/notes/draft/move", {"to": "taken"})
+    assert status == 409
+    assert "taken" in body["error"]
+    assert (await service.get("draft"))["data"] == {"text": "moving"}
+    assert (await service.get("taken"))["data"] == {"text": "already here"}
+    assert await service.tag("a") == ["draft"]
+
+    # An invalid target id: 400, same guarantee.
+    status, _ = await service.call("POST", "/notes/draft/move", {"to": ""})
+    assert status == 400
+    assert (await service.get("draft"))["tags"] == ["a", "b"]
+
+    status, _ = await service.call("POST", "/notes/ghost/move", {"to": "anything"})
+    assert status == 404
+    assert await service.get("anything") == 404
+
+    status, body = await service.call("POST", "/notes/draft/move", {"to": "final"})
+    assert status == 200
+    assert body == {"id": "final", "data": {"text": "moving"}, "tags": ["a", "b"]}
+    assert await service.get("draft") == 404
+    assert await service.tag("a") == ["final"]
+    assert await service.tag("b") == ["final"]
+    assert await service.stats() == {"notes": 2, "tags": 2, "tag_links": 2}
+
+
+async def test_concurrent_moves_of_one_note(service: Service) -> None:
+    """Many clients race to move the same note: exactly one wins, the others get 404."""
+    await service.put("src", {"text": "contested"})
+    await service.call("PUT", "/notes/src/tags", {"tags": ["t"]})
+    results = await asyncio.gather(
+        *(service.call("POST", "/notes/src/move", {"to": f"dst{i}"}) for i in range(50))
+    )
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] + [404] * 49
+    winner = next(body["id"] for status, body in results if status == 200)
+    assert await service.tag("t") == [winner]
+    assert await service.stats() == {"notes": 1, "tags": 1, "tag_links": 1}
+
+
+def test_parse_args_defaults() -> None:
+    args = notes_service.parse_args([])
+    assert (args.host, args.port, args.data) == ("127.0.0.1", 8080, "./notes-data")
+    args = notes_service.parse_args(["--port", "0", "--data", "/tmp/x", "--host", "127.0.0.1"])
+    assert (args.host, args.port, args.data) == ("127.0.0.1", 0, "/tmp/x")
+
+
+async def _start_script(data: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """Run examples/notes_service.py --port 0 and wait for the address it prints."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "notes_service.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--data",
+        str(data),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode()
+    assert line.startswith("notes service listening on http://127.0.0.1:"), line
+    return proc, line.split()[-1]
+
+
+async def _stop_script(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 0, stderr.decode()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="stops the server with SIGTERM")
+async def test_main_serves_and_persists(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    proc, url = await _start_script(data)
+    try:
+        async with (
+            aiohttp.ClientSession(url, timeout=timeout) as http,
+            http.put("/notes/kept", json={"text": "survives a restart"}) as response,
+        ):
+            assert response.status == 201
+    finally:
+        await _stop_script(proc)
+    if os.name == "posix":
+        assert (data / "data.mdb").stat().st_mode & 0o077 == 0  # private to its user
+
+    proc, url = await _start_script(data)  # same data directory, new process
+    try:
+        async with (
+            aiohttp.ClientSession(url, timeout=timeout) as http,
+            http.get("/notes/kept") as response,
+        ):
+            assert response.status == 200
+            assert (await response.json())["data"] == {"text": "survives a restart"}
+    finally:
+        await _stop_script(proc)
