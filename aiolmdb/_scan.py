@@ -154,6 +154,9 @@ def read_chunk(
     Returns ``(entries, new_resume, done)``; ``done`` means the range is exhausted.
     """
     if not spec.encoded:
+        # The database's stored flags are authoritative (the iterator may have been made
+        # before the database finished opening).
+        spec.dupsort = bool(db.flags(txn)["dupsort"]) if db is not None else spec.dupsort
         spec.encode(kc)
     if spec.empty:
         return [], resume, True

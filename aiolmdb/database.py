@@ -40,6 +40,13 @@ class _DbState:
         self.dropped = False
         self.error: BaseException | None = None
 
+    def opened(self, dbi: Any, stored_flags: dict[str, bool]) -> None:
+        """Take the handle and the flags the database really has (dupsort decides how
+        writes and scans work, so it must not come from what the caller asked for)."""
+        self.flags = stored_flags
+        self.dupsort = bool(stored_flags.get("dupsort", False))
+        self.dbi = dbi
+
     async def wait_opened(self, engine: Engine) -> None:
         """Wait for a queued open (on the writer thread) and take its handle or error."""
         fut = self.opening
@@ -58,7 +65,7 @@ class _DbState:
             self.opening = None
             exc = fut.exception()
             if exc is None:
-                self.dbi = fut.result()
+                self.opened(*fut.result())
                 # A reused inline read transaction may predate the handle: start a fresh one.
                 engine.release_inline()
             else:

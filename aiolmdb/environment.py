@@ -107,13 +107,23 @@ def _encode_name(name: str | bytes | None) -> bytes | None:
 
 
 def _open_named(env: lmdb.Environment, engine: Engine, name: bytes, flags: dict[str, Any]) -> Any:
-    """Writer thread: open (and create) a named database with LMDB's own write transaction."""
+    """Writer thread: open (and create) a named database with LMDB's own write transaction.
+
+    Returns the handle and the database's stored flags (LMDB keeps those an existing database
+    was created with, whatever flags this open asked for).
+    """
     with engine.dbi_lock:
         try:
-            return env.open_db(name, **flags)
+            dbi = env.open_db(name, **flags)
         except lmdb.MapResizedError:
             engine.resize(0)  # another process grew the map: adopt its size, then again
-            return env.open_db(name, **flags)
+            dbi = env.open_db(name, **flags)
+    return dbi, _stored_flags(env, dbi)
+
+
+def _stored_flags(env: lmdb.Environment, dbi: Any) -> dict[str, bool]:
+    with env.begin() as txn:
+        return {k: bool(v) for k, v in dbi.flags(txn).items() if v}
 
 
 class Environment:
@@ -251,7 +261,7 @@ class Environment:
         if state is not None and state.error is not None:
             state = None  # its opening failed (e.g. create=False): try again
         if state is not None:
-            if state.flags != db_flags:
+            if db_flags and state.flags != db_flags:
                 raise ValueError(
                     f"database {name!r} is already open with flags {state.flags}; "
                     f"cannot open it again with {db_flags}"
@@ -261,7 +271,8 @@ class Environment:
         if self._readonly:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
             with self._engine.dbi_lock:
-                state.dbi = self._lmdb.open_db(encoded, create=False, **db_flags)  # type: ignore[arg-type]
+                dbi = self._lmdb.open_db(encoded, create=False, **db_flags)  # type: ignore[arg-type]
+            state.opened(dbi, _stored_flags(self._lmdb, dbi))
         else:
             # Opening needs LMDB's write lock (py-lmdb uses a write transaction even for an
             # existing database, and a handle opened in a read transaction does not outlive it),
