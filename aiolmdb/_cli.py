@@ -317,6 +317,8 @@ async def _databases(env: Environment) -> list[DbInfo]:
 
 async def _lookup(env: Environment, name: str) -> DbInfo | None:
     """The named database ``name``, or None if it does not exist."""
+    if not name:
+        raise CLIError("a database name cannot be empty")
     encoded = name.encode("utf-8", "surrogateescape")
     lenv = env.lmdb_environment
     found = await env.run(lambda txn: _catalogue(txn, lenv, encoded))

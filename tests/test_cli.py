@@ -1,0 +1,1068 @@
+"""The ``aiolmdb`` command line: every subcommand, its errors, and dump files moving both ways
+between aiolmdb and LMDB's own ``mdb_dump``/``mdb_load``.
+
+Most tests call ``main([...])`` in-process (``asyncio.run`` inside, so they are plain sync
+tests); two run ``python -m aiolmdb`` to prove the module entry point.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+
+import aiolmdb
+from aiolmdb import _cli, _dumpfmt
+from aiolmdb.__main__ import main as module_main
+from aiolmdb._cli import main
+
+Contents = dict[bytes | None, list[tuple[bytes, bytes]]]
+
+HAVE_C_TOOLS = shutil.which("mdb_dump") is not None and shutil.which("mdb_load") is not None
+needs_c_tools = pytest.mark.skipif(
+    not HAVE_C_TOOLS, reason="mdb_dump/mdb_load (Debian package lmdb-utils) are not installed"
+)
+C_ENV = {**os.environ, "LC_ALL": "C"}  # mdb_dump -p: isprint() in the C locale
+
+TEXT_MAIN = {
+    b"alpha": b"1",
+    b"beta": b"two\tcolumns\nand lines \\ backslash",
+    "ключ".encode(): "значение".encode(),
+    b"user:1": b"ann",
+    b"user:2": b"bob",
+    b"user:3": b"cat",
+}
+DUPS = [(b"k", b"1"), (b"k", b"2"), (b"k", b"3"), (b"m", b"x")]
+
+
+def every_byte_pairs() -> list[tuple[bytes, bytes]]:
+    """Binary keys and values that hold every byte value (0-255), NUL included."""
+    return [(bytes([i, 255 - i, i]), bytes(range(i, 256)) + bytes(range(i))) for i in range(256)]
+
+
+BINARY_DUPS = [(b"\x00\xff", bytes([i]) * 3) for i in range(256)] + [(b"\xff", b"\n")]
+
+
+def make_env(path: Path, main: list[tuple[bytes, bytes]], named: dict[bytes, Any]) -> Path:
+    """An environment made with plain py-lmdb. ``named`` maps names to (flags, pairs)."""
+    env = lmdb.open(str(path), max_dbs=8, map_size=32 * 1024 * 1024)
+    try:
+        with env.begin(write=True) as txn:
+            for key, value in main:
+                txn.put(key, value)
+            for name, (flags, pairs) in named.items():
+                db = env.open_db(name, txn=txn, **flags)
+                for key, value in pairs:
+                    txn.put(key, value, db=db)
+    finally:
+        env.close()
+    return path
+
+
+def contents(path: Path) -> Contents:
+    """Every database of an environment: {None: main pairs (without the records of named
+    databases), name: pairs}."""
+    env = lmdb.open(str(path), readonly=True, max_dbs=64, lock=False, subdir=path.is_dir())
+    try:
+        result: Contents = {}
+        with env.begin() as txn:
+            main: list[tuple[bytes, bytes]] = []
+            for key, value in txn.cursor():
+                try:
+                    db = env.open_db(key, txn=txn, create=False)
+                except lmdb.Error:
+                    main.append((key, value))
+                    continue
+                result[key] = list(txn.cursor(db=db))
+            result[None] = main
+        return result
+    finally:
+        env.close()
+
+
+@pytest.fixture
+def text_env(tmp_path: Path) -> Path:
+    """Main database of UTF-8 text (tabs, newlines, backslashes included), a dupsort database
+    ``dups`` and a plain database ``plain``."""
+    return make_env(
+        tmp_path / "text",
+        sorted(TEXT_MAIN.items()),
+        {b"dups": ({"dupsort": True}, DUPS), b"plain": ({}, [(b"x", b"y")])},
+    )
+
+
+def binary_data(backslash: bool = True) -> tuple[list[tuple[bytes, bytes]], dict[bytes, Any]]:
+    """(main pairs, named databases) holding every byte value; without 0x5c if not
+    ``backslash``."""
+
+    def strip(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        if backslash:
+            return pairs
+        return [(k.replace(b"\\", b"/"), v.replace(b"\\", b"/")) for k, v in pairs]
+
+    main = strip(every_byte_pairs())
+    named = {
+        b"dups": ({"dupsort": True}, strip(BINARY_DUPS)),
+        b"bin": ({}, strip([(v[:300], k) for k, v in every_byte_pairs()])),
+    }
+    return main, named
+
+
+@pytest.fixture
+def binary_env(tmp_path: Path) -> Path:
+    """Every byte value in keys and values: in the main database, a dupsort database ``dups``
+    and a plain database ``bin``."""
+    return make_env(tmp_path / "binary", *binary_data())
+
+
+@pytest.fixture
+def flat_env(tmp_path: Path) -> Path:
+    """Only a main database (binary), no named databases."""
+    return make_env(tmp_path / "flat", every_byte_pairs(), {})
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    """main(argv) in this process: (exit status, stdout, stderr)."""
+    code = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_error(err: str, *fragments: str) -> None:
+    """One ``aiolmdb: error:`` line holding every fragment, and no traceback."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("aiolmdb: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+
+
+@pytest.fixture
+def stdin_bytes(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Call with bytes to make them main()'s stdin."""
+
+    def feed(data: bytes) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+    return feed
+
+
+# ---------------------------------------------------------------------------- entry points
+@pytest.mark.parametrize(
+    "command", ["stat", "get", "put", "delete", "scan", "dump", "load", "copy"]
+)
+def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: aiolmdb {command}")
+
+
+def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("stat", "get", "put", "delete", "scan", "dump", "load", "copy", "bench"):
+        assert command in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert aiolmdb.__version__ in out
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys)
+    assert code == 2
+    assert "a command is required" in err
+    code, _, err = run(capsys, "get", tmp_path)
+    assert code == 2
+    assert "required" in err
+    code, _, err = run(capsys, "frobnicate")
+    assert code == 2
+    code, _, err = run(capsys, "scan", tmp_path, "--limit", "-3")
+    assert code == 2
+    code, _, err = run(capsys, "get", "--hex", "--base64", tmp_path, "00")
+    assert code == 2
+
+
+def test_module_main_is_the_cli() -> None:
+    assert module_main is main
+
+
+def test_python_dash_m(text_env: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "aiolmdb", "stat", "--json", str(text_env)],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [db["name"] for db in report["databases"]] == [None, "dups", "plain"]
+
+
+def test_python_dash_m_missing_key(text_env: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "aiolmdb", "get", str(text_env), "nope"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == b""
+    assert proc.stderr.decode().strip() == "aiolmdb: key not found: nope"
+
+
+# ---------------------------------------------------------------------------- stat
+def test_stat_table(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, out, err = run(capsys, "stat", text_env)
+    assert code == 0, err
+    assert "map size" in out
+    assert "map used" in out
+    assert "readers" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert rows["(main)"][1] == str(len(TEXT_MAIN) + 2)  # + the two database records
+    assert rows["dups"][1] == str(len(DUPS))
+    assert rows["dups"][-1] == "dupsort"
+    assert rows["plain"][1] == "1"
+
+
+def test_stat_json(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, out, _ = run(capsys, "stat", "--json", text_env)
+    assert code == 0
+    report = json.loads(out)
+    env = lmdb.open(str(text_env), readonly=True, lock=False, map_size=0)
+    try:
+        info, psize = env.info(), env.stat()["psize"]
+    finally:
+        env.close()
+    assert report["map_size"] == info["map_size"]
+    assert report["map_used"] == (info["last_pgno"] + 1) * psize
+    assert 0 < report["map_used"] <= report["map_size"]
+    assert report["page_size"] == psize
+    assert report["max_readers"] >= report["num_readers"]
+    by_name = {db["name"]: db for db in report["databases"]}
+    assert set(by_name) == {None, "dups", "plain"}
+    assert by_name["dups"]["entries"] == len(DUPS)
+    assert by_name["dups"]["flags"] == ["dupsort"]
+    assert by_name["plain"]["flags"] == []
+    for db in report["databases"]:
+        assert {"depth", "branch_pages", "leaf_pages", "overflow_pages"} <= set(db)
+
+
+def test_stat_one_database(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, out, _ = run(capsys, "stat", "--json", "--db", "dups", text_env)
+    assert code == 0
+    assert [db["name"] for db in json.loads(out)["databases"]] == ["dups"]
+    code, _, err = run(capsys, "stat", "--db", "nope", text_env)
+    assert code == 2
+    assert_error(err, "no database 'nope'")
+
+
+def test_stat_without_named_databases(capsys: pytest.CaptureFixture[str], flat_env: Path) -> None:
+    code, out, _ = run(capsys, "stat", "--json", flat_env)
+    assert code == 0
+    assert [db["name"] for db in json.loads(out)["databases"]] == [None]
+
+
+def test_missing_environment_is_not_created(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing"
+    commands: list[list[str | Path]] = [
+        ["stat", missing],
+        ["get", missing, "k"],
+        ["delete", missing, "k"],
+        ["scan", missing],
+        ["dump", missing],
+        ["copy", missing, tmp_path / "dest"],
+    ]
+    for argv in commands:
+        code, out, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert out == ""
+        assert_error(err, str(missing), "does not exist")
+        assert not missing.exists()
+    assert not (tmp_path / "dest").exists()
+
+
+def test_directory_without_environment(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "stat", tmp_path)
+    assert code == 2
+    assert_error(err, "not an LMDB environment")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_single_file_environment(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "single.mdb"
+    env = lmdb.open(str(path), subdir=False)
+    with env.begin(write=True) as txn:
+        txn.put(b"k", b"v")
+    env.close()
+    assert run(capsys, "get", path, "k")[:2] == (0, "v\n")
+    assert run(capsys, "put", path, "k2", "v2")[0] == 0
+    assert run(capsys, "scan", path)[1] == "k\tv\nk2\tv2\n"
+    copy = tmp_path / "copy.mdb"
+    assert run(capsys, "copy", path, copy)[0] == 0
+    assert contents(copy) == {None: [(b"k", b"v"), (b"k2", b"v2")]}
+    code, _, err = run(capsys, "copy", path, copy)
+    assert code == 2
+    assert_error(err, "exists")
+
+
+# ---------------------------------------------------------------------------- get/put/delete
+def test_get(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    assert run(capsys, "get", text_env, "alpha") == (0, "1\n", "")
+    # Text mode prints the value as it is: get prints one value, nothing to separate.
+    assert run(capsys, "get", text_env, "beta")[1] == TEXT_MAIN[b"beta"].decode() + "\n"
+    assert run(capsys, "get", text_env, "ключ")[1] == "значение\n"
+    assert run(capsys, "get", "--hex", text_env, b"alpha".hex())[1] == "31\n"
+    key64 = base64.b64encode(b"alpha").decode()
+    assert (
+        run(capsys, "get", "--base64", text_env, key64)[1] == base64.b64encode(b"1").decode() + "\n"
+    )
+
+
+def test_get_dupsort_prints_every_value(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    assert run(capsys, "get", "--db", "dups", text_env, "k") == (0, "1\n2\n3\n", "")
+    assert run(capsys, "get", "--db", "plain", text_env, "x") == (0, "y\n", "")
+
+
+def test_get_missing_key(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    assert run(capsys, "get", text_env, "nope") == (1, "", "aiolmdb: key not found: nope\n")
+    assert run(capsys, "get", "--db", "dups", text_env, "zz")[0] == 1
+
+
+def test_get_missing_database(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, out, err = run(capsys, "get", "--db", "nope", text_env, "k")
+    assert (code, out) == (2, "")
+    assert_error(err, "no database 'nope'")
+
+
+def test_empty_database_name(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, _, err = run(capsys, "put", "--db", "", text_env, "k", "v")
+    assert code == 2
+    assert_error(err, "database name cannot be empty")
+
+
+def test_db_naming_a_plain_key(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, _, err = run(capsys, "get", "--db", "alpha", text_env, "k")
+    assert code == 2
+    assert_error(err, "'alpha' is a key of the main database")
+
+
+def test_bad_key_encodings(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, _, err = run(capsys, "get", "--hex", text_env, "zz")
+    assert code == 2
+    assert_error(err, "key is not valid hex", "'zz'")
+    code, _, err = run(capsys, "get", "--base64", text_env, "!!!")
+    assert code == 2
+    assert_error(err, "key is not valid base64")
+    code, _, err = run(capsys, "put", "--hex", text_env, "00", "0")
+    assert code == 2
+    assert_error(err, "value is not valid hex")
+    code, _, err = run(capsys, "get", "--hex", text_env, "")
+    assert code == 2
+    assert_error(err, "empty key")
+
+
+def test_non_utf8_output_suggests_hex(capsys: pytest.CaptureFixture[str], flat_env: Path) -> None:
+    key, value = every_byte_pairs()[65]
+    code, out, err = run(capsys, "get", "--hex", flat_env, key.hex())
+    assert (code, out) == (0, value.hex() + "\n")
+    code, out, err = run(capsys, "get", "--hex", flat_env, key.hex(), "--base64")
+    assert code == 2
+    code, out, err = run(capsys, "put", "--hex", flat_env, "41", "ff")
+    assert code == 0
+    code, out, err = run(capsys, "get", flat_env, "A")
+    assert (code, out) == (2, "")
+    assert_error(err, "not UTF-8", "--hex")
+
+
+def test_put(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    assert run(capsys, "put", text_env, "new", "välue\tx") == (0, "", "")
+    assert run(capsys, "get", text_env, "new")[1] == "välue\tx\n"
+    assert run(capsys, "put", "--hex", text_env, "00ff", "0102")[0] == 0
+    assert run(capsys, "put", "--base64", text_env, "AQ==", "Ag==")[0] == 0
+    main_db = dict(contents(text_env)[None])
+    assert main_db[b"\x00\xff"] == b"\x01\x02"
+    assert main_db[b"\x01"] == b"\x02"
+    assert run(capsys, "put", "--db", "dups", text_env, "k", "0")[0] == 0
+    assert run(capsys, "get", "--db", "dups", text_env, "k")[1] == "0\n1\n2\n3\n"
+
+
+def test_put_creates_environment_and_database(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "fresh"
+    assert run(capsys, "put", "--db", "things", path, "a", "b") == (0, "", "")
+    assert run(capsys, "put", path, "c", "d") == (0, "", "")
+    assert contents(path) == {None: [(b"c", b"d")], b"things": [(b"a", b"b")]}
+
+
+def test_delete(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    assert run(capsys, "delete", text_env, "alpha") == (0, "", "")
+    assert run(capsys, "get", text_env, "alpha")[0] == 1
+    assert run(capsys, "delete", text_env, "alpha") == (1, "", "aiolmdb: key not found: alpha\n")
+    assert run(capsys, "delete", "--db", "dups", text_env, "k")[0] == 0
+    assert contents(text_env)[b"dups"] == [(b"m", b"x")]
+    code, _, err = run(capsys, "delete", "--db", "nope", text_env, "k")
+    assert code == 2
+    assert_error(err, "no database 'nope'")
+    assert b"nope" not in contents(text_env)
+
+
+# ---------------------------------------------------------------------------- scan
+def test_escape_text() -> None:
+    assert _cli.escape_text("a\tb\nc\\d\re") == "a\\tb\\nc\\\\d\\re"
+    assert _cli.escape_text("plain") == "plain"
+
+
+def test_scan_text_escapes(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, out, err = run(capsys, "scan", "--db", "plain", text_env)
+    assert (code, out, err) == (0, "x\ty\n", "")
+    code, out, _ = run(capsys, "scan", "--prefix", "beta", text_env)
+    assert out == "beta\ttwo\\tcolumns\\nand lines \\\\ backslash\n"
+    assert len(out.splitlines()) == 1
+
+
+def test_scan_ranges(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    def keys(*options: str) -> list[str]:
+        code, out, err = run(capsys, "scan", text_env, *options)
+        assert code == 0, err
+        return [line.split("\t")[0] for line in out.splitlines()]
+
+    assert keys("--prefix", "user:") == ["user:1", "user:2", "user:3"]
+    assert keys("--prefix", "user:", "--reverse") == ["user:3", "user:2", "user:1"]
+    assert keys("--prefix", "user:", "--limit", "2") == ["user:1", "user:2"]
+    assert keys("--start", "beta", "--stop", "user:2") == ["beta", "dups", "plain", "user:1"]
+    assert keys("--start", "user:2", "--reverse", "--limit", "1") == ["ключ"]
+    assert keys("--prefix", "nothing") == []
+    assert keys("--limit", "0") == []
+
+
+def test_scan_dupsort_and_encodings(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    _, out, _ = run(capsys, "scan", "--db", "dups", text_env)
+    assert out.splitlines() == ["k\t1", "k\t2", "k\t3", "m\tx"]
+    _, out, _ = run(capsys, "scan", "--db", "dups", "--hex", "--prefix", "6b", text_env)
+    assert out.splitlines() == ["6b\t31", "6b\t32", "6b\t33"]
+    _, out, _ = run(capsys, "scan", "--db", "dups", "--base64", "--start", "bQ==", text_env)
+    assert out.splitlines() == ["bQ==\teA=="]
+
+
+def test_scan_binary(capsys: pytest.CaptureFixture[str], flat_env: Path) -> None:
+    code, out, _ = run(capsys, "scan", "--hex", flat_env)
+    assert code == 0
+    assert [tuple(bytes.fromhex(f) for f in line.split("\t")) for line in out.splitlines()] == (
+        sorted(every_byte_pairs())
+    )
+    code, out, err = run(capsys, "scan", flat_env)
+    assert code == 2
+    assert_error(err, "not UTF-8", "--hex")
+    code, _, err = run(capsys, "scan", "--hex", "--prefix", "xyz", flat_env)
+    assert code == 2
+    assert_error(err, "--prefix is not valid hex")
+
+
+def test_scan_to_text_only_stdout(
+    capsys: pytest.CaptureFixture[str], text_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)
+    assert main(["scan", "--db", "dups", str(text_env), "--limit", "1"]) == 0
+    assert stream.getvalue() == "k\t1\n"
+    assert main(["dump", str(text_env)]) == 2  # dump needs bytes: -o FILE
+    assert "use -o FILE" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- dump/load
+def test_dump_main_skips_database_records(
+    capsys: pytest.CaptureFixture[str], text_env: Path
+) -> None:
+    code, out, err = run(capsys, "dump", text_env)
+    assert code == 0
+    assert "warning: skipping the records of 2 named database(s)" in err
+    [(header, pairs)] = _dumpfmt.parse_dump(out.encode())
+    assert header.database is None
+    assert dict(pairs) == TEXT_MAIN
+
+
+def test_dump_all_blocks(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, out, err = run(capsys, "dump", "--all", text_env)
+    assert (code, err) == (0, "")
+    blocks = _dumpfmt.parse_dump(out.encode())
+    assert [h.database for h, _ in blocks] == [None, b"dups", b"plain"]
+    assert [h.flags for h, _ in blocks] == [{}, {"dupsort": True}, {}]
+    assert blocks[1][1] == DUPS
+    assert out.startswith("VERSION=3\nformat=bytevalue\ntype=btree\nmapsize=")
+    assert out.count("HEADER=END\n") == 3
+    assert out.count("DATA=END\n") == 3
+    code, _, err = run(capsys, "dump", "--all", "--db", "dups", text_env)
+    assert code == 2
+    assert_error(err, "--all and --db")
+
+
+def test_dump_missing_database(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    out_file = text_env.parent / "out.txt"
+    code, out, err = run(capsys, "dump", "--db", "nope", "-o", out_file, text_env)
+    assert (code, out) == (2, "")
+    assert_error(err, "no database 'nope'")
+    assert not out_file.exists()
+
+
+@pytest.mark.parametrize("printable", [False, True], ids=["bytevalue", "print"])
+def test_dump_load_round_trip(
+    capsys: pytest.CaptureFixture[str], binary_env: Path, tmp_path: Path, printable: bool
+) -> None:
+    dump_file = tmp_path / "all.dump"
+    extra = ["-p"] if printable else []
+    assert run(capsys, "dump", "--all", "-o", dump_file, binary_env, *extra) == (0, "", "")
+    text = dump_file.read_bytes()
+    assert (b"format=print" in text) == printable
+    target = tmp_path / "copy"
+    assert run(capsys, "load", target, dump_file) == (0, "", "")
+    assert contents(target) == contents(binary_env)
+    # Loading again overwrites (same contents; dupsort pairs are not doubled).
+    assert run(capsys, "load", target, dump_file)[0] == 0
+    assert contents(target) == contents(binary_env)
+
+
+def test_dump_stdout_load_stdin(
+    capsys: pytest.CaptureFixture[str], text_env: Path, tmp_path: Path, stdin_bytes: Any
+) -> None:
+    code, out, _ = run(capsys, "dump", "--db", "dups", text_env)
+    assert code == 0
+    stdin_bytes(out.encode())
+    target = tmp_path / "target"
+    assert run(capsys, "load", target) == (0, "", "")
+    assert contents(target) == {None: [], b"dups": DUPS}
+    stdin_bytes(out.encode())
+    assert run(capsys, "load", "--db", "renamed", target, "-")[0] == 0
+    assert contents(target)[b"renamed"] == DUPS
+    assert run(capsys, "scan", "--db", "renamed", target)[1].splitlines()[0] == "k\t1"
+
+
+def test_load_with_db_needs_one_block(
+    capsys: pytest.CaptureFixture[str], text_env: Path, tmp_path: Path
+) -> None:
+    dump_file = tmp_path / "all.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, text_env)[0] == 0
+    code, _, err = run(capsys, "load", "--db", "x", tmp_path / "t", dump_file)
+    assert code == 2
+    assert_error(err, "several databases")
+
+
+def test_load_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path, stdin_bytes: Any) -> None:
+    target = tmp_path / "target"
+    cases = [
+        (b"", "holds no mdb_dump data"),
+        (b"garbage\n", "line 1: expected key=value"),
+        (b"VERSION=3\nHEADER=END\n 6\n 00\nDATA=END\n", "line 3: bad hex"),
+        (b"VERSION=3\nformat=print\nHEADER=END\n \\zz\n", "line 4: bad printable text"),
+        (b"VERSION=3\nHEADER=END\n 61\n", "no DATA=END"),
+        (b"VERSION=3\nformat=xml\nHEADER=END\n", "unsupported format"),
+        (b"VERSION=3\ndupsort=1\nHEADER=END\nDATA=END\n", "main database has flags"),
+        (
+            b"VERSION=3\ndatabase=r\nreversedup=1\nHEADER=END\nDATA=END\n",
+            "reversedup, which py-lmdb cannot open",
+        ),
+    ]
+    for data, message in cases:
+        stdin_bytes(data)
+        code, out, err = run(capsys, "load", target)
+        assert (code, out) == (2, ""), data
+        assert_error(err, message)
+    code, _, err = run(capsys, "load", target, tmp_path / "no-such-file")
+    assert code == 2
+    assert_error(err, "cannot read", "no-such-file")
+
+
+def test_load_into_existing_database_with_other_flags(
+    capsys: pytest.CaptureFixture[str], text_env: Path, stdin_bytes: Any
+) -> None:
+    stdin_bytes(_dumpfmt.format_header(database=b"plain") + b" 61\n 62\n" + _dumpfmt.DATA_END)
+    code, _, err = run(capsys, "load", text_env)
+    assert code == 0
+    assert "warning" not in err
+    stdin_bytes(
+        _dumpfmt.format_header(database=b"plain", flags=["dupsort"]) + b" 61\n 63\n" + b"DATA=END\n"
+    )
+    code, _, err = run(capsys, "load", text_env)
+    assert code == 0
+    assert "warning: database 'plain' exists with flags none" in err
+    assert contents(text_env)[b"plain"] == [(b"a", b"c"), (b"x", b"y")]
+
+
+def test_load_big_in_chunks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_cli, "LOAD_CHUNK", 100)
+    pairs = [(b"%06d" % i, b"v" * (i % 50)) for i in range(1050)]
+    dump_file = tmp_path / "big.dump"
+    dump_file.write_bytes(
+        _dumpfmt.format_header(mapsize=1 << 20) + _dumpfmt.format_pairs(pairs) + _dumpfmt.DATA_END
+    )
+    target = tmp_path / "big"
+    assert run(capsys, "load", target, dump_file) == (0, "", "")
+    assert contents(target) == {None: pairs}
+
+
+def test_load_parse_error_midway_keeps_earlier_chunks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_cli, "LOAD_CHUNK", 10)
+    monkeypatch.setattr(_dumpfmt, "_CHUNK_LINES", 20)  # the reader decodes 10 pairs at a time
+    pairs = [(b"%03d" % i, b"v") for i in range(25)]
+    dump_file = tmp_path / "bad.dump"
+    dump_file.write_bytes(_dumpfmt.format_header() + _dumpfmt.format_pairs(pairs) + b" zz\n")
+    target = tmp_path / "t"
+    code, _, err = run(capsys, "load", target, dump_file)
+    assert code == 2
+    assert_error(err, "bad hex")
+    assert contents(target) == {None: pairs[:20]}
+
+
+def test_catalogue_ignores_lookalike_keys(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Values of the size of LMDB's database record, under keys that are no databases.
+    path = make_env(
+        tmp_path / "e",
+        [(b"a\0b", b"x" * 48), (b"plain48", b"y" * 48)],
+        {b"real": ({}, [(b"k", b"v")])},
+    )
+    code, out, _ = run(capsys, "stat", "--json", path)
+    assert code == 0
+    assert [db["name"] for db in json.loads(out)["databases"]] == [None, "real"]
+    code, out, _ = run(capsys, "dump", "--all", path)
+    blocks = _dumpfmt.parse_dump(out.encode())
+    assert [(h.database, pairs) for h, pairs in blocks] == [
+        (None, [(b"a\0b", b"x" * 48), (b"plain48", b"y" * 48)]),
+        (b"real", [(b"k", b"v")]),
+    ]
+
+
+def test_dump_output_file_removed_on_failure(
+    capsys: pytest.CaptureFixture[str],
+    text_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(pairs: Any, printable: bool = False) -> bytes:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_dumpfmt, "format_pairs", fail)
+    out_file = tmp_path / "out.dump"
+    code, _, err = run(capsys, "dump", "-o", out_file, "--all", text_env)
+    assert code == 2
+    assert_error(err, "No space left on device")
+    assert not out_file.exists()
+    code, _, err = run(capsys, "dump", "-o", tmp_path / "no" / "such" / "dir", "--all", text_env)
+    assert code == 2
+    assert_error(err, "cannot write")
+
+
+# ---------------------------------------------------------------------------- the C tools
+def c_dump(*argv: str | Path) -> bytes:
+    """Run mdb_dump; its output."""
+    proc = subprocess.run(
+        ["mdb_dump", *map(str, argv)], capture_output=True, env=C_ENV, check=False, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def c_load(path: Path, data: bytes) -> None:
+    """Run mdb_load into a (new) directory ``path``."""
+    path.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        ["mdb_load", str(path)], input=data, capture_output=True, env=C_ENV, check=False, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def c_envs(tmp_path: Path, printable: bool) -> tuple[Path, Path]:
+    """(an environment with named databases, one with only a main database) of binary data.
+
+    For format=print the data holds no backslash: LMDB 0.9.24's mdb_dump -p writes it bare,
+    which mdb_load itself cannot read back.
+    """
+    main, named = binary_data(backslash=not printable)
+    return make_env(tmp_path / "named", main, named), make_env(tmp_path / "flat", main, {})
+
+
+@needs_c_tools
+@pytest.mark.parametrize("printable", [False, True], ids=["bytevalue", "print"])
+def test_our_dump_is_byte_identical_to_mdb_dump(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, printable: bool
+) -> None:
+    named_env, flat = c_envs(tmp_path, printable)
+    extra = ["-p"] if printable else []
+    ours = tmp_path / "ours"
+    for name in ("dups", "bin"):
+        assert run(capsys, "dump", "--db", name, "-o", ours, named_env, *extra)[0] == 0
+        assert ours.read_bytes() == c_dump(*extra, "-s", name, named_env)
+    assert run(capsys, "dump", "-o", ours, flat, *extra)[0] == 0
+    assert ours.read_bytes() == c_dump(*extra, flat)
+
+
+@needs_c_tools
+@pytest.mark.parametrize("printable", [False, True], ids=["bytevalue", "print"])
+def test_mdb_load_reads_our_dump(
+    capsys: pytest.CaptureFixture[str], binary_env: Path, tmp_path: Path, printable: bool
+) -> None:
+    # Backslashes included: we write them as \5c, which every mdb_load reads right.
+    extra = ["-p"] if printable else []
+    dump_file = tmp_path / "ours.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, binary_env, *extra)[0] == 0
+    target = tmp_path / "loaded-by-c"
+    c_load(target, dump_file.read_bytes())
+    assert contents(target) == contents(binary_env)
+    # A backslash after other escaped bytes of its line (which mdb_load 0.9.24 garbles as \\).
+    assert b"\x1f !" in dict(contents(target)[None])[b"\x01\xfe\x01"]
+    assert b"[\\]" in dict(contents(target)[None])[b"\x01\xfe\x01"]
+    # The dupsort flag travelled too.
+    assert b"dupsort=1" in c_dump("-s", "dups", target)
+
+
+@needs_c_tools
+@pytest.mark.parametrize("printable", [False, True], ids=["bytevalue", "print"])
+def test_we_load_mdb_dump_output(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, stdin_bytes: Any, printable: bool
+) -> None:
+    named_env, flat = c_envs(tmp_path, printable)
+    extra = ["-p"] if printable else []
+    # mdb_dump -a (LMDB 0.9.24) writes every named database but not the main one's data.
+    named_dump = tmp_path / "named.dump"
+    named_dump.write_bytes(c_dump(*extra, "-a", named_env))
+    target = tmp_path / "target"
+    assert run(capsys, "load", target, named_dump) == (0, "", "")
+    expected = contents(named_env)
+    loaded = contents(target)
+    assert loaded[b"dups"] == expected[b"dups"]
+    assert loaded[b"bin"] == expected[b"bin"]
+    assert loaded[None] == []
+    assert b"dupsort=1" in c_dump("-s", "dups", target)
+    # A main database (no named databases in it), through stdin.
+    stdin_bytes(c_dump(*extra, flat))
+    target2 = tmp_path / "target2"
+    assert run(capsys, "load", target2) == (0, "", "")
+    assert contents(target2) == contents(flat)
+    assert len(contents(target2)[None]) == 256
+
+
+@needs_c_tools
+def test_mdb_dump_print_backslash_is_refused_clearly(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, stdin_bytes: Any
+) -> None:
+    env = make_env(tmp_path / "e", [(b"k", b"a\\b")], {})
+    stdin_bytes(c_dump("-p", env))
+    code, _, err = run(capsys, "load", tmp_path / "t")
+    assert code == 2
+    assert_error(err, "line 9", "dump such data without -p")
+
+
+@needs_c_tools
+def test_dupsort_main_database(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, stdin_bytes: Any
+) -> None:
+    # Only the C tools make one: mdb_load gives the main database the header's flags.
+    block = _dumpfmt.format_header(flags=["dupsort"]) + b" 61\n 31\n 61\n 32\n" + b"DATA=END\n"
+    path = tmp_path / "e"
+    c_load(path, block)
+    code, out, _ = run(capsys, "stat", "--json", path)
+    assert json.loads(out)["databases"][0]["flags"] == ["dupsort"]
+    code, _, err = run(capsys, "dump", path)
+    assert code == 2
+    assert_error(err, "dupsort main database")
+    stdin_bytes(block.replace(b" 32\n", b" 33\n"))
+    assert run(capsys, "load", path)[0] == 0  # the flags match
+    assert contents(path)[None] == [(b"a", b"1"), (b"a", b"2"), (b"a", b"3")]
+
+
+# ---------------------------------------------------------------------------- copy
+@pytest.mark.parametrize("compact", [False, True], ids=["plain", "compact"])
+def test_copy(
+    capsys: pytest.CaptureFixture[str], binary_env: Path, tmp_path: Path, compact: bool
+) -> None:
+    # Free some pages so that compacting has something to do.
+    env = lmdb.open(str(binary_env), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"bin", txn=txn), delete=True)
+    env.close()
+    dest = tmp_path / "backup" / "nested"
+    argv: list[str | Path] = ["copy", binary_env, dest, *(["--compact"] if compact else [])]
+    assert run(capsys, *argv) == (0, "", "")
+    assert contents(dest) == contents(binary_env)
+    original = (binary_env / "data.mdb").stat().st_size
+    copied = (dest / "data.mdb").stat().st_size
+    assert copied < original if compact else copied <= original
+
+
+def test_copy_destination_rules(
+    capsys: pytest.CaptureFixture[str], text_env: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(capsys, "copy", text_env, empty) == (0, "", "")
+    assert contents(empty) == contents(text_env)
+    code, _, err = run(capsys, "copy", text_env, empty)
+    assert code == 2
+    assert_error(err, "not an empty directory")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, _, err = run(capsys, "copy", text_env, a_file)
+    assert code == 2
+    assert_error(err, "not an empty directory")
+
+
+# ---------------------------------------------------------------------------- bench
+def test_bench_not_available(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "aiolmdb._bench", None)
+    code, out, err = run(capsys, "bench", "--quick")
+    assert (code, out) == (2, "")
+    assert_error(err, "the benchmark suite is not available")
+
+
+def test_bench_passes_arguments(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str] | None] = []
+
+    def fake_main(argv: list[str] | None = None) -> int:
+        seen.append(argv)
+        if argv == ["--exit"]:
+            raise SystemExit(3)
+        if argv == ["--fail"]:
+            raise SystemExit("bench: bad arguments")
+        return 5
+
+    fake = types.ModuleType("aiolmdb._bench")
+    fake.main = fake_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "aiolmdb._bench", fake)
+    assert run(capsys, "bench", "--help", "-x")[0] == 5
+    assert run(capsys, "bench", "--exit")[0] == 3
+    assert run(capsys, "bench", "--fail") == (2, "", "bench: bad arguments\n")
+    assert seen == [["--help", "-x"], ["--exit"], ["--fail"]]
+
+
+# ---------------------------------------------------------------------------- failures
+def test_unexpected_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], text_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def boom(args: Any) -> int:
+        raise RuntimeError("something\nbroke")
+
+    async def interrupted(args: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cli, "cmd_stat", boom)
+    code, _, err = run(capsys, "stat", text_env)
+    assert code == 2
+    assert_error(err, "unexpected RuntimeError: something broke")
+    monkeypatch.setattr(_cli, "cmd_stat", interrupted)
+    code, _, err = run(capsys, "stat", text_env)
+    assert code == 130
+    assert_error(err, "interrupted")
+
+
+def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
+    path = make_env(tmp_path / "big", [(b"%08d" % i, b"x" * 100) for i in range(20000)], {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aiolmdb", "scan", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdout.readline() == b"00000000\t" + b"x" * 100 + b"\n"
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in err
+    assert err == b""
+
+
+# ---------------------------------------------------------------------------- progress
+def test_progress_off_without_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    with _cli.Progress("x", 10) as progress:
+        progress.advance(3)
+        progress.update(5)
+    assert not progress.active
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_off_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cli, "_isatty", lambda stream: True)
+    monkeypatch.setitem(sys.modules, "rich.progress", None)
+    with _cli.Progress("x", 10) as progress:
+        progress.advance(1)
+    assert not progress.active
+
+
+def test_progress_bar_with_rich(
+    capsys: pytest.CaptureFixture[str],
+    binary_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("rich")
+    monkeypatch.setattr(_cli, "_isatty", lambda stream: True)
+    with _cli.Progress("x", 10) as progress:
+        assert progress.active
+        progress.advance(4)
+        progress.update(10)
+    dump_file = tmp_path / "all.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, binary_env)[0] == 0
+    assert run(capsys, "load", tmp_path / "t", dump_file)[0] == 0
+    assert contents(tmp_path / "t") == contents(binary_env)
+
+
+# ---------------------------------------------------------------------------- the format
+def test_print_format_every_byte() -> None:
+    data = bytes(range(256))
+    text = _dumpfmt.encode_print(data)
+    assert text.startswith(b"\\00\\01")
+    assert b"\\5c" in text  # the backslash
+    assert b"AB" in text
+    assert _dumpfmt.decode_print(b"\\\\") == b"\\"  # also read as mdb_dump may write it
+    assert _dumpfmt.decode_print(text) == data
+    assert _dumpfmt.encode_print(b"plain text") == b"plain text"
+    assert _dumpfmt.decode_print(b"plain") == b"plain"
+    for bad in (b"\\", b"\\4", b"\\xg", b"a\\q1"):
+        with pytest.raises(ValueError, match="backslash"):
+            _dumpfmt.decode_print(bad)
+
+
+def test_header_layout() -> None:
+    header = _dumpfmt.format_header(
+        database=b"db",
+        mapsize=1 << 20,
+        maxreaders=126,
+        pagesize=4096,
+        flags={"dupsort": True, "reversekey": True, "integerkey": False},
+        printable=True,
+    )
+    assert header.decode().splitlines() == [
+        "VERSION=3",
+        "format=print",
+        "database=db",
+        "type=btree",
+        "mapsize=1048576",
+        "maxreaders=126",
+        "duplicates=1",
+        "reversekey=1",
+        "dupsort=1",
+        "db_pagesize=4096",
+        "HEADER=END",
+    ]
+    with pytest.raises(ValueError, match="unknown database flag"):
+        _dumpfmt.format_header(flags=["sideways"])
+    with pytest.raises(ValueError, match="line break"):
+        _dumpfmt.format_header(database=b"a\nb")
+
+
+def test_reader_details() -> None:
+    data = (
+        b"\n\r\nVERSION=3\r\nformat=bytevalue\r\ndatabase=n\r\nmapsize=4096\r\nmaxreaders=9\r\n"
+        b"db_pagesize=4096\r\nduplicates=1\r\ndupsort=1\r\nintegerkey=0\r\nfuture=yes\r\n"
+        b"HEADER=END\r\n 00\r\n ff\r\nDATA=END\r\n"
+        b"VERSION=3\nformat=print\nHEADER=END\n a\\5cb\n c\\\\d\nDATA=END\n"
+    )
+    [(first, pairs1), (second, pairs2)] = _dumpfmt.parse_dump(data)
+    assert first.database == b"n"
+    assert (first.mapsize, first.maxreaders, first.pagesize) == (4096, 9, 4096)
+    assert first.flags == {"dupsort": True}
+    assert first.extra == {"future": "yes"}
+    assert pairs1 == [(b"\x00", b"\xff")]
+    assert second.printable
+    assert second.database is None
+    assert pairs2 == [(b"a\\b", b"c\\d")]
+
+
+def test_reader_skips_unread_blocks() -> None:
+    data = _dumpfmt.format_header(database=b"a") + b" 61\n 62\n" + _dumpfmt.DATA_END
+    data += _dumpfmt.format_header(database=b"b") + _dumpfmt.DATA_END
+    reader = _dumpfmt.DumpReader(io.BytesIO(data))
+    first = reader.next_header()
+    assert first is not None
+    assert first.database == b"a"
+    second = reader.next_header()
+    assert second is not None
+    assert second.database == b"b"
+    assert list(reader.pairs()) == []
+    assert reader.next_header() is None
+    assert list(reader.pairs()) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"VERSION=4\nHEADER=END\n", "line 1: unsupported VERSION 4"),
+        (b"VERSION=x\n", "VERSION must be a number"),
+        (b"mapsize=-1\n", "mapsize must not be negative"),
+        (b"type=hash\n", "unsupported type"),
+        (b"VERSION=3\n", "unexpected end of input in a header"),
+        (b"VERSION=3\n 00\n", "data line before HEADER=END"),
+        (b"HEADER=END\n 00\nDATA=END\n", "a key without a value"),
+        (b"HEADER=END\n 00\nHEADER=END\n", "expected a data line or DATA=END"),
+    ],
+)
+def test_reader_errors(data: bytes, message: str) -> None:
+    with pytest.raises(_dumpfmt.DumpFormatError, match=message):
+        _dumpfmt.parse_dump(data)
+
+
+def test_codec() -> None:
+    codec = _cli.Codec("text")
+    assert codec.parse("a\udcff", "key") == b"a\xff"  # bytes the OS passed, kept
+    assert codec.show(b"a\tb", "key", escape=True) == "a\\tb"
+    assert codec.show(b"a\tb", "key") == "a\tb"
+    with pytest.raises(_cli.CLIError, match="not UTF-8"):
+        codec.show(b"\xff" * 100, "value")
+    with pytest.raises(ValueError, match="unknown encoding"):
+        _cli.Codec("rot13")
+    assert _cli.Codec("base64").parse("YQ==", "key") == b"a"
+    with pytest.raises(_cli.CLIError, match="base64"):
+        _cli.Codec("base64").parse("é", "key")
+
+
+@pytest.mark.parametrize("chunk_lines", [1, 2, 3, 4, 5, 7, 4096])
+def test_reader_chunk_boundaries(monkeypatch: pytest.MonkeyPatch, chunk_lines: int) -> None:
+    monkeypatch.setattr(_dumpfmt, "_CHUNK_LINES", chunk_lines)
+    pairs = [(b"k%d" % i, b"v%d" % i) for i in range(5)]
+    data = _dumpfmt.format_header(database=b"a") + _dumpfmt.format_pairs(pairs)
+    data += _dumpfmt.DATA_END + _dumpfmt.format_header(database=b"b") + _dumpfmt.DATA_END
+    data += _dumpfmt.format_header(printable=True) + _dumpfmt.format_pairs(pairs, True)
+    data += _dumpfmt.DATA_END
+    blocks = _dumpfmt.parse_dump(data)
+    assert [(h.database, p) for h, p in blocks] == [(b"a", pairs), (b"b", []), (None, pairs)]
+    reader = _dumpfmt.DumpReader(io.BytesIO(data))
+    while reader.next_header() is not None:
+        list(reader.pairs())
+    assert reader.bytes_read == len(data)
+    assert reader.lineno == data.count(b"\n")
+    # Errors name the right line wherever the chunks end.
+    header = _dumpfmt.format_header()
+    first_data_line = header.count(b"\n") + 1
+    for bad in range(10):
+        lines = _dumpfmt.format_pairs(pairs).splitlines(keepends=True)
+        lines[bad] = b" xyz\n"
+        with pytest.raises(
+            _dumpfmt.DumpFormatError, match=f"line {first_data_line + bad}: bad hex"
+        ):
+            _dumpfmt.parse_dump(header + b"".join(lines) + _dumpfmt.DATA_END)
