@@ -23,7 +23,7 @@ type: $(STAMP)
 	$(PY) -m mypy
 
 unit: $(STAMP)
-	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90
+	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90 -o addopts=""
 
 test: lint type unit
 

@@ -32,6 +32,7 @@ import concurrent.futures
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Final, cast
@@ -53,6 +54,8 @@ _FORKED: Final = 3
 
 # Items on the writer queue besides requests.
 _STOP: Final = object()
+# How long a read waits for a reader slot held by another process (seconds).
+READERS_FULL_WAIT = 0.5
 # read_inline's answer when the read must take the threaded path after all.
 FALLBACK: Final = object()
 # Commands that end an exclusive write transaction (see WriteSession).
@@ -194,6 +197,7 @@ class Engine:
         self._drains = 0
         self._open_txns = 0
         self._resizing = False
+        self._slot_waiters = 0  # reader threads waiting for a free reader slot
         # Bumped by every resize: it invalidates read transactions held across awaits.
         self.map_generation = 0
         # LMDB: mdb_dbi_open must not run in two transactions of one process at once.
@@ -370,9 +374,9 @@ class Engine:
             self._gate.release()
         try:
             return self.env.begin()
-        except lmdb.MapResizedError:
+        except (lmdb.MapResizedError, lmdb.ReadersFullError):
             self._leave_gate()
-            return None  # the threaded path adopts the new size
+            return None  # the threaded path adopts the new size or waits for a slot
         except BaseException:
             self._leave_gate()
             raise
@@ -391,17 +395,18 @@ class Engine:
     def _leave_gate(self) -> None:
         with self._gate:
             self._open_txns -= 1
-            if self._resizing:
+            if self._resizing or self._slot_waiters:
                 self._gate.notify_all()
+
+    def begin_in_gate(self) -> lmdb.Transaction:
+        """Begin a read transaction, already counted at the gate (run_blocking jobs)."""
+        return self._begin_read_adopting()
 
     def _begin_read_adopting(self) -> lmdb.Transaction:
         try:
             return self.env.begin()
         except lmdb.ReadersFullError:
-            # Slots left by crashed processes are freed by reader_check; then try once more.
-            if not self.env.reader_check():
-                raise
-            return self.env.begin()
+            return self._begin_when_slot_free()
         except lmdb.MapResizedError:
             # Another process grew the map. Only the writer may resize (no transaction of this
             # process may be open meanwhile): ask it, wait, then try again.
@@ -414,6 +419,27 @@ class Engine:
                         self._gate.wait()
                     self._open_txns += 1
             return self.env.begin()
+
+    def _begin_when_slot_free(self) -> lmdb.Transaction:
+        """Reader thread, the reader table full: free stale slots (crashed processes), and
+        wait for this process's own read transactions to end (more reader threads than
+        ``max_readers`` is legal). When only other processes hold slots, raise after a short
+        grace period instead of waiting for them."""
+        deadline = time.monotonic() + READERS_FULL_WAIT
+        while True:
+            self.env.reader_check()
+            try:
+                return self.env.begin()
+            except lmdb.ReadersFullError:
+                with self._gate:
+                    # _open_txns counts this attempt too.
+                    if self._open_txns <= 1 and time.monotonic() >= deadline:
+                        raise
+                    self._slot_waiters += 1
+                    try:
+                        self._gate.wait(0.05)
+                    finally:
+                        self._slot_waiters -= 1
 
     def run_blocking(self, fn: Op, *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args)`` alone on a reader thread (e.g. copy, sync), counted for close."""

@@ -80,9 +80,24 @@ def get_multi(
         encoded = ser(key)
         if not 0 < len(encoded) <= mks:
             encode_key(kc, key, mks)
+        if key in out:
+            _check_same_encoding(kc, out, key, encoded, "get_multi")
         buf = tget(encoded, None, db)
         out[key] = default if buf is None else des(buf)
     return out
+
+
+def _check_same_encoding(
+    kc: Coder[Any], out: dict[Any, Any], key: Any, encoded: Any, op: str
+) -> None:
+    # Python-equal keys share one slot of the returned dict; if they are stored under
+    # different bytes (1 and 1.0 with JSONCoder), the answer for that slot would be ambiguous.
+    earlier = next(k for k in out if k == key)
+    if bytes(kc.serialize(earlier)) != bytes(encoded):
+        raise ValueError(
+            f"{op} keys {earlier!r} and {key!r} are equal in Python but encode to different "
+            "bytes: they would share one entry of the returned dict; pass only one of them"
+        )
 
 
 def put(
@@ -149,12 +164,26 @@ def delete(
     key: Any,
     value: Any,
     has_value: bool,
+    dupsort: bool,
 ) -> bool:
-    """Delete key (every value of it in a dupsort database, or one pair); True if found."""
+    """Delete key, or only the pair (key, value) when a value is given; True if found.
+
+    Without a value every value of a dupsort key goes. With one, only that exact pair: in a
+    plain database the key is deleted only if it holds that value (LMDB would ignore it).
+    """
     encoded = encode_key(kc, key, mks)
-    if has_value:
-        return bool(txn.delete(encoded, vc.serialize(value), db=db))
-    return bool(txn.delete(encoded, db=db))
+    if not has_value:
+        return bool(txn.delete(encoded, db=db))
+    data = vc.serialize(value)
+    if not len(data):
+        # py-lmdb reads an empty value as "no value" and would delete every value of the key;
+        # LMDB never stores an empty duplicate, so there is no such pair.
+        if dupsort:
+            return False
+        return txn.get(encoded, None, db) == b"" and bool(txn.delete(encoded, db=db))
+    if dupsort:
+        return bool(txn.delete(encoded, data, db=db))
+    return txn.get(encoded, None, db) == bytes(data) and bool(txn.delete(encoded, db=db))
 
 
 def delete_multi(
@@ -171,7 +200,10 @@ def delete_multi(
                 f"delete_multi keys must be hashable (they key the returned dict); got a "
                 f"{type(key).__name__}"
             ) from None
-        out[key] = bool(tdel(encode_key(kc, key, mks), db=db))
+        encoded = encode_key(kc, key, mks)
+        if key in out:
+            _check_same_encoding(kc, out, key, encoded, "delete_multi")
+        out[key] = bool(tdel(encoded, db=db)) or out.get(key, False)
     return out
 
 

@@ -72,6 +72,14 @@ class _DbState:
                 self.error = exc
 
 
+def _delete_database(env: Any, state: _DbState, dbi: Any) -> None:
+    """Writer thread, between batches: delete a named database in its own transaction."""
+    with env.begin(write=True) as txn:
+        txn.drop(dbi, delete=True)
+    state.dropped = True
+    state.dbi = None
+
+
 class AsyncDatabase(Generic[K, V]):
     """One database of an :class:`Environment`; every operation is awaitable.
 
@@ -234,6 +242,7 @@ class AsyncDatabase(Generic[K, V]):
         existed do not count).
         """
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        await self._ready()  # dupsort is known once the database is open
         return await self._write(  # type: ignore[no-any-return]
             _ops.put_multi,
             self.key_coder,
@@ -244,9 +253,11 @@ class AsyncDatabase(Generic[K, V]):
         )
 
     async def delete(self, key: K, value: V = _MISSING) -> bool:
-        """Delete ``key``; True if it existed. In a dupsort database, ``value`` deletes just
-        that pair; without it, every value of the key goes."""
+        """Delete ``key``; True if it existed. With ``value``, only that exact pair goes (in a
+        dupsort database one of the key's values; in a plain one, the key only if it holds
+        that value); without it, every value of the key goes."""
         has_value = value is not _MISSING
+        await self._ready()  # dupsort is known once the database is open
         return await self._write(  # type: ignore[no-any-return]
             _ops.delete,
             self.key_coder,
@@ -255,6 +266,7 @@ class AsyncDatabase(Generic[K, V]):
             key,
             value if has_value else None,
             has_value,
+            self._state.dupsort,
         )
 
     async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
@@ -304,12 +316,18 @@ class AsyncDatabase(Generic[K, V]):
         ``env.open_db(name)`` creates a new, empty one.
         """
         st = self._state
-        delete = delete and st.name is not None
-        await self._write(_ops.drop, delete)
-        if delete:
-            st.dropped = True
-            st.dbi = None
-            self._env._forget_db(st)
+        if not (delete and st.name is not None):
+            await self._write(_ops.drop, False)
+            return
+        # Deleting closes LMDB's handle at once, before the commit, so it cannot share a batch
+        # that might be run again (map growth, writemap): it gets a transaction of its own.
+        dbi = await self._ready()
+        engine = self._engine
+        engine.check_open()
+        if engine.active_session is not None:
+            engine.check_not_holding("deleting a database")
+        await asyncio.wrap_future(engine.call_solo(_delete_database, st, dbi))
+        self._env._forget_db(st)
 
     # ----------------------------------------------------------------- ranges
     def items(

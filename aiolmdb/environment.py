@@ -79,7 +79,15 @@ def open(
     if readers is not None and readers < 1:
         raise ValueError(f"readers must be >= 1, got {readers!r}")
     lmdb_kwargs.setdefault("max_dbs", DEFAULT_MAX_DBS)
-    env = lmdb.open(os.fspath(path), **lmdb_kwargs)
+    try:
+        env = lmdb.open(os.fspath(path), **lmdb_kwargs)
+    except lmdb.ReadersFullError as exc:
+        # py-lmdb takes a reader slot while opening, before reader_check can free stale ones.
+        raise lmdb.ReadersFullError(
+            f"cannot open {os.fspath(path)!r}: LMDB's reader table is full. If processes that "
+            "used it crashed, their slots are stale: `mdb_stat -rr PATH` (lmdb-utils) frees "
+            "them, as does any process that has it open; otherwise raise max_readers"
+        ) from exc
     with contextlib.suppress(lmdb.Error):
         # Free reader slots left by crashed processes (they pin old pages and fill the table).
         env.reader_check()
@@ -121,6 +129,15 @@ def _open_named(env: lmdb.Environment, engine: Engine, name: bytes, flags: dict[
     return dbi, _stored_flags(env, dbi)
 
 
+def _open_main(env: lmdb.Environment) -> Any:
+    """The main database's handle (py-lmdb reads it in a read transaction)."""
+    try:
+        return env.open_db(None)
+    except lmdb.MapResizedError:
+        env.set_mapsize(0)  # another process grew the map; no transaction is open yet
+        return env.open_db(None)
+
+
 def _stored_flags(env: lmdb.Environment, dbi: Any) -> dict[str, bool]:
     with env.begin() as txn:
         return {k: bool(v) for k, v in dbi.flags(txn).items() if v}
@@ -145,6 +162,9 @@ class Environment:
         self._path: str = env.path()
         self._readonly = bool(env.flags().get("readonly"))
         self._inline_reads = inline_reads
+        self._main_state = _DbState(None, {})
+        self._main_state.dbi = _open_main(env)
+        # Last: it starts the writer thread, and nothing after it may fail.
         self._engine = Engine(
             env,
             executor=executor,
@@ -155,8 +175,6 @@ class Environment:
             name=self._path,
         )
         self._dbs: dict[bytes, _DbState] = {}
-        self._main_state = _DbState(None, {})
-        self._main_state.dbi = env.open_db(None)  # the main database needs no transaction
         self._default_db: AsyncDatabase[bytes, bytes] | None = None
         self._closed = False
         self._close_future: concurrent.futures.Future[None] | None = None
@@ -258,8 +276,8 @@ class Environment:
             raise TypeError(f"unknown open_db flag(s): {', '.join(sorted(unknown))}")
         db_flags = {k: bool(v) for k, v in flags.items() if k in _DB_FLAGS and v}
         state = self._dbs.get(encoded)
-        if state is not None and state.error is not None:
-            state = None  # its opening failed (e.g. create=False): try again
+        if state is not None and (state.error is not None or state.dropped):
+            state = None  # its opening failed (e.g. create=False), or it was deleted: anew
         if state is not None:
             if db_flags and state.flags != db_flags:
                 raise ValueError(
@@ -367,6 +385,7 @@ class Environment:
 
     def max_key_size(self) -> int:
         """The longest key LMDB accepts in this environment, in bytes."""
+        self._engine.check_open()
         return self._engine.max_key_size
 
     def readers(self) -> str:

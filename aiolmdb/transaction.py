@@ -116,6 +116,7 @@ class DatabaseView(Generic[K, V]):
             key,
             value if has_value else None,
             has_value,
+            self._dupsort,
         )
 
     def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
@@ -344,6 +345,7 @@ class AsyncDatabaseView(Generic[K, V]):
             key,
             value if has_value else None,
             has_value,
+            self.dupsort,
         )
 
     async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
@@ -599,7 +601,7 @@ class Snapshot(AsyncTransaction):
 
     def _begin(self) -> None:
         # Reader thread, inside the gate: no resize can run between these two lines.
-        txn = self._engine.env.begin()
+        txn = self._engine.begin_in_gate()
         with self._lock:
             if self._state == self._DONE:  # released (e.g. cancelled) while starting
                 txn.abort()
