@@ -1,0 +1,173 @@
+"""Shared fixtures and helpers for the aiolmdb tests.
+
+``env`` is parametrized over the two read modes (ids ``threaded`` and ``inline``), so every test
+using it (or ``db``) runs against both. Nothing here waits on time: blocking the writer thread
+is done with ``threading.Event`` objects, and every wait is bounded so a bug fails the test
+instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import aiolmdb
+
+T = TypeVar("T")
+
+MAP_SIZE = 64 * 1024 * 1024
+# Upper bound for anything a test waits for; reached only when a bug makes something hang.
+TIMEOUT = 30.0
+
+OpenEnv = Callable[..., aiolmdb.Environment]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """Directory of the test's LMDB environment (created by LMDB on open)."""
+    return tmp_path / "env"
+
+
+@pytest.fixture(params=[False, True], ids=["threaded", "inline"])
+def inline_reads(request: pytest.FixtureRequest) -> bool:
+    """Both read modes: reader threads (False) and reads on the loop thread (True)."""
+    return bool(request.param)
+
+
+@pytest.fixture
+async def env(path: Path, inline_reads: bool) -> AsyncIterator[aiolmdb.Environment]:
+    """An open environment on ``path`` in both read modes, closed after the test."""
+    environment = aiolmdb.open(path, map_size=MAP_SIZE, inline_reads=inline_reads)
+    try:
+        yield environment
+    finally:
+        await asyncio.wait_for(environment.close(), TIMEOUT)
+
+
+@pytest.fixture
+def db(env: aiolmdb.Environment) -> aiolmdb.AsyncDatabase[bytes, bytes]:
+    """The default database of ``env`` (bytes keys and values)."""
+    return env.get_default_database()
+
+
+@pytest.fixture
+async def open_env(
+    tmp_path: Path, inline_reads: bool
+) -> AsyncIterator[Callable[..., aiolmdb.Environment]]:
+    """Factory: ``open_env(**kwargs)`` opens an environment in a fresh directory with the
+    test's read mode (overridable) and closes it after the test."""
+    opened: list[aiolmdb.Environment] = []
+
+    def factory(**kwargs: Any) -> aiolmdb.Environment:
+        kwargs.setdefault("inline_reads", inline_reads)
+        kwargs.setdefault("map_size", MAP_SIZE)
+        environment = aiolmdb.open(tmp_path / f"env{len(opened)}", **kwargs)
+        opened.append(environment)
+        return environment
+
+    try:
+        yield factory
+    finally:
+        for environment in opened:
+            await asyncio.wait_for(environment.close(), TIMEOUT)
+
+
+def aiolmdb_threads() -> set[threading.Thread]:
+    """The live threads started by aiolmdb (writer and default reader pool)."""
+    return {t for t in threading.enumerate() if t.name.startswith("aiolmdb")}
+
+
+def join_threads(threads: set[threading.Thread], timeout: float = TIMEOUT) -> None:
+    """Join every thread (bounded); fail if one is still alive."""
+    for thread in threads:
+        thread.join(timeout)
+    alive = sorted(t.name for t in threads if t.is_alive())
+    assert not alive, f"threads still running: {alive}"
+
+
+async def let_tasks_start() -> None:
+    """Give every task created so far the chance to run its first step.
+
+    asyncio runs ready callbacks in FIFO order and a new task's first step is such a callback,
+    so once a callback scheduled now has run, every task created before it has run up to its
+    first real suspension (for an aiolmdb operation: its submission to the engine). This is an
+    ordering guarantee of the event loop, not a timing assumption.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(fut.set_result, None)
+    await fut
+
+
+class WriterBlocker:
+    """Holds the writer thread inside a write ``run`` until :meth:`release`.
+
+    While it is held, every write submitted queues up behind it, so the writes submitted
+    meanwhile are taken as one batch (up to ``max_batch``) when it is released.
+    """
+
+    def __init__(self, env: aiolmdb.Environment) -> None:
+        self._env = env
+        self._started = threading.Event()
+        self._release = threading.Event()
+        self.txn_id: int | None = None
+        self._task: asyncio.Task[int] | None = None
+
+    def _hold(self, txn: aiolmdb.Transaction[bytes, bytes]) -> int:
+        self.txn_id = txn.id()
+        self._started.set()
+        if not self._release.wait(TIMEOUT):
+            raise TimeoutError("WriterBlocker was never released")
+        return 0
+
+    async def start(self) -> None:
+        """Submit the blocking write and wait until the writer thread runs it."""
+        self._task = asyncio.ensure_future(self._env.run(self._hold, write=True))
+        started = await asyncio.to_thread(self._started.wait, TIMEOUT)
+        assert started, "the writer thread never started the blocking operation"
+
+    def release(self) -> None:
+        """Let the writer go on (thread-safe; usable from call_soon)."""
+        self._release.set()
+
+    def release_after_pending_tasks(self) -> None:
+        """Release once every task created so far has submitted its operation (see
+        :func:`let_tasks_start`)."""
+        asyncio.get_running_loop().call_soon(self._release.set)
+
+    async def finish(self) -> None:
+        """Release (if not yet) and wait for the blocking operation to complete."""
+        self._release.set()
+        assert self._task is not None
+        assert await asyncio.wait_for(self._task, TIMEOUT) == 0
+
+    async def __aenter__(self) -> WriterBlocker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.finish()
+
+
+async def gather_bounded(*aws: Awaitable[T]) -> list[T | BaseException]:
+    """``gather(..., return_exceptions=True)`` bounded by TIMEOUT."""
+    return await asyncio.wait_for(asyncio.gather(*aws, return_exceptions=True), TIMEOUT)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+    """Poll a condition set by another thread, bounded by ``timeout``; True once it holds.
+
+    Only for states that offer no event to wait on (e.g. "the writer is inside a resize").
+    Blocking: call it through ``asyncio.to_thread`` from a coroutine.
+    """
+    pause = threading.Event()
+    for _ in range(int(timeout * 1000)):
+        if predicate():
+            return True
+        pause.wait(0.001)
+    return predicate()

@@ -1,0 +1,783 @@
+"""The engine: concurrency, batching, cancellation, closing, map growth, writemap, threads.
+
+Batches are made deterministic without timing: a :class:`WriterBlocker` holds the writer thread
+(or a blocked one-thread executor holds the readers) while operations queue up, and is released
+by a callback that the event loop runs only after every task created before it has submitted
+its operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+from conftest import (
+    TIMEOUT,
+    WriterBlocker,
+    aiolmdb_threads,
+    gather_bounded,
+    let_tasks_start,
+    wait_until,
+)
+
+import aiolmdb
+from aiolmdb import AsyncDatabase, ClosedError, Environment, InvalidKeyError, Transaction
+
+Db = AsyncDatabase[bytes, bytes]
+OpenEnv = Callable[..., Environment]
+MiB = 1024 * 1024
+
+
+def key(i: int) -> bytes:
+    return b"key%06d" % i
+
+
+def value(i: int, size: int = 0) -> bytes:
+    base = b"value%06d" % i
+    return base * max(1, size // len(base))
+
+
+# --------------------------------------------------------------------------------------------
+# concurrency
+# --------------------------------------------------------------------------------------------
+
+
+async def test_thousands_of_concurrent_puts_then_gets(db: Db) -> None:
+    n = 5000
+    puts = await gather_bounded(*(db.put(key(i), value(i)) for i in range(n)))
+    assert puts == [True] * n
+    gets = await gather_bounded(*(db.get(key(i)) for i in range(n)))
+    assert gets == [value(i) for i in range(n)]
+    assert await db.count() == n
+    multi = await db.get_multi(key(i) for i in range(0, n, 7))
+    assert multi == {key(i): value(i) for i in range(0, n, 7)}
+
+
+async def test_concurrent_mixed_operations(env: Environment, db: Db) -> None:
+    other = env.open_db("other")
+    await db.put_multi((key(i), value(i)) for i in range(1000))
+    ops: list[Any] = []
+    for i in range(1000):
+        ops.append(db.get(key(i)))
+        ops.append(other.put(key(i), value(i)))
+        ops.append(db.replace(key(i), b"new"))
+    results = await gather_bounded(*ops)
+    assert results[1::3] == [True] * 1000
+    assert results[2::3] == [value(i) for i in range(1000)]
+    # Each get ran before or after the replace of its key, never anything else.
+    assert all(r in (value(i), b"new") for i, r in enumerate(results[0::3]))
+    assert await other.count() == 1000
+    assert set((await db.get_multi(key(i) for i in range(1000))).values()) == {b"new"}
+
+
+def explode(old: bytes | None) -> bytes:
+    raise ZeroDivisionError("from update")
+
+
+BAD_OPS: dict[str, Callable[[Db], Any]] = {
+    "bad-value-type": lambda d: d.put(b"bad", "text"),  # type: ignore[arg-type]
+    "bad-key-type": lambda d: d.put(12345, b"v"),  # type: ignore[arg-type]
+    "empty-key": lambda d: d.put(b"", b"v"),
+    "long-key": lambda d: d.put(b"x" * 4096, b"v"),
+    "put_multi": lambda d: d.put_multi([(b"bad", b"v"), (b"", b"v")]),
+    "run-raises": lambda d: d.run(lambda t: [t.put(b"bad", b"v"), 1 / 0], write=True),
+    "update-raises": lambda d: d.update(b"bad", explode),
+}
+BAD_ERRORS: dict[str, type[BaseException]] = {
+    "bad-value-type": TypeError,
+    "bad-key-type": TypeError,
+    "empty-key": InvalidKeyError,
+    "long-key": InvalidKeyError,
+    "put_multi": InvalidKeyError,
+    "run-raises": ZeroDivisionError,
+    "update-raises": ZeroDivisionError,
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_OPS))
+@pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
+async def test_bad_operation_in_a_batch_fails_alone(
+    open_env: OpenEnv, kind: str, writemap: bool
+) -> None:
+    env = open_env(writemap=writemap)
+    db = env.get_default_database()
+    n, bad_at = 300, 137
+    async with WriterBlocker(env) as blocker:
+        tasks = [
+            asyncio.ensure_future(BAD_OPS[kind](db) if i == bad_at else db.put(key(i), value(i)))
+            for i in range(n)
+        ]
+        blocker.release_after_pending_tasks()  # all of them form one batch
+        results = await gather_bounded(*tasks)
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [bad_at]
+    assert isinstance(results[bad_at], BAD_ERRORS[kind])
+    assert all(r is True for i, r in enumerate(results) if i != bad_at)
+    stored = await db.get_multi(key(i) for i in range(n))
+    assert stored == {key(i): None if i == bad_at else value(i) for i in range(n)}
+    assert await db.get(b"bad") is None
+    assert await db.count() == n - 1
+
+
+async def test_failing_run_is_rolled_back_while_neighbours_commit(db: Db) -> None:
+    env = db.environment
+    ids: list[int] = []
+    error = ValueError("rolled back")
+
+    def failing(txn: Transaction[bytes, bytes]) -> None:
+        ids.append(txn.id())
+        txn.put(b"a", b"from failing run")
+        txn.delete(b"keep")
+        raise error
+
+    def neighbour(i: int) -> Callable[[Transaction[bytes, bytes]], int]:
+        def fn(txn: Transaction[bytes, bytes]) -> int:
+            txn.put(key(i), value(i))
+            return txn.id()
+
+        return fn
+
+    await db.put(b"keep", b"kept")
+    async with WriterBlocker(env) as blocker:
+        before = [asyncio.ensure_future(db.run(neighbour(i), write=True)) for i in range(5)]
+        bad = asyncio.ensure_future(db.run(failing, write=True))
+        after = [asyncio.ensure_future(db.put(key(i), value(i))) for i in range(5, 10)]
+        blocker.release_after_pending_tasks()
+        results = await gather_bounded(*before, bad, *after)
+    assert results[5] is error
+    assert results[6:] == [True] * 5
+    # One batch: the failing run and its neighbours saw the same write transaction.
+    assert set(results[:5]) == set(ids)
+    assert await db.get_multi([b"a", b"keep"]) == {b"a": None, b"keep": b"kept"}
+    assert await db.get_multi(key(i) for i in range(10)) == {key(i): value(i) for i in range(10)}
+
+
+async def test_concurrent_coder_errors_reach_only_their_caller(env: Environment) -> None:
+    docs = env.open_db("docs", key_coder=aiolmdb.StringCoder(), value_coder=aiolmdb.JSONCoder())
+    values: list[Any] = [{"i": i} for i in range(200)]
+    values[50] = {1, 2}  # not JSON
+    values[150] = object()
+    results = await gather_bounded(*(docs.put(f"k{i}", v) for i, v in enumerate(values)))
+    assert [i for i, r in enumerate(results) if isinstance(r, BaseException)] == [50, 150]
+    assert all(isinstance(results[i], TypeError) for i in (50, 150))
+    reads = await gather_bounded(*(docs.get(f"k{i}") for i in range(200)))
+    assert reads == [None if i in (50, 150) else {"i": i} for i in range(200)]
+    # A value that cannot be decoded fails only its reader.
+    await env.open_db("docs").put(b"k7", b"not json")
+    reads = await gather_bounded(*(docs.get(f"k{i}") for i in range(5, 10)))
+    assert isinstance(reads[2], ValueError)
+    assert reads[:2] + reads[3:] == [{"i": 5}, {"i": 6}, {"i": 8}, {"i": 9}]
+
+
+# --------------------------------------------------------------------------------------------
+# batching
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("max_batch", "batches"), [(1024, 1), (64, 4), (1, 200)])
+async def test_writes_are_group_committed(open_env: OpenEnv, max_batch: int, batches: int) -> None:
+    env = open_env(max_batch=max_batch)
+    db = env.get_default_database()
+
+    def write(i: int) -> Callable[[Transaction[bytes, bytes]], int]:
+        def fn(txn: Transaction[bytes, bytes]) -> int:
+            txn.put(key(i), value(i))  # a commit with changes advances the transaction ID
+            return txn.id()
+
+        return fn
+
+    async with WriterBlocker(env) as blocker:
+        tasks = [asyncio.ensure_future(db.run(write(i), write=True)) for i in range(200)]
+        blocker.release_after_pending_tasks()
+        ids = await gather_bounded(*tasks)
+    assert all(isinstance(i, int) for i in ids)
+    int_ids = [i for i in ids if isinstance(i, int)]
+    # Every operation of a batch runs in a child of the batch's transaction (same ID), and
+    # each batch commits once: the number of distinct IDs is the number of commits.
+    assert len(set(int_ids)) == batches
+    assert int_ids == sorted(int_ids)  # FIFO
+    assert await db.count() == 200
+
+
+@pytest.mark.parametrize(("max_batch", "batches"), [(1024, 1), (50, 4), (1, 200)])
+async def test_reads_share_transactions(open_env: OpenEnv, max_batch: int, batches: int) -> None:
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
+    env = open_env(executor=executor, max_batch=max_batch, inline_reads=False)
+    try:
+        db = env.get_default_database()
+        await db.put(b"k", b"v")
+        hold = threading.Event()
+        executor.submit(hold.wait, TIMEOUT)  # the only reader thread waits behind this
+
+        # Every read runs on the single reader thread, one after the other: count how often
+        # the transaction changes. Holding the previous one keeps its id from being reused.
+        previous: list[lmdb.Transaction | None] = [None]
+        transactions = 0
+
+        def read(txn: Transaction[bytes, bytes]) -> bytes | None:
+            nonlocal transactions
+            if txn.raw is not previous[0]:
+                transactions += 1
+                previous[0] = txn.raw
+            return txn.get(b"k")
+
+        tasks = [asyncio.ensure_future(db.run(read)) for _ in range(200)]
+        asyncio.get_running_loop().call_soon(hold.set)  # after every task has submitted
+        assert await gather_bounded(*tasks) == [b"v"] * 200
+        assert transactions == batches
+    finally:
+        await env.close()
+        executor.shutdown(wait=True)
+
+
+async def test_max_batch_one(open_env: OpenEnv) -> None:
+    env = open_env(max_batch=1)
+    db = env.get_default_database()
+    assert await gather_bounded(*(db.put(key(i), value(i)) for i in range(300))) == [True] * 300
+    assert await gather_bounded(*(db.get(key(i)) for i in range(300))) == [
+        value(i) for i in range(300)
+    ]
+    assert await db.put_multi({b"a": b"1", b"b": b"2"}) == 2
+    assert await db.run(lambda t: t.get(b"a"), write=True) == b"1"
+    assert await db.count() == 302
+
+
+# --------------------------------------------------------------------------------------------
+# read-your-writes
+# --------------------------------------------------------------------------------------------
+
+
+def txn_get(k: bytes, txn: Transaction[bytes, bytes]) -> bytes | None:
+    return txn.get(k)
+
+
+async def test_read_your_writes(env: Environment, db: Db) -> None:
+    stop = False
+
+    async def background_reader() -> int:
+        # Keeps read transactions (inline: the loop iteration's reused one) busy all along.
+        reads = 0
+        while not stop:
+            await db.get(b"noise")
+            await let_tasks_start()
+            reads += 1
+        return reads
+
+    async def writer(w: int) -> None:
+        for i in range(100):
+            k = b"w%d-%d" % (w, i)
+            assert await db.put(k, b"%d" % i)
+            assert await db.get(k) == b"%d" % i
+            assert await db.get_multi([k]) == {k: b"%d" % i}
+            assert await db.run(functools.partial(txn_get, k)) == b"%d" % i
+            await db.delete(k)
+            assert await db.get(k) is None
+
+    reader = asyncio.ensure_future(background_reader())
+    try:
+        results = await gather_bounded(*(writer(w) for w in range(4)))
+        assert results == [None] * 4
+    finally:
+        stop = True
+        assert await asyncio.wait_for(reader, TIMEOUT) > 0
+
+
+# --------------------------------------------------------------------------------------------
+# cancellation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_batch", [1024, 1])
+async def test_write_cancelled_before_it_runs_is_skipped(open_env: OpenEnv, max_batch: int) -> None:
+    # With max_batch=1 each cancelled write is a batch of its own, with nothing left to run.
+    env = open_env(max_batch=max_batch)
+    db = env.get_default_database()
+    called: list[int] = []
+
+    def never(txn: Transaction[bytes, bytes]) -> None:
+        called.append(1)
+        txn.put(b"from-run", b"x")
+
+    async with WriterBlocker(env):
+        cancelled_put = asyncio.ensure_future(db.put(b"cancelled", b"x"))
+        cancelled_run = asyncio.ensure_future(db.run(never, write=True))
+        control = asyncio.ensure_future(db.put(b"control", b"x"))
+        await let_tasks_start()  # all three are queued behind the blocker now
+        cancelled_put.cancel()
+        cancelled_run.cancel()
+    # The control write was queued after the cancelled ones: once it is done, so are they.
+    assert await asyncio.wait_for(control, TIMEOUT) is True
+    for task in (cancelled_put, cancelled_run):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert called == []
+    assert await db.get_multi([b"cancelled", b"from-run", b"control"]) == {
+        b"cancelled": None,
+        b"from-run": None,
+        b"control": b"x",
+    }
+
+
+@pytest.mark.parametrize("max_batch", [1024, 1])
+async def test_read_cancelled_before_it_runs_is_skipped(open_env: OpenEnv, max_batch: int) -> None:
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
+    env = open_env(executor=executor, inline_reads=False, max_batch=max_batch)
+    try:
+        db = env.get_default_database()
+        hold = threading.Event()
+        executor.submit(hold.wait, TIMEOUT)
+        called: list[int] = []
+        cancelled = asyncio.ensure_future(db.run(lambda t: called.append(1)))
+        control = asyncio.ensure_future(db.run(lambda t: "ran"))
+        await let_tasks_start()
+        cancelled.cancel()
+        hold.set()
+        assert await asyncio.wait_for(control, TIMEOUT) == "ran"
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert called == []
+    finally:
+        await env.close()
+        executor.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["write", "read"])
+async def test_cancelled_while_running_completes(db: Db, write: bool) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    if not write:
+        await db.put(b"k", b"v")
+
+    def slow(txn: Transaction[bytes, bytes]) -> str:
+        if write:
+            txn.put(b"k", b"v")
+        started.set()
+        if not release.wait(TIMEOUT):
+            raise TimeoutError
+        return "done"
+
+    task = asyncio.ensure_future(db.run(slow, write=write))
+    assert await asyncio.to_thread(started.wait, TIMEOUT)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, TIMEOUT)
+    # Writes are FIFO: when this one is committed, so is the cancelled one.
+    assert await db.put(b"after", b"1")
+    assert await db.get(b"k") == b"v"
+
+
+async def test_cancel_one_of_many(db: Db) -> None:
+    env = db.environment
+    async with WriterBlocker(env):
+        tasks = [asyncio.ensure_future(db.put(key(i), value(i))) for i in range(100)]
+        await let_tasks_start()
+        for i in range(0, 100, 10):
+            tasks[i].cancel()
+    results = await gather_bounded(*tasks)
+    for i, r in enumerate(results):
+        if i % 10 == 0:
+            assert isinstance(r, asyncio.CancelledError)
+        else:
+            assert r is True
+    stored = await db.get_multi(key(i) for i in range(100))
+    assert stored == {key(i): None if i % 10 == 0 else value(i) for i in range(100)}
+
+
+# --------------------------------------------------------------------------------------------
+# closing
+# --------------------------------------------------------------------------------------------
+
+
+async def test_close_with_thousands_in_flight(open_env: OpenEnv, tmp_path: Path) -> None:
+    env = open_env()
+    db = env.get_default_database()
+    named = await env.open_db("named")
+    n = 2000
+    await db.put_multi((key(i), value(i)) for i in range(n))
+    submitted: list[asyncio.Future[Any]] = []
+    for i in range(n):
+        submitted.append(asyncio.ensure_future(db.get(key(i))))
+        submitted.append(asyncio.ensure_future(named.put(key(i), value(i))))
+        submitted.append(asyncio.ensure_future(db.replace(key(i), b"replaced")))
+    submitted.append(asyncio.ensure_future(db.get_multi(key(i) for i in range(n))))
+    submitted.append(asyncio.ensure_future(db.run(functools.partial(txn_get, key(0)))))
+    await let_tasks_start()  # every operation above is submitted
+    closing = asyncio.ensure_future(env.close())
+    # Created after close began (close's first step runs before theirs): refused.
+    late: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(db.put(b"late%d" % i, b"x")) for i in range(100)
+    ]
+    late += [asyncio.ensure_future(db.get(key(i))) for i in range(100)]
+
+    await asyncio.wait_for(closing, TIMEOUT)
+    assert env.closed
+    results = await gather_bounded(*submitted)
+    late_results = await gather_bounded(*late)
+
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors == []
+    # A read races the replace of its key (reads do not wait for writes): old or new value.
+    assert all(r in (value(i), b"replaced") for i, r in enumerate(results[0 : 3 * n : 3]))
+    assert results[1 : 3 * n : 3] == [True] * n
+    multi = results[3 * n]
+    assert isinstance(multi, dict)
+    assert sorted(multi) == [key(i) for i in range(n)]
+    assert results[3 * n + 1] in (value(0), b"replaced")
+    assert results[2 : 3 * n : 3] == [value(i) for i in range(n)]
+    assert all(isinstance(r, ClosedError) for r in late_results)
+
+    # Everything acknowledged is on disk.
+    with lmdb.open(env.path, readonly=True, max_dbs=2) as raw:
+        raw_named = raw.open_db(b"named", create=False)
+        with raw.begin() as txn:
+            for i in range(n):
+                assert txn.get(key(i)) == b"replaced"
+                assert txn.get(key(i), db=raw_named) == value(i)
+            assert txn.get(b"late0") is None
+
+
+async def test_close_waits_for_a_running_write(db: Db) -> None:
+    env = db.environment
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(txn: Transaction[bytes, bytes]) -> str:
+        txn.put(b"slow", b"1")
+        started.set()
+        if not release.wait(TIMEOUT):
+            raise TimeoutError
+        return "done"
+
+    task = asyncio.ensure_future(db.run(slow, write=True))
+    assert await asyncio.to_thread(started.wait, TIMEOUT)
+    closing = asyncio.ensure_future(env.close())
+    await let_tasks_start()
+    assert not closing.done()
+    with pytest.raises(ClosedError):
+        await db.get(b"slow")
+    release.set()
+    assert await asyncio.wait_for(task, TIMEOUT) == "done"
+    await asyncio.wait_for(closing, TIMEOUT)
+    with lmdb.open(env.path, readonly=True) as raw, raw.begin() as txn:
+        assert txn.get(b"slow") == b"1"
+
+
+async def test_no_thread_left_after_close(path: Path, inline_reads: bool) -> None:
+    before = aiolmdb_threads()
+    env = aiolmdb.open(path, map_size=64 * MiB, inline_reads=inline_reads, readers=3)
+    db = env.get_default_database()
+    await gather_bounded(*(db.put(key(i), value(i)) for i in range(500)))
+    await gather_bounded(*(db.run(lambda t: t.get(key(1))) for _ in range(500)))
+    await env.sync()
+    started = aiolmdb_threads() - before
+    assert any(t.name.startswith("aiolmdb-writer") for t in started)
+    assert any(t.name.startswith("aiolmdb-reader") for t in started)
+    await asyncio.wait_for(env.close(), TIMEOUT)
+    assert aiolmdb_threads() - before == set()
+
+
+async def test_user_executor_is_not_shut_down(path: Path, inline_reads: bool) -> None:
+    executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="user-pool")
+    before = aiolmdb_threads()
+    try:
+        async with aiolmdb.open(
+            path, map_size=64 * MiB, executor=executor, inline_reads=inline_reads
+        ) as env:
+            db = env.get_default_database()
+            await db.put(b"k", b"v")
+            assert await db.run(lambda t: t.get(b"k")) == b"v"
+            assert await db.get(b"k") == b"v"
+            # Reads ran on the user's pool: aiolmdb started only its writer.
+            assert {t.name.split(":")[0] for t in aiolmdb_threads() - before} == {"aiolmdb-writer"}
+        assert executor.submit(lambda: 42).result(TIMEOUT) == 42
+        assert aiolmdb_threads() - before == set()
+    finally:
+        executor.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------------------------
+# map size
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
+async def test_map_grows(open_env: OpenEnv, writemap: bool) -> None:
+    env = open_env(map_size=1 * MiB, writemap=writemap)
+    db = env.get_default_database()
+    size = 64 * 1024
+    puts = gather_bounded(*(db.put(key(i), value(i, size)) for i in range(160)))
+    multis = gather_bounded(
+        db.put_multi((key(i), value(i, size)) for i in range(160, 240)),
+        db.put_multi({key(i): value(i, size) for i in range(240, 320)}),
+    )
+    put_results, multi_results = await asyncio.gather(puts, multis)
+    assert put_results == [True] * 160
+    assert multi_results == [80, 80]
+    assert env.info()["map_size"] >= 20 * MiB
+    assert await db.count() == 320
+    for start in range(0, 320, 40):
+        chunk = await db.get_multi(key(i) for i in range(start, start + 40))
+        assert chunk == {key(i): value(i, size) for i in range(start, start + 40)}
+
+
+async def test_single_huge_value_grows_map(open_env: OpenEnv) -> None:
+    env = open_env(map_size=1 * MiB)
+    db = env.get_default_database()
+    big = b"z" * (10 * MiB)
+    assert await db.put(b"big", big)
+    assert await db.get(b"big") == big
+
+
+@pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
+async def test_max_map_size_caps_growth(open_env: OpenEnv, writemap: bool) -> None:
+    env = open_env(map_size=1 * MiB, max_map_size=2 * MiB, writemap=writemap)
+    db = env.get_default_database()
+    size = 128 * 1024
+    results = await gather_bounded(*(db.put(key(i), value(i, size)) for i in range(40)))
+    ok = [i for i, r in enumerate(results) if r is True]
+    full = [i for i, r in enumerate(results) if isinstance(r, lmdb.MapFullError)]
+    assert sorted(ok + full) == list(range(40)), results
+    assert ok
+    assert full
+    assert env.info()["map_size"] == 2 * MiB
+    stored = await db.get_multi(key(i) for i in range(40))
+    assert stored == {key(i): value(i, size) if i in ok else None for i in range(40)}
+
+
+@pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
+async def test_map_full_without_growth(open_env: OpenEnv, writemap: bool) -> None:
+    env = open_env(map_size=1 * MiB, map_growth=False, writemap=writemap)
+    db = env.get_default_database()
+    size = 64 * 1024
+    async with WriterBlocker(env) as blocker:  # one batch that cannot fit as a whole
+        tasks = [asyncio.ensure_future(db.put(key(i), value(i, size))) for i in range(40)]
+        blocker.release_after_pending_tasks()
+        results = await gather_bounded(*tasks)
+    ok = [i for i, r in enumerate(results) if r is True]
+    full = [i for i, r in enumerate(results) if isinstance(r, lmdb.MapFullError)]
+    assert sorted(ok + full) == list(range(40)), results
+    assert ok
+    assert full
+    assert not any(isinstance(r, aiolmdb.Error) for r in results)  # LMDB's own exception
+    assert env.info()["map_size"] == 1 * MiB
+    stored = await db.get_multi(key(i) for i in range(40))
+    assert stored == {key(i): value(i, size) if i in ok else None for i in range(40)}
+    # Small writes that still fit keep working.
+    await db.delete(key(ok[0]))
+    assert await db.put(b"small", b"x")
+
+
+GROW_SCRIPT = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], map_size=int(sys.argv[2]), max_dbs=128)
+with env.begin(write=True) as txn:
+    for i in range(64):
+        txn.put(b"ext%03d" % i, b"e" * 65536)
+env.close()
+"""
+
+
+async def grow_from_another_process(path: str, size: int) -> None:
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", GROW_SCRIPT, path, str(size)],
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+@pytest.mark.parametrize("first", ["read", "write"])
+async def test_map_grown_by_another_process(open_env: OpenEnv, first: str) -> None:
+    env = open_env(map_size=1 * MiB)
+    db = env.get_default_database()
+    await db.put(b"mine", b"1")
+    await grow_from_another_process(env.path, 16 * MiB)
+    if first == "read":
+        assert await db.get(b"ext010") == b"e" * 65536
+        assert await db.put(b"after", b"2")
+    else:
+        assert await db.put(b"after", b"2")
+        assert await db.get(b"ext010") == b"e" * 65536
+    assert await db.get_multi([b"mine", b"after"]) == {b"mine": b"1", b"after": b"2"}
+    assert env.info()["map_size"] >= 16 * MiB
+
+
+# --------------------------------------------------------------------------------------------
+# drop inside a batch that runs again
+# --------------------------------------------------------------------------------------------
+
+
+async def test_drop_in_a_writemap_batch_with_a_failing_neighbour(open_env: OpenEnv) -> None:
+    env = open_env(writemap=True)
+    things = await env.open_db("things")
+    await things.put(b"k", b"v")
+    main = env.get_default_database()
+    bad: Any = "not bytes"
+    async with WriterBlocker(env) as blocker:
+        drop = asyncio.ensure_future(things.drop())
+        fail = asyncio.ensure_future(main.put(b"bad", bad))
+        blocker.release_after_pending_tasks()
+        results = await gather_bounded(drop, fail)
+    assert isinstance(results[1], TypeError)
+    assert results[0] is None
+    fresh = await env.open_db("things")
+    assert await fresh.count() == 0
+
+
+async def test_drop_in_a_batch_that_grows_the_map(open_env: OpenEnv) -> None:
+    env = open_env(map_size=256 * 1024)
+    things = await env.open_db("things")
+    await things.put(b"k", b"v")
+    main = env.get_default_database()
+    async with WriterBlocker(env) as blocker:
+        drop = asyncio.ensure_future(things.drop())
+        big = asyncio.ensure_future(main.put(b"big", b"b" * MiB))  # map full: batch runs again
+        blocker.release_after_pending_tasks()
+        results = await gather_bounded(drop, big)
+    assert results == [None, True]
+    fresh = await env.open_db("things")
+    assert await fresh.count() == 0
+
+
+async def test_drop_alongside_other_writes(env: Environment) -> None:
+    things = await env.open_db("things")
+    await things.put(b"k", b"v")
+    main = env.get_default_database()
+    async with WriterBlocker(env) as blocker:
+        puts = [asyncio.ensure_future(main.put(key(i), value(i))) for i in range(10)]
+        drop = asyncio.ensure_future(things.drop())
+        blocker.release_after_pending_tasks()
+        results = await gather_bounded(*puts, drop)
+    assert results == [True] * 10 + [None]
+    assert await (await env.open_db("things")).count() == 0
+    assert await main.get(key(3)) == value(3)
+
+
+async def test_cancelled_wait_for_opening_does_not_break_the_database(env: Environment) -> None:
+    async def open_and_wait() -> Db:
+        return await env.open_db("lazy")
+
+    async with WriterBlocker(env):  # the opening is queued behind the blocker
+        waiter = asyncio.ensure_future(open_and_wait())
+        await let_tasks_start()
+        waiter.cancel()
+        # The cancellation reaches the queued opening through a loop callback: let it run
+        # while the writer is still blocked (as when the writer is busy with a long batch).
+        await let_tasks_start()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    lazy = env.open_db("lazy")
+    assert await asyncio.wait_for(lazy.put(b"k", b"v"), TIMEOUT) is True
+    assert await lazy.get(b"k") == b"v"
+    assert await env.run(lambda txn: txn.get(b"k")) is None
+
+
+# --------------------------------------------------------------------------------------------
+# open read transactions, executors, loops
+# --------------------------------------------------------------------------------------------
+
+
+async def test_map_growth_waits_for_open_read_transactions(open_env: OpenEnv) -> None:
+    env = open_env(map_size=1 * MiB)
+    db = env.get_default_database()
+    await db.put(b"k", b"v")
+    started = threading.Event()
+    release = threading.Event()
+
+    def long_read(txn: Transaction[bytes, bytes]) -> bytes | None:
+        started.set()
+        if not release.wait(TIMEOUT):
+            raise TimeoutError
+        return txn.get(b"k")
+
+    reader = asyncio.ensure_future(db.run(long_read))
+    assert await asyncio.to_thread(started.wait, TIMEOUT)
+    big = asyncio.ensure_future(db.put(b"big", b"b" * (4 * MiB)))  # the map must grow
+    engine = env._engine
+    # The writer is now growing the map and waits for the open read transaction to end.
+    assert await asyncio.to_thread(wait_until, lambda: engine._resizing)
+    gets = [asyncio.ensure_future(db.get(b"k")) for _ in range(10)]
+    await let_tasks_start()
+    assert not big.done()
+    assert not any(g.done() for g in gets)  # new reads wait for the new map size
+    release.set()
+    assert await asyncio.wait_for(reader, TIMEOUT) == b"v"
+    assert await asyncio.wait_for(big, TIMEOUT) is True
+    assert await gather_bounded(*gets) == [b"v"] * 10
+    assert env.info()["map_size"] >= 4 * MiB
+    assert await db.get(b"big") == b"b" * (4 * MiB)
+
+
+async def test_user_executor_shut_down_while_open(open_env: OpenEnv) -> None:
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
+    env = open_env(executor=executor, inline_reads=False, max_batch=2)
+    db = env.get_default_database()
+    await db.put_multi([(key(i), value(i)) for i in range(5)])
+    hold = threading.Event()
+    executor.submit(hold.wait, TIMEOUT)
+    # Queued before the shutdown: three batches of two, but only one drain gets scheduled.
+    queued = [asyncio.ensure_future(db.get(key(i))) for i in range(5)]
+    await let_tasks_start()
+    executor.shutdown(wait=False)
+    hold.set()
+    # The drain cannot hand the rest to another thread any more: it reads them all itself.
+    assert await gather_bounded(*queued) == [value(i) for i in range(5)]
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await db.get(key(0))
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await env.sync()
+    assert await db.put(b"still", b"writes")  # the writer thread is aiolmdb's own
+    await asyncio.wait_for(env.close(), TIMEOUT)
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
+def test_loop_ends_with_operations_in_flight(path: Path, write: bool) -> None:
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
+    env = aiolmdb.open(path, map_size=64 * MiB, executor=executor)
+    db = env.get_default_database()
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(txn: Transaction[bytes, bytes]) -> int:
+        if write:
+            txn.put(b"slow", b"1")
+        started.set()
+        if not release.wait(TIMEOUT):
+            raise TimeoutError
+        return 1
+
+    left_running: list[asyncio.Future[int]] = []
+
+    async def first() -> None:
+        await db.put(b"k", b"v")
+        # Still running when the loop ends (asyncio.run then cancels the task awaiting it).
+        left_running.append(asyncio.ensure_future(db.run(slow, write=write)))
+        assert await asyncio.to_thread(started.wait, TIMEOUT)
+
+    async def second() -> None:
+        assert await db.get(b"k") == b"v"
+        assert await db.put(b"k2", b"v2")
+        assert await db.get(b"slow") == (b"1" if write else None)
+        await asyncio.wait_for(env.close(), TIMEOUT)
+
+    try:
+        asyncio.run(first())  # cancels the task awaiting the slow operation, closes the loop
+        release.set()
+        # The slow operation ends and hands its result to the closed loop: dropped quietly.
+        executor.submit(lambda: None).result(TIMEOUT)  # one reader thread: FIFO
+        asyncio.run(second())
+    finally:
+        release.set()
+        executor.shutdown(wait=True)
+    assert env.closed
