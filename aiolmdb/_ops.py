@@ -70,21 +70,25 @@ def get_multi(
     ser = kc.serialize
     des = vc.deserialize
     for key in keys:
-        try:
-            hash(key)
-        except TypeError:
-            raise TypeError(
-                f"get_multi keys must be hashable (they key the returned dict); got a "
-                f"{type(key).__name__}"
-            ) from None
+        seen = _seen(out, key, "get_multi")
         encoded = ser(key)
         if not 0 < len(encoded) <= mks:
             encode_key(kc, key, mks)
-        if key in out:
+        if seen:
             _check_same_encoding(kc, out, key, encoded, "get_multi")
         buf = tget(encoded, None, db)
         out[key] = default if buf is None else des(buf)
     return out
+
+
+def _seen(out: dict[Any, Any], key: Any, op: str) -> bool:
+    """Whether an equal key came earlier; TypeError naming the problem if it is unhashable."""
+    try:
+        return key in out
+    except TypeError:
+        raise TypeError(
+            f"{op} keys must be hashable (they key the returned dict); got a {type(key).__name__}"
+        ) from None
 
 
 def _check_same_encoding(
@@ -193,15 +197,9 @@ def delete_multi(
     out: dict[Any, bool] = {}
     tdel = txn.delete
     for key in keys:
-        try:
-            hash(key)
-        except TypeError:
-            raise TypeError(
-                f"delete_multi keys must be hashable (they key the returned dict); got a "
-                f"{type(key).__name__}"
-            ) from None
+        seen = _seen(out, key, "delete_multi")
         encoded = encode_key(kc, key, mks)
-        if key in out:
+        if seen:
             _check_same_encoding(kc, out, key, encoded, "delete_multi")
         out[key] = bool(tdel(encoded, db=db)) or out.get(key, False)
     return out
