@@ -134,12 +134,13 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Window
 def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     """Resolve a batch's futures on the loop thread (one callback per batch)."""
     for fut, ok, value in results:
-        if fut.done():  # cancelled while it ran: its result is dropped
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
+        try:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        except asyncio.InvalidStateError:
+            pass  # cancelled while it ran: its result is dropped
 
 
 def _broken_error(cause: BaseException | None) -> BaseException:

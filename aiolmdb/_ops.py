@@ -12,10 +12,11 @@ from typing import Any
 
 import lmdb
 
-from .coders import Coder
+from .coders import Coder, IdentityCoder
 from .errors import InvalidKeyError
 
 DB = Any  # an lmdb _Database handle (py-lmdb does not export its type)
+_IDENTITY = IdentityCoder()
 
 
 def key_error(key: object, encoded: Any, max_key_size: int) -> Exception | None:
@@ -53,6 +54,15 @@ def get(
     if buf is None:
         return default
     return vc.deserialize(buf)
+
+
+def get_bytes(txn: lmdb.Transaction, db: DB, mks: int, key: bytes, default: Any) -> Any:
+    """``get`` for bytes keys and values (IdentityCoder on both sides): no coder calls, as the
+    transactions return ``bytes`` already (buffers=False)."""
+    if not 0 < len(key) <= mks:
+        encode_key(_IDENTITY, key, mks)
+    buf = txn.get(key, None, db)
+    return default if buf is None else buf
 
 
 def get_multi(

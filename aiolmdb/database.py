@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _ops, _scan
 from ._engine import FALLBACK
-from .coders import Coder
+from .coders import Coder, IdentityCoder
 from .errors import DatabaseDroppedError
 from .ranges import RangeIterator
 from .transaction import Transaction
@@ -191,12 +191,19 @@ class AsyncDatabase(Generic[K, V]):
         dbi = st.dbi
         if dbi is None or st.dropped:
             dbi = await self._ready()
-        args = (dbi, self.key_coder, self.value_coder, self._engine.max_key_size, key, default)
+        kc = self.key_coder
+        vc = self.value_coder
+        fn: Callable[..., Any]
+        args: tuple[Any, ...]
+        if type(key) is bytes and type(kc) is IdentityCoder and type(vc) is IdentityCoder:
+            fn, args = _ops.get_bytes, (dbi, self._engine.max_key_size, key, default)
+        else:
+            fn, args = _ops.get, (dbi, kc, vc, self._engine.max_key_size, key, default)
         if self._inline:
-            result = self._engine.read_inline(_ops.get, args)
+            result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
                 return result  # type: ignore[no-any-return]
-        return await self._engine.submit_read(_ops.get, args)  # type: ignore[no-any-return]
+        return await self._engine.submit_read(fn, args)  # type: ignore[no-any-return]
 
     async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
         """Read many keys in one transaction: a dict holding every requested key, missing
