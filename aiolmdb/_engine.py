@@ -39,6 +39,7 @@ from typing import Any, Final, cast
 
 import lmdb
 
+from ._ops import ATOMIC
 from .errors import ClosedError, DeadlockError, ForkedError, TransactionError
 
 __all__ = ["ABORT", "COMMIT", "FALLBACK", "Engine", "WriteSession"]
@@ -605,6 +606,16 @@ class Engine:
         txn = env.begin(write=True)
         try:
             for fut, fn, args in live:
+                if fn in ATOMIC:
+                    # One LMDB change that fails, if at all, before changing anything: no
+                    # child transaction needed (a child costs ~4 us a write here).
+                    try:
+                        results.append((fut, True, fn(txn, *args)))
+                    except lmdb.MapFullError:
+                        raise
+                    except BaseException as exc:
+                        results.append((fut, False, _as_settable(exc)))
+                    continue
                 child = env.begin(write=True, parent=txn)
                 try:
                     value = fn(child, *args)
@@ -630,24 +641,29 @@ class Engine:
         failed: list[tuple[asyncio.Future[Any], bool, Any]] = []
         while True:
             results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+            rerun = False
             txn = self.env.begin(write=True)
             try:
-                for index, (fut, fn, args) in enumerate(live):
+                for fut, fn, args in live:
                     try:
                         results.append((fut, True, fn(txn, *args)))
                     except lmdb.MapFullError:
                         raise
                     except BaseException as exc:
                         failed.append((fut, False, _as_settable(exc)))
-                        live = live[:index] + live[index + 1 :]
+                        if fn in ATOMIC:
+                            continue  # it changed nothing: the transaction is intact
+                        rerun = True
                         break
-                else:
+                if not rerun:
                     txn.commit()
                     return failed + results
             except BaseException:
                 txn.abort()
                 raise
             txn.abort()
+            gone = {id(fut) for fut, _, _ in failed}
+            live = [req for req in live if id(req[0]) not in gone]
 
     def _commit_one_by_one(
         self, live: list[Request], first_error: BaseException

@@ -279,3 +279,10 @@ def decode_all(vc: Coder[Any], bufs: Iterable[Any]) -> list[Any]:
     """Decode every buffer with vc (inside the transaction, while the buffers are valid)."""
     des = vc.deserialize
     return [des(b) for b in bufs]
+
+
+# Operations that make at most one LMDB change and raise, if at all, before making it (coder
+# and size errors come first; LMDB checks sizes before modifying). The writer runs them without
+# a child transaction: a failure leaves the batch's transaction as it was. (pop and replace are
+# not among them: they decode the old value after changing it, and decoding may fail.)
+ATOMIC: frozenset[Callable[..., Any]] = frozenset({put, delete, update, drop})
