@@ -10,7 +10,6 @@ range bound by bisection (keys are sorted), so per-entry Python work happens onl
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
@@ -140,6 +139,11 @@ def _position(cur: lmdb.Cursor, spec: ScanSpec, resume: Resume | None) -> bool:
     return cur.last()
 
 
+# Chunks travel as columns (a list of keys, a list of values), not as a list of (key, value)
+# tuples: thousands of fresh tuples set off the cyclic garbage collector again and again, which
+# doubled the cost of a scan. Tuples are made one at a time as the caller takes them.
+
+
 def read_chunk(
     txn: lmdb.Transaction,
     db: Any,
@@ -148,10 +152,12 @@ def read_chunk(
     spec: ScanSpec,
     resume: Resume | None,
     n: int,
-) -> tuple[list[Any], Resume | None, bool]:
+) -> tuple[list[Any], list[Any] | None, Resume | None, bool]:
     """Read up to n entries of the scan after ``resume``.
 
-    Returns ``(entries, new_resume, done)``; ``done`` means the range is exhausted.
+    Returns ``(first, second, new_resume, done)``, decoded: for items() the keys and the
+    values; for keys() the keys and None; for values() the values and None. ``done`` means
+    the range is exhausted.
     """
     if not spec.encoded:
         # The database's stored flags are authoritative (the iterator may have been made
@@ -159,94 +165,87 @@ def read_chunk(
         spec.dupsort = bool(db.flags(txn)["dupsort"]) if db is not None else spec.dupsort
         spec.encode(kc)
     if spec.empty:
-        return [], resume, True
+        return [], None, resume, True
+    unique = spec.unique_keys
     cur = txn.cursor(db)
     try:
         if not _position(cur, spec, resume):
-            return [], resume, True
-        it: Iterator[Any]
-        if spec.unique_keys:
+            return [], None, resume, True
+        if unique:
             it = (
                 cur.iterprev_nodup(keys=True, values=False)
                 if spec.reverse
                 else cur.iternext_nodup(keys=True, values=False)
             )
         else:
-            it = cur.iterprev() if spec.reverse else cur.iternext()
-        raw: list[Any] = list(islice(it, n))
+            it = (
+                cur.iterprev(keys=True, values=False)
+                if spec.reverse
+                else cur.iternext(keys=True, values=False)
+            )
+        keys: list[Any] = list(islice(it, n))
+        done = len(keys) < n
+        keys, cut = _cut(keys, spec)
+        values: list[Any] | None = None
+        if keys and not unique:
+            # Same transaction, same start: the values of exactly those entries.
+            _position(cur, spec, resume)
+            it = (
+                cur.iterprev(keys=False, values=True)
+                if spec.reverse
+                else cur.iternext(keys=False, values=True)
+            )
+            values = list(islice(it, len(keys)))
     finally:
         cur.close()
-    done = len(raw) < n
-    raw, cut = _cut(raw, spec)
-    if not raw:
-        return raw, resume, True
-    last = raw[-1]
-    if spec.unique_keys:
-        resume = (last,)
+    if not keys:
+        return keys, None, resume, True
+    if unique:
+        resume = (keys[-1],)
+    elif spec.dupsort:
+        assert values is not None
+        resume = (keys[-1], values[-1])
     else:
-        resume = (last[0], last[1]) if spec.dupsort else (last[0],)
-    return _decode(raw, spec.mode, kc, vc), resume, done or cut
+        resume = (keys[-1],)
+    first, second = _decode(keys, values, spec.mode, kc, vc)
+    return first, second, resume, done or cut
 
 
-def _cut(raw: list[Any], spec: ScanSpec) -> tuple[list[Any], bool]:
-    """Drop the entries past the range bound (they are sorted, so bisect); True if any were."""
-    if not raw:
-        return raw, False
-    keys_only = spec.unique_keys
+def _cut(keys: list[bytes], spec: ScanSpec) -> tuple[list[bytes], bool]:
+    """Drop the keys past the range bound (they are sorted, so bisect); True if any were."""
+    if not keys:
+        return keys, False
     if not spec.reverse:
         hi = spec.hi
-        if hi is None:
-            return raw, False
-        last_key = raw[-1] if keys_only else raw[-1][0]
-        if last_key < hi:
-            return raw, False
-        if keys_only:
-            return raw[: bisect_left(raw, hi)], True
-        return raw[: bisect_left(raw, hi, key=_first)], True
+        if hi is None or keys[-1] < hi:
+            return keys, False
+        return keys[: bisect_left(keys, hi)], True
     lo = spec.lo
-    if lo is None:
-        return raw, False
-    last_key = raw[-1] if keys_only else raw[-1][0]
-    if last_key >= lo:
-        return raw, False
-    # Descending: the entries >= lo are a prefix. Bisect over "is it below lo?".
+    if lo is None or keys[-1] >= lo:
+        return keys, False
+    # Descending: the keys >= lo are a prefix. Bisect over "is it below lo?".
     below = [False, True]
-    if keys_only:
-        idx = bisect_left(range(len(raw)), True, key=lambda i: below[raw[i] < lo])
-    else:
-        idx = bisect_left(range(len(raw)), True, key=lambda i: below[raw[i][0] < lo])
-    return raw[:idx], True
+    idx = bisect_left(range(len(keys)), True, key=lambda i: below[keys[i] < lo])
+    return keys[:idx], True
 
 
-def _first(pair: tuple[bytes, bytes]) -> bytes:
-    return pair[0]
-
-
-def _decode(raw: list[Any], mode: int, kc: Coder[Any], vc: Coder[Any]) -> list[Any]:
-    # The built-in IdentityCoder returns bytes unchanged: skip the per-entry calls.
-    plain_k = type(kc) is IdentityCoder
-    plain_v = type(vc) is IdentityCoder
-    if mode == KEYS:
-        if isinstance(raw[0], tuple):
-            raw = [k for k, _ in raw]
-        if plain_k:
-            return raw
+def _decode(
+    keys: list[Any], values: list[Any] | None, mode: int, kc: Coder[Any], vc: Coder[Any]
+) -> tuple[list[Any], list[Any] | None]:
+    """The columns the iterator yields, decoded: (keys, values) for items(), (keys, None) for
+    keys(), (values, None) for values(). The built-in IdentityCoder returns bytes unchanged,
+    so it is skipped."""
+    if mode != VALUES and type(kc) is not IdentityCoder:
         dk = kc.deserialize
-        return [dk(k) for k in raw]
-    if mode == VALUES:
-        if plain_v:
-            return [v for _, v in raw]
+        keys = [dk(k) for k in keys]
+    if mode == KEYS or values is None:
+        return keys, None
+    if type(vc) is not IdentityCoder:
         dv = vc.deserialize
-        return [dv(v) for _, v in raw]
-    if plain_k and plain_v:
-        return raw
-    dk = kc.deserialize
-    dv = vc.deserialize
-    if plain_k:
-        return [(k, dv(v)) for k, v in raw]
-    if plain_v:
-        return [(dk(k), v) for k, v in raw]
-    return [(dk(k), dv(v)) for k, v in raw]
+        values = [dv(v) for v in values]
+    if mode == VALUES:
+        return values, None
+    return keys, values
 
 
 def first_or_last(

@@ -350,8 +350,9 @@ class AsyncDatabase(Generic[K, V]):
         """Iterate ``(key, value)`` pairs with keys in ``[start, stop)``, in encoded-key order.
 
         ``prefix`` keeps keys whose encoding starts with the encoded prefix; ``reverse`` walks
-        the range from its end; ``limit`` caps the count; ``chunk_size`` (default 1024) is how
-        many entries one thread hop reads. In a dupsort database every pair is yielded. See
+        the range from its end; ``limit`` caps the count; ``chunk_size`` (default 4096; the
+        first hops read fewer, from 64) is how many entries one thread hop reads. In a dupsort
+        database every pair is yielded. See
         :mod:`aiolmdb.ranges` for ordering and consistency.
         """
         return RangeIterator(self, _scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)

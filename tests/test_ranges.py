@@ -495,8 +495,9 @@ async def test_batches_sizes_and_total(env: Environment) -> None:
     assert [len(b) for b in batches_k] == [1000, 1000, 500]
     assert [k for b in batches_k for k in b] == list(range(BIG - 1, BIG - 2501, -1))
 
-    default = await collect(db.values(stop=3000).batches())
+    default = await collect(db.values(stop=3000, chunk_size=1024).batches())
     assert [len(b) for b in default] == [1024, 1024, 952]
+    assert [len(b) for b in await collect(db.values(stop=9000).batches())] == [4096, 4096, 808]
     assert [v for b in default for v in b] == [3 * k for k in range(3000)]
 
     sized = await collect(db.keys(stop=3000, chunk_size=500).batches())
