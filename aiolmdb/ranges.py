@@ -71,20 +71,18 @@ class RangeIterator(Generic[T]):
     """
 
     __slots__ = (
-        "_buf",
         "_chunk_size",
         "_closed",
         "_done",
+        "_it",
         "_kc",
         "_next_size",
         "_pending",
-        "_pos",
         "_remaining",
         "_resume",
         "_source",
         "_spec",
         "_started",
-        "_vals",
         "_vc",
     )
 
@@ -106,10 +104,8 @@ class RangeIterator(Generic[T]):
         self._vc: Coder[Any] = source.value_coder
         self._spec = _scan.ScanSpec(mode, start, stop, prefix, reverse, source.dupsort)
         self._remaining = limit
-        # The current chunk: keys (or the values, for values()) and, for items(), the values.
-        self._buf: list[Any] = []
-        self._vals: list[Any] | None = None
-        self._pos = 0
+        # Over the current chunk: its entries, or (key, value) pairs zipped from its columns.
+        self._it: Iterator[Any] = iter(())
         self._pending: asyncio.Future[Any] | None = None
         self._closed = False
         self._started = False
@@ -122,17 +118,16 @@ class RangeIterator(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        pos = self._pos
-        if pos >= len(self._buf):
-            self._buf, self._vals = await self._next_chunk()
-            if not self._buf:
-                raise StopAsyncIteration
-            pos = 0
-        self._pos = pos + 1
-        vals = self._vals
-        if vals is None:
-            return self._buf[pos]  # type: ignore[no-any-return]
-        return (self._buf[pos], vals[pos])  # type: ignore[return-value]
+        try:
+            return next(self._it)  # type: ignore[no-any-return]
+        except StopIteration:
+            pass
+        first, second = await self._next_chunk()
+        if not first:
+            raise StopAsyncIteration
+        it: Iterator[Any] = iter(first) if second is None else zip(first, second, strict=True)
+        self._it = it
+        return next(it)  # type: ignore[no-any-return]
 
     def batches(self, size: int | None = None) -> AsyncIterator[list[T]]:
         """Iterate in lists of up to ``size`` entries (default: the chunk size) instead.
@@ -162,7 +157,7 @@ class RangeIterator(Generic[T]):
     async def aclose(self) -> None:
         """Stop the iteration (a chunk being read is dropped)."""
         self._closed = True
-        self._buf, self._vals = [], None
+        self._it = iter(())
         pending = self._pending
         if pending is not None:
             self._pending = None
