@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _ops, _scan
+from . import _ops
 from ._engine import FALLBACK
 from .coders import Coder, IdentityCoder
 from .errors import DatabaseDroppedError
-from .ranges import RangeIterator
+from .ranges import AsyncReads
 from .transaction import Transaction
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def _delete_database(env: Any, state: _DbState, dbi: Any) -> None:
     state.dbi = None
 
 
-class AsyncDatabase(Generic[K, V]):
+class AsyncDatabase(AsyncReads[K, V]):
     """One database of an :class:`Environment`; every operation is awaitable.
 
     Keys and values go through :attr:`key_coder` and :attr:`value_coder` (plain attributes you
@@ -171,6 +171,9 @@ class AsyncDatabase(Generic[K, V]):
             if result is not FALLBACK:
                 return result
         return await self._engine.submit_read(fn, (dbi, *args))
+
+    def _mks(self) -> int:
+        return self._engine.max_key_size
 
     def _prefetch(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any] | None:
         # Used by RangeIterator after its first chunk, so the handle is open.
@@ -335,83 +338,6 @@ class AsyncDatabase(Generic[K, V]):
             engine.check_not_holding("deleting a database")
         await asyncio.wrap_future(engine.call_solo(_delete_database, st, dbi))
         self._env._forget_db(st)
-
-    # ----------------------------------------------------------------- ranges
-    def items(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[tuple[K, V]]:
-        """Iterate ``(key, value)`` pairs with keys in ``[start, stop)``, in encoded-key order.
-
-        ``prefix`` keeps keys whose encoding starts with the encoded prefix; ``reverse`` walks
-        the range from its end; ``limit`` caps the count; ``chunk_size`` (default 4096; the
-        first hops read fewer, from 64) is how many entries one thread hop reads. In a dupsort
-        database every pair is yielded. See
-        :mod:`aiolmdb.ranges` for ordering and consistency.
-        """
-        return RangeIterator(self, _scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
-
-    def keys(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[K]:
-        """Iterate the keys in ``[start, stop)`` (each key once, also in a dupsort database);
-        arguments as for :meth:`items`."""
-        return RangeIterator(self, _scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
-
-    def values(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[V]:
-        """Iterate the values of the keys in ``[start, stop)``; arguments as for
-        :meth:`items`."""
-        return RangeIterator(self, _scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
-
-    async def first(self) -> tuple[K, V] | None:
-        """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.first_or_last, self.key_coder, self.value_coder, False
-        )
-
-    async def last(self) -> tuple[K, V] | None:
-        """The ``(key, value)`` pair with the largest key, or None if the database is empty."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.first_or_last, self.key_coder, self.value_coder, True
-        )
-
-    async def get_all(self, key: K) -> list[V]:
-        """Every value of ``key``, in sorted order in a dupsort database ([] if absent)."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.get_all, self.key_coder, self.value_coder, self._engine.max_key_size, key
-        )
-
-    async def count_values(self, key: K) -> int:
-        """How many values ``key`` has (0 if absent; at most 1 outside dupsort databases)."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.count_values,
-            self.key_coder,
-            self._engine.max_key_size,
-            key,
-            self._state.dupsort,
-        )
 
     # ----------------------------------------------------------------- counts
     async def count(self) -> int:

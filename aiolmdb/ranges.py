@@ -23,9 +23,11 @@ import lmdb
 from . import _scan
 from .coders import Coder
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "RangeIterator"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "AsyncReads", "RangeIterator"]
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 DEFAULT_CHUNK_SIZE = 4096
 # batches() reads about this many entries per hop, cut into lists of the size asked for.
@@ -240,3 +242,99 @@ def iterate_sync(
             yield from first
         else:
             yield from zip(first, second, strict=True)
+
+
+class AsyncReads(Generic[K, V]):
+    """Range iteration and cursor reads, shared by :class:`~aiolmdb.AsyncDatabase` and the
+    database views of interactive transactions and snapshots."""
+
+    __slots__ = ()
+
+    key_coder: Coder[K]
+    value_coder: Coder[V]
+
+    @property
+    def dupsort(self) -> bool:
+        """True if the database keeps several sorted values per key (``dupsort=True``)."""
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    def _read(self, fn: Any, *args: Any) -> Awaitable[Any]:
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    def _prefetch(self, fn: Any, *args: Any) -> asyncio.Future[Any] | None:
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    def _mks(self) -> int:
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    def items(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[tuple[K, V]]:
+        """Iterate ``(key, value)`` pairs with keys in ``[start, stop)``, in encoded-key order.
+
+        ``prefix`` keeps keys whose encoding starts with the encoded prefix; ``reverse`` walks
+        the range from its end; ``limit`` caps the count; ``chunk_size`` (default 4096; the
+        first hops read fewer, from 64) is how many entries one thread hop reads. In a dupsort
+        database every pair is yielded. See :mod:`aiolmdb.ranges` for ordering and
+        consistency.
+        """
+        return RangeIterator(self, _scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
+
+    def keys(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[K]:
+        """Iterate the keys in ``[start, stop)`` (each key once, also in a dupsort database);
+        arguments as for :meth:`items`."""
+        return RangeIterator(self, _scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
+
+    def values(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> RangeIterator[V]:
+        """Iterate the values of the keys in ``[start, stop)``; arguments as for
+        :meth:`items`."""
+        return RangeIterator(self, _scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
+
+    async def first(self) -> tuple[K, V] | None:
+        """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.first_or_last, self.key_coder, self.value_coder, False
+        )
+
+    async def last(self) -> tuple[K, V] | None:
+        """The ``(key, value)`` pair with the largest key, or None if the database is empty."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.first_or_last, self.key_coder, self.value_coder, True
+        )
+
+    async def get_all(self, key: K) -> list[V]:
+        """Every value of ``key``, in sorted order in a dupsort database ([] if absent)."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.get_all, self.key_coder, self.value_coder, self._mks(), key
+        )
+
+    async def count_values(self, key: K) -> int:
+        """How many values ``key`` has (0 if absent; at most 1 outside dupsort databases)."""
+        return await self._read(  # type: ignore[no-any-return]
+            _scan.count_values, self.key_coder, self._mks(), key, self.dupsort
+        )

@@ -25,7 +25,7 @@ from .errors import (
     SnapshotExpiredError,
     TransactionError,
 )
-from .ranges import RangeIterator, check_range_args, iterate_sync
+from .ranges import AsyncReads, check_range_args, iterate_sync
 
 if TYPE_CHECKING:
     from .database import AsyncDatabase
@@ -267,7 +267,7 @@ def make_transaction(database: AsyncDatabase[Any, Any], write: bool) -> Callable
 
 
 # --------------------------------------------------------------------------- async transactions
-class AsyncDatabaseView(Generic[K, V]):
+class AsyncDatabaseView(AsyncReads[K, V]):
     """One database inside an interactive transaction or a snapshot (``txn[db]``).
 
     Every operation is awaitable and runs inside that transaction: in a write transaction on
@@ -375,63 +375,6 @@ class AsyncDatabaseView(Generic[K, V]):
     async def count(self) -> int:
         """The number of entries, as this transaction sees them."""
         return await self._read(_ops.count)  # type: ignore[no-any-return]
-
-    async def first(self) -> tuple[K, V] | None:
-        """The pair with the smallest key, or None."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.first_or_last, self.key_coder, self.value_coder, False
-        )
-
-    async def last(self) -> tuple[K, V] | None:
-        """The pair with the largest key, or None."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.first_or_last, self.key_coder, self.value_coder, True
-        )
-
-    async def get_all(self, key: K) -> list[V]:
-        """Every value of ``key``."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.get_all, self.key_coder, self.value_coder, self._mks(), key
-        )
-
-    def items(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[tuple[K, V]]:
-        """Iterate pairs in ``[start, stop)`` as this transaction sees them."""
-        return RangeIterator(self, _scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
-
-    def keys(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[K]:
-        """Iterate keys in ``[start, stop)`` as this transaction sees them."""
-        return RangeIterator(self, _scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
-
-    def values(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[V]:
-        """Iterate values of keys in ``[start, stop)`` as this transaction sees them."""
-        return RangeIterator(self, _scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
 
 
 class AsyncTransaction:
