@@ -12,8 +12,9 @@ Reads
 Writes
     One dedicated writer thread (LMDB write transactions belong to the thread that began them)
     takes everything queued, up to ``max_batch``, runs each operation in a nested transaction of
-    one write transaction (so a failing operation rolls back alone) and commits once: group
-    commit. Futures are resolved only after that commit.
+    one write transaction (so a failing operation rolls back alone; operations that change one
+    thing and fail before changing it skip the nesting) and commits once: group commit.
+    Futures are resolved only after that commit.
 
 Map growth
     ``MapFullError`` makes a batch unusable: the writer aborts it, grows the map while no
@@ -579,10 +580,10 @@ class Engine:
             try:
                 try:
                     results = self._commit(live)
-                except lmdb.MapFullError as exc:
+                except lmdb.MapFullError:
                     if self._grow_map():
                         continue
-                    results = self._commit_one_by_one(live, exc)
+                    results = self._commit_one_by_one(live)
                 except lmdb.MapResizedError:
                     self.resize(0)  # another process grew the map: adopt its size
                     continue
@@ -666,7 +667,7 @@ class Engine:
             live = [req for req in live if id(req[0]) not in gone]
 
     def _commit_one_by_one(
-        self, live: list[Request], first_error: BaseException
+        self, live: list[Request]
     ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
         """Map full and growth is off: commit each operation alone so that exactly the ones
         that do not fit fail with MapFullError and everything that fits lands."""

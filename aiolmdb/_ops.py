@@ -7,7 +7,7 @@ The same functions back the synchronous views that ``run(fn)`` hands to user cod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import lmdb
@@ -286,12 +286,6 @@ def stat(txn: lmdb.Transaction, db: DB) -> dict[str, Any]:
 def call(txn: lmdb.Transaction, fn: Callable[[Any], Any], make_view: Callable[[Any], Any]) -> Any:
     """Run user code: fn(view) where view wraps txn (``run``)."""
     return fn(make_view(txn))
-
-
-def decode_all(vc: Coder[Any], bufs: Iterable[Any]) -> list[Any]:
-    """Decode every buffer with vc (inside the transaction, while the buffers are valid)."""
-    des = vc.deserialize
-    return [des(b) for b in bufs]
 
 
 # Operations that make at most one LMDB change and raise, if at all, before making it (coder
