@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import signal
+import sys
 from pathlib import Path
 
 import lmdb
@@ -29,6 +30,10 @@ from _stress_util import (
 )
 from _stress_util import close_leftovers_fixture as close_leftovers_fixture
 from _stress_util import figures_fixture as figures_fixture
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="kills processes with SIGKILL (POSIX only)"
+)
 
 ROUNDS = 20
 TASKS = 32

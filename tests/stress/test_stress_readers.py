@@ -16,6 +16,7 @@ import asyncio
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +40,10 @@ from _stress_util import figures_fixture as figures_fixture
 
 import aiolmdb
 from aiolmdb.coders import Buffer, Coder
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="kills processes with SIGKILL (POSIX only)"
+)
 
 MAX_READERS = 4
 
