@@ -206,6 +206,9 @@ class Engine:
         # LMDB: mdb_dbi_open must not run in two transactions of one process at once.
         self.dbi_lock = threading.Lock()
 
+        # Writes submitted during the current loop iteration, passed on by _flush_writes.
+        self._write_buf: list[Request] = []
+        self._loop_thread: int | None = None
         self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.writer_thread_id: int | None = None
@@ -248,6 +251,7 @@ class Engine:
                 "use one environment per loop (or close it first)"
             )
         self._loop = loop
+        self._loop_thread = threading.get_ident()
         return loop
 
     # ----------------------------------------------------------------- reads
@@ -511,8 +515,21 @@ class Engine:
         if self.active_session is not None:
             self.check_not_holding("a plain database write")
         fut = loop.create_future()
-        self._writes.put((fut, fn, args))
+        buf = self._write_buf
+        buf.append((fut, fn, args))
+        if len(buf) == 1:
+            # Hand the writer everything this loop iteration submits at once, at its end (as
+            # lmdb-js does): one wake-up, and the writer starts when the loop is about to go
+            # idle instead of fighting it for the GIL while the burst is still being issued.
+            loop.call_soon(self._flush_writes)
         return fut
+
+    def _flush_writes(self) -> None:
+        """Loop thread: pass the writes buffered in this loop iteration to the writer."""
+        buf = self._write_buf
+        if buf:
+            self._write_buf = []
+            self._writes.put(buf)
 
     def check_not_holding(self, what: str) -> None:
         """Raise DeadlockError if the current context holds this engine's write transaction."""
@@ -536,6 +553,8 @@ class Engine:
         if self._state not in (_OPEN, _CLOSING):
             self._raise_state()
         solo = _Solo(fn, args)
+        if self._write_buf and threading.get_ident() == self._loop_thread:
+            self._flush_writes()  # writes submitted before it go first
         self._writes.put(solo)
         return solo.future
 
@@ -552,7 +571,7 @@ class Engine:
             if isinstance(item, _Solo):
                 self._run_solo(item)
                 continue
-            batch: list[Request] = [item]
+            batch: list[Request] = item  # a burst of writes from one loop iteration
             while len(batch) < max_batch:
                 try:
                     nxt = q.get_nowait()
@@ -561,8 +580,12 @@ class Engine:
                 if nxt is _STOP or isinstance(nxt, _Solo):
                     pending = nxt
                     break
-                batch.append(nxt)
-            self._run_write_batch(batch)
+                batch.extend(nxt)
+            if len(batch) <= max_batch:
+                self._run_write_batch(batch)
+            else:  # one huge burst: bounded transactions
+                for at in range(0, len(batch), max_batch):
+                    self._run_write_batch(batch[at : at + max_batch])
         self._finish()
 
     def _run_solo(self, solo: _Solo) -> None:
@@ -799,6 +822,7 @@ class Engine:
             self._state = _CLOSING
             self.release_inline()
             self.abort_sessions()
+            self._flush_writes()  # submitted writes run before the stop
             self._writes.put(_STOP)
         elif self._state == _FORKED:
             # Inherited across fork(): the threads are not ours and the environment must not be
@@ -837,7 +861,7 @@ class Engine:
                 if item.future.set_running_or_notify_cancel():
                     item.future.set_exception(closed)
             elif item is not _STOP:
-                self._post([(item[0], False, closed)])
+                self._post([(req[0], False, closed) for req in item])
 
     def join_writer(self) -> None:
         """Wait for the writer thread to exit (it has already signalled it is finishing)."""

@@ -223,7 +223,7 @@ async def test_map_grown_by_another_process_while_busy(
             # LMDB reports MapResizedError only when the data outgrows this process's map, so
             # the child writes more than our whole current map into its bigger one.
             current = env.info()["map_size"]
-            new_size = 4 * current
+            new_size = 8 * current  # room for what this process writes meanwhile
             count = current * 3 // 2 // value_size + 1
             prefix = f"child{round_}-"
             code, out, err = await run_child_async(
