@@ -238,12 +238,12 @@ class Engine:
         if self._state == _FORKED:
             raise ForkedError(
                 f"environment {self._name!r} was opened in another process (before fork()); "
-                "LMDB forbids using it here: open the environment again in this process"
+                "LMDB forbids using it here: open environments after forking (in each "
+                "process), or start processes with the 'spawn' method"
             )
         raise ClosedError(f"environment {self._name!r} is closed")
 
-    def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
+    def _bind_loop(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
         old = self._loop
         if old is not None and old is not loop and old.is_running() and not old.is_closed():
             raise RuntimeError(
@@ -261,7 +261,7 @@ class Engine:
             self._raise_state()
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            loop = self._bind_loop()
+            loop = self._bind_loop(loop)
         fut = loop.create_future()
         self._reads.append((fut, fn, args))
         if not self._read_scheduled:
@@ -278,7 +278,7 @@ class Engine:
         if txn is None:
             loop = asyncio.get_running_loop()
             if loop is not self._loop:
-                loop = self._bind_loop()
+                loop = self._bind_loop(loop)
             txn = self.try_begin_read()
             if txn is None:
                 return FALLBACK
@@ -359,10 +359,7 @@ class Engine:
 
     def begin_read(self) -> lmdb.Transaction:
         """Begin a read transaction through the gate (waits while the map is being resized)."""
-        with self._gate:
-            while self._resizing:
-                self._gate.wait()
-            self._open_txns += 1
+        self._enter_gate()
         try:
             return self._begin_read_adopting()
         except BaseException:
@@ -399,6 +396,13 @@ class Engine:
         finally:
             self._leave_gate()
 
+    def _enter_gate(self) -> None:
+        """Count a read transaction about to begin; wait while the map is being resized."""
+        with self._gate:
+            while self._resizing:
+                self._gate.wait()
+            self._open_txns += 1
+
     def _leave_gate(self) -> None:
         with self._gate:
             self._open_txns -= 1
@@ -421,10 +425,7 @@ class Engine:
             try:
                 self.call_solo(self._adopt_map_size).result()
             finally:
-                with self._gate:
-                    while self._resizing:
-                        self._gate.wait()
-                    self._open_txns += 1
+                self._enter_gate()
             return self.env.begin()
 
     def _begin_when_slot_free(self) -> lmdb.Transaction:
@@ -450,19 +451,12 @@ class Engine:
 
     def run_blocking(self, fn: Op, *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args)`` alone on a reader thread (e.g. copy, sync), counted for close."""
-        if self._state != _OPEN:
-            self._raise_state()
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            loop = self._bind_loop()
-        fut = loop.create_future()
+        self.check_open()
+        fut = self.loop().create_future()
 
         def job() -> None:
             try:
-                with self._gate:
-                    while self._resizing:
-                        self._gate.wait()
-                    self._open_txns += 1
+                self._enter_gate()
                 try:
                     result: tuple[asyncio.Future[Any], bool, Any] = (fut, True, fn(*args))
                 except BaseException as exc:
@@ -511,7 +505,7 @@ class Engine:
             self._raise_state()
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            loop = self._bind_loop()
+            loop = self._bind_loop(loop)
         if self.active_session is not None:
             self.check_not_holding("a plain database write")
         fut = loop.create_future()
@@ -545,7 +539,7 @@ class Engine:
         """The running loop, bound to this engine (results are delivered to it)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            loop = self._bind_loop()
+            loop = self._bind_loop(loop)
         return loop
 
     def call_solo(self, fn: Op, *args: Any) -> concurrent.futures.Future[Any]:
