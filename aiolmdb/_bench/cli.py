@@ -17,8 +17,8 @@ from typing import Any
 
 import lmdb
 
-from .adapters import Adapter, build_adapters, import_aiolmdb
-from .dataset import DataSet, generate, load_base
+from .adapters import build_adapters, import_aiolmdb
+from .dataset import generate, load_base
 from .report import (
     Report,
     evaluate_targets,
@@ -29,7 +29,7 @@ from .report import (
     write_json,
     write_png,
 )
-from .runner import Cell, log_stderr, run_adapter
+from .runner import Cell, log_stderr, run_interleaved
 from .workloads import CONCURRENCY, WORKLOADS, BenchConfig, Workload, resolve_workloads
 
 
@@ -120,22 +120,6 @@ def loop_runners(uvloop_mod: ModuleType | None) -> dict[str, Runner]:
     return runners
 
 
-async def run_suite(
-    adapters: list[Adapter],
-    workloads: list[Workload],
-    data: DataSet,
-    cfg: BenchConfig,
-    base: Path,
-    workdir: Path,
-    loop: str | None,
-) -> list[Cell]:
-    """Run every adapter (one after another, each on its own copy) on ``workloads``."""
-    cells: list[Cell] = []
-    for adapter in adapters:
-        cells += await run_adapter(adapter, workloads, data, cfg, base, workdir, loop)
-    return cells
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark suite; print the table and targets; write JSON and PNG.
 
@@ -178,15 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         base = workdir / "base"
         load_base(base, data, cfg)
 
-        sync_adapters = [a for a in build_adapters(None) if not a.uses_loop]
-        log("-- synchronous peers (loop-independent, measured once)")
-        report.cells += asyncio.run(
-            run_suite(sync_adapters, workloads, data, cfg, base, workdir, None)
-        )
+        # Every implementation, the synchronous peers too, is measured in each loop's pass,
+        # its runs interleaved with the others': ratios compare runs made side by side.
         for loop_name, run in runners.items():
             log(f"-- event loop: {loop_name}")
-            adapters = [a for a in build_adapters(aiolmdb_mod) if a.uses_loop]
-            report.cells += run(run_suite(adapters, workloads, data, cfg, base, workdir, loop_name))
+            adapters = build_adapters(aiolmdb_mod)
+            report.cells += run(
+                run_interleaved(adapters, workloads, data, cfg, base, workdir, loop_name)
+            )
 
     for cell in report.cells:
         if cell.workload.startswith("scan") and cell.skipped and "items()" in cell.skipped:

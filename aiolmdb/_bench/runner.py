@@ -32,7 +32,7 @@ class Cell:
 
     impl: str
     workload: str
-    loop: str | None  # None: loop-independent (synchronous peers)
+    loop: str | None  # the event loop of the pass that measured it
     ops: int = 0  # operations per timed run
     samples: list[float] = field(default_factory=list)  # ops/s, one per repeat
     skipped: str | None = None
@@ -136,26 +136,82 @@ async def timed(
     return max(elapsed, 1e-9)
 
 
-async def measure(
-    adapter: Adapter, w: Workload, data: DataSet, cfg: BenchConfig, loop: str | None
-) -> Cell:
-    """Calibrate (the probe doubles as warm-up), then time ``cfg.repeat`` runs."""
-    cell = Cell(adapter.name, w.name, loop)
+async def calibrate(
+    adapter: Adapter, w: Workload, data: DataSet, cfg: BenchConfig, timeout: float, seed: int
+) -> int:
+    """Time one probe run (it doubles as warm-up); return the op count for ~target_seconds."""
     unit, probe, max_ops = op_bounds(w, data, cfg)
-    timeout = max(60.0, 100 * cfg.target_seconds)
-    seed = cfg.seed + sum(map(ord, w.name))
     rate = probe / await timed(adapter, w, data, probe, seed, timeout)
     wanted = rate * cfg.target_seconds
-    n = min(max_ops, max(unit, round(wanted / unit) * unit))
-    cell.ops = n
+    return min(max_ops, max(unit, round(wanted / unit) * unit))
+
+
+def log_cell(cell: Cell, log: Log) -> None:
+    """One progress line: the cell's median and spread, or why it was skipped."""
+    if cell.skipped is not None:
+        log(f"  {cell.impl:<15} {cell.workload:<15} {cell.skipped}")
+        return
+    med = cell.median or 0.0
+    spread = (max(cell.samples) - min(cell.samples)) / med * 100 if med else 0.0
+    log(
+        f"  {cell.impl:<15} {cell.workload:<15} {med:>14,.0f} ops/s"
+        f"  (n={cell.ops:,}, spread {spread:.0f}%)"
+    )
+
+
+async def measure_workload(
+    adapters: list[Adapter],
+    w: Workload,
+    data: DataSet,
+    cfg: BenchConfig,
+    loop: str | None,
+    log: Log = log_stderr,
+) -> list[Cell]:
+    """Measure ``w`` on every adapter, interleaved: repeat ``i`` runs each adapter once.
+
+    The order rotates from one repeat to the next, so a slow spell of a noisy machine, or
+    the aftermath of the previous run (write-back, a warm cache), hits every implementation
+    alike, and sample ``i`` of one implementation is paired with sample ``i`` of another:
+    the ratios are medians of those pairs.
+    """
+    timeout = max(60.0, 100 * cfg.target_seconds)
+    seed = cfg.seed + sum(map(ord, w.name))
+    adapters = [a for a in adapters if w.name in a.workloads]
+    cells: dict[str, Cell] = {}
+    running: list[Adapter] = []
+    for adapter in adapters:
+        cell = cells[adapter.name] = Cell(adapter.name, w.name, loop)
+        cell.skipped = adapter.unsupported(w.name)
+        if cell.skipped is None:
+            running.append(adapter)
+    for adapter in list(running):
+        cell = cells[adapter.name]
+        try:
+            cell.ops = await calibrate(adapter, w, data, cfg, timeout, seed)
+        except Exception as exc:  # keep going: report the failure in its row
+            cell.skipped = f"error: {type(exc).__name__}: {exc}"
+            running.remove(adapter)
     for rep in range(cfg.repeat):
-        elapsed = await timed(adapter, w, data, n, seed + 1 + rep, timeout)
-        cell.samples.append(n / elapsed)
-    return cell
+        shift = rep % len(running) if running else 0
+        for adapter in running[shift:] + running[:shift]:
+            cell = cells[adapter.name]
+            if cell.skipped is not None:
+                continue
+            try:
+                elapsed = await timed(adapter, w, data, cell.ops, seed + 1 + rep, timeout)
+            except Exception as exc:
+                cell.skipped = f"error: {type(exc).__name__}: {exc}"
+                cell.samples.clear()
+                continue
+            cell.samples.append(cell.ops / elapsed)
+    out = [cells[a.name] for a in adapters]
+    for cell in out:
+        log_cell(cell, log)
+    return out
 
 
-async def run_adapter(
-    adapter: Adapter,
+async def run_interleaved(
+    adapters: list[Adapter],
     workloads: list[Workload],
     data: DataSet,
     cfg: BenchConfig,
@@ -164,45 +220,33 @@ async def run_adapter(
     loop: str | None,
     log: Log = log_stderr,
 ) -> list[Cell]:
-    """Give ``adapter`` a fresh copy of the data, run every workload, close, clean up."""
-    path = workdir / f"{adapter.name}-{loop or 'noloop'}"
+    """Give each adapter a fresh copy of the data, open them all, then measure workload by
+    workload with the adapters' runs interleaved (:func:`measure_workload`)."""
     cells: list[Cell] = []
-    wanted = [w for w in workloads if w.name in adapter.workloads]
-    if not wanted:
-        return cells
-    clone(base, path, cfg)
+    opened: list[Adapter] = []
     try:
-        await adapter.open(path, cfg)
-    except Exception as exc:
-        reason = f"open failed: {type(exc).__name__}: {exc}"
-        log(f"  {adapter.name}: {reason}")
-        shutil.rmtree(path, ignore_errors=True)
-        return [Cell(adapter.name, w.name, loop, skipped=reason) for w in wanted]
-    try:
-        for w in wanted:
-            why = adapter.unsupported(w.name)
-            if why is not None:
-                log(f"  {adapter.name:<15} {w.name:<15} skipped: {why}")
-                cells.append(Cell(adapter.name, w.name, loop, skipped=why))
+        for adapter in adapters:
+            wanted = [w for w in workloads if w.name in adapter.workloads]
+            if not wanted:
                 continue
+            path = workdir / f"{adapter.name}-{loop or 'noloop'}"
+            clone(base, path, cfg)
             try:
-                cell = await measure(adapter, w, data, cfg, loop)
-            except Exception as exc:  # keep going: report the failure in its row
-                reason = f"error: {type(exc).__name__}: {exc}"
-                log(f"  {adapter.name:<15} {w.name:<15} {reason}")
-                cells.append(Cell(adapter.name, w.name, loop, skipped=reason))
+                await adapter.open(path, cfg)
+            except Exception as exc:
+                reason = f"open failed: {type(exc).__name__}: {exc}"
+                log(f"  {adapter.name}: {reason}")
+                shutil.rmtree(path, ignore_errors=True)
+                cells += [Cell(adapter.name, w.name, loop, skipped=reason) for w in wanted]
                 continue
-            cells.append(cell)
-            med = cell.median or 0.0
-            spread = (max(cell.samples) - min(cell.samples)) / med * 100 if med else 0.0
-            log(
-                f"  {adapter.name:<15} {w.name:<15} {med:>14,.0f} ops/s"
-                f"  (n={cell.ops:,}, spread {spread:.0f}%)"
-            )
+            opened.append(adapter)
+        for w in workloads:
+            cells += await measure_workload(opened, w, data, cfg, loop, log)
     finally:
-        try:
-            await adapter.close()
-        except Exception as exc:
-            log(f"  {adapter.name}: close failed: {type(exc).__name__}: {exc}")
-        shutil.rmtree(path, ignore_errors=True)
+        for adapter in opened:
+            try:
+                await adapter.close()
+            except Exception as exc:
+                log(f"  {adapter.name}: close failed: {type(exc).__name__}: {exc}")
+            shutil.rmtree(workdir / f"{adapter.name}-{loop or 'noloop'}", ignore_errors=True)
     return cells

@@ -100,7 +100,7 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "scan-batches",
-        "W7",
+        "W8",
         f"iterate over every item in batches of {SCAN_BATCH} (ratios vs sync scan)",
         "dataset",
         max_ops=0,
@@ -113,7 +113,7 @@ WORKLOAD_BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 
 
 def resolve_workloads(spec: str | None) -> list[Workload]:
-    """Turn an ``--only`` value (names or W1..W7 aliases, comma separated) into workloads.
+    """Turn an ``--only`` value (names or W1..W8 aliases, comma separated) into workloads.
 
     ``scan-batches`` brings ``scan`` along (its ratios use the peers' scan numbers).
     Raises ``ValueError`` naming the unknown entries.
