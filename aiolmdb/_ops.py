@@ -78,15 +78,26 @@ def get_multi(
     if (
         type(kc) is IdentityCoder
         and type(vc) is IdentityCoder
-        and all(type(k) is bytes and 0 < len(k) <= mks for k in keys)
+        and keys
+        # The checks run in C (map, set, min, max): a Python loop here cost 1.5 ms per 20k.
+        and set(map(type, keys)) == {bytes}
+        and min(map(len, keys)) > 0
+        and max(map(len, keys)) <= mks
     ):
         # bytes in, bytes out: LMDB's own loop (Cursor.getmulti, in C) does all the work.
-        found = dict.fromkeys(keys, default)
         cur = txn.cursor(db)
         try:
-            found.update(cur.getmulti(keys))
+            pairs = cur.getmulti(keys)
         finally:
             cur.close()
+        # getmulti returns the keys found, in the order asked: when that is every key (and
+        # none twice) the dict is complete as it is; otherwise lay out every key first.
+        if len(pairs) == len(keys):
+            found = dict(pairs)
+            if len(found) == len(keys):
+                return found
+        found = dict.fromkeys(keys, default)
+        found.update(pairs)
         return found
     out: dict[Any, Any] = {}
     tget = txn.get
@@ -145,6 +156,16 @@ def put(
         # In a dupsort database put adds a value; an exact pair that exists is reported False.
         return bool(txn.put(encoded, data, dupdata=False, overwrite=overwrite, db=db))
     return bool(txn.put(encoded, data, overwrite=overwrite, db=db))
+
+
+def put_bytes(
+    txn: lmdb.Transaction, db: DB, mks: int, key: bytes, value: bytes, overwrite: bool
+) -> bool:
+    """``put`` for bytes keys and values (IdentityCoder on both sides) in a plain database:
+    no coder calls, and py-lmdb's positional arguments (its keyword parsing costs more)."""
+    if not 0 < len(key) <= mks:
+        encode_key(_IDENTITY, key, mks)
+    return bool(txn.put(key, value, True, overwrite, False, db))
 
 
 def put_multi(
@@ -292,4 +313,4 @@ def call(txn: lmdb.Transaction, fn: Callable[[Any], Any], make_view: Callable[[A
 # and size errors come first; LMDB checks sizes before modifying). The writer runs them without
 # a child transaction: a failure leaves the batch's transaction as it was. (pop and replace are
 # not among them: they decode the old value after changing it, and decoding may fail.)
-ATOMIC: frozenset[Callable[..., Any]] = frozenset({put, delete, update, drop})
+ATOMIC: frozenset[Callable[..., Any]] = frozenset({put, put_bytes, delete, update, drop})

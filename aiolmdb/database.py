@@ -231,18 +231,22 @@ class AsyncDatabase(AsyncReads[K, V]):
         dbi = st.dbi
         if dbi is None or st.dropped:
             dbi = await self._ready()
-        return await self._engine.submit_write(  # type: ignore[no-any-return]
+        engine = self._engine
+        kc = self.key_coder
+        vc = self.value_coder
+        if (
+            type(key) is bytes
+            and type(value) is bytes
+            and type(kc) is IdentityCoder
+            and type(vc) is IdentityCoder
+            and not st.dupsort
+        ):
+            return await engine.submit_write(  # type: ignore[no-any-return]
+                _ops.put_bytes, (dbi, engine.max_key_size, key, value, overwrite)
+            )
+        return await engine.submit_write(  # type: ignore[no-any-return]
             _ops.put,
-            (
-                dbi,
-                self.key_coder,
-                self.value_coder,
-                self._engine.max_key_size,
-                key,
-                value,
-                overwrite,
-                st.dupsort,
-            ),
+            (dbi, kc, vc, engine.max_key_size, key, value, overwrite, st.dupsort),
         )
 
     async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:

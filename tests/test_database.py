@@ -86,6 +86,8 @@ async def test_get_multi(db: Db) -> None:
     await db.put_multi([(b"a", b"1"), (b"b", b"2")])
     result = await db.get_multi([b"a", b"missing", b"b"])
     assert result == {b"a": b"1", b"missing": None, b"b": b"2"}
+    assert list(result) == [b"a", b"missing", b"b"]  # the order asked, found or not
+    assert list(await db.get_multi([b"b", b"a"])) == [b"b", b"a"]
     assert await db.get_multi(iter([b"b", b"zz"]), default=b"-") == {b"b": b"2", b"zz": b"-"}
     assert await db.get_multi([]) == {}
     assert await db.get_multi([b"a", b"a"]) == {b"a": b"1"}
