@@ -139,6 +139,7 @@ class RangeIterator(Generic[T]):
         if self._started:
             raise RuntimeError("batches() must be called before iterating")
         size = self._chunk_size if size is None else check_range_args(None, size)
+        self._spec.pairs = True
         # Read in hops of many lists at once (a whole number of them, so every list but the
         # last is full): a hop costs tens of microseconds, slicing a list almost nothing.
         self._chunk_size = self._next_size = size * max(1, _BATCH_HOP // size)
@@ -149,12 +150,13 @@ class RangeIterator(Generic[T]):
             first, second = await self._next_chunk()
             if not first:
                 return
+            # Items come as (key, value) pairs here (spec.pairs), keys or values as they are.
+            assert second is None
+            if len(first) <= size:
+                yield first
+                continue
             for at in range(0, len(first), size):
-                if second is None:
-                    yield first[at : at + size] if len(first) > size else first
-                else:
-                    pairs = zip(first[at : at + size], second[at : at + size], strict=True)
-                    yield list(pairs)  # type: ignore[arg-type]
+                yield first[at : at + size]
 
     async def aclose(self) -> None:
         """Stop the iteration (a chunk being read is dropped)."""

@@ -31,6 +31,7 @@ from aiolmdb import (
     UInt16Coder,
     UInt32Coder,
     UInt64Coder,
+    ranges,
 )
 
 Db = AsyncDatabase[bytes, bytes]
@@ -205,6 +206,9 @@ async def test_range_arguments_match_model(
                 assert await collect(db.items(**kw)) == expected, kw
                 assert await collect(db.keys(**kw)) == [k for k, _ in expected], kw
                 assert await collect(db.values(**kw)) == [v for _, v in expected], kw
+                batches = await collect(db.items(**kw).batches(2))
+                assert [p for b in batches for p in b] == expected, kw
+                assert all(type(b) is list and 0 < len(b) <= 2 for b in batches), kw
 
 
 @pytest.mark.parametrize(("start", "stop", "prefix"), RANGE_CASES)
@@ -635,6 +639,34 @@ async def test_dupsort_scan_across_chunk_borders(env: Environment) -> None:
     assert await db.last() == (1000, 1995)
     in_run = await db.run(lambda txn: (list(txn.items(chunk_size=7)), list(txn.keys())))
     assert in_run == (model(DUP_DATA, U32, U32), model_keys(DUP_DATA, U32, U32))
+
+
+PLAIN_DATA = [(k, k * 7 + 1) for k in range(0, 3000, 3)]
+
+
+@pytest.mark.parametrize("hop", [1, 100, ranges._BATCH_HOP], ids=["hop1", "hop100", "default"])
+async def test_batches_of_items_match_model_across_hops(
+    env: Environment, monkeypatch: pytest.MonkeyPatch, hop: int
+) -> None:
+    # batches() of items() reads (key, value) pairs in one cursor pass and resumes after the
+    # last pair of each hop; small hops put that resume point everywhere, also in the middle
+    # of one key's duplicates.
+    monkeypatch.setattr(ranges, "_BATCH_HOP", hop)
+    dup = await env.open_db("dupbatch", dupsort=True, key_coder=U32, value_coder=U32)
+    await dup.put_multi(DUP_DATA)
+    plain = await env.open_db("plainbatch", key_coder=U32, value_coder=U32)
+    await plain.put_multi(PLAIN_DATA)
+    cases = [(None, None, None), (5, 1001, None), (6, 13, 30), (59, None, 100), (1, 2, 5)]
+    for db, data in ((dup, DUP_DATA), (plain, PLAIN_DATA)):
+        for reverse in (False, True):
+            for size in (1, 3, 64):
+                for start, stop, limit in cases:
+                    it = db.items(start, stop, reverse=reverse, limit=limit)
+                    batches = await collect(it.batches(size))
+                    expected = model(data, U32, U32, start, stop, None, reverse, limit)
+                    assert [p for b in batches for p in b] == expected, (start, stop, limit)
+                    assert all(len(b) == size for b in batches[:-1])
+                    assert all(type(b) is list and 0 < len(b) <= size for b in batches)
 
 
 # --------------------------------------------------------------------------------------------
