@@ -93,7 +93,17 @@ class AsyncDatabase(AsyncReads[K, V]):
     ``await`` the first operation waits instead.
     """
 
-    __slots__ = ("__weakref__", "_engine", "_env", "_inline", "_state", "key_coder", "value_coder")
+    __slots__ = (
+        "__weakref__",
+        "_engine",
+        "_env",
+        "_inline",
+        "_kc",
+        "_max_key",
+        "_raw",
+        "_state",
+        "_vc",
+    )
 
     def __init__(
         self,
@@ -106,8 +116,32 @@ class AsyncDatabase(AsyncReads[K, V]):
         self._engine = env._engine
         self._inline = env._inline_reads
         self._state = state
-        self.key_coder: Coder[K] = key_coder
-        self.value_coder: Coder[V] = value_coder
+        self._max_key: int = env._engine.max_key_size
+        self._kc: Coder[K] = key_coder
+        self._vc: Coder[V] = value_coder
+        # Both coders the built-in IdentityCoder: bytes operations may skip them (the hot
+        # paths test this one flag instead of the two coders' types on every call).
+        self._raw = type(key_coder) is IdentityCoder and type(value_coder) is IdentityCoder
+
+    @property
+    def key_coder(self) -> Coder[K]:
+        """The coder of this database's keys; you may replace it."""
+        return self._kc
+
+    @key_coder.setter
+    def key_coder(self, coder: Coder[K]) -> None:
+        self._kc = coder
+        self._raw = type(coder) is IdentityCoder and type(self._vc) is IdentityCoder
+
+    @property
+    def value_coder(self) -> Coder[V]:
+        """The coder of this database's values; you may replace it."""
+        return self._vc
+
+    @value_coder.setter
+    def value_coder(self, coder: Coder[V]) -> None:
+        self._vc = coder
+        self._raw = type(self._kc) is IdentityCoder and type(coder) is IdentityCoder
 
     def __repr__(self) -> str:
         name = self._state.name
@@ -173,7 +207,7 @@ class AsyncDatabase(AsyncReads[K, V]):
         return await self._engine.submit_read(fn, (dbi, *args))
 
     def _mks(self) -> int:
-        return self._engine.max_key_size
+        return self._max_key
 
     def _prefetch(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any] | None:
         # Used by RangeIterator after its first chunk, so the handle is open.
@@ -194,14 +228,12 @@ class AsyncDatabase(AsyncReads[K, V]):
         dbi = st.dbi
         if dbi is None or st.dropped:
             dbi = await self._ready()
-        kc = self.key_coder
-        vc = self.value_coder
         fn: Callable[..., Any]
         args: tuple[Any, ...]
-        if type(key) is bytes and type(kc) is IdentityCoder and type(vc) is IdentityCoder:
-            fn, args = _ops.get_bytes, (dbi, self._engine.max_key_size, key, default)
+        if self._raw and type(key) is bytes:
+            fn, args = _ops.get_bytes, (dbi, self._max_key, key, default)
         else:
-            fn, args = _ops.get, (dbi, kc, vc, self._engine.max_key_size, key, default)
+            fn, args = _ops.get, (dbi, self._kc, self._vc, self._max_key, key, default)
         if self._inline:
             result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
@@ -215,7 +247,7 @@ class AsyncDatabase(AsyncReads[K, V]):
             _ops.get_multi,
             self.key_coder,
             self.value_coder,
-            self._engine.max_key_size,
+            self._max_key,
             list(keys),
             default,
         )
@@ -231,22 +263,13 @@ class AsyncDatabase(AsyncReads[K, V]):
         dbi = st.dbi
         if dbi is None or st.dropped:
             dbi = await self._ready()
-        engine = self._engine
-        kc = self.key_coder
-        vc = self.value_coder
-        if (
-            type(key) is bytes
-            and type(value) is bytes
-            and type(kc) is IdentityCoder
-            and type(vc) is IdentityCoder
-            and not st.dupsort
-        ):
-            return await engine.submit_write(  # type: ignore[no-any-return]
-                _ops.put_bytes, (dbi, engine.max_key_size, key, value, overwrite)
+        if self._raw and type(key) is bytes and type(value) is bytes and not st.dupsort:
+            return await self._engine.submit_write(  # type: ignore[no-any-return]
+                _ops.put_bytes, (dbi, self._max_key, key, value, overwrite)
             )
-        return await engine.submit_write(  # type: ignore[no-any-return]
+        return await self._engine.submit_write(  # type: ignore[no-any-return]
             _ops.put,
-            (dbi, kc, vc, engine.max_key_size, key, value, overwrite, st.dupsort),
+            (dbi, self._kc, self._vc, self._max_key, key, value, overwrite, st.dupsort),
         )
 
     async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
@@ -261,7 +284,7 @@ class AsyncDatabase(AsyncReads[K, V]):
             _ops.put_multi,
             self.key_coder,
             self.value_coder,
-            self._engine.max_key_size,
+            self._max_key,
             pairs,
             self._state.dupsort,
         )
@@ -276,7 +299,7 @@ class AsyncDatabase(AsyncReads[K, V]):
             _ops.delete,
             self.key_coder,
             self.value_coder,
-            self._engine.max_key_size,
+            self._max_key,
             key,
             value if has_value else None,
             has_value,
@@ -289,20 +312,20 @@ class AsyncDatabase(AsyncReads[K, V]):
             _ops.delete_multi,
             self.key_coder,
             self.value_coder,
-            self._engine.max_key_size,
+            self._max_key,
             list(keys),
         )
 
     async def pop(self, key: K, default: V | None = None) -> V | None:
         """Delete ``key`` and return its old value, or ``default`` if it was absent."""
         return await self._write(  # type: ignore[no-any-return]
-            _ops.pop, self.key_coder, self.value_coder, self._engine.max_key_size, key, default
+            _ops.pop, self.key_coder, self.value_coder, self._max_key, key, default
         )
 
     async def replace(self, key: K, value: V) -> V | None:
         """Store ``value`` under ``key`` and return the previous value, or None."""
         return await self._write(  # type: ignore[no-any-return]
-            _ops.replace, self.key_coder, self.value_coder, self._engine.max_key_size, key, value
+            _ops.replace, self.key_coder, self.value_coder, self._max_key, key, value
         )
 
     async def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
@@ -316,7 +339,7 @@ class AsyncDatabase(AsyncReads[K, V]):
             _ops.update,
             self.key_coder,
             self.value_coder,
-            self._engine.max_key_size,
+            self._max_key,
             key,
             fn,
             default,

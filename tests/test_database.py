@@ -606,6 +606,10 @@ async def test_coders_replaced_at_runtime(env: Environment) -> None:
     assert await db.run(lambda txn: txn.get("j")) == {"a": 1}
     db.value_coder = aiolmdb.IdentityCoder()
     assert await db.get("j") == b'{"a": 1}'
+    db.key_coder = aiolmdb.IdentityCoder()  # bytes in and out again
+    assert await db.get(b"k") == b"raw"
+    assert await db.put(b"k2", b"raw2")
+    assert await db.get_multi([b"k", b"k2"]) == {b"k": b"raw", b"k2": b"raw2"}
 
 
 async def test_get_default_database_coders_stick(env: Environment) -> None:
