@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Compare aiolmdb with sync py-lmdb, lmdb.aio and a naive executor wrapper.",
     )
     p.add_argument("--quick", action="store_true", help="small smoke run (< 30 s)")
-    p.add_argument("--repeat", type=int, metavar="N", help="timed runs per cell (default 5)")
+    p.add_argument("--repeat", type=int, metavar="N", help="timed runs per cell (default 9)")
     p.add_argument("--only", metavar="W1,W3", help=f"comma-separated workloads: {names}")
     p.add_argument("--no-uvloop", action="store_true", help="skip the uvloop pass")
     p.add_argument("--json", type=Path, metavar="PATH", help="JSON output path")

@@ -179,9 +179,9 @@ class BenchConfig:
     key_size: int = 16
     value_size: int = 100
     map_size: int = 1 << 30
-    repeat: int = 5
+    repeat: int = 9
     #: Wall-clock seconds one measurement should take (op counts are calibrated to it).
-    target_seconds: float = 0.5
+    target_seconds: float = 0.25
     #: Cap on the op count of one measurement, as a fraction of each workload's max_ops.
     ops_scale: float = 1.0
     seed: int = 20240601
