@@ -330,7 +330,12 @@ def get_all(
 def count_values(
     txn: lmdb.Transaction, db: Any, kc: Coder[Any], mks: int, key: Any, dupsort: bool
 ) -> int:
-    """How many values key has (0 when absent; at most 1 in a plain database)."""
+    """How many values key has (0 when absent; at most 1 in a plain database).
+
+    The database's stored flags decide, not ``dupsort`` (the caller's view may predate the
+    open: a database takes the flags LMDB stored for it)."""
+    if db is not None:
+        dupsort = bool(db.flags(txn)["dupsort"])
     encoded = encode_key(kc, key, mks)
     cur = txn.cursor(db)
     try:

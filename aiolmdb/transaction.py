@@ -316,6 +316,7 @@ class AsyncDatabaseView(AsyncReads[K, V]):
     async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
         """Store ``value`` under ``key`` (visible to this transaction at once; durable at
         commit). False when nothing was stored."""
+        await self._db._ready()  # dupsort is known once the database is open
         return await self._write(  # type: ignore[no-any-return]
             _ops.put,
             self.key_coder,
@@ -330,6 +331,7 @@ class AsyncDatabaseView(AsyncReads[K, V]):
     async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every pair (all or nothing); returns how many were added."""
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        await self._db._ready()
         return await self._write(  # type: ignore[no-any-return]
             _ops.put_multi, self.key_coder, self.value_coder, self._mks(), pairs, self.dupsort
         )
@@ -337,6 +339,7 @@ class AsyncDatabaseView(AsyncReads[K, V]):
     async def delete(self, key: K, value: V = _MISSING) -> bool:
         """Delete ``key`` (or one pair of a dupsort database); True if it existed."""
         has_value = value is not _MISSING
+        await self._db._ready()
         return await self._write(  # type: ignore[no-any-return]
             _ops.delete,
             self.key_coder,

@@ -287,6 +287,26 @@ async def test_existing_database_keeps_its_stored_flags(path: Path, inline_reads
         assert await dups.count() == 3
 
 
+async def test_stored_dupsort_applies_before_the_open_completes(
+    path: Path, inline_reads: bool
+) -> None:
+    # Operations issued on a database whose open has not finished yet must use the flags
+    # LMDB has stored for it, not the ones the (flag-less) open asked for.
+    async with aiolmdb.open(path, map_size=MAP_SIZE) as env:
+        dups = await env.open_db("dups", dupsort=True)
+        await dups.put_multi([(b"k", b"1"), (b"k", b"2"), (b"k", b"3")])
+    async with aiolmdb.open(path, map_size=MAP_SIZE, inline_reads=inline_reads) as env:
+        assert await env.open_db("dups").count_values(b"k") == 3
+    async with aiolmdb.open(path, map_size=MAP_SIZE, inline_reads=inline_reads) as env:
+        not_awaited = env.open_db("dups")
+        async with env.begin(write=True) as txn:
+            view = txn[not_awaited]
+            assert await view.delete(b"k", b"1") is True  # one pair, not the whole key
+            assert await view.put(b"k", b"2") is False  # the exact pair exists
+            assert await view.put_multi([(b"k", b"3"), (b"k", b"4")]) == 1
+        assert await not_awaited.get_all(b"k") == [b"2", b"3", b"4"]
+
+
 async def test_open_db_name_of_plain_key(env: Environment) -> None:
     # A key of the main database is not a database: LMDB's error passes through.
     await env.get_default_database().put(b"plain", b"value")
