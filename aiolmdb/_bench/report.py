@@ -26,9 +26,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def find(self, loop: str, impl: str, workload: str) -> Cell | None:
-        """The cell for ``impl`` on ``workload`` under ``loop`` (sync cells match any loop)."""
+        """The cell for ``impl`` on ``workload`` measured in the ``loop`` pass."""
         for c in self.cells:
-            if c.impl == impl and c.workload == workload and c.loop in (loop, None):
+            if c.impl == impl and c.workload == workload and c.loop == loop:
                 return c
         return None
 

@@ -32,7 +32,7 @@ class Cell:
 
     impl: str
     workload: str
-    loop: str | None  # the event loop of the pass that measured it
+    loop: str  # the event loop of the pass that measured it
     ops: int = 0  # operations per timed run
     samples: list[float] = field(default_factory=list)  # ops/s, one per repeat
     skipped: str | None = None
@@ -146,6 +146,11 @@ async def calibrate(
     return min(max_ops, max(unit, round(wanted / unit) * unit))
 
 
+def error_text(exc: BaseException) -> str:
+    """How a failed cell says why in its row."""
+    return f"error: {type(exc).__name__}: {exc}"
+
+
 def log_cell(cell: Cell, log: Log) -> None:
     """One progress line: the cell's median and spread, or why it was skipped."""
     if cell.skipped is not None:
@@ -164,7 +169,7 @@ async def measure_workload(
     w: Workload,
     data: DataSet,
     cfg: BenchConfig,
-    loop: str | None,
+    loop: str,
     log: Log = log_stderr,
 ) -> list[Cell]:
     """Measure ``w`` on every adapter, interleaved: repeat ``i`` runs each adapter once.
@@ -189,7 +194,7 @@ async def measure_workload(
         try:
             cell.ops = await calibrate(adapter, w, data, cfg, timeout, seed)
         except Exception as exc:  # keep going: report the failure in its row
-            cell.skipped = f"error: {type(exc).__name__}: {exc}"
+            cell.skipped = error_text(exc)
             running.remove(adapter)
     for rep in range(cfg.repeat):
         shift = rep % len(running) if running else 0
@@ -200,7 +205,7 @@ async def measure_workload(
             try:
                 elapsed = await timed(adapter, w, data, cell.ops, seed + 1 + rep, timeout)
             except Exception as exc:
-                cell.skipped = f"error: {type(exc).__name__}: {exc}"
+                cell.skipped = error_text(exc)
                 cell.samples.clear()
                 continue
             cell.samples.append(cell.ops / elapsed)
@@ -217,19 +222,19 @@ async def run_interleaved(
     cfg: BenchConfig,
     base: Path,
     workdir: Path,
-    loop: str | None,
+    loop: str,
     log: Log = log_stderr,
 ) -> list[Cell]:
     """Give each adapter a fresh copy of the data, open them all, then measure workload by
     workload with the adapters' runs interleaved (:func:`measure_workload`)."""
     cells: list[Cell] = []
-    opened: list[Adapter] = []
+    opened: list[tuple[Adapter, Path]] = []
     try:
         for adapter in adapters:
             wanted = [w for w in workloads if w.name in adapter.workloads]
             if not wanted:
                 continue
-            path = workdir / f"{adapter.name}-{loop or 'noloop'}"
+            path = workdir / f"{adapter.name}-{loop}"
             clone(base, path, cfg)
             try:
                 await adapter.open(path, cfg)
@@ -239,14 +244,14 @@ async def run_interleaved(
                 shutil.rmtree(path, ignore_errors=True)
                 cells += [Cell(adapter.name, w.name, loop, skipped=reason) for w in wanted]
                 continue
-            opened.append(adapter)
+            opened.append((adapter, path))
         for w in workloads:
-            cells += await measure_workload(opened, w, data, cfg, loop, log)
+            cells += await measure_workload([a for a, _ in opened], w, data, cfg, loop, log)
     finally:
-        for adapter in opened:
+        for adapter, path in opened:
             try:
                 await adapter.close()
             except Exception as exc:
                 log(f"  {adapter.name}: close failed: {type(exc).__name__}: {exc}")
-            shutil.rmtree(workdir / f"{adapter.name}-{loop or 'noloop'}", ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
     return cells
