@@ -165,9 +165,8 @@ def read_chunk(
     the range is exhausted.
     """
     if not spec.encoded:
-        # The database's stored flags are authoritative (the iterator may have been made
-        # before the database finished opening).
-        spec.dupsort = bool(db.flags(txn)["dupsort"]) if db is not None else spec.dupsort
+        # The iterator may have been made before the database finished opening.
+        spec.dupsort = stored_dupsort(txn, db)
         spec.encode(kc)
     if spec.empty:
         return [], None, resume, True
@@ -257,6 +256,10 @@ def _first(pair: tuple[bytes, bytes]) -> bytes:
     return pair[0]
 
 
+def _same(key: bytes) -> bytes:
+    return key
+
+
 def _cut(
     entries: list[Any], spec: ScanSpec, key: Callable[[Any], bytes] | None = None
 ) -> tuple[list[Any], bool]:
@@ -273,10 +276,9 @@ def _cut(
     lo = spec.lo
     if lo is None or last >= lo:
         return entries, False
-    # Descending: the keys >= lo are a prefix. Bisect over "is it below lo?".
-    get = (lambda i: entries[i]) if key is None else (lambda i: key(entries[i]))
-    below = [False, True]
-    idx = bisect_left(range(len(entries)), True, key=lambda i: below[get(i) < lo])
+    # Descending: the keys >= lo are a prefix. Bisect over "is it below lo?" (False, then True).
+    key_of = _same if key is None else key
+    idx = bisect_left(entries, True, key=lambda e: key_of(e) < lo)
     return entries[:idx], True
 
 
@@ -297,6 +299,12 @@ def _decode(
     if mode == VALUES:
         return values, None
     return keys, values
+
+
+def stored_dupsort(txn: lmdb.Transaction, db: Any) -> bool:
+    """Whether LMDB stored the database as dupsort: this decides, not what an open asked for
+    (a database takes its stored flags, and a caller may predate the end of its open)."""
+    return bool(db.flags(txn)["dupsort"])
 
 
 def first_or_last(
@@ -327,20 +335,13 @@ def get_all(
         cur.close()
 
 
-def count_values(
-    txn: lmdb.Transaction, db: Any, kc: Coder[Any], mks: int, key: Any, dupsort: bool
-) -> int:
-    """How many values key has (0 when absent; at most 1 in a plain database).
-
-    The database's stored flags decide, not ``dupsort`` (the caller's view may predate the
-    open: a database takes the flags LMDB stored for it)."""
-    if db is not None:
-        dupsort = bool(db.flags(txn)["dupsort"])
+def count_values(txn: lmdb.Transaction, db: Any, kc: Coder[Any], mks: int, key: Any) -> int:
+    """How many values key has (0 when absent; at most 1 in a plain database)."""
     encoded = encode_key(kc, key, mks)
     cur = txn.cursor(db)
     try:
         if not cur.set_key(encoded):
             return 0
-        return int(cur.count()) if dupsort else 1
+        return int(cur.count()) if stored_dupsort(txn, db) else 1
     finally:
         cur.close()

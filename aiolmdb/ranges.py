@@ -338,5 +338,5 @@ class AsyncReads(Generic[K, V]):
     async def count_values(self, key: K) -> int:
         """How many values ``key`` has (0 if absent; at most 1 outside dupsort databases)."""
         return await self._read(  # type: ignore[no-any-return]
-            _scan.count_values, self.key_coder, self._mks(), key, self.dupsort
+            _scan.count_values, self.key_coder, self._mks(), key
         )

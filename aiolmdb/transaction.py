@@ -208,7 +208,7 @@ class DatabaseView(Generic[K, V]):
 
     def count_values(self, key: K) -> int:
         """How many values key has."""
-        return _scan.count_values(self._raw, self._db, self._kc, self._mks, key, self._dupsort)
+        return _scan.count_values(self._raw, self._db, self._kc, self._mks, key)
 
     def count(self) -> int:
         """The number of entries in the database."""
@@ -295,6 +295,12 @@ class AsyncDatabaseView(AsyncReads[K, V]):
         dbi = await self._db._ready()
         return await self._txn._call(fn, (dbi, *args), True)
 
+    async def _write_by_dupsort(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # For writes whose last argument is the dupsort flag: it is known once the database
+        # is open (a database takes the flags LMDB stored for it), so it is read after that.
+        dbi = await self._db._ready()
+        return await self._txn._call(fn, (dbi, *args, self.dupsort), True)
+
     def _prefetch(self, fn: Any, *args: Any) -> asyncio.Future[Any] | None:
         return None  # one command at a time inside a transaction
 
@@ -316,31 +322,21 @@ class AsyncDatabaseView(AsyncReads[K, V]):
     async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
         """Store ``value`` under ``key`` (visible to this transaction at once; durable at
         commit). False when nothing was stored."""
-        await self._db._ready()  # dupsort is known once the database is open
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.put,
-            self.key_coder,
-            self.value_coder,
-            self._mks(),
-            key,
-            value,
-            overwrite,
-            self.dupsort,
+        return await self._write_by_dupsort(  # type: ignore[no-any-return]
+            _ops.put, self.key_coder, self.value_coder, self._mks(), key, value, overwrite
         )
 
     async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every pair (all or nothing); returns how many were added."""
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        await self._db._ready()
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.put_multi, self.key_coder, self.value_coder, self._mks(), pairs, self.dupsort
+        return await self._write_by_dupsort(  # type: ignore[no-any-return]
+            _ops.put_multi, self.key_coder, self.value_coder, self._mks(), pairs
         )
 
     async def delete(self, key: K, value: V = _MISSING) -> bool:
         """Delete ``key`` (or one pair of a dupsort database); True if it existed."""
         has_value = value is not _MISSING
-        await self._db._ready()
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write_by_dupsort(  # type: ignore[no-any-return]
             _ops.delete,
             self.key_coder,
             self.value_coder,
@@ -348,7 +344,6 @@ class AsyncDatabaseView(AsyncReads[K, V]):
             key,
             value if has_value else None,
             has_value,
-            self.dupsort,
         )
 
     async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
