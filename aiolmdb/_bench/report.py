@@ -32,12 +32,13 @@ class Report:
                 return c
         return None
 
-    def ratio(
-        self, loop: str, impl: str, workload: str, peer: str, peer_workload: str | None = None
-    ) -> float | None:
-        """Median over repeats i of ``impl_i / peer_i`` (ops/s), or None if either is missing."""
+    def ratio(self, loop: str, impl: str, workload: str, peer: str) -> float | None:
+        """Median over repeats i of ``impl_i / peer_i`` (ops/s), or None if either is missing.
+
+        Both were measured in ``workload``'s rotation (a peer of ``scan-batches`` ran its scan).
+        """
         a = self.find(loop, impl, workload)
-        b = self.find(loop, peer, peer_workload or workload)
+        b = self.find(loop, peer, workload)
         if a is None or b is None or not a.samples or not b.samples:
             return None
         m = min(len(a.samples), len(b.samples))
@@ -82,12 +83,10 @@ def table_lines(report: Report, loop: str) -> list[str]:
         first = True
         rows: list[tuple[str, Cell]] = []
         for impl in IMPL_ORDER:
+            cell = report.find(loop, impl, wname)
+            label = impl
             if impl in PEERS and w.peer_workload is not None:
-                cell = report.find(loop, impl, w.peer_workload)
-                label = f"{impl} [{w.peer_workload}]"
-            else:
-                cell = report.find(loop, impl, wname)
-                label = impl
+                label = f"{impl} [{w.peer_workload}]"  # the peer ran its own scan here
             if cell is not None:
                 rows.append((label, cell))
         for label, cell in rows:
@@ -101,7 +100,7 @@ def table_lines(report: Report, loop: str) -> list[str]:
             line = f"{name:<15} {label:<16} {med:>14,.0f} {spread:>6.0f}% {cell.ops:>9,}"
             if cell.impl in PEERS:
                 for o in ours:
-                    r = report.ratio(loop, o, wname, cell.impl, cell.workload)
+                    r = report.ratio(loop, o, wname, cell.impl)
                     line += f" {fmt_ratio(r):>16}"
             lines.append(line.rstrip())
         if not rows:
@@ -143,14 +142,14 @@ def evaluate_targets(report: Report) -> list[TargetResult]:
         for t in TARGETS:
             if t.workload not in report.workloads:
                 continue
-            value = report.ratio(loop, t.impl, t.workload, t.peer, t.peer_workload)
+            value = report.ratio(loop, t.impl, t.workload, t.peer)
             if value is None:
                 missing = []
-                for impl, wl in ((t.impl, t.workload), (t.peer, t.peer_workload or t.workload)):
-                    cell = report.find(loop, impl, wl)
+                for impl in (t.impl, t.peer):
+                    cell = report.find(loop, impl, t.workload)
                     if cell is None or cell.median is None:
                         why = cell.skipped if cell is not None else "not measured"
-                        missing.append(f"{impl} {wl}: {why}")
+                        missing.append(f"{impl} {t.workload}: {why}")
                 out.append(TargetResult(t, loop, None, "SKIP", "; ".join(missing)))
             else:
                 out.append(TargetResult(t, loop, value, "PASS" if value >= t.floor else "FAIL"))
@@ -179,7 +178,7 @@ def to_json(report: Report, targets: list[TargetResult]) -> dict[str, Any]:
             peer_wl = WORKLOAD_BY_NAME[wname].baseline
             for impl in OURS:
                 for peer in PEERS:
-                    r = report.ratio(loop, impl, wname, peer, peer_wl)
+                    r = report.ratio(loop, impl, wname, peer)
                     if r is not None:
                         ratios.append(
                             {

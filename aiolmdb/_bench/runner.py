@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .adapters import Adapter
+from .adapters import PEERS, Adapter
 from .dataset import MAX_DBS, DataSet, clone, random_items, random_keys
 from .workloads import CONCURRENCY, MULTI_BATCH, SCAN_BATCH, BenchConfig, Workload
 
@@ -82,11 +82,17 @@ def op_bounds(w: Workload, data: DataSet, cfg: BenchConfig) -> tuple[int, int, i
     return unit, probe, max_ops
 
 
+def runs_as(adapter: Adapter, w: Workload) -> str:
+    """What ``adapter`` runs when ``w`` is measured: ``w`` itself, or for a peer without a
+    form of its own (``scan-batches``) the workload it is compared on (its scan)."""
+    return w.name if w.name in adapter.workloads else w.baseline
+
+
 def make_call(
     adapter: Adapter, w: Workload, data: DataSet, n: int, seed: int
 ) -> Callable[[], Awaitable[int]]:
     """Build the inputs for ``n`` ops of ``w`` (untimed) and return the timed call."""
-    name = w.name
+    name = runs_as(adapter, w)
     if name in ("get-concurrent", "get-json"):
         keys = random_keys(data, n, seed)
         fn = adapter.get_concurrent if name == "get-concurrent" else adapter.get_json
@@ -181,12 +187,18 @@ async def measure_workload(
     """
     timeout = max(60.0, 100 * cfg.target_seconds)
     seed = cfg.seed + sum(map(ord, w.name))
-    adapters = [a for a in adapters if w.name in a.workloads]
+    # The peers of a workload compared on another one (scan-batches: the peers' scan) run
+    # that one here, in the same rotation, so its ratios pair runs made side by side too.
+    adapters = [
+        a
+        for a in adapters
+        if w.name in a.workloads or (a.name in PEERS and w.baseline in a.workloads)
+    ]
     cells: dict[str, Cell] = {}
     running: list[Adapter] = []
     for adapter in adapters:
         cell = cells[adapter.name] = Cell(adapter.name, w.name, loop)
-        cell.skipped = adapter.unsupported(w.name)
+        cell.skipped = adapter.unsupported(runs_as(adapter, w))
         if cell.skipped is None:
             running.append(adapter)
     for adapter in list(running):

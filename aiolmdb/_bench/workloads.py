@@ -20,8 +20,8 @@ class Workload:
     (multiples of the task count), ``one``, ``multi`` (whole 20k-key calls) or
     ``dataset`` (whole scans).  ``max_ops`` caps one timed run and ``probe_ops`` sizes
     the calibration run; 0 means "10 units" and "1 unit" respectively.
-    ``peer_workload`` names the workload whose peer results the ratios are computed
-    against (defaults to the workload itself).
+    ``peer_workload`` names what the peers, which have no form of this workload, run in
+    its rotation instead (``scan-batches``: their scan); the ratios pair those runs.
     """
 
     name: str
@@ -35,7 +35,7 @@ class Workload:
 
     @property
     def baseline(self) -> str:
-        """Workload whose peer measurements are the denominators of the ratios."""
+        """What the peers run when this workload is measured."""
         return self.peer_workload or self.name
 
 
@@ -115,7 +115,6 @@ WORKLOAD_BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 def resolve_workloads(spec: str | None) -> list[Workload]:
     """Turn an ``--only`` value (names or W1..W8 aliases, comma separated) into workloads.
 
-    ``scan-batches`` brings ``scan`` along (its ratios use the peers' scan numbers).
     Raises ``ValueError`` naming the unknown entries.
     """
     if not spec:
@@ -135,8 +134,6 @@ def resolve_workloads(spec: str | None) -> list[Workload]:
     if unknown:
         choices = ", ".join(f"{w.alias}={w.name}" for w in WORKLOADS)
         raise ValueError(f"unknown workload(s) {', '.join(unknown)}; choose from {choices}")
-    # A workload compared against another one's peers needs that one measured too.
-    wanted.update(w.baseline for w in WORKLOADS if w.name in wanted)
     return [w for w in WORKLOADS if w.name in wanted]
 
 
