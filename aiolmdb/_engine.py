@@ -455,15 +455,62 @@ class Engine:
         fut = self.loop().create_future()
 
         def job() -> None:
+            self._enter_gate()
             try:
-                self._enter_gate()
+                result: tuple[asyncio.Future[Any], bool, Any] = (fut, True, fn(*args))
+            except BaseException as exc:
+                result = (fut, False, _as_settable(exc))
+            finally:
+                self._leave_gate()
+            self._post([result])
+
+        self._submit_counted(job)
+        return fut
+
+    def submit_stream(
+        self,
+        fn: Op,
+        args: tuple[Any, ...],
+        on_item: Callable[[Any], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> None:
+        """Run ``fn(read_txn, emit, *args)`` alone on a reader thread, in its own read
+        transaction. Each ``emit(x)`` calls ``on_item(x)`` on the loop as soon as it is made
+        (so the loop consumes while the thread goes on reading); then ``on_end(None)``, or
+        ``on_end(exc)`` if ``fn`` raised, follows the items. ``fn`` must return soon (it holds
+        a read transaction, which map growth waits for): it is counted for close."""
+        self.check_open()
+        post = self.loop().call_soon_threadsafe
+
+        def emit(item: Any) -> None:
+            post(on_item, item)  # RuntimeError once the loop is closed: fn stops
+
+        def job() -> None:
+            error: BaseException | None = None
+            try:
+                txn = self.begin_read()
+            except BaseException as exc:
+                error = exc
+            else:
                 try:
-                    result: tuple[asyncio.Future[Any], bool, Any] = (fut, True, fn(*args))
+                    fn(txn, emit, *args)
                 except BaseException as exc:
-                    result = (fut, False, _as_settable(exc))
+                    error = _as_settable(exc)
                 finally:
-                    self._leave_gate()
-                self._post([result])
+                    self.end_read(txn)
+            try:
+                post(on_end, error)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting
+
+        self._submit_counted(job)
+
+    def _submit_counted(self, job: Callable[[], None]) -> None:
+        """Run job() on a reader thread; close waits for it (like the read drains)."""
+
+        def counted() -> None:
+            try:
+                job()
             finally:
                 with self._gate:
                     self._drains -= 1
@@ -472,12 +519,11 @@ class Engine:
         with self._gate:
             self._drains += 1
         try:
-            self._executor.submit(job)
+            self._executor.submit(counted)
         except BaseException:
             with self._gate:
                 self._drains -= 1
             raise
-        return fut
 
     def submit_quiet(self, fn: Callable[[], Any]) -> None:
         """Run fn() on a reader thread, ignoring its result (cleanup work)."""

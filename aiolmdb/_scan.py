@@ -1,9 +1,10 @@
 """Range scans: read one chunk of a key range on a worker thread.
 
-A scan never holds a transaction between chunks: each chunk is read in its own (batched) read
-transaction, re-seeking just past the last entry the previous chunk returned. So an abandoned
-iterator holds no reader slot, never blocks writers or map growth, and writes made during a scan
-are seen by the chunks read after them. Chunks come from py-lmdb's C iterators and are cut at the
+A scan holds no transaction while its caller consumes: chunks are read in short read
+transactions (a few back to back in one, see ranges.RangeIterator), each re-seeking just past the
+last entry the previous chunk returned. So an abandoned iterator holds no reader slot, never
+blocks writers or map growth, and writes made during a scan are seen by the chunks read after
+them. Chunks come from py-lmdb's C iterators and are cut at the
 range bound by bisection (keys are sorted), so per-entry Python work happens only for decoding.
 """
 

@@ -209,11 +209,20 @@ class AsyncDatabase(AsyncReads[K, V]):
     def _mks(self) -> int:
         return self._max_key
 
-    def _prefetch(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any] | None:
-        # Used by RangeIterator after its first chunk, so the handle is open.
-        if self._inline or self._state.dbi is None:
-            return None
-        return self._engine.submit_read(fn, (self._state.dbi, *args))
+    def _stream(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        on_item: Callable[[Any], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> bool:
+        # Range iterators read ahead this way. Not in inline mode (reads run on the loop
+        # there), nor before the handle is open (the next read waits for the open).
+        st = self._state
+        if self._inline or st.dbi is None or st.dropped:
+            return False
+        self._engine.submit_stream(fn, (st.dbi, *args), on_item, on_end)
+        return True
 
     async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
         dbi = self._state.dbi

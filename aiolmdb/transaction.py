@@ -301,8 +301,14 @@ class AsyncDatabaseView(AsyncReads[K, V]):
         dbi = await self._db._ready()
         return await self._txn._call(fn, (dbi, *args, self.dupsort), True)
 
-    def _prefetch(self, fn: Any, *args: Any) -> asyncio.Future[Any] | None:
-        return None  # one command at a time inside a transaction
+    def _stream(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        on_item: Callable[[Any], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> bool:
+        return False  # one command at a time inside a transaction: no reading ahead
 
     def _mks(self) -> int:
         return self._db._engine.max_key_size

@@ -110,8 +110,8 @@ def active_readers(env: Environment) -> list[str]:
 async def wait_no_active_readers(env: Environment) -> None:
     """Wait (bounded) until no reader slot holds a transaction; a leaked one fails the test.
 
-    A cancelled prefetch that had already started on a reader thread ends its transaction
-    a moment later, so this polls instead of checking once."""
+    A reader thread still reading ahead for an abandoned iterator ends its transaction a
+    moment later, so this polls instead of checking once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5.0
     while active := active_readers(env):
@@ -644,14 +644,14 @@ async def test_dupsort_scan_across_chunk_borders(env: Environment) -> None:
 PLAIN_DATA = [(k, k * 7 + 1) for k in range(0, 3000, 3)]
 
 
-@pytest.mark.parametrize("hop", [1, 100, ranges._BATCH_HOP], ids=["hop1", "hop100", "default"])
+@pytest.mark.parametrize("hop", [1, 100, ranges._BATCH_CHUNK], ids=["hop1", "hop100", "default"])
 async def test_batches_of_items_match_model_across_hops(
     env: Environment, monkeypatch: pytest.MonkeyPatch, hop: int
 ) -> None:
     # batches() of items() reads (key, value) pairs in one cursor pass and resumes after the
     # last pair of each hop; small hops put that resume point everywhere, also in the middle
     # of one key's duplicates.
-    monkeypatch.setattr(ranges, "_BATCH_HOP", hop)
+    monkeypatch.setattr(ranges, "_BATCH_CHUNK", hop)
     dup = await env.open_db("dupbatch", dupsort=True, key_coder=U32, value_coder=U32)
     await dup.put_multi(DUP_DATA)
     plain = await env.open_db("plainbatch", key_coder=U32, value_coder=U32)
@@ -860,8 +860,10 @@ async def test_writes_far_ahead_and_behind_during_iteration(
     open_env: OpenEnv, reverse: bool
 ) -> None:
     """Keys inserted far ahead of the cursor (beyond anything buffered: the rest of the
-    current chunk plus one prefetched chunk) are seen, keys deleted there are not, and keys
-    inserted or deleted behind it change nothing: the result is exact."""
+    current chunk plus the chunks read ahead, at most 24 entries here) are seen, keys deleted
+    there are not, and keys inserted or deleted behind it change nothing: the result is exact.
+    Keys are inserted inside the range only: past its end, the reader may have found the end
+    already."""
     env = open_env(sync=False)
     db = await env.open_db("w", key_coder=U32, value_coder=U32)
     original = list(range(0, 6000, 10))
@@ -881,7 +883,7 @@ async def test_writes_far_ahead_and_behind_during_iteration(
         if step % 5:
             continue
         ops: list[tuple[str, int]] = []
-        if (a := k + sign * 505) >= 0:
+        if 0 <= (a := k + sign * 505) < original[-1]:
             ops.append(("put", a))
             inserted_ahead.add(a)
         if (d := k + sign * 600) >= 0 and d in original:
@@ -1063,9 +1065,9 @@ async def test_clearing_the_database_during_iteration_ends_it(env: Environment) 
     seen = [await anext(it) for _ in range(5)]
     await db.drop(delete=False)
     seen += await collect(it)
-    # What was already read (this chunk and at most one prefetched chunk) may still come.
+    # What was already read (this chunk and the chunks read ahead) may still come.
     assert seen == list(range(len(seen)))
-    assert 5 <= len(seen) <= 20
+    assert 5 <= len(seen) <= 10 * (1 + ranges._AHEAD)
     assert await collect(db.keys()) == []
 
 
@@ -1176,6 +1178,58 @@ async def test_iterator_on_closed_environment_raises_closed_error(env: Environme
         await db.count()
 
 
+class CountingCoder(Coder[int]):
+    """UInt32 keys that count their decodes (one per entry read) and can fail once, at one
+    key, on the reader thread: a chunk read ahead that raises."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.decoded = 0
+        self.fail_at = fail_at
+
+    def serialize(self, obj: int) -> bytes:
+        return U32.serialize(obj)
+
+    def deserialize(self, buffer: Any) -> int:
+        self.decoded += 1
+        key = U32.deserialize(buffer)
+        if key == self.fail_at:
+            self.fail_at = None
+            raise ValueError(f"cannot decode key {key}")
+        return key
+
+
+async def test_reading_ahead_is_bounded(env: Environment, inline_reads: bool) -> None:
+    """A caller that stops consuming holds its chunk and at most _AHEAD chunks read ahead:
+    the reader thread stops instead of reading the whole range into memory."""
+    counting = CountingCoder()
+    db = await env.open_db("ahead", key_coder=counting, value_coder=U32)
+    await db.put_multi([(k, k) for k in range(10_000)])
+    it = db.keys(chunk_size=10)
+    assert await anext(it) == 0
+    await wait_no_active_readers(env)  # the reader thread's job has ended
+    await asyncio.sleep(0)  # and its last callbacks have run
+    if inline_reads:
+        assert counting.decoded == 10  # read on the loop, when asked for: nothing ahead
+    else:
+        assert 10 <= counting.decoded <= 10 * (1 + ranges._AHEAD)
+    assert [k async for k in it] == list(range(1, 10_000))
+
+
+async def test_error_in_a_chunk_read_ahead_comes_in_order_and_iteration_resumes(
+    env: Environment,
+) -> None:
+    """The entries before the failing chunk come first, then its error; the next call reads
+    that chunk again (here it decodes), so nothing is skipped or repeated."""
+    db = await env.open_db("fail", key_coder=CountingCoder(fail_at=25), value_coder=U32)
+    await db.put_multi([(k, k) for k in range(100)])
+    it = db.keys(chunk_size=10)
+    got = [await anext(it) for _ in range(20)]
+    with pytest.raises(ValueError, match="cannot decode key 25"):
+        await anext(it)
+    assert got == list(range(20))
+    assert [k async for k in it] == list(range(20, 100))
+
+
 # --------------------------------------------------------------------------------------------
 # cancellation
 # --------------------------------------------------------------------------------------------
@@ -1206,7 +1260,7 @@ class GateCoder(Coder[int]):
     ("source", "trigger"),
     [
         pytest.param("database", 1, id="database-first-read"),
-        pytest.param("database", 11, id="database-prefetch"),
+        pytest.param("database", 11, id="database-read-ahead"),
         pytest.param("snapshot", 1, id="snapshot-first-read"),
     ],
 )
@@ -1224,7 +1278,7 @@ async def test_cancelled_anext_does_not_skip_entries(
         gate.calls = 0
         gate.trigger = trigger
         got: list[int] = []
-        if trigger > 10:  # the first chunk arrives; the prefetch of the second one blocks
+        if trigger > 10:  # the first chunk arrives; reading the second one ahead blocks
             got = [await anext(it) for _ in range(10)]
         task = asyncio.ensure_future(anext(it))
         assert await asyncio.to_thread(gate.entered.wait, TIMEOUT)
