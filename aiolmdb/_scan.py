@@ -43,13 +43,13 @@ class ScanSpec:
     """
 
     __slots__ = (
+        "batch",
         "dupsort",
         "empty",
         "encoded",
         "hi",
         "lo",
         "mode",
-        "pairs",
         "prefix",
         "reverse",
         "start",
@@ -66,9 +66,10 @@ class ScanSpec:
         dupsort: bool,
     ) -> None:
         self.mode = mode
-        # items() read for batches(): chunks come as one list of (key, value) pairs, read in
-        # one cursor pass, instead of two columns (see read_chunk).
-        self.pairs = False
+        # batches(size): chunks come as lists of up to ``batch`` entries, cut on the worker
+        # (the loop then hands them on untouched), and items() as (key, value) pairs read in
+        # one cursor pass instead of two columns (see read_chunk). 0: not batches().
+        self.batch = 0
         self.start = start
         self.stop = stop
         self.prefix = prefix
@@ -147,7 +148,9 @@ def _position(cur: lmdb.Cursor, spec: ScanSpec, resume: Resume | None) -> bool:
 
 # Chunks travel as columns (a list of keys, a list of values), not as a list of (key, value)
 # tuples: thousands of fresh tuples set off the cyclic garbage collector again and again, which
-# doubled the cost of a scan. Tuples are made one at a time as the caller takes them.
+# doubled the cost of a scan. Tuples are made one at a time as the caller takes them. (A batch
+# must hold pairs, so batches() of items() has them made here, in chunks small enough for
+# CPython's tuple free list.)
 
 
 def read_chunk(
@@ -162,8 +165,9 @@ def read_chunk(
     """Read up to n entries of the scan after ``resume``.
 
     Returns ``(first, second, new_resume, done)``, decoded: for items() the keys and the
-    values; for keys() the keys and None; for values() the values and None. ``done`` means
-    the range is exhausted.
+    values; for keys() the keys and None; for values() the values and None; for batches()
+    (``spec.batch``) the lists to yield, of (key, value) pairs for items(), and None. ``done``
+    means the range is exhausted.
     """
     if not spec.encoded:
         # The iterator may have been made before the database finished opening.
@@ -171,8 +175,36 @@ def read_chunk(
         spec.encode(kc)
     if spec.empty:
         return [], None, resume, True
-    if spec.pairs and spec.mode == ITEMS:
-        return _read_pairs(txn, db, kc, vc, spec, resume, n)
+    if not spec.batch:
+        return _read_columns(txn, db, kc, vc, spec, resume, n)
+    if spec.mode == ITEMS:
+        entries, _, resume, done = _read_pairs(txn, db, kc, vc, spec, resume, n)
+    else:
+        entries, _, resume, done = _read_columns(txn, db, kc, vc, spec, resume, n)
+    return _split(entries, spec.batch), None, resume, done
+
+
+def _split(entries: list[Any], size: int) -> list[list[Any]]:
+    """A chunk for batches(): its entries in lists of ``size`` (the last may be shorter).
+
+    Cut here, on the worker, where the entries were just made (in this core's cache): the
+    loop thread hands the lists on as they are instead of touching every entry again.
+    """
+    if len(entries) <= size:
+        return [entries] if entries else []
+    return [entries[at : at + size] for at in range(0, len(entries), size)]
+
+
+def _read_columns(
+    txn: lmdb.Transaction,
+    db: Any,
+    kc: Coder[Any],
+    vc: Coder[Any],
+    spec: ScanSpec,
+    resume: Resume | None,
+    n: int,
+) -> tuple[list[Any], list[Any] | None, Resume | None, bool]:
+    """read_chunk's columns, read in two cursor passes (no tuples are made here)."""
     unique = spec.unique_keys
     cur = txn.cursor(db)
     try:

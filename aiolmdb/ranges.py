@@ -156,6 +156,8 @@ class RangeIterator(Generic[T]):
             return next(self._it)  # type: ignore[no-any-return]
         except StopIteration:
             pass
+        if self._spec.batch:
+            raise RuntimeError("iterate what batches() returned, not the iterator it came from")
         first, second = await self._next_chunk()
         if not first:
             raise StopAsyncIteration
@@ -171,23 +173,19 @@ class RangeIterator(Generic[T]):
         if self._started:
             raise RuntimeError("batches() must be called before iterating")
         size = self._chunk_size if size is None else check_range_args(None, size)
-        self._spec.pairs = True
+        self._spec.batch = size
         # Chunks of whole lists (so every list but the last is full).
         self._chunk_size = self._next_size = size * max(1, _BATCH_CHUNK // size)
-        return self._iter_batches(size)
+        return self._iter_batches()
 
-    async def _iter_batches(self, size: int) -> AsyncIterator[list[T]]:
+    async def _iter_batches(self) -> AsyncIterator[list[T]]:
         while True:
-            first, second = await self._next_chunk()
-            if not first:
+            # A chunk comes as the lists to yield (spec.batch), cut on the reader thread.
+            lists, _ = await self._next_chunk()
+            if not lists:
                 return
-            # Items come as (key, value) pairs here (spec.pairs), keys or values as they are.
-            assert second is None
-            if len(first) <= size:
-                yield first
-                continue
-            for at in range(0, len(first), size):
-                yield first[at : at + size]
+            for entries in lists:
+                yield entries
 
     async def aclose(self) -> None:
         """Stop the iteration (chunks read ahead are dropped; a reader thread stops after
@@ -253,7 +251,7 @@ class RangeIterator(Generic[T]):
             emit((chunk, size))
             first, _, resume, done = chunk
             if remaining is not None:
-                remaining -= len(first)
+                remaining -= self._count(first)
             if done or remaining == 0 or self._closed:
                 return
             size = min(size * 2, max_size)
@@ -267,7 +265,7 @@ class RangeIterator(Generic[T]):
         self._done = done
         self._next_size = min(size * 2, self._chunk_size)
         if self._remaining is not None:
-            self._remaining -= len(first)
+            self._remaining -= self._count(first)
         if not self._closed:
             self._buffer.append((first, second))
         self._wake()
@@ -296,8 +294,12 @@ class RangeIterator(Generic[T]):
             _scan.read_chunk, self._kc, self._vc, self._spec, self._resume, size
         )
         if self._remaining is not None:
-            self._remaining -= len(first)
+            self._remaining -= self._count(first)
         return first, second
+
+    def _count(self, first: list[Any]) -> int:
+        """How many entries a chunk holds (for batches() it is a list of lists)."""
+        return sum(map(len, first)) if self._spec.batch else len(first)
 
 
 def iterate_sync(

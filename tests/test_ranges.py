@@ -529,6 +529,11 @@ async def test_batches_errors(db: Db) -> None:
     await anext(it)
     with pytest.raises(RuntimeError, match="batches"):
         it.batches(2)
+    it = db.items()
+    batches = it.batches(2)
+    with pytest.raises(RuntimeError, match="batches"):
+        await anext(it)  # the entries now come from batches
+    assert [pair for batch in [b async for b in batches] for pair in batch] == BYTES_PAIRS
 
 
 # --------------------------------------------------------------------------------------------
