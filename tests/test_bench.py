@@ -110,7 +110,7 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             "--repeat",
             "2",
             "--only",
-            "W1,W3,W7,W8",
+            "W1,W3,W8",
             "--json",
             str(out_json),
             "--png",
@@ -125,12 +125,12 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "== targets (median of per-repeat ratios) ==" in printed
     report: dict[str, Any] = json.loads(out_json.read_text())
     assert report["loops"] == ["asyncio"]
-    assert report["workloads"] == ["get-concurrent", "put-concurrent", "scan", "scan-batches"]
+    # W8 alone: its peers are opened and run their scan in its rotation.
+    assert report["workloads"] == ["get-concurrent", "put-concurrent", "scan-batches"]
     measured = {(r["impl"], r["workload"]): r for r in report["results"]}
     expected = {
         "get-concurrent": {"sync", "lmdb.aio", "naive", "aiolmdb", "aiolmdb-inline"},
         "put-concurrent": {"sync", "sync-batch", "lmdb.aio", "naive", "aiolmdb"},
-        "scan": {"sync", "lmdb.aio", "naive", "aiolmdb", "aiolmdb-inline"},
         # The peers have no batch form: they run their scan, in the same rotation.
         "scan-batches": {"sync", "lmdb.aio", "naive", "aiolmdb", "aiolmdb-inline"},
     }
@@ -164,5 +164,20 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     pairs = zip(batches, sync_scans, strict=True)
     assert ratio == pytest.approx(statistics.median(a / b for a, b in pairs), rel=1e-2)
     statuses = {t["target"]: t["status"] for t in report["targets"]}
-    assert len(statuses) == 7  # get-concurrent x3, put-concurrent x2, scan, scan-batches
+    assert len(statuses) == 6  # get-concurrent x3, put-concurrent x2, scan-batches
     assert set(statuses.values()) <= {"PASS", "FAIL"}
+
+
+def test_scan_batches_alone_measures_its_peers(tmp_path: Path) -> None:
+    """``--only W8`` opens the peers too: they run their scan in W8's rotation."""
+    out_json = tmp_path / "r.json"
+    argv = ["--quick", "--no-uvloop", "--repeat", "1", "--only", "W8", "--json", str(out_json)]
+    code = main([*argv, "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)])
+    assert code == 0
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    assert report["workloads"] == ["scan-batches"]
+    cells = {r["impl"]: r for r in report["results"]}
+    for impl in ("sync", "lmdb.aio", "naive", "aiolmdb"):
+        assert cells[impl]["skipped"] is None, impl
+        assert len(cells[impl]["ops_per_sec"]) == 1, impl
+    assert [t["status"] for t in report["targets"]] in (["PASS"], ["FAIL"])

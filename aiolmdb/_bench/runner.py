@@ -82,6 +82,14 @@ def op_bounds(w: Workload, data: DataSet, cfg: BenchConfig) -> tuple[int, int, i
     return unit, probe, max_ops
 
 
+def takes_part(adapter: Adapter, w: Workload) -> bool:
+    """Whether ``adapter`` is measured in ``w``'s rotation (a peer of ``scan-batches`` runs
+    its scan there, so its ratios pair runs made side by side too)."""
+    return w.name in adapter.workloads or (
+        adapter.name in PEERS and w.baseline in adapter.workloads
+    )
+
+
 def runs_as(adapter: Adapter, w: Workload) -> str:
     """What ``adapter`` runs when ``w`` is measured: ``w`` itself, or for a peer without a
     form of its own (``scan-batches``) the workload it is compared on (its scan)."""
@@ -187,13 +195,7 @@ async def measure_workload(
     """
     timeout = max(60.0, 100 * cfg.target_seconds)
     seed = cfg.seed + sum(map(ord, w.name))
-    # The peers of a workload compared on another one (scan-batches: the peers' scan) run
-    # that one here, in the same rotation, so its ratios pair runs made side by side too.
-    adapters = [
-        a
-        for a in adapters
-        if w.name in a.workloads or (a.name in PEERS and w.baseline in a.workloads)
-    ]
+    adapters = [a for a in adapters if takes_part(a, w)]
     cells: dict[str, Cell] = {}
     running: list[Adapter] = []
     for adapter in adapters:
@@ -243,7 +245,7 @@ async def run_interleaved(
     opened: list[tuple[Adapter, Path]] = []
     try:
         for adapter in adapters:
-            wanted = [w for w in workloads if w.name in adapter.workloads]
+            wanted = [w for w in workloads if takes_part(adapter, w)]
             if not wanted:
                 continue
             path = workdir / f"{adapter.name}-{loop}"
