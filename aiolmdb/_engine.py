@@ -477,8 +477,9 @@ class Engine:
         """Run ``fn(read_txn, emit, *args)`` alone on a reader thread, in its own read
         transaction. Each ``emit(x)`` calls ``on_item(x)`` on the loop as soon as it is made
         (so the loop consumes while the thread goes on reading); then ``on_end(None)``, or
-        ``on_end(exc)`` if ``fn`` raised, follows the items. ``fn`` must return soon (it holds
-        a read transaction, which map growth waits for): it is counted for close."""
+        ``on_end(exc)`` if ``fn`` raised, follows the items. ``fn`` must return within a few
+        milliseconds (map growth waits for every read transaction to end): a longer task is
+        several jobs. Counted for close."""
         self.check_open()
         post = self.loop().call_soon_threadsafe
 
@@ -498,6 +499,8 @@ class Engine:
                     error = _as_settable(exc)
                 finally:
                     self.end_read(txn)
+                # py-lmdb frees the reader slot only with the Transaction object itself.
+                del txn
             try:
                 post(on_end, error)
             except RuntimeError:

@@ -6,7 +6,8 @@ JSON or pickled keys in no useful order. ``prefix`` keeps the keys whose encodin
 encoded prefix; ``reverse=True`` walks the same range from its end; ``limit`` caps the count.
 
 Consistency: chunks are read in short read transactions (a reader thread reads up to _AHEAD
-chunks ahead of the caller in one, then stops), each starting just past the last entry before it.
+chunks ahead of the caller, then stops; at most _CHUNKS_PER_JOB chunks share a transaction),
+each starting just past the last entry before it.
 Nothing is held while the caller works through what was read, so an abandoned iterator leaks no
 reader slot and never holds back writers; a scan sees writes committed while it runs once it
 reaches them (entries already read ahead are not read again). For one consistent view of
@@ -41,6 +42,10 @@ _BATCH_CHUNK = 2000
 _FIRST_CHUNK = 64
 # How many chunks a reader thread reads ahead of the caller before it stops.
 _AHEAD = 2
+# A reader thread streaming to a caller that keeps up ends its job (and read transaction) after
+# this many chunks and the loop starts the next: short transactions let map growth through and
+# keep old pages from being pinned.
+_CHUNKS_PER_JOB = 4
 
 
 def check_range_args(limit: int | None, chunk_size: int | None) -> int:
@@ -200,12 +205,7 @@ class RangeIterator(Generic[T]):
             if self._buffer:
                 self._consumed += 1
                 chunk = self._buffer.popleft()
-                try:
-                    self._read_ahead()
-                except Exception:
-                    # E.g. the environment is closing. The next call, with nothing buffered,
-                    # tries again and raises; this one must not lose the chunk it took.
-                    pass
+                self._read_ahead_quietly()
                 return chunk
             if self._error is not None:
                 # After the chunks read before it; the next call reads from there again.
@@ -241,10 +241,10 @@ class RangeIterator(Generic[T]):
         remaining: int | None,
     ) -> None:
         """Reader thread: read chunks one after another in one transaction, handing each to
-        the loop at once, until the range ends, the limit is reached, the iterator is closed
-        or _AHEAD chunks are waiting."""
+        the loop at once, until the range ends, the limit is reached, the iterator is closed,
+        _AHEAD chunks are waiting or _CHUNKS_PER_JOB were read (the loop goes on then)."""
         kc, vc, spec, max_size = self._kc, self._vc, self._spec, self._chunk_size
-        while True:
+        for _ in range(_CHUNKS_PER_JOB):
             n = size if remaining is None else min(size, remaining)
             chunk = _scan.read_chunk(txn, db, kc, vc, spec, resume, n)
             self._emitted += 1
@@ -270,11 +270,22 @@ class RangeIterator(Generic[T]):
             self._buffer.append((first, second))
         self._wake()
 
+    def _read_ahead_quietly(self) -> None:
+        try:
+            self._read_ahead()
+        except Exception:
+            # E.g. the environment is closing. The next call with nothing buffered tries again
+            # and raises; the caller of this one must not lose the chunk it took.
+            pass
+
     def _on_end(self, error: BaseException | None) -> None:
         """Loop: the reader thread's job ended (after all its chunks arrived)."""
         self._running = False
-        if error is not None and not self._closed:
-            self._error = error
+        if error is not None:
+            if not self._closed:
+                self._error = error
+        else:
+            self._read_ahead_quietly()  # it stopped after _CHUNKS_PER_JOB: go on
         self._wake()
 
     def _wake(self) -> None:

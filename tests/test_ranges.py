@@ -31,6 +31,7 @@ from aiolmdb import (
     UInt16Coder,
     UInt32Coder,
     UInt64Coder,
+    _scan,
     ranges,
 )
 
@@ -1233,6 +1234,30 @@ async def test_error_in_a_chunk_read_ahead_comes_in_order_and_iteration_resumes(
         await anext(it)
     assert got == list(range(20))
     assert [k async for k in it] == list(range(20, 100))
+
+
+async def test_a_reader_thread_streaming_ends_its_transaction_every_few_chunks(
+    env: Environment, inline_reads: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However long a reader thread streams to a caller that keeps up, no read transaction
+    serves more than _CHUNKS_PER_JOB chunks (map growth waits for read transactions)."""
+    if inline_reads:
+        pytest.skip("inline reads read each chunk in the loop's own transaction")
+    db = await env.open_db("renew", key_coder=U32, value_coder=U32)
+    await db.put_multi([(k, k) for k in range(2000)])
+    used: list[object] = []  # each chunk's transaction (kept alive: identities stay unique)
+    read_chunk = _scan.read_chunk
+
+    def recording(txn: Any, *args: Any) -> Any:
+        used.append(txn)
+        return read_chunk(txn, *args)
+
+    monkeypatch.setattr(_scan, "read_chunk", recording)
+    monkeypatch.setattr(ranges, "_AHEAD", 1000)  # the thread never waits for the caller
+    assert [k async for k in db.keys(chunk_size=50)] == list(range(2000))
+    assert len(used) >= 2000 // 50
+    per_txn = [sum(1 for u in used if u is txn) for txn in {id(u): u for u in used}.values()]
+    assert max(per_txn) == ranges._CHUNKS_PER_JOB
 
 
 # --------------------------------------------------------------------------------------------
