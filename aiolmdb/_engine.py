@@ -476,10 +476,11 @@ class Engine:
     ) -> None:
         """Run ``fn(read_txn, emit, *args)`` alone on a reader thread, in its own read
         transaction. Each ``emit(x)`` calls ``on_item(x)`` on the loop as soon as it is made
-        (so the loop consumes while the thread goes on reading); then ``on_end(None)``, or
-        ``on_end(exc)`` if ``fn`` raised, follows the items. ``fn`` must return within a few
-        milliseconds (map growth waits for every read transaction to end): a longer task is
-        several jobs. Counted for close."""
+        (so the loop consumes while the thread goes on reading). ``fn`` should return within a
+        few milliseconds (map growth waits for every read transaction to end): to go on, it
+        returns the next arguments and is called again with them in a new transaction, on the
+        same thread; None ends the job. Then ``on_end(None)``, or ``on_end(exc)`` if ``fn``
+        raised, follows the items. Counted for close."""
         self.check_open()
         post = self.loop().call_soon_threadsafe
 
@@ -488,15 +489,18 @@ class Engine:
 
         def job() -> None:
             error: BaseException | None = None
-            try:
-                txn = self.begin_read()
-            except BaseException as exc:
-                error = exc
-            else:
+            todo: tuple[Any, ...] | None = args
+            while todo is not None:
                 try:
-                    fn(txn, emit, *args)
+                    txn = self.begin_read()  # a pending map resize goes first
+                except BaseException as exc:
+                    error = exc
+                    break
+                try:
+                    todo = fn(txn, emit, *todo)
                 except BaseException as exc:
                     error = _as_settable(exc)
+                    todo = None
                 finally:
                     self.end_read(txn)
                 # py-lmdb frees the reader slot only with the Transaction object itself.

@@ -6,7 +6,7 @@ JSON or pickled keys in no useful order. ``prefix`` keeps the keys whose encodin
 encoded prefix; ``reverse=True`` walks the same range from its end; ``limit`` caps the count.
 
 Consistency: chunks are read in short read transactions (a reader thread reads up to _AHEAD
-chunks ahead of the caller, then stops; at most _CHUNKS_PER_JOB chunks share a transaction),
+chunks ahead of the caller, then stops; at most _CHUNKS_PER_TXN chunks share a transaction),
 each starting just past the last entry before it.
 Nothing is held while the caller works through what was read, so an abandoned iterator leaks no
 reader slot and never holds back writers; a scan sees writes committed while it runs once it
@@ -42,10 +42,9 @@ _BATCH_CHUNK = 2000
 _FIRST_CHUNK = 64
 # How many chunks a reader thread reads ahead of the caller before it stops.
 _AHEAD = 2
-# A reader thread streaming to a caller that keeps up ends its job (and read transaction) after
-# this many chunks and the loop starts the next: short transactions let map growth through and
-# keep old pages from being pinned.
-_CHUNKS_PER_JOB = 4
+# A reader thread streaming to a caller that keeps up starts a new read transaction after this
+# many chunks: short transactions let map growth through and keep old pages from being pinned.
+_CHUNKS_PER_TXN = 4
 
 
 def check_range_args(limit: int | None, chunk_size: int | None) -> int:
@@ -205,7 +204,12 @@ class RangeIterator(Generic[T]):
             if self._buffer:
                 self._consumed += 1
                 chunk = self._buffer.popleft()
-                self._read_ahead_quietly()
+                try:
+                    self._read_ahead()
+                except Exception:
+                    # E.g. the environment is closing. The next call, with nothing buffered,
+                    # tries again and raises; this one must not lose the chunk it took.
+                    pass
                 return chunk
             if self._error is not None:
                 # After the chunks read before it; the next call reads from there again.
@@ -239,12 +243,13 @@ class RangeIterator(Generic[T]):
         resume: _scan.Resume | None,
         size: int,
         remaining: int | None,
-    ) -> None:
-        """Reader thread: read chunks one after another in one transaction, handing each to
-        the loop at once, until the range ends, the limit is reached, the iterator is closed,
-        _AHEAD chunks are waiting or _CHUNKS_PER_JOB were read (the loop goes on then)."""
+    ) -> tuple[Any, _scan.Resume | None, int, int | None] | None:
+        """Reader thread: read chunks one after another, handing each to the loop at once,
+        until the range ends, the limit is reached, the iterator is closed or _AHEAD chunks
+        are waiting. After _CHUNKS_PER_TXN chunks, return where to go on from: the engine
+        calls this again in a new transaction."""
         kc, vc, spec, max_size = self._kc, self._vc, self._spec, self._chunk_size
-        for _ in range(_CHUNKS_PER_JOB):
+        for _ in range(_CHUNKS_PER_TXN):
             n = size if remaining is None else min(size, remaining)
             chunk = _scan.read_chunk(txn, db, kc, vc, spec, resume, n)
             self._emitted += 1
@@ -253,10 +258,11 @@ class RangeIterator(Generic[T]):
             if remaining is not None:
                 remaining -= self._count(first)
             if done or remaining == 0 or self._closed:
-                return
+                return None
             size = min(size * 2, max_size)
             if self._emitted - self._consumed >= _AHEAD:
-                return
+                return None
+        return db, resume, size, remaining
 
     def _on_chunk(self, item: tuple[_Chunk, int]) -> None:
         """Loop: a chunk read ahead arrived."""
@@ -270,22 +276,11 @@ class RangeIterator(Generic[T]):
             self._buffer.append((first, second))
         self._wake()
 
-    def _read_ahead_quietly(self) -> None:
-        try:
-            self._read_ahead()
-        except Exception:
-            # E.g. the environment is closing. The next call with nothing buffered tries again
-            # and raises; the caller of this one must not lose the chunk it took.
-            pass
-
     def _on_end(self, error: BaseException | None) -> None:
         """Loop: the reader thread's job ended (after all its chunks arrived)."""
         self._running = False
-        if error is not None:
-            if not self._closed:
-                self._error = error
-        else:
-            self._read_ahead_quietly()  # it stopped after _CHUNKS_PER_JOB: go on
+        if error is not None and not self._closed:
+            self._error = error
         self._wake()
 
     def _wake(self) -> None:

@@ -1240,7 +1240,7 @@ async def test_a_reader_thread_streaming_ends_its_transaction_every_few_chunks(
     env: Environment, inline_reads: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """However long a reader thread streams to a caller that keeps up, no read transaction
-    serves more than _CHUNKS_PER_JOB chunks (map growth waits for read transactions)."""
+    serves more than _CHUNKS_PER_TXN chunks (map growth waits for read transactions)."""
     if inline_reads:
         pytest.skip("inline reads read each chunk in the loop's own transaction")
     db = await env.open_db("renew", key_coder=U32, value_coder=U32)
@@ -1257,7 +1257,7 @@ async def test_a_reader_thread_streaming_ends_its_transaction_every_few_chunks(
     assert [k async for k in db.keys(chunk_size=50)] == list(range(2000))
     assert len(used) >= 2000 // 50
     per_txn = [sum(1 for u in used if u is txn) for txn in {id(u): u for u in used}.values()]
-    assert max(per_txn) == ranges._CHUNKS_PER_JOB
+    assert max(per_txn) == ranges._CHUNKS_PER_TXN
 
 
 # --------------------------------------------------------------------------------------------
