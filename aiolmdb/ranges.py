@@ -7,11 +7,11 @@ encoded prefix; ``reverse=True`` walks the same range from its end; ``limit`` ca
 
 Consistency: chunks are read in short read transactions (a reader thread reads up to _AHEAD
 chunks ahead of the caller, then stops; at most _CHUNKS_PER_TXN chunks share a transaction),
-each starting just past the last entry before it.
-Nothing is held while the caller works through what was read, so an abandoned iterator leaks no
-reader slot and never holds back writers; a scan sees writes committed while it runs once it
-reaches them (entries already read ahead are not read again). For one consistent view of
-everything, iterate inside ``env.begin()`` (a read snapshot) or ``run(fn)``.
+each starting just past the last entry before it. Nothing is held while the caller works through
+what was read, so an abandoned iterator leaks no reader slot and never holds back writers; a
+scan sees writes committed while it runs once it reaches them (entries already read ahead are
+not read again). For one consistent view of everything, iterate inside ``env.begin()`` (a read
+snapshot) or ``run(fn)``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class RangeIterator(Generic[T]):
 
     Use it with ``async for``; ``batches(n)`` yields lists instead (the fastest way to export).
     A reader thread reads up to two chunks ahead of you, each one handed over as soon as it is
-    read. ``aclose()`` (or ``break``) stops it; it holds no transaction between chunks, so
+    read. ``aclose()`` (or ``break``) stops it; it holds no transaction while you consume, so
     dropping it is also fine.
     """
 
