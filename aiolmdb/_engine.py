@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import inspect
 import os
 import queue
 import threading
@@ -145,6 +146,39 @@ def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             pass  # cancelled while it ran: its result is dropped
 
 
+# Frames of generators and coroutines: clearing one would close it.
+_SUSPENDABLE: Final = (
+    inspect.CO_GENERATOR
+    | inspect.CO_COROUTINE
+    | inspect.CO_ASYNC_GENERATOR
+    | inspect.CO_ITERABLE_COROUTINE
+)
+
+
+def drop_frame_locals(exc: BaseException) -> None:
+    """Clear the local variables of the finished function frames in the tracebacks of ``exc``
+    and of the exceptions chained to it (file names and lines stay). Those frames hold the
+    transaction the operation ran in, and py-lmdb frees a read transaction's reader slot only
+    with the Transaction object: a caller keeping the exception would keep a reader slot."""
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        tb = e.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if not frame.f_code.co_flags & _SUSPENDABLE:
+                try:
+                    frame.clear()
+                except RuntimeError:
+                    pass  # still running (the frame that caught it): it drops its own
+            tb = tb.tb_next
+        todo += (e.__cause__, e.__context__)
+
+
 def _broken_error(cause: BaseException | None) -> BaseException:
     err = TransactionError(
         f"the transaction can no longer be used after {cause!r}; it was rolled back"
@@ -154,7 +188,9 @@ def _broken_error(cause: BaseException | None) -> BaseException:
 
 
 def _as_settable(exc: BaseException) -> BaseException:
-    # A future cannot carry StopIteration; anything else is handed over as it is.
+    """The exception of an operation, made ready for its caller (see drop_frame_locals); a
+    future cannot carry StopIteration, so that one is wrapped."""
+    drop_frame_locals(exc)
     if isinstance(exc, StopIteration):
         err = RuntimeError(f"operation raised StopIteration: {exc!r}")
         err.__cause__ = exc
@@ -287,7 +323,12 @@ class Engine:
             # began is delivered by a callback queued after this one, so a task resumed by it
             # never reads from this (older) snapshot: read-your-writes holds.
             loop.call_soon(self.release_inline)
-        return fn(txn, *args)
+        try:
+            return fn(txn, *args)
+        except BaseException as exc:
+            del txn  # as in _run_read_batch: the exception must not keep the transaction
+            drop_frame_locals(exc)
+            raise
 
     def release_inline(self) -> None:
         """End the reused inline read transaction, if any."""
@@ -355,6 +396,9 @@ class Engine:
                         results.append((fut, False, _as_settable(exc)))
             finally:
                 self.end_read(txn)
+                # This frame is in the tracebacks handed over: it must not keep the
+                # Transaction object (and with it the reader slot) alive.
+                del txn
         self._post(results)
 
     def begin_read(self) -> lmdb.Transaction:

@@ -14,6 +14,7 @@ import functools
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,50 @@ async def test_concurrent_coder_errors_reach_only_their_caller(env: Environment)
     reads = await gather_bounded(*(docs.get(f"k{i}") for i in range(5, 10)))
     assert isinstance(reads[2], ValueError)
     assert reads[:2] + reads[3:] == [{"i": 5}, {"i": 6}, {"i": 8}, {"i": 9}]
+
+
+class UndecodableCoder(aiolmdb.Coder[bytes]):
+    """Stores bytes; decoding always fails (on the worker thread, inside the transaction)."""
+
+    def serialize(self, obj: bytes) -> bytes:
+        return obj
+
+    def deserialize(self, buffer: Any) -> bytes:
+        raise ValueError("cannot decode this value")
+
+
+async def test_kept_errors_of_failed_reads_hold_no_reader_slot(open_env: OpenEnv) -> None:
+    """py-lmdb frees a read transaction's reader slot only with its Transaction object, which
+    the frames in a traceback would keep alive: an application keeping the exceptions of
+    failed reads (logging them, say) must not run out of reader slots. Each kind of read
+    fails 3x more often than there are slots, then plain reads still work."""
+    env = open_env(max_readers=4)
+    db = env.get_default_database()
+    await db.put_multi([(b"k%d" % i, b"v") for i in range(100)])
+    bad = env.open_db(None, value_coder=UndecodableCoder())
+    kept: list[BaseException] = []
+
+    async def scan() -> None:
+        async for _ in bad.items(chunk_size=10):
+            pass
+
+    async def in_snapshot() -> None:
+        async with env.begin() as snap:
+            await snap[bad].get(b"k1")
+
+    for fails in (lambda: bad.get(b"k1"), lambda: bad.get_multi([b"k1", b"k2"]), scan):
+        for _ in range(12):
+            with pytest.raises(ValueError, match="cannot decode") as info:
+                await asyncio.wait_for(fails(), TIMEOUT)
+            kept.append(info.value)
+            assert await asyncio.wait_for(db.get(b"k1"), TIMEOUT) == b"v"
+    for _ in range(12):
+        with pytest.raises(ValueError, match="cannot decode") as info:
+            await asyncio.wait_for(in_snapshot(), TIMEOUT)
+        kept.append(info.value)
+    assert await asyncio.wait_for(db.count(), TIMEOUT) == 100
+    # The tracebacks still say where each error came from.
+    assert all("deserialize" in "".join(traceback.format_exception(e)) for e in kept)
 
 
 # --------------------------------------------------------------------------------------------
