@@ -1212,8 +1212,7 @@ async def test_reading_ahead_is_bounded(env: Environment, inline_reads: bool) ->
     await db.put_multi([(k, k) for k in range(10_000)])
     it = db.keys(chunk_size=10)
     assert await anext(it) == 0
-    await wait_no_active_readers(env)  # the reader thread's job has ended
-    await asyncio.sleep(0)  # and its last callbacks have run
+    await wait_no_active_readers(env)  # the reader thread's job has ended: no more decoding
     if inline_reads:
         assert counting.decoded == 10  # read on the loop, when asked for: nothing ahead
     else:
