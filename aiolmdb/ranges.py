@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import lmdb
 
@@ -58,30 +58,6 @@ def check_range_args(limit: int | None, chunk_size: int | None) -> int:
     return chunk_size
 
 
-class RangeSource(Protocol):
-    """What a RangeIterator reads from: a database, or a database inside a transaction."""
-
-    key_coder: Coder[Any]
-    value_coder: Coder[Any]
-
-    @property
-    def dupsort(self) -> bool:
-        """Whether the database is dupsort."""
-
-    def _read(self, fn: Any, *args: Any) -> Awaitable[Any]:
-        """Run fn(txn, dbi, *args) in a read transaction."""
-
-    def _stream(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        on_item: Callable[[Any], None],
-        on_end: Callable[[BaseException | None], None],
-    ) -> bool:
-        """Start fn(txn, emit, dbi, *args) on a reader thread (see Engine.submit_stream);
-        False if this source cannot (the caller then reads chunk by chunk with _read)."""
-
-
 # One chunk as read_chunk returns it: (first, second, resume, done).
 _Chunk = tuple[list[Any], "list[Any] | None", "_scan.Resume | None", bool]
 
@@ -118,7 +94,7 @@ class RangeIterator(Generic[T]):
 
     def __init__(
         self,
-        source: RangeSource,
+        source: AsyncReads[Any, Any],
         mode: int,
         start: Any,
         stop: Any,
@@ -334,7 +310,8 @@ def iterate_sync(
 
 class AsyncReads(Generic[K, V]):
     """Range iteration and cursor reads, shared by :class:`~aiolmdb.AsyncDatabase` and the
-    database views of interactive transactions and snapshots."""
+    database views of interactive transactions and snapshots (what a RangeIterator reads
+    from)."""
 
     __slots__ = ()
 
@@ -347,6 +324,7 @@ class AsyncReads(Generic[K, V]):
         raise NotImplementedError  # pragma: no cover - provided by subclasses
 
     def _read(self, fn: Any, *args: Any) -> Awaitable[Any]:
+        """Run fn(txn, dbi, *args) in a read transaction."""
         raise NotImplementedError  # pragma: no cover - provided by subclasses
 
     def _stream(
@@ -356,6 +334,8 @@ class AsyncReads(Generic[K, V]):
         on_item: Callable[[Any], None],
         on_end: Callable[[BaseException | None], None],
     ) -> bool:
+        """Start fn(txn, emit, dbi, *args) on a reader thread (see Engine.submit_stream);
+        False if this source cannot (the caller then reads chunk by chunk with _read)."""
         raise NotImplementedError  # pragma: no cover - provided by subclasses
 
     def _mks(self) -> int:
@@ -375,7 +355,8 @@ class AsyncReads(Generic[K, V]):
 
         ``prefix`` keeps keys whose encoding starts with the encoded prefix; ``reverse`` walks
         the range from its end; ``limit`` caps the count; ``chunk_size`` (default 4096; the
-        first hops read fewer, from 64) is how many entries one thread hop reads. In a dupsort
+        first chunks are smaller, from 64) is how many entries a chunk read on a reader thread
+        holds. In a dupsort
         database every pair is yielded. See :mod:`aiolmdb.ranges` for ordering and
         consistency.
         """

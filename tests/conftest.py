@@ -24,6 +24,26 @@ MAP_SIZE = 64 * 1024 * 1024
 # Upper bound for anything a test waits for; reached only when a bug makes something hang.
 TIMEOUT = 30.0
 
+# One call of every operation of a database (bytes keys and values), for tests that check
+# each one fails the same way (a dropped database, a closed environment).
+DB_OPERATIONS: list[Callable[[aiolmdb.AsyncDatabase[bytes, bytes]], Any]] = [
+    lambda d: d.get(b"k"),
+    lambda d: d.get_multi([b"k"]),
+    lambda d: d.put(b"k", b"v"),
+    lambda d: d.put_multi([(b"k", b"v")]),
+    lambda d: d.delete(b"k"),
+    lambda d: d.delete_multi([b"k"]),
+    lambda d: d.pop(b"k"),
+    lambda d: d.replace(b"k", b"v"),
+    lambda d: d.update(b"k", lambda old: b"v"),
+    lambda d: d.drop(),
+    lambda d: d.drop(delete=False),
+    lambda d: d.count(),
+    lambda d: d.stat(),
+    lambda d: d.run(lambda txn: txn.get(b"k")),
+    lambda d: d.run(lambda txn: txn.put(b"k", b"v"), write=True),
+]
+
 OpenEnv = Callable[..., aiolmdb.Environment]
 
 

@@ -143,26 +143,18 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             assert len(cell["ops_per_sec"]) == 2
             assert all(x > 0 for x in cell["ops_per_sec"])
             assert cell["loop"] == "asyncio"
-    # A ratio is the median of the per-repeat ratios of paired runs.
-    ours = measured[("aiolmdb", "put-concurrent")]["ops_per_sec"]
-    naive = measured[("naive", "put-concurrent")]["ops_per_sec"]
-    ratio = next(
-        r["median_ratio"]
-        for r in report["ratios"]
-        if (r["impl"], r["workload"], r["peer"]) == ("aiolmdb", "put-concurrent", "naive")
-    )
-    pairs = zip(ours, naive, strict=True)
-    assert ratio == pytest.approx(statistics.median(a / b for a, b in pairs), rel=1e-2)
-    # scan-batches pairs our batch runs with the sync scans of the same rotation.
-    batches = measured[("aiolmdb", "scan-batches")]["ops_per_sec"]
-    sync_scans = measured[("sync", "scan-batches")]["ops_per_sec"]
-    ratio = next(
-        r["median_ratio"]
-        for r in report["ratios"]
-        if (r["impl"], r["workload"], r["peer"]) == ("aiolmdb", "scan-batches", "sync")
-    )
-    pairs = zip(batches, sync_scans, strict=True)
-    assert ratio == pytest.approx(statistics.median(a / b for a, b in pairs), rel=1e-2)
+    # A ratio is the median of the per-repeat ratios of paired runs; scan-batches pairs our
+    # batch runs with the sync scans of the same rotation.
+    for workload, peer in (("put-concurrent", "naive"), ("scan-batches", "sync")):
+        ours = measured[("aiolmdb", workload)]["ops_per_sec"]
+        theirs = measured[(peer, workload)]["ops_per_sec"]
+        ratio = next(
+            r["median_ratio"]
+            for r in report["ratios"]
+            if (r["impl"], r["workload"], r["peer"]) == ("aiolmdb", workload, peer)
+        )
+        pairs = zip(ours, theirs, strict=True)
+        assert ratio == pytest.approx(statistics.median(a / b for a, b in pairs), rel=1e-2)
     statuses = {t["target"]: t["status"] for t in report["targets"]}
     assert len(statuses) == 6  # get-concurrent x3, put-concurrent x2, scan-batches
     assert set(statuses.values()) <= {"PASS", "FAIL"}

@@ -16,6 +16,7 @@ from typing import Any
 
 import lmdb
 import pytest
+from conftest import DB_OPERATIONS
 
 import aiolmdb
 from aiolmdb import (
@@ -257,24 +258,7 @@ async def test_drop_delete_named_database(env: Environment) -> None:
 
     await things.drop()
 
-    ops: list[Callable[[Db], Any]] = [
-        lambda d: d.get(b"k"),
-        lambda d: d.get_multi([b"k"]),
-        lambda d: d.put(b"k", b"v"),
-        lambda d: d.put_multi([(b"k", b"v")]),
-        lambda d: d.delete(b"k"),
-        lambda d: d.delete_multi([b"k"]),
-        lambda d: d.pop(b"k"),
-        lambda d: d.replace(b"k", b"v"),
-        lambda d: d.update(b"k", lambda old: b"v"),
-        lambda d: d.drop(),
-        lambda d: d.drop(delete=False),
-        lambda d: d.count(),
-        lambda d: d.stat(),
-        lambda d: d.run(lambda txn: txn.get(b"k")),
-        lambda d: d.run(lambda txn: txn.put(b"k", b"v"), write=True),
-        lambda d: await_db(d),
-    ]
+    ops: list[Callable[[Db], Any]] = [*DB_OPERATIONS, await_db]
     for dropped in (things, alias):
         for op in ops:
             with pytest.raises(DatabaseDroppedError, match="dropped"):

@@ -14,7 +14,7 @@ from typing import Any
 
 import lmdb
 import pytest
-from conftest import MAP_SIZE, TIMEOUT, aiolmdb_threads, join_threads
+from conftest import DB_OPERATIONS, MAP_SIZE, TIMEOUT, aiolmdb_threads, join_threads
 
 import aiolmdb
 from aiolmdb import (
@@ -133,23 +133,7 @@ async def test_every_call_after_close_raises_closed_error(env: Environment, tmp_
         lambda: env.copy(dest),
         lambda: env.copy(dest, compact=True),
     ]
-    db_calls: list[Callable[[Db], Any]] = [
-        lambda d: d.get(b"k"),
-        lambda d: d.get_multi([b"k"]),
-        lambda d: d.put(b"k", b"v"),
-        lambda d: d.put_multi([(b"k", b"v")]),
-        lambda d: d.delete(b"k"),
-        lambda d: d.delete_multi([b"k"]),
-        lambda d: d.pop(b"k"),
-        lambda d: d.replace(b"k", b"v"),
-        lambda d: d.update(b"k", lambda old: b"v"),
-        lambda d: d.drop(),
-        lambda d: d.drop(delete=False),
-        lambda d: d.count(),
-        lambda d: d.stat(),
-        lambda d: d.run(lambda txn: txn.get(b"k")),
-        lambda d: d.run(lambda txn: txn.put(b"k", b"v"), write=True),
-    ]
+    db_calls = DB_OPERATIONS
     calls = env_calls + [functools.partial(op, d) for d in (main, named) for op in db_calls]
     for fn in calls:
         with pytest.raises(ClosedError, match=r"environment .* is closed") as info:
