@@ -208,12 +208,14 @@ class Engine:
         executor: concurrent.futures.Executor | None,
         readers: int,
         max_batch: int,
+        inline_reads: bool,
         map_growth: bool,
         max_map_size: int | None,
         name: str,
     ) -> None:
         self.env = env
         self.max_batch = max_batch
+        self.inline_reads = inline_reads
         self.max_key_size: int = env.max_key_size()
         self.map_growth = map_growth
         self.max_map_size = max_map_size

@@ -1,22 +1,72 @@
 """The operations: small functions the engine runs inside a transaction on a worker thread.
 
-Each takes the transaction first, then plain arguments (a tuple, not a closure, keeps the
-per-operation cost low). Coders run here, on the worker thread, never on the event loop.
-The same functions back the synchronous views that ``run(fn)`` hands to user code.
+Each takes the transaction, then the database's :class:`DbContext`, then plain arguments (a
+tuple, not a closure, keeps the per-operation cost low). Coders run here, on the worker thread,
+never on the event loop. The same functions back the synchronous views that ``run(fn)`` hands to
+user code and the awaitable operations of every async view.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import lmdb
 
 from .coders import Coder, IdentityCoder
 from .errors import InvalidKeyError
 
+K = TypeVar("K")
+V = TypeVar("V")
+D = TypeVar("D")
+R = TypeVar("R")
+
 DB = Any  # an lmdb _Database handle (py-lmdb does not export its type)
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # The engine opens every transaction with buffers=False: reads return bytes.
+    Txn: TypeAlias = lmdb.Transaction[bytes]
 _IDENTITY = IdentityCoder()
+
+
+class _Missing:
+    """The type of MISSING: "no value given" where None is a value."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+# Typed Any so that it can stand as the default of a parameter of any type.
+MISSING: Any = _Missing()
+
+
+class DbContext(Generic[K, V]):
+    """One open database as the operations see it: LMDB's handle, the coders, the
+    environment's max key size and whether LMDB stores the database as dupsort.
+
+    Made once a database is open (its handle and stored flags are known) and remade when a
+    coder is replaced, so an operation gets everything it needs in one argument.
+    """
+
+    __slots__ = ("dbi", "dupsort", "kc", "max_key_size", "vc")
+
+    def __init__(
+        self, dbi: DB, kc: Coder[K], vc: Coder[V], max_key_size: int, dupsort: bool
+    ) -> None:
+        self.dbi = dbi
+        self.kc = kc
+        self.vc = vc
+        self.max_key_size = max_key_size
+        self.dupsort = dupsort
+
+    def with_coders(self, kc: Coder[Any], vc: Coder[Any]) -> DbContext[Any, Any]:
+        """This context with other coders (itself when they are the same objects)."""
+        if kc is self.kc and vc is self.vc:
+            return self
+        return DbContext(self.dbi, kc, vc, self.max_key_size, self.dupsort)
 
 
 def key_error(key: object, encoded: Any, max_key_size: int) -> Exception | None:
@@ -42,64 +92,37 @@ def encode_key(kc: Coder[Any], key: Any, max_key_size: int) -> Any:
     return encoded
 
 
-def get(
-    txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, key: Any, default: Any
-) -> Any:
+def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     """The value of key, decoded, or default."""
-    # The hottest path: encode_key's work inlined; its checks run only for a suspect size.
+    # The hottest coded path: encode_key's work inlined; its checks run only for a suspect size.
+    kc = ctx.kc
     encoded = kc.serialize(key)
-    if not 0 < len(encoded) <= mks:
-        encode_key(kc, key, mks)
-    buf = txn.get(encoded, None, db)
+    if not 0 < len(encoded) <= ctx.max_key_size:
+        encode_key(kc, key, ctx.max_key_size)
+    buf = txn.get(encoded, None, ctx.dbi)
     if buf is None:
         return default
-    return vc.deserialize(buf)
+    return ctx.vc.deserialize(buf)
 
 
-def get_bytes(txn: lmdb.Transaction, db: DB, mks: int, key: bytes, default: Any) -> Any:
+def get_bytes(txn: Txn, db: DB, max_key_size: int, key: bytes, default: D) -> bytes | D:
     """``get`` for bytes keys and values (IdentityCoder on both sides): no coder calls, as the
     transactions return ``bytes`` already (buffers=False)."""
-    if not 0 < len(key) <= mks:
-        encode_key(_IDENTITY, key, mks)
+    if not 0 < len(key) <= max_key_size:
+        encode_key(_IDENTITY, key, max_key_size)
     buf = txn.get(key, None, db)
     return default if buf is None else buf
 
 
-def get_multi(
-    txn: lmdb.Transaction,
-    db: DB,
-    kc: Coder[Any],
-    vc: Coder[Any],
-    mks: int,
-    keys: list[Any],
-    default: Any,
-) -> dict[Any, Any]:
+def get_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K], default: D) -> dict[K, V | D]:
     """A dict with every requested key; missing keys map to default."""
-    if (
-        type(kc) is IdentityCoder
-        and type(vc) is IdentityCoder
-        and keys
-        # The checks run in C (map, set, min, max): a Python loop here cost 1.5 ms per 20k.
-        and set(map(type, keys)) == {bytes}
-        and min(map(len, keys)) > 0
-        and max(map(len, keys)) <= mks
-    ):
-        # bytes in, bytes out: LMDB's own loop (Cursor.getmulti, in C) does all the work.
-        cur = txn.cursor(db)
-        try:
-            pairs = cur.getmulti(keys)
-        finally:
-            cur.close()
-        # getmulti returns the keys found, in the order asked: when that is every key (and
-        # none twice) the dict is complete as it is; otherwise lay out every key first.
-        if len(pairs) == len(keys):
-            found = dict(pairs)
-            if len(found) == len(keys):
-                return found
-        found = dict.fromkeys(keys, default)
-        found.update(pairs)
-        return found
-    out: dict[Any, Any] = {}
+    kc, vc, mks, db = ctx.kc, ctx.vc, ctx.max_key_size, ctx.dbi
+    if type(kc) is IdentityCoder and type(vc) is IdentityCoder and keys:
+        # The checks run in C (map, set, min, max): a Python loop here is much slower.
+        raw = cast("list[bytes]", keys)
+        if set(map(type, raw)) == {bytes} and min(map(len, raw)) > 0 and max(map(len, raw)) <= mks:
+            return _get_multi_bytes(txn, db, raw, default)
+    out: dict[K, V | D] = {}
     tget = txn.get
     ser = kc.serialize
     des = vc.deserialize
@@ -115,7 +138,25 @@ def get_multi(
     return out
 
 
-def _seen(out: dict[Any, Any], key: Any, op: str) -> bool:
+def _get_multi_bytes(txn: Txn, db: DB, keys: list[bytes], default: Any) -> dict[Any, Any]:
+    """bytes in, bytes out: LMDB's own loop (Cursor.getmulti, in C) does all the work."""
+    cur = txn.cursor(db)
+    try:
+        pairs = cur.getmulti(keys)
+    finally:
+        cur.close()
+    # getmulti returns the keys found, in the order asked: when that is every key (and none
+    # twice) the dict is complete as it is; otherwise lay out every key first.
+    if len(pairs) == len(keys):
+        found = dict(pairs)
+        if len(found) == len(keys):
+            return found
+    found = dict.fromkeys(keys, default)
+    found.update(pairs)
+    return found
+
+
+def _seen(out: dict[Any, Any], key: object, op: str) -> bool:
     """Whether an equal key came earlier; TypeError naming the problem if it is unhashable."""
     try:
         return key in out
@@ -126,7 +167,7 @@ def _seen(out: dict[Any, Any], key: Any, op: str) -> bool:
 
 
 def _check_same_encoding(
-    kc: Coder[Any], out: dict[Any, Any], key: Any, encoded: Any, op: str
+    kc: Coder[Any], out: dict[Any, Any], key: object, encoded: Any, op: str
 ) -> None:
     # Python-equal keys share one slot of the returned dict; if they are stored under
     # different bytes (1 and 1.0 with JSONCoder), the answer for that slot would be ambiguous.
@@ -138,53 +179,36 @@ def _check_same_encoding(
         )
 
 
-def put(
-    txn: lmdb.Transaction,
-    db: DB,
-    kc: Coder[Any],
-    vc: Coder[Any],
-    mks: int,
-    key: Any,
-    value: Any,
-    overwrite: bool,
-    dupsort: bool,
-) -> bool:
+def put(txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool) -> bool:
     """Store value under key; False when it was not stored (key or exact pair exists)."""
-    encoded = encode_key(kc, key, mks)
-    data = vc.serialize(value)
-    if dupsort:
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    data = ctx.vc.serialize(value)
+    if ctx.dupsort:
         # In a dupsort database put adds a value; an exact pair that exists is reported False.
-        return bool(txn.put(encoded, data, dupdata=False, overwrite=overwrite, db=db))
-    return bool(txn.put(encoded, data, overwrite=overwrite, db=db))
+        return bool(txn.put(encoded, data, dupdata=False, overwrite=overwrite, db=ctx.dbi))
+    return bool(txn.put(encoded, data, overwrite=overwrite, db=ctx.dbi))
 
 
 def put_bytes(
-    txn: lmdb.Transaction, db: DB, mks: int, key: bytes, value: bytes, overwrite: bool
+    txn: Txn, db: DB, max_key_size: int, key: bytes, value: bytes, overwrite: bool
 ) -> bool:
     """``put`` for bytes keys and values (IdentityCoder on both sides) in a plain database:
     no coder calls, and py-lmdb's positional arguments (its keyword parsing costs more)."""
-    if not 0 < len(key) <= mks:
-        encode_key(_IDENTITY, key, mks)
+    if not 0 < len(key) <= max_key_size:
+        encode_key(_IDENTITY, key, max_key_size)
     return bool(txn.put(key, value, True, overwrite, False, db))
 
 
-def put_multi(
-    txn: lmdb.Transaction,
-    db: DB,
-    kc: Coder[Any],
-    vc: Coder[Any],
-    mks: int,
-    items: list[Any],
-    dupsort: bool,
-) -> int:
+def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
     """Store every (key, value) pair; the engine's child transaction makes it all or nothing.
 
     Returns how many pairs were added (overwrites count; in a dupsort database an exact pair
     that already exists does not).
     """
     tput = txn.put
+    kc, mks, db, dupsort = ctx.kc, ctx.max_key_size, ctx.dbi, ctx.dupsort
     ser_k = kc.serialize
-    ser_v = vc.serialize
+    ser_v = ctx.vc.serialize
     added = 0
     for index, pair in enumerate(items):
         try:
@@ -203,43 +227,33 @@ def put_multi(
     return added
 
 
-def delete(
-    txn: lmdb.Transaction,
-    db: DB,
-    kc: Coder[Any],
-    vc: Coder[Any],
-    mks: int,
-    key: Any,
-    value: Any,
-    has_value: bool,
-    dupsort: bool,
-) -> bool:
+def delete(txn: Txn, ctx: DbContext[K, V], key: K, value: Any = MISSING) -> bool:
     """Delete key, or only the pair (key, value) when a value is given; True if found.
 
     Without a value every value of a dupsort key goes. With one, only that exact pair: in a
     plain database the key is deleted only if it holds that value (LMDB would ignore it).
     """
-    encoded = encode_key(kc, key, mks)
-    if not has_value:
+    db = ctx.dbi
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    if value is MISSING:
         return bool(txn.delete(encoded, db=db))
-    data = vc.serialize(value)
+    data = ctx.vc.serialize(value)
     if not len(data):
         # py-lmdb reads an empty value as "no value" and would delete every value of the key;
         # LMDB never stores an empty duplicate, so there is no such pair.
-        if dupsort:
+        if ctx.dupsort:
             return False
         return txn.get(encoded, None, db) == b"" and bool(txn.delete(encoded, db=db))
-    if dupsort:
+    if ctx.dupsort:
         return bool(txn.delete(encoded, data, db=db))
     return txn.get(encoded, None, db) == bytes(data) and bool(txn.delete(encoded, db=db))
 
 
-def delete_multi(
-    txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, keys: list[Any]
-) -> dict[Any, bool]:
+def delete_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, bool]:
     """Delete every key; a dict of key -> whether it existed."""
-    out: dict[Any, bool] = {}
+    out: dict[K, bool] = {}
     tdel = txn.delete
+    kc, mks, db = ctx.kc, ctx.max_key_size, ctx.dbi
     for key in keys:
         seen = _seen(out, key, "delete_multi")
         encoded = encode_key(kc, key, mks)
@@ -249,62 +263,49 @@ def delete_multi(
     return out
 
 
-def pop(
-    txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, key: Any, default: Any
-) -> Any:
+def pop(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     """Delete key and return its old value, decoded, or default."""
-    buf = txn.pop(encode_key(kc, key, mks), db=db)
+    buf = txn.pop(encode_key(ctx.kc, key, ctx.max_key_size), db=ctx.dbi)
     if buf is None:
         return default
-    return vc.deserialize(buf)
+    return ctx.vc.deserialize(buf)
 
 
-def replace(
-    txn: lmdb.Transaction, db: DB, kc: Coder[Any], vc: Coder[Any], mks: int, key: Any, value: Any
-) -> Any:
+def replace(txn: Txn, ctx: DbContext[K, V], key: K, value: V) -> V | None:
     """Store value under key and return the old value, decoded, or None."""
-    encoded = encode_key(kc, key, mks)
-    data = vc.serialize(value)
-    old = txn.replace(encoded, data, db=db)
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    data = ctx.vc.serialize(value)
+    old = txn.replace(encoded, data, db=ctx.dbi)
     if old is None:
         return None
-    return vc.deserialize(old)
+    return ctx.vc.deserialize(old)
 
 
-def update(
-    txn: lmdb.Transaction,
-    db: DB,
-    kc: Coder[Any],
-    vc: Coder[Any],
-    mks: int,
-    key: Any,
-    fn: Callable[[Any], Any],
-    default: Any,
-) -> Any:
+def update(txn: Txn, ctx: DbContext[K, V], key: K, fn: Callable[[V | D], V], default: D) -> V:
     """Apply fn(old) -> new atomically and return new (old is default when absent)."""
-    encoded = encode_key(kc, key, mks)
-    buf = txn.get(encoded, None, db)
-    new = fn(default if buf is None else vc.deserialize(buf))
-    txn.put(encoded, vc.serialize(new), db=db)
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    buf = txn.get(encoded, None, ctx.dbi)
+    new = fn(default if buf is None else ctx.vc.deserialize(buf))
+    txn.put(encoded, ctx.vc.serialize(new), db=ctx.dbi)
     return new
 
 
-def drop(txn: lmdb.Transaction, db: DB, delete: bool) -> None:
+def drop(txn: Txn, ctx: DbContext[Any, Any], delete: bool) -> None:
     """Empty the database, or delete it when delete is True."""
-    txn.drop(db, delete=delete)
+    txn.drop(ctx.dbi, delete=delete)
 
 
-def count(txn: lmdb.Transaction, db: DB) -> int:
+def count(txn: Txn, ctx: DbContext[Any, Any]) -> int:
     """Number of entries (from the database's stat)."""
-    return int(txn.stat(db)["entries"])
+    return int(txn.stat(ctx.dbi)["entries"])
 
 
-def stat(txn: lmdb.Transaction, db: DB) -> dict[str, Any]:
+def stat(txn: Txn, ctx: DbContext[Any, Any]) -> dict[str, Any]:
     """The database's LMDB stat."""
-    return dict(txn.stat(db))
+    return dict(txn.stat(ctx.dbi))
 
 
-def call(txn: lmdb.Transaction, fn: Callable[[Any], Any], make_view: Callable[[Any], Any]) -> Any:
+def call(txn: Txn, fn: Callable[[Any], R], make_view: Callable[[Txn], Any]) -> R:
     """Run user code: fn(view) where view wraps txn (``run``)."""
     return fn(make_view(txn))
 

@@ -13,12 +13,18 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
-from ._ops import encode_key
+from ._ops import DbContext, encode_key
 from .coders import Coder, IdentityCoder
+
+if TYPE_CHECKING:
+    from ._ops import Txn
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 ITEMS = 0
 KEYS = 1
@@ -63,7 +69,6 @@ class ScanSpec:
         stop: Any,
         prefix: Any,
         reverse: bool,
-        dupsort: bool,
     ) -> None:
         self.mode = mode
         # batches(size): chunks come as lists of up to ``batch`` entries, cut on the worker
@@ -74,7 +79,7 @@ class ScanSpec:
         self.stop = stop
         self.prefix = prefix
         self.reverse = reverse
-        self.dupsort = dupsort
+        self.dupsort = False  # the database's, taken when the bounds are encoded
         self.encoded = False
         self.lo: bytes | None = None
         self.hi: bytes | None = None
@@ -154,10 +159,8 @@ def _position(cur: lmdb.Cursor, spec: ScanSpec, resume: Resume | None) -> bool:
 
 
 def read_chunk(
-    txn: lmdb.Transaction,
-    db: Any,
-    kc: Coder[Any],
-    vc: Coder[Any],
+    txn: Txn,
+    ctx: DbContext[Any, Any],
     spec: ScanSpec,
     resume: Resume | None,
     n: int,
@@ -169,9 +172,10 @@ def read_chunk(
     (``spec.batch``) the lists to yield, of (key, value) pairs for items(), and None. ``done``
     means the range is exhausted.
     """
+    db, kc, vc = ctx.dbi, ctx.kc, ctx.vc
     if not spec.encoded:
         # The iterator may have been made before the database finished opening.
-        spec.dupsort = stored_dupsort(txn, db)
+        spec.dupsort = ctx.dupsort
         spec.encode(kc)
     if spec.empty:
         return [], None, resume, True
@@ -196,7 +200,7 @@ def _split(entries: list[Any], size: int) -> list[list[Any]]:
 
 
 def _read_columns(
-    txn: lmdb.Transaction,
+    txn: Txn,
     db: Any,
     kc: Coder[Any],
     vc: Coder[Any],
@@ -251,7 +255,7 @@ def _read_columns(
 
 
 def _read_pairs(
-    txn: lmdb.Transaction,
+    txn: Txn,
     db: Any,
     kc: Coder[Any],
     vc: Coder[Any],
@@ -334,47 +338,37 @@ def _decode(
     return keys, values
 
 
-def stored_dupsort(txn: lmdb.Transaction, db: Any) -> bool:
-    """Whether LMDB stored the database as dupsort: this decides, not what an open asked for
-    (a database takes its stored flags, and a caller may predate the end of its open)."""
-    return bool(db.flags(txn)["dupsort"])
-
-
-def first_or_last(
-    txn: lmdb.Transaction, db: Any, kc: Coder[Any], vc: Coder[Any], last: bool
-) -> tuple[Any, Any] | None:
+def first_or_last(txn: Txn, ctx: DbContext[K, V], last: bool) -> tuple[K, V] | None:
     """The first (or last) (key, value) pair, decoded, or None when empty."""
-    cur = txn.cursor(db)
+    cur = txn.cursor(ctx.dbi)
     try:
         if not (cur.last() if last else cur.first()):
             return None
-        return kc.deserialize(cur.key()), vc.deserialize(cur.value())
+        return ctx.kc.deserialize(cur.key()), ctx.vc.deserialize(cur.value())
     finally:
         cur.close()
 
 
-def get_all(
-    txn: lmdb.Transaction, db: Any, kc: Coder[Any], vc: Coder[Any], mks: int, key: Any
-) -> list[Any]:
+def get_all(txn: Txn, ctx: DbContext[K, V], key: K) -> list[V]:
     """Every value of key (sorted, in a dupsort database), decoded."""
-    encoded = encode_key(kc, key, mks)
-    cur = txn.cursor(db)
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    cur = txn.cursor(ctx.dbi)
     try:
         if not cur.set_key(encoded):
             return []
-        dv = vc.deserialize
+        dv = ctx.vc.deserialize
         return [dv(v) for v in cur.iternext_dup(keys=False, values=True)]
     finally:
         cur.close()
 
 
-def count_values(txn: lmdb.Transaction, db: Any, kc: Coder[Any], mks: int, key: Any) -> int:
+def count_values(txn: Txn, ctx: DbContext[K, Any], key: K) -> int:
     """How many values key has (0 when absent; at most 1 in a plain database)."""
-    encoded = encode_key(kc, key, mks)
-    cur = txn.cursor(db)
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    cur = txn.cursor(ctx.dbi)
     try:
         if not cur.set_key(encoded):
             return 0
-        return int(cur.count()) if stored_dupsort(txn, db) else 1
+        return int(cur.count()) if ctx.dupsort else 1
     finally:
         cur.close()

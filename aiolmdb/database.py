@@ -1,21 +1,26 @@
-"""AsyncDatabase: the operations users await on one LMDB database."""
+"""AsyncDatabase: the operations users await on one LMDB database.
+
+The operations are :class:`~aiolmdb._surface.AsyncOps`'s, shared with the views of interactive
+transactions; this class says how they reach the engine, and keeps hand-written fast paths for
+``get`` and ``put`` of bytes.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _ops
 from ._engine import FALLBACK
+from ._ops import DbContext
+from ._surface import AsyncOps
+from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
-from .errors import DatabaseDroppedError
-from .ranges import AsyncReads
-from .transaction import Transaction
 
 if TYPE_CHECKING:
+    from ._catalogue import Catalogue, DatabaseEntry
     from ._engine import Engine
+    from ._surface import Op, P
     from .environment import Environment
 
 __all__ = ["AsyncDatabase"]
@@ -23,70 +28,15 @@ __all__ = ["AsyncDatabase"]
 K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R")
-_MISSING: Any = object()
 
 
-class _DbState:
-    """What every AsyncDatabase object of one named database shares."""
-
-    __slots__ = ("dbi", "dropped", "dupsort", "error", "flags", "name", "opening")
-
-    def __init__(self, name: bytes | None, flags: dict[str, Any]) -> None:
-        self.name = name
-        self.flags = flags
-        self.dupsort = bool(flags.get("dupsort", False))
-        self.dbi: Any = None
-        self.opening: concurrent.futures.Future[Any] | None = None
-        self.dropped = False
-        self.error: BaseException | None = None
-
-    def opened(self, dbi: Any, stored_flags: dict[str, bool]) -> None:
-        """Take the handle and the flags the database really has (dupsort decides how
-        writes and scans work, so it must not come from what the caller asked for)."""
-        self.flags = stored_flags
-        self.dupsort = bool(stored_flags.get("dupsort", False))
-        self.dbi = dbi
-
-    async def wait_opened(self, engine: Engine) -> None:
-        """Wait for a queued open (on the writer thread) and take its handle or error."""
-        fut = self.opening
-        if fut is None:
-            return
-        if not fut.done():
-            # Creating it needs the writer: waiting for that while holding the writer's
-            # transaction would never end.
-            engine.check_not_holding(f"waiting for database {self.name!r} to be created")
-            try:
-                # Shielded: a cancelled waiter must not cancel the opening shared by all.
-                await asyncio.shield(asyncio.wrap_future(fut))
-            except Exception:
-                pass  # taken below
-        if self.opening is fut:
-            self.opening = None
-            exc = fut.exception()
-            if exc is None:
-                self.opened(*fut.result())
-                # A reused inline read transaction may predate the handle: start a fresh one.
-                engine.release_inline()
-            else:
-                self.error = exc
-
-
-def _delete_database(env: Any, state: _DbState, dbi: Any) -> None:
-    """Writer thread, between batches: delete a named database in its own transaction."""
-    with env.begin(write=True) as txn:
-        txn.drop(dbi, delete=True)
-    state.dropped = True
-    state.dbi = None
-
-
-class AsyncDatabase(AsyncReads[K, V]):
+class AsyncDatabase(AsyncOps[K, V]):
     """One database of an :class:`Environment`; every operation is awaitable.
 
-    Keys and values go through :attr:`key_coder` and :attr:`value_coder` (plain attributes you
-    may replace) on the worker threads. Reads issued together share one thread hop and one
-    read transaction; writes issued together share one write transaction and one commit, and
-    each write's await returns only once that commit is done.
+    Keys and values go through :attr:`key_coder` and :attr:`value_coder` (which you may
+    replace) on the worker threads. Reads issued together share one thread hop and one read
+    transaction; writes issued together share one write transaction and one commit, and each
+    write's await returns only once that commit is done.
 
     An ``AsyncDatabase`` is also awaitable: ``db = await env.open_db("name")`` waits until LMDB
     has opened (or created) the database and raises its error if that failed. Without the
@@ -95,33 +45,45 @@ class AsyncDatabase(AsyncReads[K, V]):
 
     __slots__ = (
         "__weakref__",
+        "_bytes_only",
+        "_catalogue",
+        "_ctx",
         "_engine",
+        "_entry",
         "_env",
         "_inline",
         "_kc",
-        "_max_key",
-        "_raw",
-        "_state",
         "_vc",
     )
 
     def __init__(
         self,
         env: Environment,
-        state: _DbState,
+        engine: Engine,
+        catalogue: Catalogue,
+        entry: DatabaseEntry,
         key_coder: Coder[K],
         value_coder: Coder[V],
     ) -> None:
         self._env = env
-        self._engine = env._engine
-        self._inline = env._inline_reads
-        self._state = state
-        self._max_key: int = env._engine.max_key_size
+        self._engine = engine
+        self._catalogue = catalogue
+        self._inline = engine.inline_reads
+        self._entry = entry
         self._kc: Coder[K] = key_coder
         self._vc: Coder[V] = value_coder
+        # What operations take, made once the database is open (and again after a coder
+        # is replaced).
+        self._ctx: DbContext[K, V] | None = None
         # Both coders the built-in IdentityCoder: bytes operations may skip them (the hot
         # paths test this one flag instead of the two coders' types on every call).
-        self._raw = type(key_coder) is IdentityCoder and type(value_coder) is IdentityCoder
+        self._bytes_only = type(key_coder) is IdentityCoder and type(value_coder) is IdentityCoder
+
+    def _set_coders(self, key_coder: Coder[K], value_coder: Coder[V]) -> None:
+        self._kc = key_coder
+        self._vc = value_coder
+        self._ctx = None
+        self._bytes_only = type(key_coder) is IdentityCoder and type(value_coder) is IdentityCoder
 
     @property
     def key_coder(self) -> Coder[K]:
@@ -130,8 +92,7 @@ class AsyncDatabase(AsyncReads[K, V]):
 
     @key_coder.setter
     def key_coder(self, coder: Coder[K]) -> None:
-        self._kc = coder
-        self._raw = type(coder) is IdentityCoder and type(self._vc) is IdentityCoder
+        self._set_coders(coder, self._vc)
 
     @property
     def value_coder(self) -> Coder[V]:
@@ -140,11 +101,10 @@ class AsyncDatabase(AsyncReads[K, V]):
 
     @value_coder.setter
     def value_coder(self, coder: Coder[V]) -> None:
-        self._vc = coder
-        self._raw = type(self._kc) is IdentityCoder and type(coder) is IdentityCoder
+        self._set_coders(self._kc, coder)
 
     def __repr__(self) -> str:
-        name = self._state.name
+        name = self._entry.name
         shown = "default" if name is None else repr(name.decode("utf-8", "backslashreplace"))
         return (
             f"<AsyncDatabase {shown} key_coder={self.key_coder!r} value_coder={self.value_coder!r}>"
@@ -153,8 +113,7 @@ class AsyncDatabase(AsyncReads[K, V]):
     @property
     def name(self) -> str | None:
         """The database's name (None for the default database)."""
-        name = self._state.name
-        return None if name is None else name.decode("utf-8", "backslashreplace")
+        return self._entry.label
 
     @property
     def environment(self) -> Environment:
@@ -164,50 +123,52 @@ class AsyncDatabase(AsyncReads[K, V]):
     @property
     def dupsort(self) -> bool:
         """True if the database keeps several sorted values per key (``dupsort=True``)."""
-        return self._state.dupsort
+        return self._entry.dupsort
 
     # ----------------------------------------------------------------- readiness
     def __await__(self) -> Generator[Any, None, AsyncDatabase[K, V]]:
         return self._await_self().__await__()
 
     async def _await_self(self) -> AsyncDatabase[K, V]:
-        await self._ready()
+        await self._context()
         return self
 
-    async def _ready(self) -> Any:
-        st = self._state
-        if st.dropped:
-            raise DatabaseDroppedError(f"database {self.name!r} was dropped (deleted)")
-        if st.opening is not None:
+    async def _context(self) -> DbContext[K, V]:
+        entry = self._entry
+        entry.check_usable()
+        if entry.opening is not None:
             self._engine.check_open()
-            await st.wait_opened(self._engine)
-        if st.error is not None:
-            raise st.error
-        return st.dbi
+            await entry.wait_opened(self._engine)
+            entry.check_usable()
+        return self._context_now()
 
-    def _handle(self) -> Any:
-        """The LMDB handle, for code already on a worker thread (must be open by then)."""
-        st = self._state
-        if st.dropped:
-            raise DatabaseDroppedError(f"database {self.name!r} was dropped (deleted)")
-        if st.dbi is None:
-            if st.error is not None:
-                raise st.error
+    def _context_now(self) -> DbContext[K, V]:
+        """The context, for code already on a worker thread (the database must be open)."""
+        entry = self._entry
+        entry.check_usable()
+        if entry.dbi is None:
             raise RuntimeError(f"database {self.name!r} is not open yet: await it first")
-        return st.dbi
+        ctx = self._ctx
+        if ctx is None or ctx.dbi is not entry.dbi:
+            max_key_size = self._engine.max_key_size
+            ctx = self._ctx = DbContext(entry.dbi, self._kc, self._vc, max_key_size, entry.dupsort)
+        return ctx
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        dbi = self._state.dbi
-        if dbi is None or self._state.dropped:
-            dbi = await self._ready()
+    async def _read(self, fn: Op[K, V, P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = self._ctx
+        if ctx is None or self._entry.dropped:
+            ctx = await self._context()
         if self._inline:
-            result = self._engine.read_inline(fn, (dbi, *args))
+            result = self._engine.read_inline(fn, (ctx, *args))
             if result is not FALLBACK:
                 return result
-        return await self._engine.submit_read(fn, (dbi, *args))
+        return await self._engine.submit_read(fn, (ctx, *args))
 
-    def _mks(self) -> int:
-        return self._max_key
+    async def _write(self, fn: Op[K, V, P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = self._ctx
+        if ctx is None or self._entry.dropped:
+            ctx = await self._context()
+        return await self._engine.submit_write(fn, (ctx, *args))
 
     def _stream(
         self,
@@ -217,143 +178,47 @@ class AsyncDatabase(AsyncReads[K, V]):
         on_end: Callable[[BaseException | None], None],
     ) -> bool:
         # Range iterators read ahead this way. Not in inline mode (reads run on the loop
-        # there), nor before the handle is open (the next read waits for the open).
-        st = self._state
-        if self._inline or st.dbi is None or st.dropped:
+        # there), nor before the database is open (the next read waits for the open).
+        ctx = self._ctx
+        if self._inline or ctx is None or self._entry.dropped:
             return False
-        self._engine.submit_stream(fn, (st.dbi, *args), on_item, on_end)
+        self._engine.submit_stream(fn, (ctx, *args), on_item, on_end)
         return True
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        dbi = self._state.dbi
-        if dbi is None or self._state.dropped:
-            dbi = await self._ready()
-        return await self._engine.submit_write(fn, (dbi, *args))
-
-    # ----------------------------------------------------------------- reads
+    # ----------------------------------------------------------------- fast paths
     async def get(self, key: K, default: V | None = None) -> V | None:
         """The value stored under ``key`` (the first one in a dupsort database), or ``default``."""
-        st = self._state
-        dbi = st.dbi
-        if dbi is None or st.dropped:
-            dbi = await self._ready()
+        ctx = self._ctx
+        if ctx is None or self._entry.dropped:
+            ctx = await self._context()
         fn: Callable[..., Any]
         args: tuple[Any, ...]
-        if self._raw and type(key) is bytes:
-            fn, args = _ops.get_bytes, (dbi, self._max_key, key, default)
+        if self._bytes_only and type(key) is bytes:
+            fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default)
         else:
-            fn, args = _ops.get, (dbi, self._kc, self._vc, self._max_key, key, default)
+            fn, args = _ops.get, (ctx, key, default)
         if self._inline:
             result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
                 return result  # type: ignore[no-any-return]
         return await self._engine.submit_read(fn, args)  # type: ignore[no-any-return]
 
-    async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
-        """Read many keys in one transaction: a dict holding every requested key, missing
-        ones mapped to ``default``."""
-        return await self._read(  # type: ignore[no-any-return]
-            _ops.get_multi,
-            self.key_coder,
-            self.value_coder,
-            self._max_key,
-            list(keys),
-            default,
-        )
-
-    # ----------------------------------------------------------------- writes
     async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed.
 
         Returns False when nothing was stored: ``overwrite=False`` and the key exists, or (in
         a dupsort database) that exact pair exists.
         """
-        st = self._state
-        dbi = st.dbi
-        if dbi is None or st.dropped:
-            dbi = await self._ready()
-        if self._raw and type(key) is bytes and type(value) is bytes and not st.dupsort:
-            return await self._engine.submit_write(  # type: ignore[no-any-return]
-                _ops.put_bytes, (dbi, self._max_key, key, value, overwrite)
+        ctx = self._ctx
+        if ctx is None or self._entry.dropped:
+            ctx = await self._context()
+        if self._bytes_only and type(key) is bytes and type(value) is bytes and not ctx.dupsort:
+            return await self._engine.submit_write(
+                _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, overwrite)
             )
-        return await self._engine.submit_write(  # type: ignore[no-any-return]
-            _ops.put,
-            (dbi, self._kc, self._vc, self._max_key, key, value, overwrite, st.dupsort),
-        )
+        return await self._engine.submit_write(_ops.put, (ctx, key, value, overwrite))
 
-    async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
-        """Store every ``(key, value)`` pair (or a mapping's items) atomically: all or nothing.
-
-        Returns how many pairs were added (in a dupsort database, exact pairs that already
-        existed do not count).
-        """
-        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        await self._ready()  # dupsort is known once the database is open
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.put_multi,
-            self.key_coder,
-            self.value_coder,
-            self._max_key,
-            pairs,
-            self._state.dupsort,
-        )
-
-    async def delete(self, key: K, value: V = _MISSING) -> bool:
-        """Delete ``key``; True if it existed. With ``value``, only that exact pair goes (in a
-        dupsort database one of the key's values; in a plain one, the key only if it holds
-        that value); without it, every value of the key goes."""
-        has_value = value is not _MISSING
-        await self._ready()  # dupsort is known once the database is open
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.delete,
-            self.key_coder,
-            self.value_coder,
-            self._max_key,
-            key,
-            value if has_value else None,
-            has_value,
-            self._state.dupsort,
-        )
-
-    async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
-        """Delete many keys atomically; a dict of key -> whether it existed."""
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.delete_multi,
-            self.key_coder,
-            self.value_coder,
-            self._max_key,
-            list(keys),
-        )
-
-    async def pop(self, key: K, default: V | None = None) -> V | None:
-        """Delete ``key`` and return its old value, or ``default`` if it was absent."""
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.pop, self.key_coder, self.value_coder, self._max_key, key, default
-        )
-
-    async def replace(self, key: K, value: V) -> V | None:
-        """Store ``value`` under ``key`` and return the previous value, or None."""
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.replace, self.key_coder, self.value_coder, self._max_key, key, value
-        )
-
-    async def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
-        """Atomically store ``fn(old)`` under ``key`` and return it.
-
-        ``fn`` runs on the writer thread inside the write transaction (``old`` is ``default``
-        when the key is absent), so no other write can slip in between the read and the
-        write: a compare-and-set without a retry loop. Keep ``fn`` short and free of I/O.
-        """
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.update,
-            self.key_coder,
-            self.value_coder,
-            self._max_key,
-            key,
-            fn,
-            default,
-        )
-
+    # ----------------------------------------------------------------- the database itself
     async def drop(self, delete: bool = True) -> None:
         """Delete this named database (``delete=True``), or just empty it.
 
@@ -361,30 +226,12 @@ class AsyncDatabase(AsyncReads[K, V]):
         is deleted, every operation on it raises :class:`~aiolmdb.DatabaseDroppedError`;
         ``env.open_db(name)`` creates a new, empty one.
         """
-        st = self._state
-        if not (delete and st.name is not None):
+        if not (delete and self._entry.name is not None):
             await self._write(_ops.drop, False)
             return
-        # Deleting closes LMDB's handle at once, before the commit, so it cannot share a batch
-        # that might be run again (map growth, writemap): it gets a transaction of its own.
-        dbi = await self._ready()
-        engine = self._engine
-        engine.check_open()
-        if engine.active_session is not None:
-            engine.check_not_holding("deleting a database")
-        await asyncio.wrap_future(engine.call_solo(_delete_database, st, dbi))
-        self._env._forget_db(st)
+        await self._context()
+        await self._catalogue.delete(self._entry)
 
-    # ----------------------------------------------------------------- counts
-    async def count(self) -> int:
-        """The number of entries (every value counts in a dupsort database)."""
-        return await self._read(_ops.count)  # type: ignore[no-any-return]
-
-    async def stat(self) -> dict[str, Any]:
-        """LMDB's statistics for this database (``psize``, ``depth``, ``entries``, ...)."""
-        return await self._read(_ops.stat)  # type: ignore[no-any-return]
-
-    # ----------------------------------------------------------------- transactions
     def run(self, fn: Callable[[Transaction[K, V]], R], write: bool = False) -> Awaitable[R]:
         """Run ``fn(txn)`` in one transaction on a worker thread and return its result.
 
@@ -395,4 +242,4 @@ class AsyncDatabase(AsyncReads[K, V]):
         it, raising rolls back only its own changes and the exception reaches you. Without
         ``write``, any write raises :class:`~aiolmdb.ReadOnlyError`.
         """
-        return self._env._run(fn, write, self)
+        return run_in_transaction(self._engine, self, fn, write, self._catalogue.wait_all_opened)

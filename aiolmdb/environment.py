@@ -13,11 +13,12 @@ from typing import Any, Literal, TypeVar, overload
 
 import lmdb
 
-from . import _ops
+from ._catalogue import Catalogue, DatabaseInfo, encode_name, open_main
 from ._engine import Engine
+from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
-from .database import AsyncDatabase, _DbState
-from .transaction import Snapshot, Transaction, WriteTransaction, make_transaction
+from .database import AsyncDatabase
+from .transaction import Snapshot, WriteTransaction
 
 __all__ = ["Environment", "open"]
 
@@ -27,8 +28,6 @@ R = TypeVar("R")
 
 DEFAULT_MAX_DBS = 128
 DEFAULT_MAX_BATCH = 1024
-# Flags of lmdb.Environment.open_db that describe a database (create only says what to do).
-_DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
 
 
 def _default_readers() -> int:
@@ -106,43 +105,6 @@ def open(
         raise
 
 
-def _encode_name(name: str | bytes | None) -> bytes | None:
-    if name is None or isinstance(name, bytes):
-        return name
-    if isinstance(name, str):
-        return name.encode("utf-8")
-    raise TypeError(f"database name must be str, bytes or None; got a {type(name).__name__}")
-
-
-def _open_named(env: lmdb.Environment, engine: Engine, name: bytes, flags: dict[str, Any]) -> Any:
-    """Writer thread: open (and create) a named database with LMDB's own write transaction.
-
-    Returns the handle and the database's stored flags (LMDB keeps those an existing database
-    was created with, whatever flags this open asked for).
-    """
-    with engine.dbi_lock:
-        try:
-            dbi = env.open_db(name, **flags)
-        except lmdb.MapResizedError:
-            engine.resize(0)  # another process grew the map: adopt its size, then again
-            dbi = env.open_db(name, **flags)
-    return dbi, _stored_flags(env, dbi)
-
-
-def _open_main(env: lmdb.Environment) -> Any:
-    """The main database's handle (py-lmdb reads it in a read transaction)."""
-    try:
-        return env.open_db(None)
-    except lmdb.MapResizedError:
-        env.set_mapsize(0)  # another process grew the map; no transaction is open yet
-        return env.open_db(None)
-
-
-def _stored_flags(env: lmdb.Environment, dbi: Any) -> dict[str, bool]:
-    with env.begin() as txn:
-        return {k: bool(v) for k, v in dbi.flags(txn).items() if v}
-
-
 class Environment:
     """An open LMDB environment: hands out :class:`AsyncDatabase` objects and runs the engine
     (a pool of reader threads and one writer thread) that their operations go through."""
@@ -160,24 +122,20 @@ class Environment:
     ) -> None:
         self._lmdb = env
         self._path: str = env.path()
-        self._readonly = bool(env.flags().get("readonly"))
-        self._inline_reads = inline_reads
-        self._main_state = _DbState(None, {})
-        self._main_state.dbi = _open_main(env)
+        main = open_main(env)
         # Last: it starts the writer thread, and nothing after it may fail.
         self._engine = Engine(
             env,
             executor=executor,
             readers=readers,
             max_batch=max_batch,
+            inline_reads=inline_reads,
             map_growth=map_growth,
             max_map_size=max_map_size,
             name=self._path,
         )
-        self._dbs: dict[bytes, _DbState] = {}
+        self._catalogue = Catalogue(env, self._engine, main)
         self._default_db: AsyncDatabase[bytes, bytes] | None = None
-        self._closed = False
-        self._close_future: concurrent.futures.Future[None] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._engine.closed else "open"
@@ -263,43 +221,17 @@ class Environment:
                 raise TypeError(
                     f"{label} must be an aiolmdb Coder instance; got a {type(coder).__name__}"
                 )
-        encoded = _encode_name(name)
+        encoded = encode_name(name)
         if encoded is None:
             if flags:
                 raise ValueError(
                     "flags cannot be given for the default database: LMDB fixes them when the "
                     "environment is created"
                 )
-            return AsyncDatabase(self, self._main_state, kc, vc)
-        unknown = set(flags) - {*_DB_FLAGS, "create"}
-        if unknown:
-            raise TypeError(f"unknown open_db flag(s): {', '.join(sorted(unknown))}")
-        db_flags = {k: bool(v) for k, v in flags.items() if k in _DB_FLAGS and v}
-        state = self._dbs.get(encoded)
-        if state is not None and (state.error is not None or state.dropped):
-            state = None  # its opening failed (e.g. create=False), or it was deleted: anew
-        if state is not None:
-            if db_flags and state.flags != db_flags:
-                raise ValueError(
-                    f"database {name!r} is already open with flags {state.flags}; "
-                    f"cannot open it again with {db_flags}"
-                )
-            return AsyncDatabase(self, state, kc, vc)
-        state = _DbState(encoded, db_flags)
-        if self._readonly:
-            # py-lmdb opens it with a read transaction, which never waits for a writer.
-            with self._engine.dbi_lock:
-                dbi = self._lmdb.open_db(encoded, create=False, **db_flags)  # type: ignore[arg-type]
-            state.opened(dbi, _stored_flags(self._lmdb, dbi))
+            entry = self._catalogue.main
         else:
-            # Opening needs LMDB's write lock (py-lmdb uses a write transaction even for an
-            # existing database, and a handle opened in a read transaction does not outlive it),
-            # so it is queued to the writer thread: this call never waits behind a long write.
-            state.opening = self._engine.call_solo(
-                _open_named, self._engine, encoded, {**db_flags, **flags}
-            )
-        self._dbs[encoded] = state
-        return AsyncDatabase(self, state, kc, vc)
+            entry = self._catalogue.open(encoded, flags)
+        return AsyncDatabase(self, self._engine, self._catalogue, entry, kc, vc)
 
     def get_default_database(self) -> AsyncDatabase[bytes, bytes]:
         """The default (unnamed) database, with bytes keys and values.
@@ -310,20 +242,26 @@ class Environment:
         """
         self._engine.check_open()
         if self._default_db is None:
-            self._default_db = AsyncDatabase(
-                self, self._main_state, IdentityCoder(), IdentityCoder()
-            )
+            self._default_db = self.open_db(None)
         return self._default_db
 
     get_default_db = get_default_database  # aiolmdb 0.1's name
 
-    def _forget_db(self, state: _DbState) -> None:
-        if state.name is not None and self._dbs.get(state.name) is state:
-            del self._dbs[state.name]
+    async def databases(self) -> list[DatabaseInfo]:
+        """Every database of the environment: the default one first (``key`` None), then the
+        named ones in key order, each with its stored flags and entry count. Read in one read
+        transaction on a reader thread."""
+        self._engine.check_open()
+        return await self._catalogue.databases()
 
-    async def _wait_opening(self) -> None:
-        for state in list(self._dbs.values()):
-            await state.wait_opened(self._engine)
+    async def database_info(self, name: str | bytes) -> DatabaseInfo | None:
+        """The named database ``name``, or None if there is none; ValueError if ``name`` is
+        a plain key of the default database rather than a database."""
+        self._engine.check_open()
+        encoded = encode_name(name)
+        if encoded is None:
+            raise TypeError("database_info() needs a name; databases()[0] is the default one")
+        return await self._catalogue.info(encoded)
 
     # ----------------------------------------------------------------- transactions
     def run(
@@ -337,22 +275,13 @@ class Environment:
         commit: returning commits every database's changes at once, raising rolls all of
         them back and the exception reaches the caller unchanged.
         """
-        return self._run(fn, write, self.get_default_database())
-
-    async def _run(
-        self,
-        fn: Callable[[Transaction[Any, Any]], R],
-        write: bool,
-        database: AsyncDatabase[Any, Any],
-    ) -> R:
-        if not callable(fn):
-            raise TypeError(f"run() needs a callable taking the transaction; got {fn!r}")
-        await database._ready()
-        await self._wait_opening()  # so txn[db] finds every database open
-        build = make_transaction(database, write)
-        if write:
-            return await self._engine.submit_write(_ops.call, (fn, build))  # type: ignore[no-any-return]
-        return await self._engine.submit_read(_ops.call, (fn, build))  # type: ignore[no-any-return]
+        return run_in_transaction(
+            self._engine,
+            self.get_default_database(),
+            fn,
+            write,
+            self._catalogue.wait_all_opened,
+        )
 
     @overload
     def begin(self, write: Literal[False] = False) -> Snapshot: ...
@@ -370,7 +299,7 @@ class Environment:
         when the block ends normally and rolls back on an exception or cancellation.
         """
         self._engine.check_open()
-        return WriteTransaction(self) if write else Snapshot(self)
+        return WriteTransaction(self, self._engine) if write else Snapshot(self, self._engine)
 
     # ----------------------------------------------------------------- environment-wide
     def stat(self) -> dict[str, Any]:

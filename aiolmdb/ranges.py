@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Generic, TypeVar
-
-import lmdb
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _scan
-from .coders import Coder
+from ._ops import DbContext
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "AsyncReads", "RangeIterator"]
+if TYPE_CHECKING:
+    from ._ops import Txn
+    from ._surface import AsyncOps
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "RangeIterator"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -80,7 +82,6 @@ class RangeIterator(Generic[T]):
         "_emitted",
         "_error",
         "_it",
-        "_kc",
         "_next_size",
         "_remaining",
         "_resume",
@@ -88,13 +89,12 @@ class RangeIterator(Generic[T]):
         "_source",
         "_spec",
         "_started",
-        "_vc",
         "_waiter",
     )
 
     def __init__(
         self,
-        source: AsyncReads[Any, Any],
+        source: AsyncOps[Any, Any],
         mode: int,
         start: Any,
         stop: Any,
@@ -106,9 +106,7 @@ class RangeIterator(Generic[T]):
         self._chunk_size = check_range_args(limit, chunk_size)
         self._next_size = min(_FIRST_CHUNK, self._chunk_size)
         self._source = source
-        self._kc: Coder[Any] = source.key_coder
-        self._vc: Coder[Any] = source.value_coder
-        self._spec = _scan.ScanSpec(mode, start, stop, prefix, reverse, source.dupsort)
+        self._spec = _scan.ScanSpec(mode, start, stop, prefix, reverse)
         self._remaining = limit
         # Over the current chunk: its entries, or (key, value) pairs zipped from its columns.
         self._it: Iterator[Any] = iter(())
@@ -213,21 +211,21 @@ class RangeIterator(Generic[T]):
 
     def _read_chunks(
         self,
-        txn: lmdb.Transaction,
+        txn: Txn,
         emit: Callable[[tuple[_Chunk, int]], None],
-        db: Any,
+        ctx: DbContext[Any, Any],
         resume: _scan.Resume | None,
         size: int,
         remaining: int | None,
-    ) -> tuple[Any, _scan.Resume | None, int, int | None] | None:
+    ) -> tuple[DbContext[Any, Any], _scan.Resume | None, int, int | None] | None:
         """Reader thread: read chunks one after another, handing each to the loop at once,
         until the range ends, the limit is reached, the iterator is closed or _AHEAD chunks
         are waiting. After _CHUNKS_PER_TXN chunks, return where to go on from: the engine
         calls this again in a new transaction."""
-        kc, vc, spec, max_size = self._kc, self._vc, self._spec, self._chunk_size
+        spec, max_size = self._spec, self._chunk_size
         for _ in range(_CHUNKS_PER_TXN):
             n = size if remaining is None else min(size, remaining)
-            chunk = _scan.read_chunk(txn, db, kc, vc, spec, resume, n)
+            chunk = _scan.read_chunk(txn, ctx, spec, resume, n)
             self._emitted += 1
             emit((chunk, size))
             first, _, resume, done = chunk
@@ -238,7 +236,7 @@ class RangeIterator(Generic[T]):
             size = min(size * 2, max_size)
             if self._emitted - self._consumed >= _AHEAD:
                 return None
-        return db, resume, size, remaining
+        return ctx, resume, size, remaining
 
     def _on_chunk(self, item: tuple[_Chunk, int]) -> None:
         """Loop: a chunk read ahead arrived."""
@@ -273,7 +271,7 @@ class RangeIterator(Generic[T]):
         if self._remaining is not None:
             size = min(size, self._remaining)
         first, second, self._resume, self._done = await self._source._read(
-            _scan.read_chunk, self._kc, self._vc, self._spec, self._resume, size
+            _scan.read_chunk, self._spec, self._resume, size
         )
         if self._remaining is not None:
             self._remaining -= self._count(first)
@@ -285,10 +283,8 @@ class RangeIterator(Generic[T]):
 
 
 def iterate_sync(
-    txn: lmdb.Transaction,
-    db: Any,
-    kc: Coder[Any],
-    vc: Coder[Any],
+    txn: Txn,
+    ctx: DbContext[Any, Any],
     spec: _scan.ScanSpec,
     limit: int | None,
     chunk_size: int,
@@ -299,117 +295,10 @@ def iterate_sync(
     done = False
     while not done and remaining != 0:
         n = chunk_size if remaining is None else min(chunk_size, remaining)
-        first, second, resume, done = _scan.read_chunk(txn, db, kc, vc, spec, resume, n)
+        first, second, resume, done = _scan.read_chunk(txn, ctx, spec, resume, n)
         if remaining is not None:
             remaining -= len(first)
         if second is None:
             yield from first
         else:
             yield from zip(first, second, strict=True)
-
-
-class AsyncReads(Generic[K, V]):
-    """Range iteration and cursor reads, shared by :class:`~aiolmdb.AsyncDatabase` and the
-    database views of interactive transactions and snapshots (what a RangeIterator reads
-    from)."""
-
-    __slots__ = ()
-
-    key_coder: Coder[K]
-    value_coder: Coder[V]
-
-    @property
-    def dupsort(self) -> bool:
-        """True if the database keeps several sorted values per key (``dupsort=True``)."""
-        raise NotImplementedError  # pragma: no cover - provided by subclasses
-
-    def _read(self, fn: Any, *args: Any) -> Awaitable[Any]:
-        """Run fn(txn, dbi, *args) in a read transaction."""
-        raise NotImplementedError  # pragma: no cover - provided by subclasses
-
-    def _stream(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        on_item: Callable[[Any], None],
-        on_end: Callable[[BaseException | None], None],
-    ) -> bool:
-        """Start fn(txn, emit, dbi, *args) on a reader thread (see Engine.submit_stream);
-        False if this source cannot (the caller then reads chunk by chunk with _read)."""
-        raise NotImplementedError  # pragma: no cover - provided by subclasses
-
-    def _mks(self) -> int:
-        raise NotImplementedError  # pragma: no cover - provided by subclasses
-
-    def items(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[tuple[K, V]]:
-        """Iterate ``(key, value)`` pairs with keys in ``[start, stop)``, in encoded-key order.
-
-        ``prefix`` keeps keys whose encoding starts with the encoded prefix; ``reverse`` walks
-        the range from its end; ``limit`` caps the count; ``chunk_size`` (default 4096; the
-        first chunks are smaller, from 64) is how many entries a chunk read on a reader thread
-        holds. In a dupsort
-        database every pair is yielded. See :mod:`aiolmdb.ranges` for ordering and
-        consistency.
-        """
-        return RangeIterator(self, _scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
-
-    def keys(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[K]:
-        """Iterate the keys in ``[start, stop)`` (each key once, also in a dupsort database);
-        arguments as for :meth:`items`."""
-        return RangeIterator(self, _scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
-
-    def values(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> RangeIterator[V]:
-        """Iterate the values of the keys in ``[start, stop)``; arguments as for
-        :meth:`items`."""
-        return RangeIterator(self, _scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
-
-    async def first(self) -> tuple[K, V] | None:
-        """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.first_or_last, self.key_coder, self.value_coder, False
-        )
-
-    async def last(self) -> tuple[K, V] | None:
-        """The ``(key, value)`` pair with the largest key, or None if the database is empty."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.first_or_last, self.key_coder, self.value_coder, True
-        )
-
-    async def get_all(self, key: K) -> list[V]:
-        """Every value of ``key``, in sorted order in a dupsort database ([] if absent)."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.get_all, self.key_coder, self.value_coder, self._mks(), key
-        )
-
-    async def count_values(self, key: K) -> int:
-        """How many values ``key`` has (0 if absent; at most 1 outside dupsort databases)."""
-        return await self._read(  # type: ignore[no-any-return]
-            _scan.count_values, self.key_coder, self._mks(), key
-        )

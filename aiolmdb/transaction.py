@@ -1,33 +1,37 @@
-"""Synchronous transaction objects handed to user code by ``run(fn)``.
+"""Interactive transactions held across awaits: ``env.begin(write=True)`` and snapshots.
 
-``fn(txn)`` runs on a worker thread (the writer thread for ``write=True``) inside one LMDB
-transaction. ``txn[db]`` is a :class:`DatabaseView` of any database of the environment, with that
-database's coders; the transaction given by ``db.run`` is also bound to ``db`` itself, so
-``txn.get(key)`` works as in aiolmdb 0.1.
+``txn[db]`` is an :class:`AsyncDatabaseView`: the awaitable operations of
+:class:`~aiolmdb.AsyncDatabase`, run inside the transaction. The synchronous views that
+``run(fn)`` hands to user code (:class:`DatabaseView`, :class:`Transaction`) live in
+``aiolmdb._views`` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
-from . import _ops, _scan
 from ._engine import ABORT, COMMIT, WriteSession
+from ._ops import DbContext
+from ._surface import AsyncOps
+from ._views import DatabaseView, Transaction
 from .coders import Coder
 from .errors import (
     ReadOnlyError,
     SnapshotExpiredError,
     TransactionError,
 )
-from .ranges import AsyncReads, check_range_args, iterate_sync
 
 if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._surface import Op, P
     from .database import AsyncDatabase
     from .environment import Environment
 
@@ -42,377 +46,81 @@ __all__ = [
 
 K = TypeVar("K")
 V = TypeVar("V")
-_MISSING: Any = object()
-
-
-class DatabaseView(Generic[K, V]):
-    """One database seen through a transaction: synchronous, coder-aware operations.
-
-    Only valid inside the function given to ``run``; values it returns are decoded copies, so
-    they stay valid after the transaction ends.
-    """
-
-    __slots__ = ("_db", "_dupsort", "_kc", "_mks", "_raw", "_vc", "_write")
-
-    def __init__(self, raw: lmdb.Transaction, write: bool, database: AsyncDatabase[K, V]) -> None:
-        self._raw = raw
-        self._write = write
-        self._db = database._handle()
-        self._kc = database.key_coder
-        self._vc = database.value_coder
-        self._mks = database._engine.max_key_size
-        self._dupsort = database._state.dupsort
-
-    def _require_write(self, what: str) -> None:
-        if not self._write:
-            raise ReadOnlyError(
-                f"cannot {what} in a read-only transaction: use run(fn, write=True)"
-            )
-
-    def get(self, key: K, default: V | None = None) -> V | None:
-        """The value stored under key (the first one in a dupsort database), or default."""
-        return _ops.get(self._raw, self._db, self._kc, self._vc, self._mks, key, default)  # type: ignore[no-any-return]
-
-    def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
-        """A dict with every requested key; missing keys map to default."""
-        return _ops.get_multi(
-            self._raw, self._db, self._kc, self._vc, self._mks, list(keys), default
-        )
-
-    def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
-        """Store value under key. False if not stored (key exists and overwrite=False, or the
-        exact pair exists in a dupsort database)."""
-        self._require_write("put")
-        return _ops.put(
-            self._raw,
-            self._db,
-            self._kc,
-            self._vc,
-            self._mks,
-            key,
-            value,
-            overwrite,
-            self._dupsort,
-        )
-
-    def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
-        """Store every pair; returns how many were added."""
-        self._require_write("put_multi")
-        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        return _ops.put_multi(
-            self._raw, self._db, self._kc, self._vc, self._mks, pairs, self._dupsort
-        )
-
-    def delete(self, key: K, value: V = _MISSING) -> bool:
-        """Delete key (or one (key, value) pair of a dupsort database); True if it existed."""
-        self._require_write("delete")
-        has_value = value is not _MISSING
-        return _ops.delete(
-            self._raw,
-            self._db,
-            self._kc,
-            self._vc,
-            self._mks,
-            key,
-            value if has_value else None,
-            has_value,
-            self._dupsort,
-        )
-
-    def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
-        """Delete every key; a dict of key -> whether it existed."""
-        self._require_write("delete_multi")
-        return _ops.delete_multi(self._raw, self._db, self._kc, self._vc, self._mks, list(keys))
-
-    def pop(self, key: K, default: V | None = None) -> V | None:
-        """Delete key and return its old value, or default."""
-        self._require_write("pop")
-        return _ops.pop(self._raw, self._db, self._kc, self._vc, self._mks, key, default)  # type: ignore[no-any-return]
-
-    def replace(self, key: K, value: V) -> V | None:
-        """Store value under key and return the old value, or None."""
-        self._require_write("replace")
-        return _ops.replace(self._raw, self._db, self._kc, self._vc, self._mks, key, value)  # type: ignore[no-any-return]
-
-    def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
-        """Store fn(old) under key (old is default when absent) and return it."""
-        self._require_write("update")
-        return _ops.update(  # type: ignore[no-any-return]
-            self._raw, self._db, self._kc, self._vc, self._mks, key, fn, default
-        )
-
-    def _iterate(
-        self,
-        mode: int,
-        start: Any,
-        stop: Any,
-        prefix: Any,
-        reverse: bool,
-        limit: int | None,
-        chunk_size: int | None,
-    ) -> Iterator[Any]:
-        size = check_range_args(limit, chunk_size)
-        spec = _scan.ScanSpec(mode, start, stop, prefix, reverse, self._dupsort)
-        return iterate_sync(self._raw, self._db, self._kc, self._vc, spec, limit, size)
-
-    def items(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> Iterator[tuple[K, V]]:
-        """Iterate ``(key, value)`` pairs in ``[start, stop)``, as ``AsyncDatabase.items``."""
-        return self._iterate(_scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
-
-    def keys(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> Iterator[K]:
-        """Iterate keys in ``[start, stop)``, as ``AsyncDatabase.keys``."""
-        return self._iterate(_scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
-
-    def values(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
-    ) -> Iterator[V]:
-        """Iterate values of keys in ``[start, stop)``, as ``AsyncDatabase.values``."""
-        return self._iterate(_scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
-
-    def first(self) -> tuple[K, V] | None:
-        """The pair with the smallest key, or None."""
-        return _scan.first_or_last(self._raw, self._db, self._kc, self._vc, False)
-
-    def last(self) -> tuple[K, V] | None:
-        """The pair with the largest key, or None."""
-        return _scan.first_or_last(self._raw, self._db, self._kc, self._vc, True)
-
-    def get_all(self, key: K) -> list[V]:
-        """Every value of key (sorted in a dupsort database)."""
-        return _scan.get_all(self._raw, self._db, self._kc, self._vc, self._mks, key)
-
-    def count_values(self, key: K) -> int:
-        """How many values key has."""
-        return _scan.count_values(self._raw, self._db, self._kc, self._mks, key)
-
-    def count(self) -> int:
-        """The number of entries in the database."""
-        return _ops.count(self._raw, self._db)
-
-
-class Transaction(DatabaseView[K, V]):
-    """The transaction given to ``fn`` by ``db.run(fn)`` and ``env.run(fn)``.
-
-    ``txn[db]`` gives a :class:`DatabaseView` of any database of the same environment;
-    ``txn.get(...)`` and the other operations act on the database ``run`` was called on
-    (for ``env.run``, the default database). ``txn.raw`` is the underlying
-    ``lmdb.Transaction`` (opened with ``buffers=False``, so what it returns are ``bytes``
-    copies; do not keep it, or cursors of it, beyond ``fn``).
-    """
-
-    __slots__ = ("_env", "_views")
-
-    def __init__(self, raw: lmdb.Transaction, write: bool, database: AsyncDatabase[K, V]) -> None:
-        super().__init__(raw, write, database)
-        self._env = database._env
-        self._views: dict[int, DatabaseView[Any, Any]] = {}
-
-    @property
-    def raw(self) -> lmdb.Transaction:
-        """The underlying py-lmdb transaction."""
-        return self._raw
-
-    @property
-    def write(self) -> bool:
-        """True for a write transaction."""
-        return self._write
-
-    def id(self) -> int:
-        """LMDB's transaction ID."""
-        return int(self._raw.id())
-
-    def __getitem__(self, database: AsyncDatabase[Any, Any]) -> DatabaseView[Any, Any]:
-        """A view of ``database`` (of this environment) inside this transaction."""
-        if database._env is not self._env:
-            raise ValueError("that database belongs to another environment")
-        view = self._views.get(id(database))
-        if view is None:
-            view = DatabaseView(self._raw, self._write, database)
-            self._views[id(database)] = view
-        return view
-
-
-def make_transaction(database: AsyncDatabase[Any, Any], write: bool) -> Callable[[Any], Any]:
-    """A factory the engine calls with the raw transaction, on the worker thread."""
-
-    def build(raw: lmdb.Transaction) -> Transaction[Any, Any]:
-        return Transaction(raw, write, database)
-
-    return build
+R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------- async transactions
-class AsyncDatabaseView(AsyncReads[K, V]):
+class AsyncDatabaseView(AsyncOps[K, V]):
     """One database inside an interactive transaction or a snapshot (``txn[db]``).
 
     Every operation is awaitable and runs inside that transaction: in a write transaction on
-    the writer thread (one hop per await), in a snapshot on a reader thread.
+    the writer thread (one hop per await), in a snapshot on a reader thread. Its coders start
+    as the database's; you may replace them on the view.
     """
 
-    __slots__ = ("_db", "_txn", "key_coder", "value_coder")
+    __slots__ = ("_database", "_txn", "key_coder", "value_coder")
 
     def __init__(self, txn: AsyncTransaction, database: AsyncDatabase[K, V]) -> None:
         self._txn = txn
-        self._db = database
+        self._database = database
         self.key_coder: Coder[K] = database.key_coder
         self.value_coder: Coder[V] = database.value_coder
 
     @property
     def dupsort(self) -> bool:
         """True for a dupsort database."""
-        return self._db.dupsort
+        return self._database.dupsort
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        dbi = await self._db._ready()
-        return await self._txn._call(fn, (dbi, *args), False)
+    async def _context(self) -> DbContext[K, V]:
+        ctx = await self._database._context()
+        return ctx.with_coders(self.key_coder, self.value_coder)
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        dbi = await self._db._ready()
-        return await self._txn._call(fn, (dbi, *args), True)
+    async def _read(self, fn: Op[K, V, P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self._txn._call(fn, (await self._context(), *args), False)
 
-    async def _write_by_dupsort(self, fn: Callable[..., Any], *args: Any) -> Any:
-        # For writes whose last argument is the dupsort flag: it is known once the database
-        # is open (a database takes the flags LMDB stored for it), so it is read after that.
-        dbi = await self._db._ready()
-        return await self._txn._call(fn, (dbi, *args, self.dupsort), True)
+    async def _write(self, fn: Op[K, V, P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self._txn._call(fn, (await self._context(), *args), True)
 
-    def _stream(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        on_item: Callable[[Any], None],
-        on_end: Callable[[BaseException | None], None],
-    ) -> bool:
-        return False  # one command at a time inside a transaction: no reading ahead
 
-    def _mks(self) -> int:
-        return self._db._engine.max_key_size
+class _Phase(enum.Enum):
+    """Where an interactive transaction is in its life."""
 
-    async def get(self, key: K, default: V | None = None) -> V | None:
-        """The value of ``key`` in this transaction, or ``default``."""
-        return await self._read(  # type: ignore[no-any-return]
-            _ops.get, self.key_coder, self.value_coder, self._mks(), key, default
-        )
-
-    async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
-        """A dict with every requested key; missing ones map to ``default``."""
-        return await self._read(  # type: ignore[no-any-return]
-            _ops.get_multi, self.key_coder, self.value_coder, self._mks(), list(keys), default
-        )
-
-    async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
-        """Store ``value`` under ``key`` (visible to this transaction at once; durable at
-        commit). False when nothing was stored."""
-        return await self._write_by_dupsort(  # type: ignore[no-any-return]
-            _ops.put, self.key_coder, self.value_coder, self._mks(), key, value, overwrite
-        )
-
-    async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
-        """Store every pair (all or nothing); returns how many were added."""
-        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        return await self._write_by_dupsort(  # type: ignore[no-any-return]
-            _ops.put_multi, self.key_coder, self.value_coder, self._mks(), pairs
-        )
-
-    async def delete(self, key: K, value: V = _MISSING) -> bool:
-        """Delete ``key`` (or one pair of a dupsort database); True if it existed."""
-        has_value = value is not _MISSING
-        return await self._write_by_dupsort(  # type: ignore[no-any-return]
-            _ops.delete,
-            self.key_coder,
-            self.value_coder,
-            self._mks(),
-            key,
-            value if has_value else None,
-            has_value,
-        )
-
-    async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
-        """Delete every key; a dict of key -> whether it existed."""
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.delete_multi, self.key_coder, self.value_coder, self._mks(), list(keys)
-        )
-
-    async def pop(self, key: K, default: V | None = None) -> V | None:
-        """Delete ``key`` and return its old value, or ``default``."""
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.pop, self.key_coder, self.value_coder, self._mks(), key, default
-        )
-
-    async def replace(self, key: K, value: V) -> V | None:
-        """Store ``value`` and return the old value, or None."""
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.replace, self.key_coder, self.value_coder, self._mks(), key, value
-        )
-
-    async def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
-        """Store ``fn(old)`` and return it."""
-        return await self._write(  # type: ignore[no-any-return]
-            _ops.update, self.key_coder, self.value_coder, self._mks(), key, fn, default
-        )
-
-    async def count(self) -> int:
-        """The number of entries, as this transaction sees them."""
-        return await self._read(_ops.count)  # type: ignore[no-any-return]
+    NEW = "new"
+    ACTIVE = "active"
+    DONE = "done"
 
 
 class AsyncTransaction:
     """Base of :class:`WriteTransaction` and :class:`Snapshot`: ``txn[db]`` views."""
 
-    __slots__ = ("__weakref__", "_engine", "_env", "_state")
+    __slots__ = ("__weakref__", "_engine", "_env", "_phase")
 
-    _NEW, _OPEN, _DONE = 0, 1, 2
-
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: Environment, engine: Engine) -> None:
         self._env = env
-        self._engine = env._engine
-        self._state = self._NEW
+        self._engine = engine
+        self._phase = _Phase.NEW
 
     def __getitem__(self, database: AsyncDatabase[K, V]) -> AsyncDatabaseView[K, V]:
         """The view of ``database`` (of this environment) inside this transaction."""
-        if database._env is not self._env:
+        if database.environment is not self._env:
             raise ValueError("that database belongs to another environment")
         return AsyncDatabaseView(self, database)
 
     def _check_usable(self) -> None:
-        if self._state == self._NEW:
+        if self._phase is _Phase.NEW:
             raise TransactionError("the transaction has not begun: use 'async with env.begin()'")
-        if self._state == self._DONE:
+        if self._phase is _Phase.DONE:
             raise TransactionError("the transaction has already ended")
         self._engine.check_open()
 
-    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
+    async def _call(self, fn: Callable[..., R], args: tuple[Any, ...], write: bool) -> R:
+        """Run ``fn(txn, *args)`` inside this transaction."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     @property
     def active(self) -> bool:
         """True between begin and commit/abort."""
-        return self._state == self._OPEN
+        return self._phase is _Phase.ACTIVE
 
 
 class WriteTransaction(AsyncTransaction):
@@ -429,8 +137,8 @@ class WriteTransaction(AsyncTransaction):
 
     __slots__ = ("_session",)
 
-    def __init__(self, env: Environment) -> None:
-        super().__init__(env)
+    def __init__(self, env: Environment, engine: Engine) -> None:
+        super().__init__(env, engine)
         self._session: WriteSession | None = None
 
     async def __aenter__(self) -> WriteTransaction:
@@ -443,7 +151,7 @@ class WriteTransaction(AsyncTransaction):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._state != self._OPEN:
+        if self._phase is not _Phase.ACTIVE:
             return
         if exc_type is None:
             await self.commit()
@@ -452,7 +160,7 @@ class WriteTransaction(AsyncTransaction):
 
     async def begin(self) -> None:
         """Wait for the writer and begin the transaction (``async with`` does this)."""
-        if self._state != self._NEW:
+        if self._phase is not _Phase.NEW:
             raise TransactionError("the transaction has already begun")
         engine = self._engine
         engine.check_open()
@@ -464,27 +172,27 @@ class WriteTransaction(AsyncTransaction):
             await started
         except BaseException:
             session.send(None, ABORT, ())  # never started, or cancelled: roll back
-            self._state = self._DONE
+            self._phase = _Phase.DONE
             raise
         self._session = session
-        self._state = self._OPEN
+        self._phase = _Phase.ACTIVE
         engine.active_session = session
 
-    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
+    async def _call(self, fn: Callable[..., R], args: tuple[Any, ...], write: bool) -> R:
         self._check_usable()
         session = self._session
         assert session is not None
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         if not session.send(fut, fn, args):
             raise TransactionError("the transaction has already ended")
         return await fut
 
     async def _finish(self, command: Callable[..., Any]) -> None:
-        if self._state != self._OPEN:
+        if self._phase is not _Phase.ACTIVE:
             raise TransactionError("the transaction is not active")
         session = self._session
         assert session is not None
-        self._state = self._DONE
+        self._phase = _Phase.DONE
         if self._engine.active_session is session:
             self._engine.active_session = None
         fut = asyncio.get_running_loop().create_future()
@@ -501,7 +209,7 @@ class WriteTransaction(AsyncTransaction):
 
     def __del__(self) -> None:
         session = getattr(self, "_session", None)
-        if session is not None and self._state == self._OPEN:
+        if session is not None and self._phase is _Phase.ACTIVE:
             session.send(None, ABORT, ())  # never left the block: do not hold the writer
 
 
@@ -516,8 +224,8 @@ class Snapshot(AsyncTransaction):
 
     __slots__ = ("_generation", "_lock", "_txn")
 
-    def __init__(self, env: Environment) -> None:
-        super().__init__(env)
+    def __init__(self, env: Environment, engine: Engine) -> None:
+        super().__init__(env, engine)
         self._txn: lmdb.Transaction | None = None
         self._generation = -1
         self._lock = threading.Lock()
@@ -536,9 +244,9 @@ class Snapshot(AsyncTransaction):
 
     async def begin(self) -> None:
         """Begin the snapshot (``async with`` does this)."""
-        if self._state != self._NEW:
+        if self._phase is not _Phase.NEW:
             raise TransactionError("the snapshot has already begun")
-        self._state = self._OPEN
+        self._phase = _Phase.ACTIVE
         try:
             await self._engine.run_blocking(self._begin)
         except BaseException:
@@ -550,19 +258,19 @@ class Snapshot(AsyncTransaction):
         # Reader thread, inside the gate: no resize can run between these two lines.
         txn = self._engine.begin_in_gate()
         with self._lock:
-            if self._state == self._DONE:  # released (e.g. cancelled) while starting
+            if self._phase is _Phase.DONE:  # released (e.g. cancelled) while starting
                 txn.abort()
                 return
             self._txn = txn
             self._generation = self._engine.map_generation
 
-    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
+    async def _call(self, fn: Callable[..., R], args: tuple[Any, ...], write: bool) -> R:
         if write:
             raise ReadOnlyError("cannot write in a read snapshot: use env.begin(write=True)")
         self._check_usable()
         return await self._engine.run_blocking(self._run, fn, args)
 
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    def _run(self, fn: Callable[..., R], args: tuple[Any, ...]) -> R:
         with self._lock:
             txn = self._txn
             if txn is None:
@@ -576,7 +284,7 @@ class Snapshot(AsyncTransaction):
 
     def release(self) -> None:
         """End the snapshot and free its reader slot (idempotent; exit does this)."""
-        self._state = self._DONE
+        self._phase = _Phase.DONE
         if not self._lock.acquire(blocking=False):
             # A command is still running on a reader thread: release right after it.
             self._engine.submit_quiet(self.release)

@@ -1,0 +1,298 @@
+"""The database catalogue of an environment: which databases are open, opening, or deleted.
+
+LMDB opens a named database with a write transaction of its own (py-lmdb uses one even for an
+existing database), so opening is queued to the writer thread between batches and every view of
+that database waits for it (:class:`DatabaseEntry`). Deleting a database also runs there, alone.
+Listing the databases (:meth:`Catalogue.databases`) runs on a reader thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import struct
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import lmdb
+
+from .errors import DatabaseDroppedError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._ops import Txn
+
+__all__ = ["DB_FLAGS", "Catalogue", "DatabaseEntry", "DatabaseInfo", "encode_name", "open_main"]
+
+# Flags of lmdb.Environment.open_db that describe a database (create only says what to do).
+DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
+# A named database's record in the main database is LMDB's MDB_db struct: two 16-bit and one
+# 32-bit field, then five size_t/pgno_t fields.
+_DB_RECORD_SIZE = 8 + 5 * struct.calcsize("N")
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    """One database of an environment, as :meth:`Environment.databases` lists it."""
+
+    key: bytes | None
+    """The name exactly as LMDB stores it (None: the default database); ``env.open_db``
+    accepts it."""
+    flags: frozenset[str]
+    """The py-lmdb flags LMDB stored for it (``dupsort``, ``integerkey``, ...)."""
+    entries: int
+    """How many entries it holds (every value counts in a dupsort database)."""
+    stat: Mapping[str, int] = field(repr=False, compare=False)
+    """LMDB's statistics for it (``psize``, ``depth``, ``branch_pages``, ...)."""
+
+    @property
+    def name(self) -> str | None:
+        """The name as text (undecodable bytes shown as backslash escapes)."""
+        return None if self.key is None else self.key.decode("utf-8", "backslashreplace")
+
+
+def encode_name(name: str | bytes | None) -> bytes | None:
+    """A database name as LMDB takes it, or a clear error for one it cannot."""
+    if name is None:
+        return None
+    if isinstance(name, str):
+        encoded = name.encode("utf-8")
+    elif isinstance(name, bytes):
+        encoded = name
+    else:
+        raise TypeError(f"database name must be str, bytes or None; got a {type(name).__name__}")
+    if not encoded:
+        raise ValueError("database name must not be empty: use None for the default database")
+    if b"\0" in encoded:
+        # LMDB names are C strings: it would silently open the name cut at the NUL.
+        raise ValueError(f"database name must not contain a NUL byte; got {name!r}")
+    return encoded
+
+
+class DatabaseEntry:
+    """What every AsyncDatabase object of one database shares: LMDB's handle once open, the
+    flags LMDB stored, and the state of its opening."""
+
+    __slots__ = ("dbi", "dropped", "dupsort", "error", "flags", "name", "opening")
+
+    def __init__(self, name: bytes | None, flags: dict[str, bool]) -> None:
+        self.name = name
+        self.flags = flags
+        self.dupsort = bool(flags.get("dupsort", False))
+        self.dbi: Any = None
+        # The queued open on the writer thread: the handle and stored flags, or its error.
+        self.opening: concurrent.futures.Future[tuple[Any, dict[str, bool]]] | None = None
+        self.dropped = False
+        self.error: BaseException | None = None
+
+    @property
+    def label(self) -> str | None:
+        """The name as text, for messages."""
+        return None if self.name is None else self.name.decode("utf-8", "backslashreplace")
+
+    def opened(self, dbi: Any, stored_flags: dict[str, bool]) -> None:
+        """Take the handle and the flags the database really has (dupsort decides how
+        writes and scans work, so it must not come from what the caller asked for)."""
+        self.flags = stored_flags
+        self.dupsort = bool(stored_flags.get("dupsort", False))
+        self.dbi = dbi
+
+    def check_usable(self) -> None:
+        """Raise DatabaseDroppedError, or the open's error."""
+        if self.dropped:
+            raise DatabaseDroppedError(f"database {self.label!r} was dropped (deleted)")
+        if self.error is not None:
+            raise self.error
+
+    async def wait_opened(self, engine: Engine) -> None:
+        """Wait for a queued open (on the writer thread) and take its handle or error."""
+        fut = self.opening
+        if fut is None:
+            return
+        if not fut.done():
+            engine.check_open()
+            # Creating it needs the writer: waiting for that while holding the writer's
+            # transaction would never end.
+            engine.check_not_holding(f"waiting for database {self.name!r} to be created")
+            try:
+                # Shielded: a cancelled waiter must not cancel the opening shared by all.
+                await asyncio.shield(asyncio.wrap_future(fut))
+            except Exception:
+                pass  # taken below
+        if self.opening is fut:
+            self.opening = None
+            exc = fut.exception()
+            if exc is None:
+                self.opened(*fut.result())
+                # A reused inline read transaction may predate the handle: start a fresh one.
+                engine.release_inline()
+            else:
+                self.error = exc
+
+
+class Catalogue:
+    """The databases of one environment: opens, deletes and lists them."""
+
+    __slots__ = ("_engine", "_entries", "_lmdb", "_lock", "_readonly", "main")
+
+    def __init__(
+        self, env: lmdb.Environment, engine: Engine, main: tuple[Any, dict[str, bool]]
+    ) -> None:
+        self._lmdb = env
+        self._engine = engine
+        self._readonly = bool(env.flags().get("readonly"))
+        # LMDB: mdb_dbi_open must not run in two transactions of one process at once.
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, DatabaseEntry] = {}
+        self.main = DatabaseEntry(None, {})
+        self.main.opened(*main)
+
+    def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
+        """The entry of the named database ``name``, opening (or creating) it if needed.
+
+        Returns at once: the open is queued to the writer thread (views wait for it), except
+        in a read-only environment, where it runs on the spot in a read transaction.
+        """
+        for flag, value in flags.items():
+            if flag not in (*DB_FLAGS, "create"):
+                raise TypeError(f"unknown open_db flag: {flag}")
+            if not isinstance(value, bool):
+                raise TypeError(f"open_db flag {flag} must be a bool, got {value!r}")
+        db_flags = {k: True for k, v in flags.items() if k in DB_FLAGS and v}
+        entry = self._entries.get(name)
+        if entry is not None and (entry.error is not None or entry.dropped):
+            entry = None  # its opening failed (e.g. create=False), or it was deleted: anew
+        if entry is not None:
+            if db_flags and entry.flags != db_flags:
+                raise ValueError(
+                    f"database {entry.label!r} is already open with flags {entry.flags}; "
+                    f"cannot open it again with {db_flags}"
+                )
+            return entry
+        entry = DatabaseEntry(name, db_flags)
+        if self._readonly:
+            # py-lmdb opens it with a read transaction, which never waits for a writer.
+            with self._lock:
+                dbi = self._lmdb.open_db(name, create=False, **db_flags)  # type: ignore[arg-type]
+            entry.opened(dbi, _stored_flags(self._lmdb, dbi))
+        else:
+            entry.opening = self._engine.call_solo(self._open_named, name, {**db_flags, **flags})
+        self._entries[name] = entry
+        return entry
+
+    def _open_named(
+        self, env: lmdb.Environment, name: bytes, flags: dict[str, Any]
+    ) -> tuple[Any, dict[str, bool]]:
+        """Writer thread: open (and create) a named database with LMDB's own write
+        transaction; its handle and the flags LMDB stored for it."""
+        with self._lock:
+            try:
+                dbi = env.open_db(name, **flags)
+            except lmdb.MapResizedError:
+                self._engine.resize(0)  # another process grew the map: adopt its size
+                dbi = env.open_db(name, **flags)
+        return dbi, _stored_flags(env, dbi)
+
+    async def wait_all_opened(self) -> None:
+        """Wait for every queued open (so a transaction's ``txn[db]`` finds them open)."""
+        for entry in list(self._entries.values()):
+            await entry.wait_opened(self._engine)
+
+    async def delete(self, entry: DatabaseEntry) -> None:
+        """Delete the named database of ``entry`` (open by now) in a transaction of its own.
+
+        Deleting closes LMDB's handle at once, before the commit, so it cannot share a batch
+        that might be run again (map growth, writemap).
+        """
+        engine = self._engine
+        engine.check_open()
+        engine.check_not_holding("deleting a database")
+        await asyncio.wrap_future(engine.call_solo(_delete_database, entry))
+        if entry.name is not None and self._entries.get(entry.name) is entry:
+            del self._entries[entry.name]
+
+    async def databases(self) -> list[DatabaseInfo]:
+        """The default database first, then every named database, in key order."""
+        return await self._engine.run_blocking(self._list, None)
+
+    async def info(self, name: bytes) -> DatabaseInfo | None:
+        """The named database ``name``, or None if there is none; ValueError if ``name`` is
+        a plain key of the default database."""
+        found = await self._engine.run_blocking(self._list, name)
+        return found[0] if found else None
+
+    def _list(self, only: bytes | None) -> list[DatabaseInfo]:
+        """Reader thread, in one read transaction: the default database and the named ones
+        (keys of the default database that LMDB opens as databases), or just ``only``."""
+        env = self._lmdb
+        txn = self._engine.begin_in_gate()
+        try:
+            with self._lock:
+                if only is not None:
+                    try:
+                        return [_info(txn, only, env.open_db(only, txn=txn, create=False))]
+                    except lmdb.NotFoundError:
+                        return []
+                    except lmdb.IncompatibleError:
+                        raise ValueError(
+                            f"{only!r} is a key of the default database, not a database"
+                        ) from None
+                return _list_all(env, txn)
+        finally:
+            txn.abort()
+            del txn  # py-lmdb frees the reader slot only with the Transaction object
+
+
+def _list_all(env: lmdb.Environment, txn: Txn) -> list[DatabaseInfo]:
+    main = env.open_db(None, txn=txn)
+    infos = [_info(txn, None, main)]
+    cursor = txn.cursor(main)
+    try:
+        for key, value in cursor.iternext_nodup(keys=True, values=True):
+            if len(value) != _DB_RECORD_SIZE or b"\0" in key:
+                continue  # a plain key (LMDB names are C strings, with a fixed-size record)
+            try:
+                handle = env.open_db(bytes(key), txn=txn, create=False)
+            except lmdb.DbsFullError:
+                raise lmdb.DbsFullError(
+                    "the environment has more named databases than its max_dbs allows open: "
+                    "open it with a larger max_dbs to list them"
+                ) from None
+            except lmdb.Error:
+                continue  # a plain key, not a database
+            infos.append(_info(txn, bytes(key), handle))
+    finally:
+        cursor.close()
+    return infos
+
+
+def _info(txn: Txn, key: bytes | None, handle: Any) -> DatabaseInfo:
+    stat = {name: cast(int, value) for name, value in txn.stat(handle).items()}
+    flags = frozenset(name for name, on in handle.flags(txn).items() if on)
+    return DatabaseInfo(key, flags, stat["entries"], stat)
+
+
+def open_main(env: lmdb.Environment) -> tuple[Any, dict[str, bool]]:
+    """The default database's handle and stored flags (py-lmdb reads them in a read
+    transaction): before the engine starts, so the catalogue's construction cannot fail."""
+    try:
+        dbi = env.open_db(None)
+    except lmdb.MapResizedError:
+        env.set_mapsize(0)  # another process grew the map; no transaction is open yet
+        dbi = env.open_db(None)
+    return dbi, _stored_flags(env, dbi)
+
+
+def _stored_flags(env: lmdb.Environment, dbi: Any) -> dict[str, bool]:
+    with env.begin() as txn:
+        return {k: True for k, v in dbi.flags(txn).items() if v}
+
+
+def _delete_database(env: lmdb.Environment, entry: DatabaseEntry) -> None:
+    """Writer thread, between batches: delete a named database in its own transaction."""
+    with env.begin(write=True) as txn:
+        txn.drop(entry.dbi, delete=True)
+    entry.dropped = True
+    entry.dbi = None

@@ -1,0 +1,242 @@
+"""The operation surface, written once.
+
+:class:`RangeSurface` declares ``items``/``keys``/``values`` (their signatures and docs) for
+every view, synchronous or not: only what they return differs. :class:`AsyncOps` is every
+awaitable operation of a database, shared by :class:`~aiolmdb.AsyncDatabase` and the views of
+interactive transactions and snapshots; each is one line over ``_read``/``_write``, which a
+subclass implements (how it reaches a transaction). The operations themselves are the functions
+of ``_ops`` and ``_scan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+
+from . import _ops, _scan
+from ._ops import MISSING, DbContext
+from .coders import Coder
+from .ranges import RangeIterator
+
+__all__ = ["AsyncOps", "RangeSurface", "pairs_of"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
+P = ParamSpec("P")
+# What items(), keys() and values() return.
+ItemsT = TypeVar("ItemsT")
+KeysT = TypeVar("KeysT")
+ValuesT = TypeVar("ValuesT")
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from ._ops import Txn
+
+    # An operation as the surface hands it over: fn(txn, ctx, *args).
+    Op: TypeAlias = Callable[Concatenate[Txn, DbContext[K, V], P], R]
+
+
+def pairs_of(items: Iterable[tuple[K, V]] | Mapping[K, V]) -> list[tuple[K, V]]:
+    """put_multi's argument as a list of pairs (made on the caller's thread)."""
+    return list(items.items()) if isinstance(items, Mapping) else list(items)
+
+
+class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT]):
+    """``items``/``keys``/``values`` of a database view; ``_range`` makes the iterator."""
+
+    __slots__ = ()
+
+    def _range(
+        self,
+        mode: int,
+        start: Any,
+        stop: Any,
+        prefix: Any,
+        reverse: bool,
+        limit: int | None,
+        chunk_size: int | None,
+    ) -> Any:
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    def items(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> ItemsT:
+        """Iterate ``(key, value)`` pairs with keys in ``[start, stop)``, in encoded-key order.
+
+        ``prefix`` keeps keys whose encoding starts with the encoded prefix; ``reverse`` walks
+        the range from its end; ``limit`` caps the count; ``chunk_size`` (default 4096; the
+        first chunks are smaller, from 64) is how many entries one read takes. In a dupsort
+        database every pair is yielded. See :mod:`aiolmdb.ranges` for ordering and
+        consistency.
+        """
+        it = self._range(_scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
+        return cast(ItemsT, it)
+
+    def keys(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> KeysT:
+        """Iterate the keys in ``[start, stop)`` (each key once, also in a dupsort database);
+        arguments as for :meth:`items`."""
+        it = self._range(_scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
+        return cast(KeysT, it)
+
+    def values(
+        self,
+        start: K | None = None,
+        stop: K | None = None,
+        *,
+        prefix: K | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        chunk_size: int | None = None,
+    ) -> ValuesT:
+        """Iterate the values of the keys in ``[start, stop)``; arguments as for
+        :meth:`items`."""
+        it = self._range(_scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
+        return cast(ValuesT, it)
+
+
+class AsyncOps(RangeSurface[K, V, RangeIterator[tuple[K, V]], RangeIterator[K], RangeIterator[V]]):
+    """Every awaitable operation on one database. Subclasses say how an operation reaches a
+    transaction (``_read``, ``_write``, ``_stream``) and where the database's context comes
+    from (``_context``)."""
+
+    __slots__ = ()
+
+    key_coder: Coder[K]
+    value_coder: Coder[V]
+
+    @property
+    def dupsort(self) -> bool:
+        """True if the database keeps several sorted values per key (``dupsort=True``)."""
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    async def _context(self) -> DbContext[K, V]:
+        """The database's context, once it is open (waits for the open)."""
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    async def _read(self, fn: Op[K, V, P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(txn, ctx, *args)`` in a read transaction and return its result."""
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    async def _write(self, fn: Op[K, V, P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(txn, ctx, *args)`` in a write transaction and return its result."""
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
+    def _stream(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        on_item: Callable[[Any], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> bool:
+        """Start ``fn(txn, emit, *args)`` on a reader thread (see the engine's submit_stream);
+        False if this source cannot (a range iterator then reads chunk by chunk with _read)."""
+        return False
+
+    def _range(
+        self,
+        mode: int,
+        start: Any,
+        stop: Any,
+        prefix: Any,
+        reverse: bool,
+        limit: int | None,
+        chunk_size: int | None,
+    ) -> RangeIterator[Any]:
+        return RangeIterator(self, mode, start, stop, prefix, reverse, limit, chunk_size)
+
+    # ----------------------------------------------------------------- reads
+    async def get(self, key: K, default: V | None = None) -> V | None:
+        """The value stored under ``key`` (the first one in a dupsort database), or ``default``."""
+        return await self._read(_ops.get, key, default)
+
+    async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
+        """Read many keys in one transaction: a dict holding every requested key, missing
+        ones mapped to ``default``."""
+        return await self._read(_ops.get_multi, list(keys), default)
+
+    async def first(self) -> tuple[K, V] | None:
+        """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""
+        return await self._read(_scan.first_or_last, False)
+
+    async def last(self) -> tuple[K, V] | None:
+        """The ``(key, value)`` pair with the largest key, or None if the database is empty."""
+        return await self._read(_scan.first_or_last, True)
+
+    async def get_all(self, key: K) -> list[V]:
+        """Every value of ``key``, in sorted order in a dupsort database ([] if absent)."""
+        return await self._read(_scan.get_all, key)
+
+    async def count_values(self, key: K) -> int:
+        """How many values ``key`` has (0 if absent; at most 1 outside dupsort databases)."""
+        return await self._read(_scan.count_values, key)
+
+    async def count(self) -> int:
+        """The number of entries (every value counts in a dupsort database)."""
+        return await self._read(_ops.count)
+
+    async def stat(self) -> dict[str, Any]:
+        """LMDB's statistics for this database (``psize``, ``depth``, ``entries``, ...)."""
+        return await self._read(_ops.stat)
+
+    # ----------------------------------------------------------------- writes
+    async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
+        """Store ``value`` under ``key``; returns once the write is committed (in a
+        transaction: visible to it at once, durable at its commit).
+
+        Returns False when nothing was stored: ``overwrite=False`` and the key exists, or (in
+        a dupsort database) that exact pair exists.
+        """
+        return await self._write(_ops.put, key, value, overwrite)
+
+    async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
+        """Store every ``(key, value)`` pair (or a mapping's items) atomically: all or nothing.
+
+        Returns how many pairs were added (in a dupsort database, exact pairs that already
+        existed do not count).
+        """
+        return await self._write(_ops.put_multi, pairs_of(items))
+
+    async def delete(self, key: K, value: V = MISSING) -> bool:
+        """Delete ``key``; True if it existed. With ``value``, only that exact pair goes (in a
+        dupsort database one of the key's values; in a plain one, the key only if it holds
+        that value); without it, every value of the key goes."""
+        return await self._write(_ops.delete, key, value)
+
+    async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
+        """Delete many keys atomically; a dict of key -> whether it existed."""
+        return await self._write(_ops.delete_multi, list(keys))
+
+    async def pop(self, key: K, default: V | None = None) -> V | None:
+        """Delete ``key`` and return its old value, or ``default`` if it was absent."""
+        return await self._write(_ops.pop, key, default)
+
+    async def replace(self, key: K, value: V) -> V | None:
+        """Store ``value`` under ``key`` and return the previous value, or None."""
+        return await self._write(_ops.replace, key, value)
+
+    async def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
+        """Atomically store ``fn(old)`` under ``key`` and return it.
+
+        ``fn`` runs on the writer thread inside the write transaction (``old`` is ``default``
+        when the key is absent), so no other write can slip in between the read and the
+        write: a compare-and-set without a retry loop. Keep ``fn`` short and free of I/O.
+        """
+        return await self._write(_ops.update, key, fn, default)

@@ -1,0 +1,193 @@
+"""Synchronous transaction objects handed to user code by ``run(fn)``.
+
+``fn(txn)`` runs on a worker thread (the writer thread for ``write=True``) inside one LMDB
+transaction. ``txn[db]`` is a :class:`DatabaseView` of any database of the environment, with that
+database's coders; the transaction given by ``db.run`` is also bound to ``db`` itself, so
+``txn.get(key)`` works as in aiolmdb 0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import lmdb
+
+from . import _ops, _scan
+from ._ops import MISSING, DbContext
+from ._surface import RangeSurface, pairs_of
+from .errors import ReadOnlyError
+from .ranges import check_range_args, iterate_sync
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._ops import Txn
+    from .database import AsyncDatabase
+    from .environment import Environment
+
+__all__ = ["DatabaseView", "Transaction", "run_in_transaction"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
+K2 = TypeVar("K2")
+V2 = TypeVar("V2")
+
+
+class DatabaseView(RangeSurface[K, V, Iterator[tuple[K, V]], Iterator[K], Iterator[V]]):
+    """One database seen through a transaction: synchronous, coder-aware operations.
+
+    Only valid inside the function given to ``run``; values it returns are decoded copies, so
+    they stay valid after the transaction ends.
+    """
+
+    __slots__ = ("_ctx", "_txn", "_writable")
+
+    def __init__(self, txn: Txn, writable: bool, ctx: DbContext[K, V]) -> None:
+        self._txn = txn
+        self._writable = writable
+        self._ctx = ctx
+
+    def _writing(self, what: str) -> DbContext[K, V]:
+        if not self._writable:
+            raise ReadOnlyError(
+                f"cannot {what} in a read-only transaction: use run(fn, write=True)"
+            )
+        return self._ctx
+
+    def _range(
+        self,
+        mode: int,
+        start: Any,
+        stop: Any,
+        prefix: Any,
+        reverse: bool,
+        limit: int | None,
+        chunk_size: int | None,
+    ) -> Iterator[Any]:
+        size = check_range_args(limit, chunk_size)
+        spec = _scan.ScanSpec(mode, start, stop, prefix, reverse)
+        return iterate_sync(self._txn, self._ctx, spec, limit, size)
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """The value stored under key (the first one in a dupsort database), or default."""
+        return _ops.get(self._txn, self._ctx, key, default)
+
+    def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
+        """A dict with every requested key; missing keys map to default."""
+        found = _ops.get_multi(self._txn, self._ctx, list(keys), default)
+        return found
+
+    def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
+        """Store value under key. False if not stored (key exists and overwrite=False, or the
+        exact pair exists in a dupsort database)."""
+        return _ops.put(self._txn, self._writing("put"), key, value, overwrite)
+
+    def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
+        """Store every pair; returns how many were added."""
+        return _ops.put_multi(self._txn, self._writing("put_multi"), pairs_of(items))
+
+    def delete(self, key: K, value: V = MISSING) -> bool:
+        """Delete key (or one (key, value) pair of a dupsort database); True if it existed."""
+        return _ops.delete(self._txn, self._writing("delete"), key, value)
+
+    def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
+        """Delete every key; a dict of key -> whether it existed."""
+        return _ops.delete_multi(self._txn, self._writing("delete_multi"), list(keys))
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        """Delete key and return its old value, or default."""
+        return _ops.pop(self._txn, self._writing("pop"), key, default)
+
+    def replace(self, key: K, value: V) -> V | None:
+        """Store value under key and return the old value, or None."""
+        return _ops.replace(self._txn, self._writing("replace"), key, value)
+
+    def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
+        """Store fn(old) under key (old is default when absent) and return it."""
+        return _ops.update(self._txn, self._writing("update"), key, fn, default)
+
+    def first(self) -> tuple[K, V] | None:
+        """The pair with the smallest key, or None."""
+        return _scan.first_or_last(self._txn, self._ctx, False)
+
+    def last(self) -> tuple[K, V] | None:
+        """The pair with the largest key, or None."""
+        return _scan.first_or_last(self._txn, self._ctx, True)
+
+    def get_all(self, key: K) -> list[V]:
+        """Every value of key (sorted in a dupsort database)."""
+        return _scan.get_all(self._txn, self._ctx, key)
+
+    def count_values(self, key: K) -> int:
+        """How many values key has."""
+        return _scan.count_values(self._txn, self._ctx, key)
+
+    def count(self) -> int:
+        """The number of entries in the database."""
+        return _ops.count(self._txn, self._ctx)
+
+
+class Transaction(DatabaseView[K, V]):
+    """The transaction given to ``fn`` by ``db.run(fn)`` and ``env.run(fn)``.
+
+    ``txn[db]`` gives a :class:`DatabaseView` of any database of the same environment;
+    ``txn.get(...)`` and the other operations act on the database ``run`` was called on
+    (for ``env.run``, the default database). ``txn.raw`` is the underlying
+    ``lmdb.Transaction`` (opened with ``buffers=False``, so what it returns are ``bytes``
+    copies; do not keep it, or cursors of it, beyond ``fn``).
+    """
+
+    __slots__ = ("_env", "_views")
+
+    def __init__(self, txn: Txn, writable: bool, ctx: DbContext[K, V], env: Environment) -> None:
+        super().__init__(txn, writable, ctx)
+        self._env = env
+        self._views: dict[int, DatabaseView[Any, Any]] = {}
+
+    @property
+    def raw(self) -> lmdb.Transaction:
+        """The underlying py-lmdb transaction."""
+        return self._txn
+
+    @property
+    def write(self) -> bool:
+        """True for a write transaction."""
+        return self._writable
+
+    def id(self) -> int:
+        """LMDB's transaction ID."""
+        return int(self._txn.id())
+
+    def __getitem__(self, database: AsyncDatabase[K2, V2]) -> DatabaseView[K2, V2]:
+        """A view of ``database`` (of this environment) inside this transaction."""
+        if database.environment is not self._env:
+            raise ValueError("that database belongs to another environment")
+        view: DatabaseView[K2, V2] | None = self._views.get(id(database))
+        if view is None:
+            view = DatabaseView(self._txn, self._writable, database._context_now())
+            self._views[id(database)] = view
+        return view
+
+
+async def run_in_transaction(
+    engine: Engine,
+    database: AsyncDatabase[K, V],
+    fn: Callable[[Transaction[K, V]], R],
+    write: bool,
+    wait_all_opened: Callable[[], Any],
+) -> R:
+    """``run(fn)``: ``fn(txn)`` in one transaction on a worker thread (the writer's own
+    nested transaction of the current group commit for ``write=True``)."""
+    if not callable(fn):
+        raise TypeError(f"run() needs a callable taking the transaction; got {fn!r}")
+    ctx = await database._context()
+    await wait_all_opened()  # so txn[db] finds every database open
+    env = database.environment
+
+    def build(txn: Txn) -> Transaction[K, V]:
+        return Transaction(txn, write, ctx, env)
+
+    if write:
+        return await engine.submit_write(_ops.call, (fn, build))
+    return await engine.submit_read(_ops.call, (fn, build))
