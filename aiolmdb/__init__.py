@@ -5,6 +5,7 @@ write transaction and one commit on a dedicated writer thread; coders run on tho
 never on the event loop. ``await db.put(...)`` returns once the write is committed.
 """
 
+from ._catalogue import DatabaseInfo
 from .coders import (
     Coder,
     IdentityCoder,
@@ -47,6 +48,7 @@ __all__ = [
     "AsyncTransaction",
     "ClosedError",
     "Coder",
+    "DatabaseInfo",
     "DatabaseDroppedError",
     "DatabaseView",
     "DeadlockError",

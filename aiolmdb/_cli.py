@@ -16,10 +16,9 @@ import json
 import os
 import shutil
 import stat as stat_module
-import struct
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
@@ -27,11 +26,11 @@ from typing import IO, Any
 import lmdb
 
 from . import _dumpfmt
+from ._catalogue import DatabaseInfo
 from .database import AsyncDatabase
 from .environment import Environment
 from .environment import open as open_environment
 from .errors import Error as AiolmdbError
-from .transaction import Transaction
 
 __all__ = ["main"]
 
@@ -257,62 +256,13 @@ def _name_text(name: bytes) -> str:
     return name.decode("utf-8", "backslashreplace")
 
 
-def _set_flags(flags: Mapping[str, object]) -> dict[str, Any]:
-    return {name: True for name, on in flags.items() if on}
-
-
-def _stat_dict(stat: Mapping[str, object]) -> dict[str, int]:
-    return {name: int(value) for name, value in stat.items()}  # type: ignore[call-overload]
-
-
-_INCOMPATIBLE = object()
-# A named database's record in the main database is LMDB's MDB_db struct: two 16-bit and one
-# 32-bit field, then five size_t/pgno_t fields (48 bytes on 64-bit platforms).
-_DB_RECORD_SIZE = 8 + 5 * struct.calcsize("N")
-
-
-def _catalogue(txn: Transaction[bytes, bytes], lenv: lmdb.Environment, only: bytes | None) -> Any:
-    """In one read transaction: the main database and every named database (keys of the main
-    database that LMDB opens as databases), or just the database ``only`` (None if it does not
-    exist, _INCOMPATIBLE if that name is a plain key)."""
-    raw = txn.raw
-    if only is not None:
-        try:
-            handle = lenv.open_db(only, txn=raw, create=False)
-        except lmdb.NotFoundError:
-            return None
-        except lmdb.IncompatibleError:
-            return _INCOMPATIBLE
-        return DbInfo(only, _set_flags(handle.flags()), _stat_dict(raw.stat(handle)))
-    main = lenv.open_db(None, txn=raw)
-    infos = [DbInfo(None, _set_flags(main.flags()), _stat_dict(raw.stat(main)))]
-    cursor = raw.cursor(main)
-    try:
-        for key, value in cursor.iternext_nodup(keys=True, values=True):
-            if len(value) != _DB_RECORD_SIZE:
-                continue  # cheap test first: a plain key of a big main database
-            name = bytes(key)
-            if b"\0" in name:
-                continue  # LMDB names are C strings
-            try:
-                handle = lenv.open_db(name, txn=raw, create=False)
-            except lmdb.DbsFullError:
-                raise CLIError(
-                    f"more than {MAX_DBS} named databases: cannot open them all"
-                ) from None
-            except lmdb.Error:
-                continue  # a plain key, not a database
-            infos.append(DbInfo(name, _set_flags(handle.flags()), _stat_dict(raw.stat(handle))))
-    finally:
-        cursor.close()
-    return infos
+def _db_info(found: DatabaseInfo) -> DbInfo:
+    return DbInfo(found.key, dict.fromkeys(sorted(found.flags), True), dict(found.stat))
 
 
 async def _databases(env: Environment) -> list[DbInfo]:
     """The main database first, then every named database, in key order."""
-    lenv = env.lmdb_environment
-    infos: list[DbInfo] = await env.run(lambda txn: _catalogue(txn, lenv, None))
-    return infos
+    return [_db_info(found) for found in await env.databases()]
 
 
 async def _lookup(env: Environment, name: str) -> DbInfo | None:
@@ -320,11 +270,13 @@ async def _lookup(env: Environment, name: str) -> DbInfo | None:
     if not name:
         raise CLIError("a database name cannot be empty")
     encoded = name.encode("utf-8", "surrogateescape")
-    lenv = env.lmdb_environment
-    found = await env.run(lambda txn: _catalogue(txn, lenv, encoded))
-    if found is _INCOMPATIBLE:
-        raise CLIError(f"{name!r} is a key of the main database of {env.path}, not a database")
-    return found  # type: ignore[no-any-return]
+    try:
+        found = await env.database_info(encoded)
+    except ValueError:
+        raise CLIError(
+            f"{name!r} is a key of the main database of {env.path}, not a database"
+        ) from None
+    return None if found is None else _db_info(found)
 
 
 async def _open_database(env: Environment, name: str | None, *, create: bool = False) -> DB:
@@ -621,8 +573,7 @@ async def _load_target(env: Environment, header: _dumpfmt.DumpHeader, name: str 
     label = "(main)" if name is None else repr(name)
     flags = _lmdb_flags(header, label)
     if name is None:
-        lenv = env.lmdb_environment
-        main = await env.run(lambda txn: _set_flags(lenv.open_db(None, txn=txn.raw).flags()))
+        main = (await _databases(env))[0].flags
         if main != flags:
             raise CLIError(
                 f"the dump's main database has flags {sorted(flags) or 'none'} but the "

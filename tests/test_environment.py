@@ -337,6 +337,73 @@ async def test_open_db_bad_name_and_flags(env: Environment) -> None:
         env.open_db(None, dupsort=True)
 
 
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [("", "must not be empty"), (b"", "must not be empty"), ("a\0b", "NUL byte"), (b"a\0", "NUL")],
+)
+async def test_open_db_rejects_names_lmdb_cannot_store(
+    env: Environment, name: str | bytes, match: str
+) -> None:
+    # LMDB names are C strings: "a\0b" would silently open the database "a".
+    with pytest.raises(ValueError, match=match):
+        env.open_db(name)
+    assert [info.key for info in await env.databases()] == [None]
+
+
+@pytest.mark.parametrize("flag", ["dupsort", "integerkey", "reverse_key", "dupfixed", "create"])
+@pytest.mark.parametrize("value", [1, "yes", None], ids=["int", "str", "none"])
+async def test_open_db_flags_must_be_bools(env: Environment, flag: str, value: Any) -> None:
+    with pytest.raises(TypeError, match=f"open_db flag {flag} must be a bool, got {value!r}"):
+        env.open_db("x", **{flag: value})
+    assert await env.database_info("x") is None  # nothing was created
+
+
+async def test_databases_lists_every_database_with_flags_and_entries(env: Environment) -> None:
+    main = env.get_default_database()
+    await main.put(b"plain", b"x" * 48)  # a main-database value the size of a DB record
+    dups = await env.open_db("dups", dupsort=True)
+    await dups.put_multi([(b"k", b"1"), (b"k", b"2"), (b"j", b"3")])
+    await env.open_db(b"\xffraw")
+    infos = await env.databases()
+    assert [info.key for info in infos] == [None, b"dups", b"\xffraw"]
+    by_key = {info.key: info for info in infos}
+    assert by_key[None].entries == 3  # "plain" and the two database records
+    assert by_key[None].name is None
+    assert by_key[b"dups"].flags == frozenset({"dupsort"})
+    assert by_key[b"dups"].entries == 3
+    assert by_key[b"dups"].stat["entries"] == 3
+    assert by_key[b"dups"].name == "dups"
+    assert by_key[b"\xffraw"].name == "\\xffraw"
+    assert by_key[b"\xffraw"].entries == 0
+    # What it lists opens as it is.
+    again = await env.open_db(by_key[b"\xffraw"].key, create=False)
+    assert await again.count() == 0
+
+
+async def test_database_info(env: Environment) -> None:
+    await env.get_default_database().put(b"plain", b"v")
+    assert await env.database_info("missing") is None
+    with pytest.raises(ValueError, match=r"plain.*is a key of the default database"):
+        await env.database_info("plain")
+    db = await env.open_db("named", integerkey=True)
+    await db.put((7).to_bytes(8, "little"), b"v")
+    info = await env.database_info("named")
+    assert info is not None
+    assert (info.key, info.flags, info.entries) == (b"named", frozenset({"integerkey"}), 1)
+    bad: Any = None
+    with pytest.raises(TypeError, match="needs a name"):
+        await env.database_info(bad)
+
+
+async def test_databases_on_a_closed_environment(path: Path) -> None:
+    env = aiolmdb.open(path, map_size=MAP_SIZE)
+    await env.close()
+    with pytest.raises(ClosedError):
+        await env.databases()
+    with pytest.raises(ClosedError):
+        await env.database_info("x")
+
+
 async def test_default_database(env: Environment) -> None:
     main = env.get_default_database()
     assert env.get_default_database() is main
