@@ -172,19 +172,18 @@ def read_chunk(
     (``spec.batch``) the lists to yield, of (key, value) pairs for items(), and None. ``done``
     means the range is exhausted.
     """
-    db, kc, vc = ctx.dbi, ctx.kc, ctx.vc
     if not spec.encoded:
         # The iterator may have been made before the database finished opening.
         spec.dupsort = ctx.dupsort
-        spec.encode(kc)
+        spec.encode(ctx.kc)
     if spec.empty:
         return [], None, resume, True
     if not spec.batch:
-        return _read_columns(txn, db, kc, vc, spec, resume, n)
+        return _read_columns(txn, ctx, spec, resume, n)
     if spec.mode == ITEMS:
-        entries, _, resume, done = _read_pairs(txn, db, kc, vc, spec, resume, n)
+        entries, _, resume, done = _read_pairs(txn, ctx, spec, resume, n)
     else:
-        entries, _, resume, done = _read_columns(txn, db, kc, vc, spec, resume, n)
+        entries, _, resume, done = _read_columns(txn, ctx, spec, resume, n)
     return _split(entries, spec.batch), None, resume, done
 
 
@@ -200,17 +199,11 @@ def _split(entries: list[Any], size: int) -> list[list[Any]]:
 
 
 def _read_columns(
-    txn: Txn,
-    db: Any,
-    kc: Coder[Any],
-    vc: Coder[Any],
-    spec: ScanSpec,
-    resume: Resume | None,
-    n: int,
+    txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec, resume: Resume | None, n: int
 ) -> tuple[list[Any], list[Any] | None, Resume | None, bool]:
     """read_chunk's columns, read in two cursor passes (no tuples are made here)."""
     unique = spec.unique_keys
-    cur = txn.cursor(db)
+    cur = txn.cursor(ctx.dbi)
     try:
         if not _position(cur, spec, resume):
             return [], None, resume, True
@@ -250,25 +243,19 @@ def _read_columns(
         resume = (keys[-1], values[-1])
     else:
         resume = (keys[-1],)
-    first, second = _decode(keys, values, spec.mode, kc, vc)
+    first, second = _decode(keys, values, spec.mode, ctx.kc, ctx.vc)
     return first, second, resume, done or cut
 
 
 def _read_pairs(
-    txn: Txn,
-    db: Any,
-    kc: Coder[Any],
-    vc: Coder[Any],
-    spec: ScanSpec,
-    resume: Resume | None,
-    n: int,
+    txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec, resume: Resume | None, n: int
 ) -> tuple[list[Any], None, Resume | None, bool]:
     """read_chunk for batches of items(): one list of (key, value) pairs.
 
     A batch is a list of pairs anyway, so the pairs are made here, in one cursor pass (py-lmdb
     builds them in C), rather than as two columns zipped on the loop: half the cursor steps.
     """
-    cur = txn.cursor(db)
+    cur = txn.cursor(ctx.dbi)
     try:
         if not _position(cur, spec, resume):
             return [], None, resume, True
@@ -282,6 +269,7 @@ def _read_pairs(
         return pairs, None, resume, True
     last = pairs[-1]
     resume = (last[0], last[1]) if spec.dupsort else (last[0],)
+    kc, vc = ctx.kc, ctx.vc
     if type(kc) is not IdentityCoder or type(vc) is not IdentityCoder:
         dk = kc.deserialize
         dv = vc.deserialize

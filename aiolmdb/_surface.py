@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from . import _ops, _scan
 from ._ops import MISSING, DbContext
 from .coders import Coder
-from .ranges import RangeIterator
+from .ranges import OnEnd, OnItem, RangeIterator, StreamFn, scan_args
 
 __all__ = ["AsyncOps", "RangeSurface", "pairs_of"]
 
@@ -30,12 +30,22 @@ KeysT = TypeVar("KeysT")
 ValuesT = TypeVar("ValuesT")
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
+    from typing import TypeAlias, TypedDict
+
+    from typing_extensions import Unpack
 
     from ._ops import Txn
 
     # An operation as the surface hands it over: fn(txn, ctx, *args).
     Op: TypeAlias = Callable[Concatenate[Txn, DbContext[K, V], P], R]
+
+    class RangeOptions(TypedDict, Generic[K], total=False):
+        """The keyword options of items/keys/values (see RangeSurface.items)."""
+
+        prefix: K | None
+        reverse: bool
+        limit: int | None
+        chunk_size: int | None
 
 
 def pairs_of(items: Iterable[tuple[K, V]] | Mapping[K, V]) -> list[tuple[K, V]]:
@@ -48,68 +58,34 @@ class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT]):
 
     __slots__ = ()
 
-    def _range(
-        self,
-        mode: int,
-        start: Any,
-        stop: Any,
-        prefix: Any,
-        reverse: bool,
-        limit: int | None,
-        chunk_size: int | None,
-    ) -> Any:
+    def _range(self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]) -> Any:
         raise NotImplementedError  # pragma: no cover - provided by subclasses
 
     def items(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
+        self, start: K | None = None, stop: K | None = None, **options: Unpack[RangeOptions[K]]
     ) -> ItemsT:
         """Iterate ``(key, value)`` pairs with keys in ``[start, stop)``, in encoded-key order.
 
-        ``prefix`` keeps keys whose encoding starts with the encoded prefix; ``reverse`` walks
-        the range from its end; ``limit`` caps the count; ``chunk_size`` (default 4096; the
-        first chunks are smaller, from 64) is how many entries one read takes. In a dupsort
-        database every pair is yielded. See :mod:`aiolmdb.ranges` for ordering and
-        consistency.
+        Options: ``prefix`` keeps keys whose encoding starts with the encoded prefix;
+        ``reverse=True`` walks the range from its end; ``limit`` caps the count;
+        ``chunk_size`` (default 4096; the first chunks are smaller, from 64) is how many
+        entries one read takes. In a dupsort database every pair is yielded. See
+        :mod:`aiolmdb.ranges` for ordering and consistency.
         """
-        it = self._range(_scan.ITEMS, start, stop, prefix, reverse, limit, chunk_size)
-        return cast(ItemsT, it)
+        return cast(ItemsT, self._range(_scan.ITEMS, start, stop, options))
 
     def keys(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
+        self, start: K | None = None, stop: K | None = None, **options: Unpack[RangeOptions[K]]
     ) -> KeysT:
         """Iterate the keys in ``[start, stop)`` (each key once, also in a dupsort database);
-        arguments as for :meth:`items`."""
-        it = self._range(_scan.KEYS, start, stop, prefix, reverse, limit, chunk_size)
-        return cast(KeysT, it)
+        options as for :meth:`items`."""
+        return cast(KeysT, self._range(_scan.KEYS, start, stop, options))
 
     def values(
-        self,
-        start: K | None = None,
-        stop: K | None = None,
-        *,
-        prefix: K | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        chunk_size: int | None = None,
+        self, start: K | None = None, stop: K | None = None, **options: Unpack[RangeOptions[K]]
     ) -> ValuesT:
-        """Iterate the values of the keys in ``[start, stop)``; arguments as for
-        :meth:`items`."""
-        it = self._range(_scan.VALUES, start, stop, prefix, reverse, limit, chunk_size)
-        return cast(ValuesT, it)
+        """Iterate the values of the keys in ``[start, stop)``; options as for :meth:`items`."""
+        return cast(ValuesT, self._range(_scan.VALUES, start, stop, options))
 
 
 class AsyncOps(RangeSurface[K, V, RangeIterator[tuple[K, V]], RangeIterator[K], RangeIterator[V]]):
@@ -139,28 +115,15 @@ class AsyncOps(RangeSurface[K, V, RangeIterator[tuple[K, V]], RangeIterator[K], 
         """Run ``fn(txn, ctx, *args)`` in a write transaction and return its result."""
         raise NotImplementedError  # pragma: no cover - provided by subclasses
 
-    def _stream(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        on_item: Callable[[Any], None],
-        on_end: Callable[[BaseException | None], None],
-    ) -> bool:
+    def _stream(self, fn: StreamFn, args: tuple[Any, ...], on_item: OnItem, on_end: OnEnd) -> bool:
         """Start ``fn(txn, emit, *args)`` on a reader thread (see the engine's submit_stream);
         False if this source cannot (a range iterator then reads chunk by chunk with _read)."""
         return False
 
     def _range(
-        self,
-        mode: int,
-        start: Any,
-        stop: Any,
-        prefix: Any,
-        reverse: bool,
-        limit: int | None,
-        chunk_size: int | None,
+        self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]
     ) -> RangeIterator[Any]:
-        return RangeIterator(self, mode, start, stop, prefix, reverse, limit, chunk_size)
+        return RangeIterator(self, *scan_args(mode, start, stop, options))
 
     # ----------------------------------------------------------------- reads
     async def get(self, key: K, default: V | None = None) -> V | None:

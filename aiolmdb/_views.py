@@ -17,11 +17,12 @@ from . import _ops, _scan
 from ._ops import MISSING, DbContext
 from ._surface import RangeSurface, pairs_of
 from .errors import ReadOnlyError
-from .ranges import check_range_args, iterate_sync
+from .ranges import iterate_sync, scan_args
 
 if TYPE_CHECKING:
     from ._engine import Engine
     from ._ops import Txn
+    from ._surface import RangeOptions
     from .database import AsyncDatabase
     from .environment import Environment
 
@@ -55,19 +56,8 @@ class DatabaseView(RangeSurface[K, V, Iterator[tuple[K, V]], Iterator[K], Iterat
             )
         return self._ctx
 
-    def _range(
-        self,
-        mode: int,
-        start: Any,
-        stop: Any,
-        prefix: Any,
-        reverse: bool,
-        limit: int | None,
-        chunk_size: int | None,
-    ) -> Iterator[Any]:
-        size = check_range_args(limit, chunk_size)
-        spec = _scan.ScanSpec(mode, start, stop, prefix, reverse)
-        return iterate_sync(self._txn, self._ctx, spec, limit, size)
+    def _range(self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]) -> Iterator[Any]:
+        return iterate_sync(self._txn, self._ctx, *scan_args(mode, start, stop, options))
 
     def get(self, key: K, default: V | None = None) -> V | None:
         """The value stored under key (the first one in a dupsort database), or default."""

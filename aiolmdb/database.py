@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._surface import Op, P
     from .environment import Environment
+    from .ranges import OnEnd, OnItem, StreamFn
 
 __all__ = ["AsyncDatabase"]
 
@@ -170,13 +171,7 @@ class AsyncDatabase(AsyncOps[K, V]):
             ctx = await self._context()
         return await self._engine.submit_write(fn, (ctx, *args))
 
-    def _stream(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        on_item: Callable[[Any], None],
-        on_end: Callable[[BaseException | None], None],
-    ) -> bool:
+    def _stream(self, fn: StreamFn, args: tuple[Any, ...], on_item: OnItem, on_end: OnEnd) -> bool:
         # Range iterators read ahead this way. Not in inline mode (reads run on the loop
         # there), nor before the database is open (the next read waits for the open).
         ctx = self._ctx

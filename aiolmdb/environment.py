@@ -8,7 +8,6 @@ import contextlib
 import os
 import warnings
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 import lmdb
@@ -357,12 +356,7 @@ class Environment:
     async def __aenter__(self) -> Environment:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     def __del__(self) -> None:

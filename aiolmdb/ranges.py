@@ -26,7 +26,7 @@ from ._ops import DbContext
 
 if TYPE_CHECKING:
     from ._ops import Txn
-    from ._surface import AsyncOps
+    from ._surface import AsyncOps, RangeOptions
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "RangeIterator"]
 
@@ -47,6 +47,28 @@ _AHEAD = 2
 # A reader thread streaming to a caller that keeps up starts a new read transaction after this
 # many chunks: short transactions let map growth through and keep old pages from being pinned.
 _CHUNKS_PER_TXN = 4
+
+
+# How a source starts a reader-thread job for a range iterator (see AsyncOps._stream).
+StreamFn = Callable[..., Any]
+OnItem = Callable[[Any], None]
+OnEnd = Callable[[BaseException | None], None]
+
+_OPTIONS = frozenset({"prefix", "reverse", "limit", "chunk_size"})
+
+
+def scan_args(
+    mode: int, start: Any, stop: Any, options: RangeOptions[Any]
+) -> tuple[_scan.ScanSpec, int | None, int]:
+    """items/keys/values arguments checked: the scan, the limit and the chunk size."""
+    unknown = options.keys() - _OPTIONS
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    limit = options.get("limit")
+    size = check_range_args(limit, options.get("chunk_size"))
+    reverse = options.get("reverse", False)
+    spec = _scan.ScanSpec(mode, start, stop, options.get("prefix"), bool(reverse))
+    return spec, limit, size
 
 
 def check_range_args(limit: int | None, chunk_size: int | None) -> int:
@@ -93,20 +115,12 @@ class RangeIterator(Generic[T]):
     )
 
     def __init__(
-        self,
-        source: AsyncOps[Any, Any],
-        mode: int,
-        start: Any,
-        stop: Any,
-        prefix: Any,
-        reverse: bool,
-        limit: int | None,
-        chunk_size: int | None,
+        self, source: AsyncOps[Any, Any], spec: _scan.ScanSpec, limit: int | None, chunk_size: int
     ) -> None:
-        self._chunk_size = check_range_args(limit, chunk_size)
-        self._next_size = min(_FIRST_CHUNK, self._chunk_size)
+        self._chunk_size = chunk_size
+        self._next_size = min(_FIRST_CHUNK, chunk_size)
         self._source = source
-        self._spec = _scan.ScanSpec(mode, start, stop, prefix, reverse)
+        self._spec = spec
         self._remaining = limit
         # Over the current chunk: its entries, or (key, value) pairs zipped from its columns.
         self._it: Iterator[Any] = iter(())

@@ -13,7 +13,6 @@ import contextlib
 import enum
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
@@ -145,15 +144,10 @@ class WriteTransaction(AsyncTransaction):
         await self.begin()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._phase is not _Phase.ACTIVE:
             return
-        if exc_type is None:
+        if exc_info[0] is None:  # the block ended normally
             await self.commit()
         else:
             await self.abort()
@@ -234,12 +228,7 @@ class Snapshot(AsyncTransaction):
         await self.begin()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
     async def begin(self) -> None:

@@ -522,6 +522,25 @@ async def test_batches_sizes_and_total(env: Environment) -> None:
     ]
 
 
+async def test_unknown_range_options_are_refused(db: Db) -> None:
+    """The options are keyword-only and typed for mypy; at run time a misspelt one raises
+    instead of being ignored (which would scan the whole database)."""
+    await db.put_multi(BYTES_PAIRS)
+    options: dict[str, Any] = {"prefx": b"k"}
+    for method in (db.items, db.keys, db.values):
+        with pytest.raises(TypeError, match="unexpected keyword argument.*prefx"):
+            method(**options)
+
+    def in_txn(txn: Transaction[bytes, bytes]) -> None:
+        with pytest.raises(TypeError, match="unexpected keyword argument.*limt"):
+            txn.keys(**{"limt": 1})
+
+    await db.run(in_txn)
+    async with db.environment.begin() as snap:
+        with pytest.raises(TypeError, match="unexpected keyword argument.*revers"):
+            snap[db].values(**{"revers": True})
+
+
 async def test_batches_errors(db: Db) -> None:
     await db.put_multi(BYTES_PAIRS)
     with pytest.raises(ValueError, match="chunk_size"):
