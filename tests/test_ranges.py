@@ -526,19 +526,19 @@ async def test_unknown_range_options_are_refused(db: Db) -> None:
     """The options are keyword-only and typed for mypy; at run time a misspelt one raises
     instead of being ignored (which would scan the whole database)."""
     await db.put_multi(BYTES_PAIRS)
-    options: dict[str, Any] = {"prefx": b"k"}
+    misspelt: Any = {"prefx": b"k"}
     for method in (db.items, db.keys, db.values):
-        with pytest.raises(TypeError, match="unexpected keyword argument.*prefx"):
-            method(**options)
+        with pytest.raises(TypeError, match=r"unexpected keyword argument.*prefx"):
+            method(**misspelt)
 
     def in_txn(txn: Transaction[bytes, bytes]) -> None:
-        with pytest.raises(TypeError, match="unexpected keyword argument.*limt"):
-            txn.keys(**{"limt": 1})
+        with pytest.raises(TypeError, match=r"unexpected keyword argument.*prefx"):
+            txn.keys(**misspelt)
 
     await db.run(in_txn)
     async with db.environment.begin() as snap:
-        with pytest.raises(TypeError, match="unexpected keyword argument.*revers"):
-            snap[db].values(**{"revers": True})
+        with pytest.raises(TypeError, match=r"unexpected keyword argument.*prefx"):
+            snap[db].values(**misspelt)
 
 
 async def test_batches_errors(db: Db) -> None:
