@@ -116,11 +116,15 @@ def get_bytes(txn: Txn, db: DB, max_key_size: int, key: bytes, default: D) -> by
 
 def get_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K], default: D) -> dict[K, V | D]:
     """A dict with every requested key; missing keys map to default."""
-    kc, vc, mks, db = ctx.kc, ctx.vc, ctx.max_key_size, ctx.dbi
+    kc, vc, max_key_size, db = ctx.kc, ctx.vc, ctx.max_key_size, ctx.dbi
     if type(kc) is IdentityCoder and type(vc) is IdentityCoder and keys:
         # The checks run in C (map, set, min, max): a Python loop here is much slower.
         raw = cast("list[bytes]", keys)
-        if set(map(type, raw)) == {bytes} and min(map(len, raw)) > 0 and max(map(len, raw)) <= mks:
+        if (
+            set(map(type, raw)) == {bytes}
+            and min(map(len, raw)) > 0
+            and max(map(len, raw)) <= max_key_size
+        ):
             return _get_multi_bytes(txn, db, raw, default)
     out: dict[K, V | D] = {}
     tget = txn.get
@@ -129,8 +133,8 @@ def get_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K], default: D) -> dict
     for key in keys:
         seen = _seen(out, key, "get_multi")
         encoded = ser(key)
-        if not 0 < len(encoded) <= mks:
-            encode_key(kc, key, mks)
+        if not 0 < len(encoded) <= max_key_size:
+            encode_key(kc, key, max_key_size)
         if seen:
             _check_same_encoding(kc, out, key, encoded, "get_multi")
         buf = tget(encoded, None, db)
@@ -206,7 +210,7 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
     that already exists does not).
     """
     tput = txn.put
-    kc, mks, db, dupsort = ctx.kc, ctx.max_key_size, ctx.dbi, ctx.dupsort
+    kc, max_key_size, db, dupsort = ctx.kc, ctx.max_key_size, ctx.dbi, ctx.dupsort
     ser_k = kc.serialize
     ser_v = ctx.vc.serialize
     added = 0
@@ -218,8 +222,8 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
                 f"put_multi item {index} must be a (key, value) pair; got a {type(pair).__name__}"
             ) from None
         encoded = ser_k(key)
-        if not 0 < len(encoded) <= mks:
-            encode_key(kc, key, mks)
+        if not 0 < len(encoded) <= max_key_size:
+            encode_key(kc, key, max_key_size)
         if dupsort:
             added += tput(encoded, ser_v(value), dupdata=False, db=db)
         else:
@@ -253,10 +257,10 @@ def delete_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, bool]
     """Delete every key; a dict of key -> whether it existed."""
     out: dict[K, bool] = {}
     tdel = txn.delete
-    kc, mks, db = ctx.kc, ctx.max_key_size, ctx.dbi
+    kc, max_key_size, db = ctx.kc, ctx.max_key_size, ctx.dbi
     for key in keys:
         seen = _seen(out, key, "delete_multi")
-        encoded = encode_key(kc, key, mks)
+        encoded = encode_key(kc, key, max_key_size)
         if seen:
             _check_same_encoding(kc, out, key, encoded, "delete_multi")
         out[key] = bool(tdel(encoded, db=db)) or out.get(key, False)

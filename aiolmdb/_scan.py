@@ -167,7 +167,7 @@ def read_chunk(
 ) -> tuple[list[Any], list[Any] | None, Resume | None, bool]:
     """Read up to n entries of the scan after ``resume``.
 
-    Returns ``(first, second, new_resume, done)``, decoded: for items() the keys and the
+    Returns ``(column, paired, new_resume, done)``, decoded: for items() the keys and the
     values; for keys() the keys and None; for values() the values and None; for batches()
     (``spec.batch``) the lists to yield, of (key, value) pairs for items(), and None. ``done``
     means the range is exhausted.
@@ -243,8 +243,8 @@ def _read_columns(
         resume = (keys[-1], values[-1])
     else:
         resume = (keys[-1],)
-    first, second = _decode(keys, values, spec.mode, ctx.kc, ctx.vc)
-    return first, second, resume, done or cut
+    column, paired = _decode(keys, values, spec.mode, ctx.kc, ctx.vc)
+    return column, paired, resume, done or cut
 
 
 def _read_pairs(

@@ -82,7 +82,8 @@ def check_range_args(limit: int | None, chunk_size: int | None) -> int:
     return chunk_size
 
 
-# One chunk as read_chunk returns it: (first, second, resume, done).
+# One chunk as read_chunk returns it: (column, paired, resume, done): the entries to yield
+# (keys, values, or lists for batches()) and, for items(), the values paired with them.
 _Chunk = tuple[list[Any], "list[Any] | None", "_scan.Resume | None", bool]
 
 
@@ -150,10 +151,10 @@ class RangeIterator(Generic[T]):
             pass
         if self._spec.batch:
             raise RuntimeError("iterate what batches() returned, not the iterator it came from")
-        first, second = await self._next_chunk()
-        if not first:
+        column, paired = await self._next_chunk()
+        if not column:
             raise StopAsyncIteration
-        it: Iterator[Any] = iter(first) if second is None else zip(first, second, strict=True)
+        it: Iterator[Any] = iter(column) if paired is None else zip(column, paired, strict=True)
         self._it = it
         return next(it)  # type: ignore[no-any-return]
 
@@ -242,9 +243,9 @@ class RangeIterator(Generic[T]):
             chunk = _scan.read_chunk(txn, ctx, spec, resume, n)
             self._emitted += 1
             emit((chunk, size))
-            first, _, resume, done = chunk
+            column, _, resume, done = chunk
             if remaining is not None:
-                remaining -= self._count(first)
+                remaining -= self._count(column)
             if done or remaining == 0 or self._closed:
                 return None
             size = min(size * 2, max_size)
@@ -254,14 +255,14 @@ class RangeIterator(Generic[T]):
 
     def _on_chunk(self, item: tuple[_Chunk, int]) -> None:
         """Loop: a chunk read ahead arrived."""
-        (first, second, resume, done), size = item
+        (column, paired, resume, done), size = item
         self._resume = resume
         self._done = done
         self._next_size = min(size * 2, self._chunk_size)
         if self._remaining is not None:
-            self._remaining -= self._count(first)
+            self._remaining -= self._count(column)
         if not self._closed:
-            self._buffer.append((first, second))
+            self._buffer.append((column, paired))
         self._wake()
 
     def _on_end(self, error: BaseException | None) -> None:
@@ -284,16 +285,16 @@ class RangeIterator(Generic[T]):
         self._next_size = min(size * 2, self._chunk_size)
         if self._remaining is not None:
             size = min(size, self._remaining)
-        first, second, self._resume, self._done = await self._source._read(
+        column, paired, self._resume, self._done = await self._source._read(
             _scan.read_chunk, self._spec, self._resume, size
         )
         if self._remaining is not None:
-            self._remaining -= self._count(first)
-        return first, second
+            self._remaining -= self._count(column)
+        return column, paired
 
-    def _count(self, first: list[Any]) -> int:
+    def _count(self, column: list[Any]) -> int:
         """How many entries a chunk holds (for batches() it is a list of lists)."""
-        return sum(map(len, first)) if self._spec.batch else len(first)
+        return sum(map(len, column)) if self._spec.batch else len(column)
 
 
 def iterate_sync(
@@ -309,10 +310,10 @@ def iterate_sync(
     done = False
     while not done and remaining != 0:
         n = chunk_size if remaining is None else min(chunk_size, remaining)
-        first, second, resume, done = _scan.read_chunk(txn, ctx, spec, resume, n)
+        column, paired, resume, done = _scan.read_chunk(txn, ctx, spec, resume, n)
         if remaining is not None:
-            remaining -= len(first)
-        if second is None:
-            yield from first
+            remaining -= len(column)
+        if paired is None:
+            yield from column
         else:
-            yield from zip(first, second, strict=True)
+            yield from zip(column, paired, strict=True)
