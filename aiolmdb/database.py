@@ -247,7 +247,7 @@ class AsyncDatabase(AsyncReads[K, V]):
             result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
                 return result  # type: ignore[no-any-return]
-        return await self._engine.submit_read(fn, args)  # type: ignore[no-any-return]
+        return await self._engine.submit_read(fn, args)
 
     async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
         """Read many keys in one transaction: a dict holding every requested key, missing
@@ -273,10 +273,10 @@ class AsyncDatabase(AsyncReads[K, V]):
         if dbi is None or st.dropped:
             dbi = await self._ready()
         if self._raw and type(key) is bytes and type(value) is bytes and not st.dupsort:
-            return await self._engine.submit_write(  # type: ignore[no-any-return]
+            return await self._engine.submit_write(
                 _ops.put_bytes, (dbi, self._max_key, key, value, overwrite)
             )
-        return await self._engine.submit_write(  # type: ignore[no-any-return]
+        return await self._engine.submit_write(
             _ops.put,
             (dbi, self._kc, self._vc, self._max_key, key, value, overwrite, st.dupsort),
         )
@@ -370,8 +370,7 @@ class AsyncDatabase(AsyncReads[K, V]):
         dbi = await self._ready()
         engine = self._engine
         engine.check_open()
-        if engine.active_session is not None:
-            engine.check_not_holding("deleting a database")
+        engine.check_not_holding("deleting a database")
         await asyncio.wrap_future(engine.call_solo(_delete_database, st, dbi))
         self._env._forget_db(st)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import lmdb
 
 from . import _ops, _scan
-from ._engine import ABORT, COMMIT, WriteSession
+from ._engine import ABORT, COMMIT, SessionCommand, WriteSession
 from .coders import Coder
 from .errors import (
     ReadOnlyError,
@@ -468,7 +468,7 @@ class WriteTransaction(AsyncTransaction):
             raise
         self._session = session
         self._state = self._OPEN
-        engine.active_session = session
+        engine.hold_session(session)
 
     async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
         self._check_usable()
@@ -479,14 +479,13 @@ class WriteTransaction(AsyncTransaction):
             raise TransactionError("the transaction has already ended")
         return await fut
 
-    async def _finish(self, command: Callable[..., Any]) -> None:
+    async def _finish(self, command: SessionCommand) -> None:
         if self._state != self._OPEN:
             raise TransactionError("the transaction is not active")
         session = self._session
         assert session is not None
         self._state = self._DONE
-        if self._engine.active_session is session:
-            self._engine.active_session = None
+        self._engine.release_session(session)
         fut = asyncio.get_running_loop().create_future()
         if session.send(fut, command, ()):
             await fut
@@ -544,7 +543,7 @@ class Snapshot(AsyncTransaction):
         except BaseException:
             self.release()
             raise
-        self._engine.snapshots.add(self)
+        self._engine.track_snapshot(self)
 
     def _begin(self) -> None:
         # Reader thread, inside the gate: no resize can run between these two lines.
