@@ -3,20 +3,11 @@
 LMDB write transactions belong to the thread that began them, so one dedicated thread runs
 them all.
 
-Buffering and group commit
+Buffering
     :meth:`Writer.submit_write` buffers the writes made during one loop iteration and hands
     them to the writer thread at its end, in one queue item. The thread takes everything queued,
-    up to ``max_batch``, runs each operation in a nested transaction of one write transaction (so
-    a failing operation rolls back alone; operations that change one thing and fail before
-    changing it skip the nesting) and commits once. Futures are resolved only after that commit.
-    With ``writemap=True`` LMDB has no nested transactions: a failing operation makes the batch
-    run again without it.
-
-Map growth
-    ``MapFullError`` makes a batch unusable: the writer aborts it, grows the map (through the
-    gate, which waits until no read transaction of this process is open and holds new ones
-    back) and runs the batch again. With map growth off, the batch is committed one operation
-    at a time, so that exactly the ones that do not fit fail.
+    up to ``max_batch``, and has the batch committed as one write transaction (group commit and
+    map growth: see ``_commit``). Futures are resolved only after that commit.
 
 Solo items and exclusive write transactions
     :meth:`Writer.call_solo` runs ``fn(env)`` on the thread between batches (opening a database,
@@ -29,8 +20,9 @@ Solo items and exclusive write transactions
 Cancellation: a write whose future is already cancelled when its batch starts is skipped; once
 started it runs to completion and its result is dropped.
 
-It touches the ``lmdb.Environment`` (write transactions, info, set_mapsize through the gate),
-its own queue and thread, and the loop (results go back through ``_delivery.post``).
+It touches the ``lmdb.Environment`` (write transactions; set_mapsize only through the gate),
+the committer, its own queue and thread, and the loop (results go back through
+``_delivery.post``).
 """
 
 from __future__ import annotations
@@ -45,6 +37,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import lmdb
 
+from ._commit import Committer
 from ._config import EngineConfig
 from ._delivery import (
     CLOSING,
@@ -58,7 +51,6 @@ from ._delivery import (
     post,
 )
 from ._gate import Gate
-from ._ops import ATOMIC
 from .errors import DeadlockError, TransactionError
 
 __all__ = ["ABORT", "COMMIT", "SessionCommand", "WriteSession", "Writer"]
@@ -163,10 +155,11 @@ class Writer(Part):
         super().__init__(raise_state, bind_loop)
         self._env = env
         self._max_batch = config.max_batch
-        self._map_growth = config.map_growth
-        self._max_map_size = config.max_map_size
         self._writemap = bool(env.flags().get("writemap"))
         self._resize = gate.resize
+        committer = Committer(env, config, gate.resize)
+        self._run_batch = committer.run_batch
+        self._grow_map = committer.grow_map
         self._loop_thread: int | None = None
         # Writes submitted during the current loop iteration, passed on by _flush_writes.
         self._write_buf: list[Request] = []
@@ -280,6 +273,7 @@ class Writer(Part):
     def _main(self) -> None:
         q = self._writes
         max_batch = self._max_batch
+        run_batch = self._run_batch
         pending: _Item | None = None
         while True:
             item = pending if pending is not None else q.get()
@@ -300,10 +294,10 @@ class Writer(Part):
                     break
                 batch.extend(nxt)
             if len(batch) <= max_batch:
-                self._run_write_batch(batch)
+                post(self._loop, run_batch(batch))
             else:  # one huge burst: bounded transactions
                 for at in range(0, len(batch), max_batch):
-                    self._run_write_batch(batch[at : at + max_batch])
+                    post(self._loop, run_batch(batch[at : at + max_batch]))
         self._on_stop()
 
     def _run_solo(self, solo: _Solo) -> None:
@@ -313,125 +307,6 @@ class Writer(Part):
             solo.future.set_result(solo.fn(self._env, *solo.args))
         except BaseException as exc:
             solo.future.set_exception(exc)
-
-    def _run_write_batch(self, batch: list[Request]) -> None:
-        live = [req for req in batch if not req[0].cancelled()]
-        results: list[Result] = []
-        while live:
-            try:
-                try:
-                    results = self._commit(live)
-                except lmdb.MapFullError:
-                    if self._grow_map():
-                        continue
-                    results = self._commit_one_by_one(live)
-                except lmdb.MapResizedError:
-                    self._resize(0)  # another process grew the map: adopt its size
-                    continue
-            except BaseException as exc:
-                # begin/commit (or growing the map) failed: nothing in the batch landed. The
-                # writer thread itself must survive, or every later write would hang.
-                results = [(fut, False, as_settable(exc)) for fut, _, _ in live]
-            break
-        post(self._loop, results)
-
-    def _commit(self, live: list[Request]) -> list[Result]:
-        """One write transaction for the whole batch; each operation isolated in a child.
-
-        Transactions are opened with buffers=False: values arrive as bytes, so neither coders
-        nor ``txn.raw`` users can hold a view into the map past its validity.
-        """
-        if self._writemap:
-            return self._commit_replaying(live)
-        env = self._env
-        results: list[Result] = []
-        txn = env.begin(write=True)
-        try:
-            for fut, fn, args in live:
-                if fn in ATOMIC:
-                    # One LMDB change that fails, if at all, before changing anything: no
-                    # child transaction needed.
-                    try:
-                        results.append((fut, True, fn(txn, *args)))
-                    except lmdb.MapFullError:
-                        raise
-                    except BaseException as exc:
-                        results.append((fut, False, as_settable(exc)))
-                    continue
-                child = env.begin(write=True, parent=txn)
-                try:
-                    value = fn(child, *args)
-                except lmdb.MapFullError:
-                    child.abort()
-                    raise
-                except BaseException as exc:
-                    child.abort()
-                    results.append((fut, False, as_settable(exc)))
-                else:
-                    child.commit()
-                    results.append((fut, True, value))
-            txn.commit()
-        except BaseException:
-            txn.abort()
-            raise
-        return results
-
-    def _commit_replaying(self, live: list[Request]) -> list[Result]:
-        """writemap=True forbids nested transactions: run the batch plainly and, when an
-        operation fails, abort and run the batch again without it (operations are functions of
-        the transaction alone, so running them again is safe)."""
-        failed: list[Result] = []
-        while True:
-            results: list[Result] = []
-            rerun = False
-            txn = self._env.begin(write=True)
-            try:
-                for fut, fn, args in live:
-                    try:
-                        results.append((fut, True, fn(txn, *args)))
-                    except lmdb.MapFullError:
-                        raise
-                    except BaseException as exc:
-                        failed.append((fut, False, as_settable(exc)))
-                        if fn in ATOMIC:
-                            continue  # it changed nothing: the transaction is intact
-                        rerun = True
-                        break
-                if not rerun:
-                    txn.commit()
-                    return failed + results
-            except BaseException:
-                txn.abort()
-                raise
-            txn.abort()
-            gone = {id(fut) for fut, _, _ in failed}
-            live = [req for req in live if id(req[0]) not in gone]
-
-    def _commit_one_by_one(self, live: list[Request]) -> list[Result]:
-        """Map full and growth is off: commit each operation alone so that exactly the ones
-        that do not fit fail with MapFullError and everything that fits lands."""
-        results: list[Result] = []
-        for req in live:
-            try:
-                results.extend(self._commit([req]))
-            except BaseException as exc:
-                results.append((req[0], False, as_settable(exc)))
-        return results
-
-    def _grow_map(self) -> bool:
-        if not self._map_growth:
-            return False
-        size = self._env.info()["map_size"]
-        limit = self._max_map_size
-        if limit is not None and size >= limit:
-            return False
-        new = size * 2
-        page = self._env.stat()["psize"]
-        new = -(-new // page) * page
-        if limit is not None:
-            new = min(new, limit)
-        self._resize(new)
-        return True
 
     # ----------------------------------------------------------------- sessions, writer thread
     def _serve_session(
@@ -472,7 +347,7 @@ class Writer(Part):
                 continue
             post(self._loop, [self._run_in_session(txn, session, fut, fn, args)])
             grow = grow or isinstance(session.broken, lmdb.MapFullError)
-        if grow and self._map_growth:
+        if grow:
             self._grow_map()  # so that running the transaction again fits
 
     def _end_session(
