@@ -196,7 +196,7 @@ class AsyncDatabase(AsyncReads[K, V]):
             raise RuntimeError(f"database {self.name!r} is not open yet: await it first")
         return st.dbi
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _read(self, fn: Callable[..., R], *args: Any) -> R:
         dbi = self._state.dbi
         if dbi is None or self._state.dropped:
             dbi = await self._ready()
@@ -224,7 +224,7 @@ class AsyncDatabase(AsyncReads[K, V]):
         self._engine.submit_stream(fn, (st.dbi, *args), on_item, on_end)
         return True
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _write(self, fn: Callable[..., R], *args: Any) -> R:
         dbi = self._state.dbi
         if dbi is None or self._state.dropped:
             dbi = await self._ready()
@@ -252,7 +252,7 @@ class AsyncDatabase(AsyncReads[K, V]):
     async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
         """Read many keys in one transaction: a dict holding every requested key, missing
         ones mapped to ``default``."""
-        return await self._read(  # type: ignore[no-any-return]
+        return await self._read(
             _ops.get_multi,
             self.key_coder,
             self.value_coder,
@@ -289,7 +289,7 @@ class AsyncDatabase(AsyncReads[K, V]):
         """
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
         await self._ready()  # dupsort is known once the database is open
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             _ops.put_multi,
             self.key_coder,
             self.value_coder,
@@ -304,7 +304,7 @@ class AsyncDatabase(AsyncReads[K, V]):
         that value); without it, every value of the key goes."""
         has_value = value is not _MISSING
         await self._ready()  # dupsort is known once the database is open
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             _ops.delete,
             self.key_coder,
             self.value_coder,
@@ -317,7 +317,7 @@ class AsyncDatabase(AsyncReads[K, V]):
 
     async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
         """Delete many keys atomically; a dict of key -> whether it existed."""
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             _ops.delete_multi,
             self.key_coder,
             self.value_coder,
@@ -327,13 +327,13 @@ class AsyncDatabase(AsyncReads[K, V]):
 
     async def pop(self, key: K, default: V | None = None) -> V | None:
         """Delete ``key`` and return its old value, or ``default`` if it was absent."""
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             _ops.pop, self.key_coder, self.value_coder, self._max_key, key, default
         )
 
     async def replace(self, key: K, value: V) -> V | None:
         """Store ``value`` under ``key`` and return the previous value, or None."""
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             _ops.replace, self.key_coder, self.value_coder, self._max_key, key, value
         )
 
@@ -344,7 +344,7 @@ class AsyncDatabase(AsyncReads[K, V]):
         when the key is absent), so no other write can slip in between the read and the
         write: a compare-and-set without a retry loop. Keep ``fn`` short and free of I/O.
         """
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             _ops.update,
             self.key_coder,
             self.value_coder,
@@ -377,11 +377,11 @@ class AsyncDatabase(AsyncReads[K, V]):
     # ----------------------------------------------------------------- counts
     async def count(self) -> int:
         """The number of entries (every value counts in a dupsort database)."""
-        return await self._read(_ops.count)  # type: ignore[no-any-return]
+        return await self._read(_ops.count)
 
     async def stat(self) -> dict[str, Any]:
         """LMDB's statistics for this database (``psize``, ``depth``, ``entries``, ...)."""
-        return await self._read(_ops.stat)  # type: ignore[no-any-return]
+        return await self._read(_ops.stat)
 
     # ----------------------------------------------------------------- transactions
     def run(self, fn: Callable[[Transaction[K, V]], R], write: bool = False) -> Awaitable[R]:
