@@ -13,6 +13,12 @@ from typing import Any, Literal, TypeVar, overload
 import lmdb
 
 from ._catalogue import Catalogue, DatabaseInfo, encode_name, open_main
+from ._config import (
+    DEFAULT_MAX_BATCH,
+    EngineConfig,
+    check_lmdb_options,
+    unknown_lmdb_options,
+)
 from ._engine import Engine
 from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
@@ -26,12 +32,6 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 DEFAULT_MAX_DBS = 128
-DEFAULT_MAX_BATCH = 1024
-
-
-def _default_readers() -> int:
-    # Batching keeps few threads busy; more than the cores only adds contention for the GIL.
-    return max(2, min(8, os.cpu_count() or 2))
 
 
 def open(
@@ -70,15 +70,27 @@ def open(
     max_map_size
         Upper bound for map growth (bytes); None for no bound.
 
-    Use ``async with aiolmdb.open(...) as env:`` or ``await env.close()``.
+    An option of the wrong type (``TypeError``) or out of range (``ValueError``) is rejected
+    here, with an error naming it. Use ``async with aiolmdb.open(...) as env:`` or
+    ``await env.close()``.
     """
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
-    if readers is not None and readers < 1:
-        raise ValueError(f"readers must be >= 1, got {readers!r}")
+    config = EngineConfig(
+        executor=executor,
+        readers=readers,
+        max_batch=max_batch,
+        inline_reads=inline_reads,
+        map_growth=map_growth,
+        max_map_size=max_map_size,
+    )
+    check_lmdb_options(lmdb_kwargs)
     lmdb_kwargs.setdefault("max_dbs", DEFAULT_MAX_DBS)
     try:
         env = lmdb.open(os.fspath(path), **lmdb_kwargs)
+    except TypeError as exc:
+        unknown = unknown_lmdb_options(lmdb_kwargs)
+        if unknown:  # py-lmdb's "unrecognized keyword argument" does not say which
+            raise TypeError(f"open() got unknown options: {', '.join(unknown)}") from exc
+        raise
     except lmdb.ReadersFullError as exc:
         # py-lmdb takes a reader slot while opening, before reader_check can free stale ones.
         raise lmdb.ReadersFullError(
@@ -90,15 +102,7 @@ def open(
         # Free reader slots left by crashed processes (they pin old pages and fill the table).
         env.reader_check()
     try:
-        return Environment(
-            env,
-            executor=executor,
-            readers=readers or _default_readers(),
-            max_batch=max_batch,
-            inline_reads=inline_reads,
-            map_growth=map_growth,
-            max_map_size=max_map_size,
-        )
+        return Environment(env, config)
     except BaseException:
         env.close()
         raise
@@ -108,31 +112,12 @@ class Environment:
     """An open LMDB environment: hands out :class:`AsyncDatabase` objects and runs the engine
     (a pool of reader threads and one writer thread) that their operations go through."""
 
-    def __init__(
-        self,
-        env: lmdb.Environment,
-        *,
-        executor: concurrent.futures.Executor | None,
-        readers: int,
-        max_batch: int,
-        inline_reads: bool,
-        map_growth: bool,
-        max_map_size: int | None,
-    ) -> None:
+    def __init__(self, env: lmdb.Environment, config: EngineConfig) -> None:
         self._lmdb = env
         self._path: str = env.path()
         main = open_main(env)
         # Last: it starts the writer thread, and nothing after it may fail.
-        self._engine = Engine(
-            env,
-            executor=executor,
-            readers=readers,
-            max_batch=max_batch,
-            inline_reads=inline_reads,
-            map_growth=map_growth,
-            max_map_size=max_map_size,
-            name=self._path,
-        )
+        self._engine = Engine(env, config)
         self._catalogue = Catalogue(env, self._engine, main)
         self._default_db: AsyncDatabase[bytes, bytes] | None = None
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
-from ._engine import ABORT, COMMIT, WriteSession
+from ._engine import ABORT, COMMIT, SessionCommand, WriteSession
 from ._ops import DbContext
 from ._surface import AsyncOps
 from ._views import DatabaseView, Transaction
@@ -30,6 +30,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._ops import Txn
     from ._surface import Op, P
     from .database import AsyncDatabase
     from .environment import Environment
@@ -170,7 +171,7 @@ class WriteTransaction(AsyncTransaction):
             raise
         self._session = session
         self._phase = _Phase.ACTIVE
-        engine.active_session = session
+        engine.hold_session(session)
 
     async def _call(self, fn: Callable[..., R], args: tuple[Any, ...], write: bool) -> R:
         self._check_usable()
@@ -181,14 +182,13 @@ class WriteTransaction(AsyncTransaction):
             raise TransactionError("the transaction has already ended")
         return await fut
 
-    async def _finish(self, command: Callable[..., Any]) -> None:
+    async def _finish(self, command: SessionCommand) -> None:
         if self._phase is not _Phase.ACTIVE:
             raise TransactionError("the transaction is not active")
         session = self._session
         assert session is not None
         self._phase = _Phase.DONE
-        if self._engine.active_session is session:
-            self._engine.active_session = None
+        self._engine.release_session(session)
         fut = asyncio.get_running_loop().create_future()
         if session.send(fut, command, ()):
             await fut
@@ -220,7 +220,7 @@ class Snapshot(AsyncTransaction):
 
     def __init__(self, env: Environment, engine: Engine) -> None:
         super().__init__(env, engine)
-        self._txn: lmdb.Transaction | None = None
+        self._txn: Txn | None = None
         self._generation = -1
         self._lock = threading.Lock()
 
@@ -241,7 +241,7 @@ class Snapshot(AsyncTransaction):
         except BaseException:
             self.release()
             raise
-        self._engine.snapshots.add(self)
+        self._engine.track_snapshot(self)
 
     def _begin(self) -> None:
         # Reader thread, inside the gate: no resize can run between these two lines.

@@ -751,7 +751,7 @@ async def test_map_growth_waits_for_open_read_transactions(open_env: OpenEnv) ->
     big = asyncio.ensure_future(db.put(b"big", b"b" * (4 * MiB)))  # the map must grow
     engine = env._engine
     # The writer is now growing the map and waits for the open read transaction to end.
-    assert await asyncio.to_thread(wait_until, lambda: engine._resizing)
+    assert await asyncio.to_thread(wait_until, lambda: engine._gate.resizing)
     gets = [asyncio.ensure_future(db.get(b"k")) for _ in range(10)]
     await let_tasks_start()
     assert not big.done()

@@ -1,0 +1,101 @@
+"""The options of ``aiolmdb.open``, checked once where they are given.
+
+:class:`EngineConfig` holds aiolmdb's own options (what the engine needs).
+:func:`check_lmdb_options` checks the keyword arguments passed on to ``lmdb.open`` whose wrong
+values py-lmdb would reject without naming them, or accept. Every error names the option and
+shows the value given.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["DEFAULT_MAX_BATCH", "EngineConfig", "check_lmdb_options", "unknown_lmdb_options"]
+
+DEFAULT_MAX_BATCH = 1024
+
+
+def _default_readers() -> int:
+    # Batching keeps few threads busy; more than the cores only adds contention for the GIL.
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+def _check_int(name: str, value: object, low: int, *, optional: bool = False) -> None:
+    """``value`` must be an int (not a bool) >= ``low``, or None when ``optional``."""
+    if optional and value is None:
+        return
+    wanted = f"an int >= {low}" + (" or None" if optional else "")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be {wanted}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """aiolmdb's own options of ``aiolmdb.open`` (see its docstring), checked when built."""
+
+    executor: concurrent.futures.Executor | None = None
+    readers: int | None = None
+    max_batch: int = DEFAULT_MAX_BATCH
+    inline_reads: bool = False
+    map_growth: bool = True
+    max_map_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor is not None and not isinstance(self.executor, concurrent.futures.Executor):
+            raise TypeError(
+                f"executor must be a concurrent.futures.Executor or None, got {self.executor!r}"
+            )
+        _check_int("readers", self.readers, 1, optional=True)
+        _check_int("max_batch", self.max_batch, 1)
+        _check_bool("inline_reads", self.inline_reads)
+        _check_bool("map_growth", self.map_growth)
+        _check_int("max_map_size", self.max_map_size, 1, optional=True)
+
+    @property
+    def reader_threads(self) -> int:
+        """Threads of the default reader pool: ``readers``, or the CPU count between 2 and 8."""
+        return self.readers or _default_readers()
+
+
+# lmdb.open's options whose wrong values py-lmdb accepts (any object is taken for its truth)
+# or rejects with an error that does not name them.
+_LMDB_BOOLS = (
+    "subdir",
+    "readonly",
+    "metasync",
+    "sync",
+    "map_async",
+    "create",
+    "readahead",
+    "writemap",
+    "meminit",
+    "lock",
+)
+# Name -> lowest value LMDB accepts.
+_LMDB_INTS = {"map_size": 0, "max_readers": 1, "max_dbs": 0, "max_spare_txns": 0, "mode": 0}
+
+
+def check_lmdb_options(options: Mapping[str, Any]) -> None:
+    """Check the ``lmdb.open`` keyword arguments py-lmdb does not check clearly itself."""
+    for name, value in options.items():
+        if name in _LMDB_BOOLS:
+            _check_bool(name, value)
+        elif name in _LMDB_INTS:
+            _check_int(name, value, _LMDB_INTS[name])
+
+
+def unknown_lmdb_options(options: Mapping[str, Any]) -> list[str]:
+    """The names in ``options`` that are not options of ``lmdb.open`` (as of py-lmdb 3.0),
+    quoted, for an error message."""
+    return [repr(name) for name in options if name not in _LMDB_BOOLS and name not in _LMDB_INTS]

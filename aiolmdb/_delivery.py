@@ -1,0 +1,161 @@
+"""What the engine's parts share: the lifecycle state, the request types, and how results
+reach the event loop.
+
+Every result travels as ``(future, ok, value)``; a thread hands a whole batch of them to the
+loop in ONE ``call_soon_threadsafe`` (:func:`post`), where :func:`deliver` resolves them. An
+exception is made ready for its caller first (:func:`as_settable`): the local variables of its
+finished frames are dropped, since they hold the transaction (and with it a reader slot).
+
+:class:`Part` is the base of the parts that take operations (the readers and the writer): each
+keeps its own copy of the engine's state and loop, so that a submission checks them with one
+attribute lookup, as if they were its own. Only the :class:`~aiolmdb._engine.Engine` sets them.
+This module touches nothing but the futures and the loop it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+from collections.abc import Callable
+from typing import Any, Final, NoReturn
+
+from .errors import TransactionError
+
+__all__ = [
+    "CLOSED",
+    "CLOSING",
+    "FORKED",
+    "OPEN",
+    "Op",
+    "Part",
+    "Request",
+    "Result",
+    "State",
+    "as_settable",
+    "broken_error",
+    "deliver",
+    "drop_frame_locals",
+    "post",
+]
+
+Op = Callable[..., Any]
+# (future, fn, args): fn(txn, *args) is run and its result set on the future.
+Request = tuple["asyncio.Future[Any]", Op, tuple[Any, ...]]
+# (future, ok, value): value is the result when ok, else the exception to set.
+Result = tuple["asyncio.Future[Any]", bool, Any]
+
+
+class State(enum.Enum):
+    """The engine's lifecycle: OPEN -> CLOSING -> CLOSED, or FORKED in a child process."""
+
+    OPEN = "open"
+    CLOSING = "closing"  # no new work; queued work runs to its end
+    CLOSED = "closed"  # threads stopped, LMDB environment closed
+    FORKED = "forked"  # inherited across fork(): must not be touched
+
+
+# Module-level names: a submission compares with one global lookup.
+OPEN: Final = State.OPEN
+CLOSING: Final = State.CLOSING
+CLOSED: Final = State.CLOSED
+FORKED: Final = State.FORKED
+
+
+class Part:
+    """Base of the engine's parts that take operations (see the module docstring)."""
+
+    def __init__(
+        self,
+        raise_state: Callable[[], NoReturn],
+        bind_loop: Callable[[asyncio.AbstractEventLoop], asyncio.AbstractEventLoop],
+    ) -> None:
+        self._state = OPEN
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The engine's: raise the error of its state; bind the running loop (first use only).
+        self._raise_state = raise_state
+        self._bind_loop = bind_loop
+
+    def set_state(self, state: State) -> None:
+        """Engine only: the engine's state changed."""
+        self._state = state
+
+    def set_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Engine only: the engine was bound to ``loop``."""
+        self._loop = loop
+
+
+def deliver(results: list[Result]) -> None:
+    """Resolve a batch's futures on the loop thread (one callback per batch)."""
+    for fut, ok, value in results:
+        try:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        except asyncio.InvalidStateError:
+            pass  # cancelled while it ran: its result is dropped
+
+
+def post(loop: asyncio.AbstractEventLoop | None, results: list[Result]) -> None:
+    """Any thread: have ``loop`` deliver ``results`` (dropped if there is no loop any more)."""
+    if not results or loop is None:
+        return
+    try:
+        loop.call_soon_threadsafe(deliver, results)
+    except RuntimeError:
+        # The loop is closed: nobody can await these futures any more.
+        pass
+
+
+# Frames of generators and coroutines: clearing one would close it.
+_SUSPENDABLE: Final = (
+    inspect.CO_GENERATOR
+    | inspect.CO_COROUTINE
+    | inspect.CO_ASYNC_GENERATOR
+    | inspect.CO_ITERABLE_COROUTINE
+)
+
+
+def drop_frame_locals(exc: BaseException) -> None:
+    """Clear the local variables of the finished function frames in the tracebacks of ``exc``
+    and of the exceptions chained to it (file names and lines stay). Those frames hold the
+    transaction the operation ran in, and py-lmdb frees a read transaction's reader slot only
+    with the Transaction object: a caller keeping the exception would keep a reader slot."""
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        tb = e.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if not frame.f_code.co_flags & _SUSPENDABLE:
+                try:
+                    frame.clear()
+                except RuntimeError:
+                    pass  # still running (the frame that caught it): it drops its own
+            tb = tb.tb_next
+        todo += (e.__cause__, e.__context__)
+
+
+def as_settable(exc: BaseException) -> BaseException:
+    """The exception of an operation, made ready for its caller (see drop_frame_locals); a
+    future cannot carry StopIteration, so that one is wrapped."""
+    drop_frame_locals(exc)
+    if isinstance(exc, StopIteration):
+        err = RuntimeError(f"operation raised StopIteration: {exc!r}")
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+def broken_error(cause: BaseException | None) -> BaseException:
+    """The error of a command sent to a write transaction that a failure made unusable."""
+    err = TransactionError(
+        f"the transaction can no longer be used after {cause!r}; it was rolled back"
+    )
+    err.__cause__ = cause
+    return err
