@@ -1,4 +1,4 @@
-"""The benchmark suite's harness (aiolmdb._bench): workload aliases, interleaved measurement,
+"""The benchmark suite's harness (benchmarks/): workload aliases, interleaved measurement,
 paired ratios, and one small end-to-end run against the real peers.
 
 These tests check that the harness measures what it says; they assert nothing about speed.
@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from aiolmdb._bench import main
-from aiolmdb._bench.adapters import Adapter
-from aiolmdb._bench.dataset import DataSet
-from aiolmdb._bench.runner import measure_workload
-from aiolmdb._bench.workloads import WORKLOAD_BY_NAME, WORKLOADS, BenchConfig, resolve_workloads
+from benchmarks import main
+from benchmarks.adapters import Adapter
+from benchmarks.dataset import DataSet
+from benchmarks.runner import measure_workload
+from benchmarks.workloads import WORKLOAD_BY_NAME, WORKLOADS, BenchConfig, resolve_workloads
 
 
 def test_workload_aliases_are_unique_and_resolve() -> None:
