@@ -49,7 +49,8 @@ class Cell:
             "workload": self.workload,
             "loop": self.loop,
             "ops_per_run": self.ops,
-            "ops_per_sec": [round(s, 1) for s in self.samples],
+            # Six significant digits: the ratios (and verdicts) can be recomputed from them.
+            "ops_per_sec": [float(f"{s:.6g}") for s in self.samples],
             "median_ops_per_sec": None if self.median is None else round(self.median, 1),
             "skipped": self.skipped,
         }
