@@ -692,17 +692,62 @@ async def cmd_copy(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- bench
+# The benchmark harness is not in the wheel: it lives in the repository's benchmarks/ package.
+# `aiolmdb bench` runs it when this aiolmdb was imported from a source checkout (an editable
+# install, or a run from the repository); elsewhere it says where to run it.
+_NO_CHECKOUT = (
+    "the benchmark suite is not part of the installed package: in a source checkout of "
+    "aiolmdb, run `make bench` or `python -m benchmarks` (or `aiolmdb bench` with aiolmdb "
+    "installed from that checkout: pip install -e .)"
+)
+
+
+def _source_checkout() -> str | None:
+    """The source checkout this aiolmdb was imported from (the directory holding
+    pyproject.toml and benchmarks/), or None for an installed wheel."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for marker in ("pyproject.toml", os.path.join("benchmarks", "__main__.py")):
+        if not os.path.isfile(os.path.join(root, marker)):
+            return None
+    return root
+
+
+def _load_benchmarks(root: str) -> Any:
+    """The ``benchmarks`` package of the checkout at ``root`` (ImportError if another module of
+    that name is what imports)."""
+    import importlib
+
+    module = sys.modules.get("benchmarks")
+    if module is None:
+        sys.path.insert(0, root)
+        try:
+            module = importlib.import_module("benchmarks")
+        finally:
+            sys.path.remove(root)
+    found = os.path.dirname(os.path.realpath(getattr(module, "__file__", None) or "?"))
+    wanted = os.path.realpath(os.path.join(root, "benchmarks"))
+    if found != wanted:
+        raise ImportError(f"the module named 'benchmarks' is in {found}, not {wanted}")
+    return module
+
+
 def run_bench(argv: list[str]) -> int:
-    """``bench [ARGS...]``: run the benchmark suite (``aiolmdb._bench``) with ``argv``."""
-    try:
-        from ._bench import main as bench_main
-    except ImportError as exc:
-        print(f"{PROG}: error: the benchmark suite is not available: {exc}", file=sys.stderr)
+    """``bench [ARGS...]``: run the checkout's benchmark suite (``python -m benchmarks``) with
+    ``argv``; outside a checkout, say where to run it and return 2."""
+    root = _source_checkout()
+    if root is None:
+        _error(_NO_CHECKOUT)
         return EXIT_ERROR
     try:
-        return bench_main(argv)
+        bench = _load_benchmarks(root)
+    except ImportError as exc:
+        _error(f"the benchmark suite of {root} cannot be imported: {exc}")
+        return EXIT_ERROR
+    try:
+        status: int = bench.main(argv, prog=f"{PROG} bench")
     except SystemExit as exc:
         return _exit_status(exc.code)
+    return status
 
 
 # ---------------------------------------------------------------------------- parser
@@ -835,7 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = commands.add_parser(
         "bench",
-        help="run the benchmark suite (arguments go to it)",
+        help="run the benchmark suite of a source checkout (arguments go to it)",
         add_help=False,
     )
     sub.add_argument("args", nargs=argparse.REMAINDER)

@@ -1,10 +1,10 @@
-"""``python -m benchmarks``: runs :func:`aiolmdb._bench.main`; see benchmarks/README.md."""
+"""``python -m benchmarks`` (``make bench``): see benchmarks/README.md."""
 
 from __future__ import annotations
 
 import sys
 
-from aiolmdb._bench import main
+from . import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,11 +1,14 @@
-"""The benchmark suite's harness (aiolmdb._bench): workload aliases, interleaved measurement,
-paired ratios, and one small end-to-end run against the real peers.
+"""The benchmark suite's harness (benchmarks/): workload aliases, interleaved measurement,
+paired ratios, target and aim verdicts, the asyncio floor, the chart, and small end-to-end runs
+against the real peers.
 
 These tests check that the harness measures what it says; they assert nothing about speed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import statistics
 from collections.abc import Sequence
@@ -15,23 +18,35 @@ from typing import Any, ClassVar
 
 import pytest
 
-from aiolmdb._bench import main
-from aiolmdb._bench.adapters import Adapter
-from aiolmdb._bench.dataset import DataSet
-from aiolmdb._bench.runner import measure_workload
-from aiolmdb._bench.workloads import WORKLOAD_BY_NAME, WORKLOADS, BenchConfig, resolve_workloads
+from benchmarks import main
+from benchmarks.adapters import Adapter, AsyncioFloorAdapter
+from benchmarks.dataset import DataSet
+from benchmarks.report import Report, evaluate_targets, fmt_ratio, target_lines, write_png
+from benchmarks.runner import Cell, measure_workload
+from benchmarks.workloads import (
+    AIMS,
+    TARGETS,
+    WORKLOAD_BY_NAME,
+    WORKLOADS,
+    BenchConfig,
+    resolve_workloads,
+)
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
 def test_workload_aliases_are_unique_and_resolve() -> None:
     aliases = [w.alias for w in WORKLOADS]
     assert len(set(aliases)) == len(aliases)
     assert [w.name for w in resolve_workloads("W8")] == ["scan-batches"]
+    assert [w.name for w in resolve_workloads("w9")] == ["asyncio-floor"]
+    assert [w.name for w in resolve_workloads("asyncio-floor")] == ["asyncio-floor"]
     assert [w.name for w in resolve_workloads("w1, put-concurrent")] == [
         "get-concurrent",
         "put-concurrent",
     ]
-    with pytest.raises(ValueError, match=r"unknown workload.*W9.*choose from"):
-        resolve_workloads("W1,W9")
+    with pytest.raises(ValueError, match=r"unknown workload.*W10.*choose from"):
+        resolve_workloads("W1,W10")
 
 
 class FakeAdapter(Adapter):
@@ -101,6 +116,37 @@ async def test_a_failing_implementation_is_reported_and_the_rest_go_on() -> None
     assert none == []
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def samples(report: dict[str, Any], loop: str, impl: str, workload: str) -> list[float]:
+    """The ops/s samples of one cell of a JSON report."""
+    (cell,) = [
+        r
+        for r in report["results"]
+        if (r["loop"], r["impl"], r["workload"]) == (loop, impl, workload)
+    ]
+    found: list[float] = cell["ops_per_sec"]
+    return found
+
+
+def paired_ratio(report: dict[str, Any], loop: str, impl: str, peer: str, workload: str) -> float:
+    """The median of run i of ``impl`` over run i of ``peer``, from the report's samples."""
+    ours = samples(report, loop, impl, workload)
+    theirs = samples(report, loop, peer, workload)
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+
+
+def assert_verdicts(report: dict[str, Any]) -> None:
+    """Every target's and aim's ratio is its paired median, and its verdict follows from it."""
+    for kind, words in (("targets", ("PASS", "FAIL")), ("aims", ("MET", "BELOW"))):
+        for t in report[kind]:
+            ratio = paired_ratio(report, t["loop"], t["impl"], t["peer"], t["workload"])
+            # median_ratio has 3 decimals; the samples 6 significant digits.
+            assert t["median_ratio"] == pytest.approx(ratio, rel=1e-4, abs=6e-4), t
+            assert t["status"] == (words[0] if ratio >= t["floor"] else words[1]), t
+
+
 def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_json = tmp_path / "r.json"
     code = main(
@@ -155,9 +201,17 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         )
         pairs = zip(ours, theirs, strict=True)
         assert ratio == pytest.approx(statistics.median(a / b for a, b in pairs), rel=1e-2)
-    statuses = {t["target"]: t["status"] for t in report["targets"]}
-    assert len(statuses) == 6  # get-concurrent x3, put-concurrent x2, scan-batches
-    assert set(statuses.values()) <= {"PASS", "FAIL"}
+    # get-concurrent x3, put-concurrent x2, scan-batches; no aim (W9 did not run).
+    assert len(report["targets"]) == 6
+    assert report["aims"] == []
+    assert_verdicts(report)
+    if HAS_MATPLOTLIB:
+        assert f"wrote {tmp_path / 'r.png'}" in printed
+        assert (tmp_path / "r.png").read_bytes().startswith(PNG_MAGIC)
+    else:
+        assert "matplotlib not importable" in printed
+        assert "PNG skipped" in printed
+        assert not (tmp_path / "r.png").exists()
 
 
 def test_scan_batches_alone_measures_its_peers(tmp_path: Path) -> None:
@@ -172,4 +226,147 @@ def test_scan_batches_alone_measures_its_peers(tmp_path: Path) -> None:
     for impl in ("sync", "lmdb.aio", "naive", "aiolmdb"):
         assert cells[impl]["skipped"] is None, impl
         assert len(cells[impl]["ops_per_sec"]) == 1, impl
-    assert [t["status"] for t in report["targets"]] in (["PASS"], ["FAIL"])
+    assert [t["target"] for t in report["targets"]] == ["scan-batches: aiolmdb >= 0.6x sync scan"]
+    assert_verdicts(report)
+
+
+def test_asyncio_floor_alone_pairs_it_with_aiolmdbs_gets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only W9``: the floor and aiolmdb's get-concurrent runs share one rotation, and the
+    ratio (and the aim's verdict) is the median of those pairs. No LMDB peer takes part, and
+    --check ignores an aim that is not met."""
+    out_json = tmp_path / "r.json"
+    argv = ["--quick", "--no-uvloop", "--repeat", "3", "--only", "W9", "--check"]
+    argv += ["--json", str(out_json)]
+    code = main([*argv, "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    assert report["workloads"] == ["asyncio-floor"]
+    cells = {r["impl"]: r for r in report["results"]}
+    assert set(cells) == {"asyncio-floor", "aiolmdb", "aiolmdb-inline"}
+    for impl, cell in cells.items():
+        assert cell["skipped"] is None, impl
+        assert len(cell["ops_per_sec"]) == 3, impl
+        assert all(x > 0 for x in cell["ops_per_sec"]), impl
+    ratio = next(
+        r
+        for r in report["ratios"]
+        if (r["impl"], r["peer"], r["workload"]) == ("aiolmdb", "asyncio-floor", "asyncio-floor")
+    )
+    assert ratio["impl_workload"] == "get-concurrent"
+    expected = paired_ratio(report, "asyncio", "aiolmdb", "asyncio-floor", "asyncio-floor")
+    assert ratio["median_ratio"] == pytest.approx(expected, rel=1e-4, abs=6e-4)
+    assert report["targets"] == []
+    (aim,) = report["aims"]
+    assert aim["target"] == "get-concurrent: aiolmdb >= 0.8x asyncio-floor"
+    assert aim["impl_workload"] == "get-concurrent"
+    assert_verdicts(report)
+    # The table row and the aim line.
+    assert "aiolmdb [get-concurrent]" in printed
+    floor_row = next(line for line in printed.splitlines() if line.startswith("asyncio-floor "))
+    assert fmt_ratio(expected) in floor_row
+    aim_line = next(line for line in printed.splitlines() if "x asyncio-floor" in line)
+    assert aim_line.split()[:2] == ["[asyncio]", aim["status"]]
+
+
+async def test_asyncio_floor_resolves_every_request_in_batches() -> None:
+    """The floor answers each await with its key, handing results back a batch at a time."""
+    floor = AsyncioFloorAdapter()
+    await floor.open(Path("unused"), BenchConfig())
+    batches: list[int] = []
+    real_loop = floor.loop
+
+    class CountingLoop:
+        """The loop, with call_soon_threadsafe counting the batches it is handed."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_loop, name)
+
+        def call_soon_threadsafe(self, fn: Any, batch: list[Any]) -> Any:
+            batches.append(len(batch))
+            return real_loop.call_soon_threadsafe(fn, batch)
+
+    floor.loop = CountingLoop()  # type: ignore[assignment]
+    keys = [b"k%04d" % i for i in range(64 * 20)]
+    try:
+        assert await asyncio.wait_for(floor.asyncio_floor(keys, 64), 30) == len(keys)
+    finally:
+        await floor.close()
+    assert sum(batches) == len(keys)
+    assert max(batches) > 1  # 64 tasks waiting: their requests go over together
+
+
+def fake_report(loops: list[str], ours: list[float], peer: list[float]) -> Report:
+    """A report with aiolmdb's and naive's get-concurrent samples under each loop."""
+    report = Report(meta={}, config={}, loops=loops, workloads=["get-concurrent"])
+    for loop in loops:
+        report.cells += [
+            Cell("aiolmdb", "get-concurrent", loop, ops=64, samples=list(ours)),
+            Cell("naive", "get-concurrent", loop, ops=64, samples=list(peer)),
+        ]
+    return report
+
+
+def test_target_and_aim_verdicts_follow_the_paired_median() -> None:
+    # Pairs 10/2, 30/3, 12/4: per-run ratios 5, 10, 3 -> median 5, which meets a 5x floor (the
+    # ratio of the medians, 12/3 = 4, would not).
+    report = fake_report(["asyncio"], [10.0, 30.0, 12.0], [2.0, 3.0, 4.0])
+    (naive,) = [t for t in TARGETS if t.label == "get-concurrent: aiolmdb >= 5x naive"]
+    (result,) = evaluate_targets(report, (naive,))
+    assert (result.value, result.status) == (5.0, "PASS")
+    # Per-run ratios 10, 14.3, 15 -> median 14.3, under a 15x floor.
+    (aio,) = [t for t in TARGETS if t.label == "get-concurrent: aiolmdb >= 15x lmdb.aio"]
+    report.cells.append(Cell("lmdb.aio", "get-concurrent", "asyncio", 64, [1.0, 2.1, 0.8]))
+    (failed,) = evaluate_targets(report, (aio,))
+    assert failed.value == pytest.approx(30 / 2.1)
+    assert failed.status == "FAIL"
+
+    # An aim is judged the same way, reported as MET / BELOW. Its workload not run: left out;
+    # run without the floor's cell: SKIP, saying why.
+    (aim,) = AIMS
+    assert evaluate_targets(report, (aim,)) == []
+    report.workloads.append("asyncio-floor")
+    report.cells.append(Cell("aiolmdb", "asyncio-floor", "asyncio", 64, [8.0, 9.0, 7.0]))
+    (skipped,) = evaluate_targets(report, (aim,))
+    assert skipped.status == "SKIP"
+    assert skipped.reason == "asyncio-floor asyncio-floor: not measured"
+    # Per-run ratios 0.8, 0.9, 0.7 -> 0.8: met; then 0.7, 0.79, 0.9 -> 0.79: below.
+    report.cells.append(Cell("asyncio-floor", "asyncio-floor", "asyncio", 64, [10.0] * 3))
+    (met,) = evaluate_targets(report, (aim,))
+    assert (met.value, met.status) == (0.8, "MET")
+    report.cells[-2].samples = [7.0, 7.9, 9.0]
+    (below,) = evaluate_targets(report, (aim,))
+    assert below.value == pytest.approx(0.79)
+    assert below.status == "BELOW"
+
+    # Targets, then the aims in a section of their own.
+    lines = target_lines([result, failed, below])
+    assert lines[0] == "== targets (median of per-repeat ratios) =="
+    assert lines[1].split()[:2] == ["[asyncio]", "PASS"]
+    assert lines[2].split()[:2] == ["[asyncio]", "FAIL"]
+    assert lines[3] == "  1 PASS, 1 FAIL, 0 SKIP"
+    assert lines[5] == "== aims (median of per-repeat ratios; --check ignores them) =="
+    assert lines[6].split() == [
+        "[asyncio]",
+        "BELOW",
+        "get-concurrent:",
+        "aiolmdb",
+        ">=",
+        "0.8x",
+        "asyncio-floor",
+        "measured",
+        "0.79x",
+    ]
+    assert lines[7] == "  0 MET, 1 BELOW, 0 SKIP"
+
+
+def test_png_chart_is_a_png(tmp_path: Path) -> None:
+    if not HAS_MATPLOTLIB:
+        pytest.skip("matplotlib is not installed (pip install -e '.[bench]')")
+    report = fake_report(["asyncio", "uvloop"], [10.0, 30.0, 12.0], [2.0, 3.0, 4.0])
+    report.meta = {"python": "3", "py_lmdb": "3", "lmdb": "0.9", "cpu_count": 2, "date": "2026"}
+    out = tmp_path / "chart" / "r.png"
+    assert write_png(out, report) is None
+    assert out.read_bytes().startswith(PNG_MAGIC)

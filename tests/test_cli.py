@@ -828,35 +828,100 @@ def test_copy_destination_rules(
 
 
 # ---------------------------------------------------------------------------- bench
-def test_bench_not_available(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+REPO = Path(__file__).resolve().parent.parent
+
+
+def imported_from(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Make the CLI believe aiolmdb was imported from ``root`` (a checkout or site-packages)."""
+    monkeypatch.setattr(_cli, "__file__", str(root / "aiolmdb" / "_cli.py"))
+
+
+def forget_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unload ``benchmarks`` for this test; whatever was loaded (or nothing) comes back after.
+
+    setitem records the original entry (or its absence), delitem then empties the slot.
+    """
+    monkeypatch.setitem(sys.modules, "benchmarks", None)
+    monkeypatch.delitem(sys.modules, "benchmarks")
+
+
+def test_bench_outside_a_checkout_says_where_to_run_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, "aiolmdb._bench", None)
+    site = tmp_path / "site-packages"
+    (site / "benchmarks").mkdir(parents=True)  # someone else's package, no pyproject.toml
+    (site / "benchmarks" / "__main__.py").write_text("raise SystemExit(99)\n")
+    imported_from(monkeypatch, site)
     code, out, err = run(capsys, "bench", "--quick")
     assert (code, out) == (2, "")
-    assert_error(err, "the benchmark suite is not available")
+    assert_error(err, "not part of the installed package", "make bench", "python -m benchmarks")
+    # A checkout without the suite (pyproject.toml only) is no checkout to run it from.
+    (tmp_path / "pyproject.toml").write_text("")
+    imported_from(monkeypatch, tmp_path)
+    assert _cli._source_checkout() is None
 
 
-def test_bench_passes_arguments(
+def test_bench_runs_the_checkouts_suite(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[list[str] | None] = []
+    imported_from(monkeypatch, REPO)
+    assert _cli._source_checkout() == str(REPO)
+    forget_benchmarks(monkeypatch)
+    path_before = list(sys.path)
+    code, out, err = run(capsys, "bench", "--help")
+    assert (code, err) == (0, "")
+    assert out.startswith("usage: aiolmdb bench")
+    assert "--only" in out
+    assert sys.path == path_before  # the checkout was on it only while importing
+    module = sys.modules["benchmarks"]
+    assert Path(str(module.__file__)).parent == REPO / "benchmarks"
+    # Loaded now: used again as it is. Usage errors are the suite's, with its status.
+    code, out, err = run(capsys, "bench", "--only", "W99")
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: aiolmdb bench")
+    assert "aiolmdb bench: error: unknown workload(s) W99" in err
 
-    def fake_main(argv: list[str] | None = None) -> int:
-        seen.append(argv)
-        if argv == ["--exit"]:
-            raise SystemExit(3)
-        if argv == ["--fail"]:
-            raise SystemExit("bench: bad arguments")
-        return 5
 
-    fake = types.ModuleType("aiolmdb._bench")
-    fake.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "aiolmdb._bench", fake)
+def test_bench_refuses_another_module_named_benchmarks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    imported_from(monkeypatch, REPO)
+    other = types.ModuleType("benchmarks")
+    other.__file__ = str(tmp_path / "benchmarks" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "benchmarks", other)
+    code, out, err = run(capsys, "bench")
+    assert (code, out) == (2, "")
+    assert_error(err, "cannot be imported", f"is in {tmp_path / 'benchmarks'}, not")
+
+
+def test_bench_passes_arguments_and_exit_status(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "pyproject.toml").write_text("")
+    suite = tmp_path / "benchmarks"
+    suite.mkdir()
+    (suite / "__main__.py").write_text("")
+    (suite / "__init__.py").write_text(
+        "SEEN = []\n"
+        "def main(argv=None, *, prog=None):\n"
+        "    SEEN.append((argv, prog))\n"
+        "    if argv == ['--exit']:\n"
+        "        raise SystemExit(3)\n"
+        "    if argv == ['--fail']:\n"
+        "        raise SystemExit('bench: bad arguments')\n"
+        "    return 5\n"
+    )
+    imported_from(monkeypatch, tmp_path)
+    forget_benchmarks(monkeypatch)
     assert run(capsys, "bench", "--help", "-x")[0] == 5
     assert run(capsys, "bench", "--exit")[0] == 3
     assert run(capsys, "bench", "--fail") == (2, "", "bench: bad arguments\n")
-    assert seen == [["--help", "-x"], ["--exit"], ["--fail"]]
+    seen = sys.modules["benchmarks"].SEEN
+    assert seen == [
+        (["--help", "-x"], "aiolmdb bench"),
+        (["--exit"], "aiolmdb bench"),
+        (["--fail"], "aiolmdb bench"),
+    ]
 
 
 # ---------------------------------------------------------------------------- failures

@@ -13,6 +13,7 @@ methods it supports, and append it to :func:`build_adapters`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import inspect
 import json
@@ -72,6 +73,8 @@ class Adapter:
     workloads: ClassVar[frozenset[str]] = ALL_WORKLOADS
     #: False for synchronous peers: their runs are not wrapped in a loop timeout.
     uses_loop: ClassVar[bool] = True
+    #: False when :meth:`open` needs no copy of the data (the asyncio floor).
+    uses_data: ClassVar[bool] = True
 
     async def open(self, path: Path, cfg: BenchConfig) -> None:
         """Open the implementation's environment on the copy of the data at ``path``."""
@@ -117,6 +120,10 @@ class Adapter:
 
     async def scan_batches(self, rounds: int, batch_size: int) -> int:
         """W8 (batch form): like :meth:`scan`, consuming ``batch_size`` items at a time."""
+        raise NotImplementedError
+
+    async def asyncio_floor(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """W9: like W1 with no database: each key is its own answer; return answers."""
         raise NotImplementedError
 
 
@@ -451,6 +458,87 @@ class NaiveAdapter(Adapter):
         return seen
 
 
+# --------------------------------------------------------------------------- asyncio floor
+
+
+def _resolve(batch: list[tuple[asyncio.Future[bytes], bytes]]) -> None:
+    """Loop thread: resolve one batch's futures (one callback per batch, as aiolmdb does)."""
+    for fut, value in batch:
+        try:
+            fut.set_result(value)
+        except asyncio.InvalidStateError:
+            pass  # cancelled meanwhile
+
+
+class AsyncioFloorAdapter(Adapter):
+    """No LMDB at all: aiolmdb's read hand-off alone, the cost of the loop and one thread.
+
+    Each await creates a future and queues it; the first request of a burst submits one drain
+    to a single worker thread, which takes every queued request and resolves the whole batch
+    with one ``call_soon_threadsafe``: the protocol of aiolmdb's reads, minus the transaction,
+    the get and the database layer. aiolmdb's ``get-concurrent`` cannot be faster than this on
+    the same loop, so their ratio says how much of the floor aiolmdb reaches.
+    """
+
+    name = "asyncio-floor"
+    description = "64 tasks awaiting futures that one worker thread resolves in batches; no LMDB"
+    workloads = frozenset({"asyncio-floor"})
+    uses_data = False
+
+    loop: asyncio.AbstractEventLoop
+    executor: ThreadPoolExecutor
+    pending: collections.deque[tuple[asyncio.Future[bytes], bytes]]
+    scheduled: bool
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """Start the worker thread (``path`` is not used: there is no database)."""
+        self.loop = asyncio.get_running_loop()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="asyncio-floor")
+        self.pending = collections.deque()
+        self.scheduled = False
+
+    async def close(self) -> None:
+        """Stop the worker thread."""
+        self.executor.shutdown(wait=True)
+
+    def _request(self, key: bytes) -> asyncio.Future[bytes]:
+        fut = self.loop.create_future()
+        self.pending.append((fut, key))
+        if not self.scheduled:
+            self.scheduled = True
+            self.executor.submit(self._drain)
+        return fut
+
+    def _drain(self) -> None:
+        """Worker thread: answer every queued request, all in one ``call_soon_threadsafe``."""
+        # Cleared before taking: a request queued after this either is taken here or
+        # submits another drain, so none is stranded.
+        self.scheduled = False
+        batch: list[tuple[asyncio.Future[bytes], bytes]] = []
+        take = self.pending.popleft
+        try:
+            while True:
+                fut, key = take()
+                if not fut.cancelled():
+                    batch.append((fut, key))
+        except IndexError:
+            pass
+        if batch:
+            self.loop.call_soon_threadsafe(_resolve, batch)
+
+    async def _worker(self, keys: Sequence[bytes]) -> int:
+        answers = 0
+        request = self._request
+        for k in keys:
+            if await request(k) is not None:
+                answers += 1
+        return answers
+
+    async def asyncio_floor(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Each task: ``await`` a future per key, resolved by the worker thread."""
+        return await fan_out(self._worker, keys, concurrency)
+
+
 # --------------------------------------------------------------------------- aiolmdb
 
 
@@ -593,6 +681,7 @@ def build_adapters(
         SyncBatchedAdapter(),
         LmdbAioAdapter(),
         NaiveAdapter(),
+        AsyncioFloorAdapter(),
     ]
     if aiolmdb_module is not None:
         adapters += [AiolmdbAdapter(aiolmdb_module), AiolmdbInlineAdapter(aiolmdb_module)]
@@ -605,8 +694,9 @@ IMPL_ORDER: tuple[str, ...] = (
     "sync-batch",
     "lmdb.aio",
     "naive",
+    "asyncio-floor",
     "aiolmdb",
     "aiolmdb-inline",
 )
-PEERS: tuple[str, ...] = ("sync", "sync-batch", "lmdb.aio", "naive")
+PEERS: tuple[str, ...] = ("sync", "sync-batch", "lmdb.aio", "naive", "asyncio-floor")
 OURS: tuple[str, ...] = ("aiolmdb", "aiolmdb-inline")

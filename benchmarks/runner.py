@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .adapters import PEERS, Adapter
+from .adapters import OURS, PEERS, Adapter
 from .dataset import MAX_DBS, DataSet, clone, random_items, random_keys
 from .workloads import CONCURRENCY, MULTI_BATCH, SCAN_BATCH, BenchConfig, Workload
 
@@ -49,7 +49,8 @@ class Cell:
             "workload": self.workload,
             "loop": self.loop,
             "ops_per_run": self.ops,
-            "ops_per_sec": [round(s, 1) for s in self.samples],
+            # Six significant digits: the ratios (and verdicts) can be recomputed from them.
+            "ops_per_sec": [float(f"{s:.6g}") for s in self.samples],
             "median_ops_per_sec": None if self.median is None else round(self.median, 1),
             "skipped": self.skipped,
         }
@@ -82,18 +83,25 @@ def op_bounds(w: Workload, data: DataSet, cfg: BenchConfig) -> tuple[int, int, i
     return unit, probe, max_ops
 
 
+def runs_as(adapter: Adapter, w: Workload) -> str | None:
+    """What ``adapter`` runs when ``w`` is measured: ``w`` itself; for a peer without a form of
+    its own (``scan-batches``) the workload it is compared on (its scan); for aiolmdb in the
+    ``asyncio-floor`` rotation its gets. None: it takes no part in ``w``'s rotation."""
+    if w.name in adapter.workloads:
+        return w.name
+    if adapter.name in PEERS:
+        stands_in = w.peer_workload
+    elif adapter.name in OURS:
+        stands_in = w.ours_workload
+    else:
+        return None
+    return stands_in if stands_in is not None and stands_in in adapter.workloads else None
+
+
 def takes_part(adapter: Adapter, w: Workload) -> bool:
-    """Whether ``adapter`` is measured in ``w``'s rotation (a peer of ``scan-batches`` runs
-    its scan there, so its ratios pair runs made side by side too)."""
-    return w.name in adapter.workloads or (
-        adapter.name in PEERS and w.baseline in adapter.workloads
-    )
-
-
-def runs_as(adapter: Adapter, w: Workload) -> str:
-    """What ``adapter`` runs when ``w`` is measured: ``w`` itself, or for a peer without a
-    form of its own (``scan-batches``) the workload it is compared on (its scan)."""
-    return w.name if w.name in adapter.workloads else w.baseline
+    """Whether ``adapter`` is measured in ``w``'s rotation (so its ratios with the others
+    there pair runs made side by side)."""
+    return runs_as(adapter, w) is not None
 
 
 def make_call(
@@ -101,9 +109,13 @@ def make_call(
 ) -> Callable[[], Awaitable[int]]:
     """Build the inputs for ``n`` ops of ``w`` (untimed) and return the timed call."""
     name = runs_as(adapter, w)
-    if name in ("get-concurrent", "get-json"):
+    if name in ("get-concurrent", "get-json", "asyncio-floor"):
         keys = random_keys(data, n, seed)
-        fn = adapter.get_concurrent if name == "get-concurrent" else adapter.get_json
+        fn = {
+            "get-concurrent": adapter.get_concurrent,
+            "get-json": adapter.get_json,
+            "asyncio-floor": adapter.asyncio_floor,
+        }[name]
         return lambda: fn(keys, CONCURRENCY)
     if name == "get-sequential":
         keys = random_keys(data, n, seed)
@@ -200,7 +212,7 @@ async def measure_workload(
     running: list[Adapter] = []
     for adapter in adapters:
         cell = cells[adapter.name] = Cell(adapter.name, w.name, loop)
-        cell.skipped = adapter.unsupported(runs_as(adapter, w))
+        cell.skipped = adapter.unsupported(runs_as(adapter, w) or w.name)
         if cell.skipped is None:
             running.append(adapter)
     for adapter in list(running):
@@ -249,7 +261,8 @@ async def run_interleaved(
             if not wanted:
                 continue
             path = workdir / f"{adapter.name}-{loop}"
-            clone(base, path, cfg)
+            if adapter.uses_data:
+                clone(base, path, cfg)
             try:
                 await adapter.open(path, cfg)
             except Exception as exc:

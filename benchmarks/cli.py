@@ -1,4 +1,4 @@
-"""Command line entry point: ``aiolmdb bench``, ``python -m benchmarks`` (``make bench``)."""
+"""Command line entry point: ``python -m benchmarks`` (``make bench``, ``aiolmdb bench``)."""
 
 from __future__ import annotations
 
@@ -32,24 +32,21 @@ from .report import (
 from .runner import Cell, log_stderr, run_interleaved
 from .workloads import CONCURRENCY, WORKLOADS, BenchConfig, Workload, resolve_workloads
 
-
-def _results_dir() -> Path:
-    # In a source checkout the results live beside the suite's README; elsewhere in the cwd.
-    checkout = Path.cwd() / "benchmarks" / "results"
-    return checkout if checkout.is_dir() else Path.cwd() / "aiolmdb-bench-results"
-
-
-RESULTS_DIR = _results_dir()
+#: Default place of the JSON and PNG outputs: beside the suite's README, whatever the cwd.
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: The program name usage and errors show unless main() is given another.
+PROG = "python -m benchmarks"
 
 Runner = Callable[[Coroutine[Any, Any, list[Cell]]], list[Cell]]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
     """Parse the command line."""
     names = ", ".join(f"{w.alias}={w.name}" for w in WORKLOADS)
     p = argparse.ArgumentParser(
-        prog="aiolmdb bench",
-        description="Compare aiolmdb with sync py-lmdb, lmdb.aio and a naive executor wrapper.",
+        prog=prog,
+        description="Compare aiolmdb with sync py-lmdb, lmdb.aio, a naive executor wrapper "
+        "and the asyncio floor.",
     )
     p.add_argument("--quick", action="store_true", help="small smoke run (< 30 s)")
     p.add_argument("--repeat", type=int, metavar="N", help="timed runs per cell (default 9)")
@@ -120,13 +117,14 @@ def loop_runners(uvloop_mod: ModuleType | None) -> dict[str, Runner]:
     return runners
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark suite; print the table and targets; write JSON and PNG.
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Run the benchmark suite; print the table, targets and aims; write JSON and PNG.
 
     Returns the process exit code: 0, or 1 with ``--check`` when a target fails
-    (or aiolmdb could not be imported, so nothing could be checked).
+    (or aiolmdb could not be imported, so nothing could be checked). Aims never fail it.
+    ``prog`` is the program name usage and errors show.
     """
-    args = parse_args(argv)
+    args = parse_args(argv, prog or PROG)
     cfg = make_config(args)
     workloads: list[Workload] = args.workloads
     stem = "quick" if cfg.quick else "latest"

@@ -11,7 +11,7 @@ from typing import Any
 
 from .adapters import IMPL_ORDER, OURS, PEERS
 from .runner import Cell
-from .workloads import TARGETS, WORKLOAD_BY_NAME, Target
+from .workloads import AIMS, TARGETS, WORKLOAD_BY_NAME, Target
 
 
 @dataclass
@@ -35,7 +35,8 @@ class Report:
     def ratio(self, loop: str, impl: str, workload: str, peer: str) -> float | None:
         """Median over repeats i of ``impl_i / peer_i`` (ops/s), or None if either is missing.
 
-        Both were measured in ``workload``'s rotation (a peer of ``scan-batches`` ran its scan).
+        Both were measured in ``workload``'s rotation (a peer of ``scan-batches`` ran its scan,
+        aiolmdb in ``asyncio-floor``'s its gets).
         """
         a = self.find(loop, impl, workload)
         b = self.find(loop, peer, workload)
@@ -72,39 +73,46 @@ def meta_lines(report: Report) -> list[str]:
     ]
 
 
+def row_label(impl: str, wname: str) -> str:
+    """``impl``, followed by ``[what it ran]`` when that is not ``wname`` itself."""
+    w = WORKLOAD_BY_NAME[wname]
+    ran = None
+    if impl in PEERS:
+        ran = w.peer_workload
+    elif impl in OURS:
+        ran = w.ours_workload
+    return impl if ran is None else f"{impl} [{ran}]"
+
+
 def table_lines(report: Report, loop: str) -> list[str]:
     """The results table for one event loop."""
     ours = [o for o in OURS if any(c.impl == o for c in report.cells)]
-    head = f"{'workload':<15} {'impl':<16} {'median ops/s':>14} {'spread':>7} {'ops/run':>9}"
+    rows: list[tuple[str, str, Cell | None]] = []  # (workload column, label, cell)
+    for wname in report.workloads:
+        found = [c for c in (report.find(loop, i, wname) for i in IMPL_ORDER) if c is not None]
+        if not found:
+            rows.append((wname, "(no results)", None))
+        for i, c in enumerate(found):
+            rows.append((wname if i == 0 else "", row_label(c.impl, wname), c))
+    width = max([16, *(len(label) for _, label, _ in rows)])
+    head = f"{'workload':<15} {'impl':<{width}} {'median ops/s':>14} {'spread':>7} {'ops/run':>9}"
     head += "".join(f" {o + '/row':>16}" for o in ours)
     lines = [f"== event loop: {loop} ==", head, "-" * len(head)]
-    for wname in report.workloads:
-        w = WORKLOAD_BY_NAME[wname]
-        first = True
-        rows: list[tuple[str, Cell]] = []
-        for impl in IMPL_ORDER:
-            cell = report.find(loop, impl, wname)
-            label = impl
-            if impl in PEERS and w.peer_workload is not None:
-                label = f"{impl} [{w.peer_workload}]"  # the peer ran its own scan here
-            if cell is not None:
-                rows.append((label, cell))
-        for label, cell in rows:
-            name = wname if first else ""
-            first = False
-            if cell.skipped is not None or cell.median is None:
-                lines.append(f"{name:<15} {label:<16} skipped: {cell.skipped}")
-                continue
-            med = cell.median
-            spread = (max(cell.samples) - min(cell.samples)) / med * 100
-            line = f"{name:<15} {label:<16} {med:>14,.0f} {spread:>6.0f}% {cell.ops:>9,}"
-            if cell.impl in PEERS:
-                for o in ours:
-                    r = report.ratio(loop, o, wname, cell.impl)
-                    line += f" {fmt_ratio(r):>16}"
-            lines.append(line.rstrip())
-        if not rows:
-            lines.append(f"{wname:<15} (no results)")
+    for name, label, cell in rows:
+        if cell is None:
+            lines.append(f"{name:<15} {label}")
+            continue
+        if cell.skipped is not None or cell.median is None:
+            lines.append(f"{name:<15} {label:<{width}} skipped: {cell.skipped}")
+            continue
+        med = cell.median
+        spread = (max(cell.samples) - min(cell.samples)) / med * 100
+        line = f"{name:<15} {label:<{width}} {med:>14,.0f} {spread:>6.0f}% {cell.ops:>9,}"
+        if cell.impl in PEERS:
+            for o in ours:
+                r = report.ratio(loop, o, cell.workload, cell.impl)
+                line += f" {fmt_ratio(r):>16}"
+        lines.append(line.rstrip())
     return lines
 
 
@@ -115,7 +123,7 @@ class TargetResult:
     target: Target
     loop: str
     value: float | None
-    status: str  # PASS | FAIL | SKIP
+    status: str  # PASS | FAIL | SKIP; an aim's: MET | BELOW | SKIP
     reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -128,6 +136,7 @@ class TargetResult:
             "impl": t.impl,
             "peer": t.peer,
             "peer_workload": t.peer_workload or t.workload,
+            "impl_workload": t.impl_workload or t.workload,
             "floor": t.floor,
             "median_ratio": None if self.value is None else round(self.value, 3),
             "status": self.status,
@@ -135,11 +144,20 @@ class TargetResult:
         }
 
 
-def evaluate_targets(report: Report) -> list[TargetResult]:
-    """Check every target under every loop that ran."""
+def verdict(t: Target, value: float) -> str:
+    """PASS / FAIL for a target, MET / BELOW for an aim."""
+    if t.enforced:
+        return "PASS" if value >= t.floor else "FAIL"
+    return "MET" if value >= t.floor else "BELOW"
+
+
+def evaluate_targets(
+    report: Report, targets: tuple[Target, ...] = TARGETS + AIMS
+) -> list[TargetResult]:
+    """Check every target (and aim) under every loop that ran."""
     out: list[TargetResult] = []
     for loop in report.loops:
-        for t in TARGETS:
+        for t in targets:
             if t.workload not in report.workloads:
                 continue
             value = report.ratio(loop, t.impl, t.workload, t.peer)
@@ -152,18 +170,31 @@ def evaluate_targets(report: Report) -> list[TargetResult]:
                         missing.append(f"{impl} {t.workload}: {why}")
                 out.append(TargetResult(t, loop, None, "SKIP", "; ".join(missing)))
             else:
-                out.append(TargetResult(t, loop, value, "PASS" if value >= t.floor else "FAIL"))
+                out.append(TargetResult(t, loop, value, verdict(t, value)))
     return out
 
 
 def target_lines(results: list[TargetResult]) -> list[str]:
-    """The "targets" section."""
-    lines = ["== targets (median of per-repeat ratios) =="]
-    for r in results:
-        measured = f"measured {fmt_ratio(r.value)}" if r.value is not None else r.reason
-        lines.append(f"  [{r.loop}] {r.status:<4}  {r.target.label:<46} {measured}")
-    counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "SKIP")}
-    lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    """The "targets" section, then the "aims" section if any aim was evaluated."""
+    lines: list[str] = []
+    sections = (
+        ("== targets (median of per-repeat ratios) ==", True, ("PASS", "FAIL", "SKIP")),
+        (
+            "== aims (median of per-repeat ratios; --check ignores them) ==",
+            False,
+            ("MET", "BELOW", "SKIP"),
+        ),
+    )
+    for title, enforced, statuses in sections:
+        part = [r for r in results if r.target.enforced is enforced]
+        if not part and not enforced:
+            continue
+        lines += [*([""] if lines else []), title]
+        for r in part:
+            measured = f"measured {fmt_ratio(r.value)}" if r.value is not None else r.reason
+            lines.append(f"  [{r.loop}] {r.status:<5} {r.target.label:<46} {measured}")
+        counts = {s: sum(r.status == s for r in part) for s in statuses}
+        lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return lines
 
 
@@ -175,7 +206,7 @@ def to_json(report: Report, targets: list[TargetResult]) -> dict[str, Any]:
     ratios = []
     for loop in report.loops:
         for wname in report.workloads:
-            peer_wl = WORKLOAD_BY_NAME[wname].baseline
+            w = WORKLOAD_BY_NAME[wname]
             for impl in OURS:
                 for peer in PEERS:
                     r = report.ratio(loop, impl, wname, peer)
@@ -186,7 +217,8 @@ def to_json(report: Report, targets: list[TargetResult]) -> dict[str, Any]:
                                 "workload": wname,
                                 "impl": impl,
                                 "peer": peer,
-                                "peer_workload": peer_wl,
+                                "peer_workload": w.peer_workload or wname,
+                                "impl_workload": w.ours_workload or wname,
                                 "median_ratio": round(r, 3),
                             }
                         )
@@ -198,7 +230,8 @@ def to_json(report: Report, targets: list[TargetResult]) -> dict[str, Any]:
         "notes": report.notes,
         "results": [c.to_json() for c in report.cells],
         "ratios": ratios,
-        "targets": [t.to_json() for t in targets],
+        "targets": [t.to_json() for t in targets if t.target.enforced],
+        "aims": [t.to_json() for t in targets if not t.target.enforced],
     }
 
 
