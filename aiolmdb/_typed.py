@@ -8,6 +8,7 @@ per coder serves every worker thread.
 
 from __future__ import annotations
 
+from types import GenericAlias
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from ._coder import Buffer, Coder, ParameterlessCoder, require, show_bytes, type_name
@@ -132,8 +133,9 @@ class MsgspecCoder(Coder[T], Generic[T]):
             raise ValueError(f"{self!r} cannot decode {show_bytes(buffer)}: {exc}") from exc
 
     def __repr__(self) -> str:
-        name = getattr(self._type, "__qualname__", None)
-        shown = name if isinstance(self._type, type) and name else repr(self._type)
+        tp: Any = self._type
+        plain = not isinstance(tp, GenericAlias) and isinstance(tp, type)  # list[int]: no name
+        shown = tp.__qualname__ if plain else repr(tp)
         return f"{type(self).__name__}({shown}, format={self._format!r})"
 
     def __eq__(self, other: object) -> bool:
