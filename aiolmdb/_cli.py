@@ -8,6 +8,7 @@ error. Errors are one ``aiolmdb: error: ...`` line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import base64
 import binascii
@@ -27,6 +28,7 @@ import lmdb
 
 from . import _dumpfmt
 from ._catalogue import DatabaseInfo
+from ._tuple import TupleCoder
 from .database import AsyncDatabase
 from .environment import Environment
 from .environment import open as open_environment
@@ -139,6 +141,39 @@ class Codec:
                 f"{what} {_short(data)} is not UTF-8 text: use --hex or --base64"
             ) from None
         return escape_text(text) if escape else text
+
+
+class TupleKeys:
+    """Keys as tuples (``--key-format tuple``): arguments are Python tuple literals such as
+    ``'("user", 42)'``, keys are printed as ``repr`` of their tuple (see TupleCoder)."""
+
+    def __init__(self) -> None:
+        self._coder = TupleCoder()
+
+    def parse(self, arg: str, what: str) -> bytes:
+        """The stored bytes of the tuple the argument spells; CLIError if it is not one."""
+        try:
+            value = ast.literal_eval(arg)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise CLIError(f"{what} is not a Python tuple literal: {arg!r}") from None
+        if not isinstance(value, tuple):
+            raise CLIError(f"{what} is not a tuple (write {arg}, with a comma): {arg!r}")
+        try:
+            return self._coder.serialize(value)
+        except (TypeError, ValueError) as exc:
+            raise CLIError(f"{what}: {exc}") from None
+
+    def show(self, data: bytes, what: str, escape: bool = False) -> str:
+        """The tuple stored in ``data``, as its ``repr``; CLIError if it is not a tuple key."""
+        try:
+            return repr(self._coder.deserialize(data))
+        except ValueError as exc:
+            raise CLIError(f"{what}: {exc}; drop --key-format tuple to see it") from None
+
+
+def _key_codec(args: argparse.Namespace, codec: Codec) -> Codec | TupleKeys:
+    """How keys are read and shown: as tuples with ``--key-format tuple``, else like values."""
+    return TupleKeys() if args.key_format == "tuple" else codec
 
 
 # ---------------------------------------------------------------------------- progress
@@ -398,7 +433,7 @@ def _not_found(what: str) -> int:
 async def cmd_get(args: argparse.Namespace) -> int:
     """``get PATH KEY``: print the value (every value, one per line, in a dupsort database)."""
     codec = Codec(args.encoding)
-    key = codec.parse(args.key, "key")
+    key = _key_codec(args, codec).parse(args.key, "key")
     async with _open_env(args.path) as env:
         db = await _open_database(env, args.db)
         if db.dupsort:
@@ -416,7 +451,7 @@ async def cmd_put(args: argparse.Namespace) -> int:
     """``put PATH KEY VALUE``: store a value (creating the environment or database if
     needed)."""
     codec = Codec(args.encoding)
-    key = codec.parse(args.key, "key")
+    key = _key_codec(args, codec).parse(args.key, "key")
     value = codec.parse(args.value, "value")
     async with _open_env(args.path, write=True, create=True) as env:
         db = await _open_database(env, args.db, create=True)
@@ -427,7 +462,7 @@ async def cmd_put(args: argparse.Namespace) -> int:
 async def cmd_delete(args: argparse.Namespace) -> int:
     """``delete PATH KEY``: delete a key (every value of it in a dupsort database)."""
     codec = Codec(args.encoding)
-    key = codec.parse(args.key, "key")
+    key = _key_codec(args, codec).parse(args.key, "key")
     async with _open_env(args.path, write=True) as env:
         db = await _open_database(env, args.db)
         existed = await db.delete(key)
@@ -440,15 +475,18 @@ async def cmd_delete(args: argparse.Namespace) -> int:
 async def cmd_scan(args: argparse.Namespace) -> int:
     """``scan PATH``: one ``key<TAB>value`` line per entry of a key range."""
     codec = Codec(args.encoding)
-    start = None if args.start is None else codec.parse(args.start, "--start")
-    stop = None if args.stop is None else codec.parse(args.stop, "--stop")
-    prefix = None if args.prefix is None else codec.parse(args.prefix, "--prefix")
-    show = codec.show
+    keys = _key_codec(args, codec)
+    start = None if args.start is None else keys.parse(args.start, "--start")
+    stop = None if args.stop is None else keys.parse(args.stop, "--stop")
+    prefix = None if args.prefix is None else keys.parse(args.prefix, "--prefix")
+    show, show_key = codec.show, keys.show
     async with _open_env(args.path) as env:
         db = await _open_database(env, args.db)
         entries = db.items(start, stop, prefix=prefix, reverse=args.reverse, limit=args.limit)
         async for batch in entries.batches(SCAN_BATCH):
-            lines = [show(k, "key", True) + "\t" + show(v, "value", True) + "\n" for k, v in batch]
+            lines = [
+                show_key(k, "key", True) + "\t" + show(v, "value", True) + "\n" for k, v in batch
+            ]
             _emit_text("".join(lines))
     return EXIT_OK
 
@@ -804,6 +842,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const="base64",
         help="keys and values (arguments and output) are base64",
+    )
+    encoding.add_argument(
+        "--key-format",
+        choices=("bytes", "tuple"),
+        default="bytes",
+        help="tuple: keys are TupleCoder tuples, given as Python literals such as "
+        "'(\"user\", 42)' and printed as such (default: bytes, in the chosen encoding)",
     )
     path_help = "the environment: a directory (or a single-file environment)"
 

@@ -6,16 +6,21 @@ turns stored bytes back into an object after it is read. Both run on aiolmdb's w
 never on the event loop, and may be called concurrently from several threads: a coder must not
 keep mutable per-call state.
 
-Built-in coders (the stored bytes are identical to aiolmdb 0.1):
+Built-in coders (the first seven store the same bytes as aiolmdb 0.1):
 
 * :class:`IdentityCoder`: ``bytes`` stored as they are.
 * :class:`StringCoder`: ``str`` encoded with a text encoding (UTF-8 by default).
 * :class:`UInt16Coder`, :class:`UInt32Coder`, :class:`UInt64Coder`: non-negative ``int`` as
   2, 4 or 8 big-endian bytes.
-* :class:`JSONCoder`: JSON-compatible values as UTF-8 JSON text.
+* :class:`JSONCoder`: JSON-compatible values as UTF-8 JSON text (read with orjson when it is
+  installed).
 * :class:`PickleCoder`: any picklable object. **Only for trusted data**; see its docstring.
-* :class:`ZlibCoder`: zlib compression stacked over another coder; usually made with
-  :meth:`Coder.compressed`, e.g. ``JSONCoder().compressed(9)``.
+* :class:`TupleCoder`: tuples in FoundationDB's tuple-layer encoding: ordered composite keys.
+* :class:`MsgpackCoder`, :class:`MsgspecCoder`: MessagePack values, untyped or decoded into
+  a declared type (optional: the ``msgpack`` and ``msgspec`` extras).
+* :class:`ZlibCoder`, :class:`CompressedCoder`: compression stacked over another coder
+  (zlib as in 0.1, zstd or LZ4); made with :meth:`Coder.compressed`, e.g.
+  ``JSONCoder().compressed(9)`` or ``JSONCoder().compressed(codec="zstd")``.
 
 Key ordering
 ------------
@@ -26,8 +31,10 @@ coder decides the order seen by cursors and range scans:
 * :class:`StringCoder` with UTF-8 gives UTF-8 byte order, which equals Unicode code point order
   (not locale or case-insensitive order). Other encodings give whatever their bytes give;
 * :class:`IdentityCoder` gives plain byte order;
-* :class:`JSONCoder`, :class:`PickleCoder` and compressed keys give no useful order: use them
-  for keys only when order does not matter.
+* :class:`TupleCoder` gives tuple order (element by element, types in a fixed order), and a
+  tuple prefix selects exactly the keys that start with those elements;
+* :class:`JSONCoder`, :class:`PickleCoder`, the MessagePack coders and compressed keys give no
+  useful order: use them for keys only when order does not matter.
 
 Buffers
 -------
@@ -38,112 +45,36 @@ slice of it); copy with ``bytes(buffer)`` whatever must outlive the call.
 
 from __future__ import annotations
 
-import abc
 import codecs
 import json
 import pickle
 import struct
-import zlib
-from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
+from typing import Any, ClassVar
+
+from ._coder import Buffer, Coder, ParameterlessCoder, nbytes, type_name
+from ._compress import CompressedCoder, ZlibCoder
+from ._tuple import TupleCoder
+from ._typed import MsgpackCoder, MsgspecCoder
 
 __all__ = [
     "Buffer",
     "Coder",
+    "CompressedCoder",
     "IdentityCoder",
     "JSONCoder",
+    "MsgpackCoder",
+    "MsgspecCoder",
     "PickleCoder",
     "StringCoder",
+    "TupleCoder",
     "UInt16Coder",
     "UInt32Coder",
     "UInt64Coder",
     "ZlibCoder",
 ]
 
-T = TypeVar("T")
 
-Buffer: TypeAlias = bytes | bytearray | memoryview
-"""What ``Coder.deserialize`` receives: ``bytes``, ``bytearray`` or a ``memoryview`` (possibly
-into LMDB's memory map, valid only during the call)."""
-
-
-def _type_name(obj: object) -> str:
-    return type(obj).__name__
-
-
-def _nbytes(buffer: Buffer) -> int:
-    try:
-        return memoryview(buffer).nbytes
-    except TypeError:  # not a buffer at all
-        return -1
-
-
-class Coder(abc.ABC, Generic[T]):
-    """Converts objects of type ``T`` to bytes for LMDB and back.
-
-    Subclass it and implement :meth:`serialize` and :meth:`deserialize`::
-
-        class PointCoder(Coder[tuple[int, int]]):
-            def serialize(self, obj: tuple[int, int]) -> bytes:
-                return struct.pack(">ii", *obj)
-
-            def deserialize(self, buffer: Buffer) -> tuple[int, int]:
-                x, y = struct.unpack(">ii", buffer)
-                return (x, y)
-
-    Rules for implementations:
-
-    * ``serialize`` should return ``bytes``; any bytes-like object py-lmdb accepts
-      (``bytearray``, a byte ``memoryview``) is also tolerated.
-    * ``deserialize`` may be given a ``memoryview`` into LMDB's memory map that is valid **only
-      during the call**. Never return the buffer or keep a reference to it (nor to a slice or
-      an object that wraps it): once the call returns, the memory may be reused or unmapped.
-      Copy with ``bytes(buffer)`` whatever must survive the call.
-    * Both methods run on worker threads, possibly concurrently: keep coders stateless.
-    * Raise ``TypeError`` for objects of the wrong type and ``ValueError`` for values or stored
-      bytes that cannot be converted.
-    """
-
-    __slots__ = ()
-
-    @abc.abstractmethod
-    def serialize(self, obj: T) -> bytes:
-        """Return the bytes to store for ``obj`` (``bytes``, or another bytes-like object)."""
-
-    @abc.abstractmethod
-    def deserialize(self, buffer: Buffer) -> T:
-        """Rebuild the object from stored bytes.
-
-        ``buffer`` may be a ``memoryview`` into LMDB's memory map, valid only during this call:
-        never return it or keep a reference to it; copy with ``bytes(buffer)`` if needed.
-        """
-
-    def compressed(self, level: int = 1) -> Coder[T]:
-        """Return a coder that zlib-compresses the output of this coder.
-
-        ``level`` is the zlib level: ``0`` (no compression) to ``9`` (best), or ``-1`` for
-        zlib's default (6). Equivalent to ``ZlibCoder(self, level)``.
-        """
-        return ZlibCoder(self, level)
-
-
-class _ParameterlessCoder(Coder[T]):
-    """Base of the built-in coders without parameters: equal when of the same type."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Coder):
-            return NotImplemented
-        return type(self) is type(other)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
-
-
-class IdentityCoder(_ParameterlessCoder[bytes]):
+class IdentityCoder(ParameterlessCoder[bytes]):
     """Stores bytes unchanged.
 
     ``serialize`` accepts ``bytes``, ``bytearray`` and ``memoryview`` (the latter two are copied
@@ -160,7 +91,7 @@ class IdentityCoder(_ParameterlessCoder[bytes]):
         if isinstance(obj, (bytes, bytearray, memoryview)):
             return bytes(obj)
         raise TypeError(
-            f"IdentityCoder cannot encode a {_type_name(obj)} value; "
+            f"IdentityCoder cannot encode a {type_name(obj)} value; "
             "expected bytes-like (bytes, bytearray, memoryview)"
         )
 
@@ -187,7 +118,7 @@ class StringCoder(Coder[str]):
         known text encoding (e.g. ``"base64"``, a bytes-to-bytes codec, is rejected).
         """
         if not isinstance(encoding, str):
-            raise TypeError(f"StringCoder encoding must be a str, not {_type_name(encoding)}")
+            raise TypeError(f"StringCoder encoding must be a str, not {type_name(encoding)}")
         try:
             name = codecs.lookup(encoding).name
             "".encode(name)
@@ -206,7 +137,7 @@ class StringCoder(Coder[str]):
     def serialize(self, obj: str) -> bytes:
         """Encode ``obj``; ``TypeError`` if it is not a ``str``, ``ValueError`` if unencodable."""
         if not isinstance(obj, str):
-            raise TypeError(f"StringCoder cannot encode a {_type_name(obj)} value; expected str")
+            raise TypeError(f"StringCoder cannot encode a {type_name(obj)} value; expected str")
         try:
             return obj.encode(self._encoding)
         except UnicodeEncodeError as exc:
@@ -236,7 +167,7 @@ class StringCoder(Coder[str]):
         return hash((type(self), self._encoding))
 
 
-class _UIntCoder(_ParameterlessCoder[int]):
+class _UIntCoder(ParameterlessCoder[int]):
     """Fixed-width big-endian unsigned integer; subclasses set the format."""
 
     __slots__ = ()
@@ -262,7 +193,7 @@ class _UIntCoder(_ParameterlessCoder[int]):
             )
         elif not isinstance(obj, int):
             raise TypeError(
-                f"{type(self).__name__} cannot encode a {_type_name(obj)} value; expected int"
+                f"{type(self).__name__} cannot encode a {type_name(obj)} value; expected int"
             )
         elif 0 <= obj <= self._max:
             return self._struct.pack(int(obj))
@@ -277,7 +208,7 @@ class _UIntCoder(_ParameterlessCoder[int]):
         except struct.error as exc:
             size = self._struct.size
             raise ValueError(
-                f"{type(self).__name__} cannot decode a value of {_nbytes(buffer)} bytes: "
+                f"{type(self).__name__} cannot decode a value of {nbytes(buffer)} bytes: "
                 f"expected exactly {size} bytes"
             ) from exc
 
@@ -320,11 +251,32 @@ _JSON_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 _JSON_DECODE = json.JSONDecoder().decode
 
 
-class JSONCoder(_ParameterlessCoder[Any]):
+def _find_orjson_loads() -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson.loads
+
+
+# orjson.loads when installed (the ``fast`` extra). It reads only what the standard library reads
+# the same way: any text it rejects (NaN, Infinity, 1e400, escaped lone surrogates, deep
+# nesting) goes to the standard library, and so does a run of 19 digits, since orjson turns
+# integers beyond 64 bits into floats. ``None``: standard library only.
+_ORJSON_LOADS: Any = _find_orjson_loads()
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+class JSONCoder(ParameterlessCoder[Any]):
     """Stores JSON-compatible values as UTF-8 JSON text.
 
-    The bytes are exactly ``json.dumps(obj, ensure_ascii=False).encode("utf-8")``. The usual
-    JSON conversions apply: tuples come back as lists, dict keys become strings.
+    The bytes are exactly ``json.dumps(obj, ensure_ascii=False).encode("utf-8")``, with or
+    without orjson: stored bytes never depend on what is installed, so JSON keys keep matching.
+    The usual JSON conversions apply: tuples come back as lists, dict keys become strings.
+    With orjson installed (``pip install 'aiolmdb[fast]'``) values are parsed by orjson, several
+    times faster, falling back to the standard library for anything orjson would read
+    differently or not at all: the result is always what ``json.loads`` returns.
     ``serialize`` raises ``TypeError`` for objects JSON cannot represent (``set``, arbitrary
     objects...) and ``ValueError`` for circular structures or strings that are not valid UTF-8
     (lone surrogates); ``deserialize`` raises ``ValueError`` for bytes that are not UTF-8 JSON.
@@ -337,12 +289,20 @@ class JSONCoder(_ParameterlessCoder[Any]):
         try:
             return _JSON_ENCODE(obj).encode("utf-8")
         except TypeError as exc:
-            raise TypeError(f"JSONCoder cannot encode a {_type_name(obj)} value: {exc}") from exc
+            raise TypeError(f"JSONCoder cannot encode a {type_name(obj)} value: {exc}") from exc
         except ValueError as exc:  # circular reference, or a lone surrogate (UnicodeEncodeError)
-            raise ValueError(f"JSONCoder cannot encode a {_type_name(obj)} value: {exc}") from exc
+            raise ValueError(f"JSONCoder cannot encode a {type_name(obj)} value: {exc}") from exc
 
     def deserialize(self, buffer: Buffer) -> Any:
         """Parse the stored UTF-8 JSON bytes."""
+        loads = _ORJSON_LOADS
+        if loads is not None:
+            data = bytes(buffer)
+            if _LONG_NUMBER not in data.translate(_DIGITS):
+                try:
+                    return loads(data)
+                except ValueError:
+                    pass  # the standard library decides, and words the error
         try:
             text = str(buffer, "utf-8")
         except UnicodeDecodeError as exc:
@@ -376,7 +336,7 @@ class PickleCoder(Coder[Any]):
         """Create a coder writing with pickle ``protocol`` (0 to ``pickle.HIGHEST_PROTOCOL``;
         ``-1`` means ``pickle.HIGHEST_PROTOCOL``). Any protocol can be read back."""
         if type(protocol) is not int:
-            raise TypeError(f"PickleCoder protocol must be an int, not {_type_name(protocol)}")
+            raise TypeError(f"PickleCoder protocol must be an int, not {type_name(protocol)}")
         if protocol == -1:
             protocol = pickle.HIGHEST_PROTOCOL
         if not 0 <= protocol <= pickle.HIGHEST_PROTOCOL:
@@ -395,7 +355,7 @@ class PickleCoder(Coder[Any]):
         try:
             return pickle.dumps(obj, self._protocol)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise TypeError(f"PickleCoder cannot encode a {_type_name(obj)} value: {exc}") from exc
+            raise TypeError(f"PickleCoder cannot encode a {type_name(obj)} value: {exc}") from exc
 
     def deserialize(self, buffer: Buffer) -> Any:
         """Unpickle the stored bytes (the result never references ``buffer``).
@@ -419,71 +379,3 @@ class PickleCoder(Coder[Any]):
 
     def __hash__(self) -> int:
         return hash((type(self), self._protocol))
-
-
-class ZlibCoder(Coder[T]):
-    """Compresses the output of another coder with zlib.
-
-    Stored bytes are ``zlib.compress(inner.serialize(obj), level)``; they can be read back with
-    plain ``zlib.decompress``. Usually created with :meth:`Coder.compressed`. Errors from the
-    inner coder propagate unchanged; ``deserialize`` raises ``ValueError`` if the stored bytes
-    are not valid zlib data. Compressed keys do not keep any useful order.
-    """
-
-    __slots__ = ("_inner", "_level")
-
-    def __init__(self, inner: Coder[T], level: int = 1) -> None:
-        """Wrap ``inner``; ``level`` is ``0`` (none) to ``9`` (best), or ``-1`` (zlib default).
-
-        Raises ``TypeError`` if ``inner`` is not a :class:`Coder` or ``level`` not an ``int``,
-        ``ValueError`` if ``level`` is out of range.
-        """
-        if not isinstance(inner, Coder):
-            raise TypeError(f"ZlibCoder inner coder must be a Coder, not {_type_name(inner)}")
-        if type(level) is not int:
-            raise TypeError(f"ZlibCoder compression level must be an int, not {_type_name(level)}")
-        if not -1 <= level <= 9:
-            raise ValueError(
-                f"ZlibCoder compression level must be 0..9 (or -1 for zlib's default), got {level}"
-            )
-        self._inner = inner
-        self._level = level
-
-    @property
-    def inner(self) -> Coder[T]:
-        """The wrapped coder."""
-        return self._inner
-
-    @property
-    def level(self) -> int:
-        """The zlib compression level."""
-        return self._level
-
-    def serialize(self, obj: T) -> bytes:
-        """Serialize ``obj`` with the inner coder, then compress."""
-        return zlib.compress(self._inner.serialize(obj), self._level)
-
-    def deserialize(self, buffer: Buffer) -> T:
-        """Decompress, then deserialize with the inner coder."""
-        try:
-            data = zlib.decompress(buffer)
-        except zlib.error as exc:
-            raise ValueError(
-                f"ZlibCoder cannot decode: the stored bytes are not valid zlib data ({exc})"
-            ) from exc
-        return self._inner.deserialize(data)
-
-    def __repr__(self) -> str:
-        return f"ZlibCoder({self._inner!r}, level={self._level})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Coder):
-            return NotImplemented
-        return (
-            type(other) is type(self)
-            and other._level == self._level
-            and bool(other._inner == self._inner)
-        )
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._inner, self._level))

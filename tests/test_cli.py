@@ -1131,3 +1131,46 @@ def test_reader_chunk_boundaries(monkeypatch: pytest.MonkeyPatch, chunk_lines: i
             _dumpfmt.DumpFormatError, match=f"line {first_data_line + bad}: bad hex"
         ):
             _dumpfmt.parse_dump(header + b"".join(lines) + _dumpfmt.DATA_END)
+
+
+# ---------------------------------------------------------------------------- tuple keys
+def test_tuple_keys(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "tuples"
+    for key, value in [('("user", 42)', "a"), ('("user", 420)', "b"), ('("user", 42, "x")', "c")]:
+        assert run(capsys, "put", path, "--key-format", "tuple", key, value)[0] == 0
+    assert run(capsys, "get", path, "--key-format", "tuple", '("user", 420)') == (0, "b\n", "")
+    code, out, _ = run(capsys, "scan", path, "--key-format", "tuple", "--prefix", '("user", 42)')
+    assert (code, out) == (0, "('user', 42)\ta\n('user', 42, 'x')\tc\n")
+    code, out, _ = run(
+        capsys, "scan", path, "--key-format", "tuple", "--start", "('user', 43)", "--reverse"
+    )
+    assert (code, out) == (0, "('user', 420)\tb\n")
+    assert run(capsys, "delete", path, "--key-format", "tuple", "('user', 420)")[0] == 0
+    code, out, _ = run(capsys, "get", path, "--key-format", "tuple", "('user', 420)")
+    assert code == _cli.EXIT_NOT_FOUND
+    # The bytes are TupleCoder's: a program reads them with the same coder.
+    raw = run(capsys, "scan", path, "--hex")[1].split()[0]
+    assert aiolmdb.TupleCoder().deserialize(bytes.fromhex(raw)) == ("user", 42)
+
+
+@pytest.mark.parametrize(
+    ("key", "fragment"),
+    [
+        ("user", "not a Python tuple literal"),
+        ("'user'", "not a tuple"),
+        ("(float('nan'),)", "not a Python tuple literal"),
+        ("([1],)", "a list element"),
+    ],
+)
+def test_tuple_key_argument_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key: str, fragment: str
+) -> None:
+    code, _, err = run(capsys, "put", tmp_path / "e", "--key-format", "tuple", key, "v")
+    assert code == _cli.EXIT_ERROR
+    assert_error(err, "key", fragment)
+
+
+def test_tuple_keys_over_other_keys(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
+    code, _, err = run(capsys, "scan", text_env, "--key-format", "tuple")
+    assert code == _cli.EXIT_ERROR
+    assert_error(err, "TupleCoder cannot decode", "drop --key-format tuple")

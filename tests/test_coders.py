@@ -110,10 +110,14 @@ def test_all_lists_public_names() -> None:
         [
             "Buffer",
             "Coder",
+            "CompressedCoder",
             "IdentityCoder",
             "JSONCoder",
+            "MsgpackCoder",
+            "MsgspecCoder",
             "PickleCoder",
             "StringCoder",
+            "TupleCoder",
             "UInt16Coder",
             "UInt32Coder",
             "UInt64Coder",
@@ -604,8 +608,11 @@ def test_invalid_compression_level(level: int) -> None:
 @pytest.mark.parametrize("level", [1.5, "9", None, True])
 def test_compression_level_wrong_type(level: Any) -> None:
     with pytest.raises(TypeError, match="ZlibCoder") as info:
-        JSONCoder().compressed(level)
+        ZlibCoder(JSONCoder(), level)
     assert type(level).__name__ in str(info.value)
+    if level is not None:  # compressed(None) is the codec's default level
+        with pytest.raises(TypeError, match="ZlibCoder"):
+            JSONCoder().compressed(level)
 
 
 @pytest.mark.parametrize("level", [-1, 0, 1, 5, 9])

@@ -1,0 +1,130 @@
+"""The base of every coder: :class:`Coder`, the ``Buffer`` type and shared helpers.
+
+The public names are re-exported from :mod:`aiolmdb.coders`; the built-in coders live in
+``coders.py`` and in one private module per family (tuple keys, compression, typed values).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from ._compress import Codec
+
+T = TypeVar("T")
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+"""What ``Coder.deserialize`` receives: ``bytes``, ``bytearray`` or a ``memoryview`` (possibly
+into LMDB's memory map, valid only during the call)."""
+
+
+def type_name(obj: object) -> str:
+    """The name of ``obj``'s type, for error messages."""
+    return type(obj).__name__
+
+
+def nbytes(buffer: Buffer) -> int:
+    """The size of ``buffer`` in bytes (-1 if it is not a buffer at all)."""
+    try:
+        return memoryview(buffer).nbytes
+    except TypeError:  # not a buffer at all
+        return -1
+
+
+def show_bytes(buffer: Buffer, limit: int = 48) -> str:
+    """``buffer`` as a ``bytes`` literal for error messages, cut after ``limit`` bytes."""
+    data = bytes(memoryview(buffer)[: limit + 1])
+    if len(data) > limit:
+        return f"{data[:limit]!r}... ({nbytes(buffer)} bytes)"
+    return repr(data)
+
+
+def require(module: str, extra: str, coder: str) -> ModuleType:
+    """Import an optional dependency, or fail with the ``pip install`` line that brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{coder} needs the {module.split('.')[0]!r} package: pip install 'aiolmdb[{extra}]'"
+        ) from exc
+
+
+class Coder(abc.ABC, Generic[T]):
+    """Converts objects of type ``T`` to bytes for LMDB and back.
+
+    Subclass it and implement :meth:`serialize` and :meth:`deserialize`::
+
+        class PointCoder(Coder[tuple[int, int]]):
+            def serialize(self, obj: tuple[int, int]) -> bytes:
+                return struct.pack(">ii", *obj)
+
+            def deserialize(self, buffer: Buffer) -> tuple[int, int]:
+                x, y = struct.unpack(">ii", buffer)
+                return (x, y)
+
+    Rules for implementations:
+
+    * ``serialize`` should return ``bytes``; any bytes-like object py-lmdb accepts
+      (``bytearray``, a byte ``memoryview``) is also tolerated.
+    * ``deserialize`` may be given a ``memoryview`` into LMDB's memory map that is valid **only
+      during the call**. Never return the buffer or keep a reference to it (nor to a slice or
+      an object that wraps it): once the call returns, the memory may be reused or unmapped.
+      Copy with ``bytes(buffer)`` whatever must survive the call.
+    * Both methods run on worker threads, possibly concurrently: keep coders stateless.
+    * Raise ``TypeError`` for objects of the wrong type and ``ValueError`` for values or stored
+      bytes that cannot be converted.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def serialize(self, obj: T) -> bytes:
+        """Return the bytes to store for ``obj`` (``bytes``, or another bytes-like object)."""
+
+    @abc.abstractmethod
+    def deserialize(self, buffer: Buffer) -> T:
+        """Rebuild the object from stored bytes.
+
+        ``buffer`` may be a ``memoryview`` into LMDB's memory map, valid only during this call:
+        never return it or keep a reference to it; copy with ``bytes(buffer)`` if needed.
+        """
+
+    def compressed(
+        self, level: int | None = None, *, codec: Codec = "zlib", threshold: int = 0
+    ) -> Coder[T]:
+        """Return a coder that compresses the output of this coder.
+
+        ``codec`` is ``"zlib"`` (standard library), ``"zstd"`` (``aiolmdb[zstd]``) or ``"lz4"``
+        (``aiolmdb[lz4]``); ``level`` is the codec's level, ``None`` for its default (zlib: 1).
+        Values whose encoding is shorter than ``threshold`` bytes are stored uncompressed.
+
+        With the defaults (zlib, ``threshold=0``) this is ``ZlibCoder(self, level)``, whose
+        bytes are plain zlib streams, as in aiolmdb 0.1. Otherwise it is a
+        :class:`CompressedCoder`. Both read every form either writes, so the codec, level and
+        threshold can be changed on a database that holds data.
+        """
+        from ._compress import CompressedCoder, ZlibCoder
+
+        if codec == "zlib" and threshold == 0:
+            return ZlibCoder(self, 1 if level is None else level)
+        return CompressedCoder(self, level, codec=codec, threshold=threshold)
+
+
+class ParameterlessCoder(Coder[T]):
+    """Base of the built-in coders without parameters: equal when of the same type."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Coder):
+            return NotImplemented
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
