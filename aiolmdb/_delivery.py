@@ -18,9 +18,15 @@ import asyncio
 import enum
 import inspect
 from collections.abc import Callable
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
 from .errors import TransactionError
+
+if TYPE_CHECKING:
+    import lmdb
+
+    from ._config import EngineConfig
+    from ._gate import Gate
 
 __all__ = [
     "CLOSED",
@@ -62,19 +68,32 @@ CLOSED: Final = State.CLOSED
 FORKED: Final = State.FORKED
 
 
+class EngineHooks(Protocol):
+    """What the engine's parts call back into the engine for."""
+
+    def raise_state(self) -> NoReturn:
+        """Raise the error of the engine's state (closed, forked)."""
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+        """Bind the running loop to the engine (first use) and return it."""
+
+    def finish(self) -> None:
+        """Writer thread, after the stop: close everything."""
+
+
 class Part:
     """Base of the engine's parts that take operations (see the module docstring)."""
 
     def __init__(
-        self,
-        raise_state: Callable[[], NoReturn],
-        bind_loop: Callable[[asyncio.AbstractEventLoop], asyncio.AbstractEventLoop],
+        self, env: lmdb.Environment, gate: Gate, config: EngineConfig, engine: EngineHooks
     ) -> None:
+        self._env = env
+        self._gate = gate
+        self._max_batch = config.max_batch
         self._state = OPEN
         self._loop: asyncio.AbstractEventLoop | None = None
-        # The engine's: raise the error of its state; bind the running loop (first use only).
-        self._raise_state = raise_state
-        self._bind_loop = bind_loop
+        self._raise_state = engine.raise_state
+        self._bind_loop = engine.bind_loop
 
     def set_state(self, state: State) -> None:
         """Engine only: the engine's state changed."""

@@ -80,11 +80,9 @@ class Engine:
         self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         gate = self._gate = Gate(env, self._adopt_map_size)
-        readers = self._readers = Readers(env, gate, config, self._raise_state, self._bind_loop)
+        readers = self._readers = Readers(env, gate, config, self)
         # Last: it starts the writer thread.
-        writer = self._writer = Writer(
-            env, gate, config, self._raise_state, self._bind_loop, self._finish, self._name
-        )
+        writer = self._writer = Writer(env, gate, config, self)
         _engines.add(self)
 
         # The parts' methods, bound as the engine's own (the per-operation ones first).
@@ -120,9 +118,10 @@ class Engine:
     def check_open(self) -> None:
         """Raise ClosedError/ForkedError unless operations are accepted."""
         if self._state is not OPEN:
-            self._raise_state()
+            self.raise_state()
 
-    def _raise_state(self) -> NoReturn:
+    def raise_state(self) -> NoReturn:
+        """Raise ClosedError or ForkedError, as the state says."""
         if self._state is FORKED:
             raise ForkedError(
                 f"environment {self._name!r} was opened in another process (before fork()); "
@@ -145,10 +144,11 @@ class Engine:
         """The running loop, bound to this engine (results are delivered to it)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            loop = self._bind_loop(loop)
+            loop = self.bind_loop(loop)
         return loop
 
-    def _bind_loop(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+        """Bind ``loop`` to the engine and its parts (results are delivered to it)."""
         old = self._loop
         if old is not None and old is not loop and old.is_running() and not old.is_closed():
             raise RuntimeError(
@@ -180,7 +180,7 @@ class Engine:
                 self._writer_done.set_result(None)
         return self._writer_done
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """Writer thread, after the stop: wait for the reader jobs, close everything."""
         try:
             # A reader thread may still queue a solo (adopting another process's map size)

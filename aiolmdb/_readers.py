@@ -31,12 +31,21 @@ import collections
 import concurrent.futures
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import lmdb
 
 from ._config import EngineConfig
-from ._delivery import OPEN, Part, Request, Result, as_settable, drop_frame_locals, post
+from ._delivery import (
+    OPEN,
+    EngineHooks,
+    Part,
+    Request,
+    Result,
+    as_settable,
+    drop_frame_locals,
+    post,
+)
 from ._gate import Gate
 
 if TYPE_CHECKING:
@@ -61,15 +70,9 @@ class Readers(Part):
     """Runs read operations and reader-thread jobs for one environment."""
 
     def __init__(
-        self,
-        env: lmdb.Environment,
-        gate: Gate,
-        config: EngineConfig,
-        raise_state: Callable[[], NoReturn],
-        bind_loop: Callable[[asyncio.AbstractEventLoop], asyncio.AbstractEventLoop],
+        self, env: lmdb.Environment, gate: Gate, config: EngineConfig, engine: EngineHooks
     ) -> None:
-        super().__init__(raise_state, bind_loop)
-        self._max_batch = config.max_batch
+        super().__init__(env, gate, config, engine)
         self._own_executor = config.executor is None
         self._executor: concurrent.futures.Executor = config.executor or (
             concurrent.futures.ThreadPoolExecutor(

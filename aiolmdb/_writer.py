@@ -33,7 +33,7 @@ import enum
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, TypeVar
 
 import lmdb
 
@@ -42,6 +42,7 @@ from ._config import EngineConfig
 from ._delivery import (
     CLOSING,
     OPEN,
+    EngineHooks,
     Op,
     Part,
     Request,
@@ -143,18 +144,9 @@ class Writer(Part):
     """The writer thread of one environment and the queue that feeds it."""
 
     def __init__(
-        self,
-        env: lmdb.Environment,
-        gate: Gate,
-        config: EngineConfig,
-        raise_state: Callable[[], NoReturn],
-        bind_loop: Callable[[asyncio.AbstractEventLoop], asyncio.AbstractEventLoop],
-        on_stop: Callable[[], None],
-        name: str,
+        self, env: lmdb.Environment, gate: Gate, config: EngineConfig, engine: EngineHooks
     ) -> None:
-        super().__init__(raise_state, bind_loop)
-        self._env = env
-        self._max_batch = config.max_batch
+        super().__init__(env, gate, config, engine)
         self._writemap = bool(env.flags().get("writemap"))
         self._resize = gate.resize
         committer = Committer(env, config, gate.resize)
@@ -168,9 +160,9 @@ class Writer(Part):
         # The exclusive write transaction that has begun and not ended (deadlock guard).
         self._active_session: WriteSession | None = None
         # Runs on this thread once it has taken the stop (the engine closes everything).
-        self._on_stop = on_stop
+        self._on_stop = engine.finish
         self._thread = threading.Thread(
-            target=self._main, name=f"aiolmdb-writer:{name}", daemon=True
+            target=self._main, name=f"aiolmdb-writer:{env.path()}", daemon=True
         )
         self._thread.start()
 
