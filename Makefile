@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(PY) examples/tour.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check aiolmdb tests examples benchmarks
-	$(PY) -m ruff format --check aiolmdb tests examples benchmarks
+	$(PY) -m ruff check aiolmdb tests examples benchmarks tools
+	$(PY) -m ruff format --check aiolmdb tests examples benchmarks tools
 
 type: $(STAMP)
 	$(PY) -m mypy

@@ -23,6 +23,7 @@ from ._surface import AsyncOps
 from ._views import DatabaseView, Transaction
 from .coders import Coder
 from .errors import (
+    ClosedError,
     ReadOnlyError,
     SnapshotExpiredError,
     TransactionError,
@@ -192,6 +193,11 @@ class WriteTransaction(AsyncTransaction):
         fut = asyncio.get_running_loop().create_future()
         if session.send(fut, command, ()):
             await fut
+        elif command is COMMIT:
+            # Only close() ends a session its holder has not ended: it rolled it back.
+            raise ClosedError(
+                f"environment {self._env.path!r} is closed: it rolled this transaction back"
+            )
 
     async def commit(self) -> None:
         """Commit every change made in this transaction (durable when this returns)."""

@@ -1,9 +1,9 @@
 """Shared fixtures and helpers for the aiolmdb tests.
 
 ``env`` is parametrized over the two read modes (ids ``threaded`` and ``inline``), so every test
-using it (or ``db``) runs against both. Nothing here waits on time: blocking the writer thread
-is done with ``threading.Event`` objects, and every wait is bounded so a bug fails the test
-instead of hanging it.
+using it (or ``db``, ``open_env``) runs against both, unless marked ``threaded_only``. Nothing
+here waits on time: blocking the writer thread is done with ``threading.Event`` objects, and
+every wait is bounded so a bug fails the test instead of hanging it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ MAP_SIZE = 64 * 1024 * 1024
 # Upper bound for anything a test waits for; reached only when a bug makes something hang.
 TIMEOUT = 30.0
 
+
+async def collect(iterator: AsyncIterator[T]) -> list[T]:
+    """Every item of an async iterator, in a list."""
+    return [item async for item in iterator]
+
+
 # One call of every operation of a database (bytes keys and values), for tests that check
 # each one fails the same way (a dropped database, a closed environment).
 DB_OPERATIONS: list[Callable[[aiolmdb.AsyncDatabase[bytes, bytes]], Any]] = [
@@ -42,6 +48,14 @@ DB_OPERATIONS: list[Callable[[aiolmdb.AsyncDatabase[bytes, bytes]], Any]] = [
     lambda d: d.stat(),
     lambda d: d.run(lambda txn: txn.get(b"k")),
     lambda d: d.run(lambda txn: txn.put(b"k", b"v"), write=True),
+    lambda d: d.get_all(b"k"),
+    lambda d: d.count_values(b"k"),
+    lambda d: d.first(),
+    lambda d: d.last(),
+    lambda d: collect(d.items()),
+    lambda d: collect(d.keys(prefix=b"k")),
+    lambda d: collect(d.values(reverse=True)),
+    lambda d: collect(d.items().batches(2)),
 ]
 
 OpenEnv = Callable[..., aiolmdb.Environment]
@@ -57,6 +71,11 @@ def path(tmp_path: Path) -> Path:
 def inline_reads(request: pytest.FixtureRequest) -> bool:
     """Both read modes: reader threads (False) and reads on the loop thread (True)."""
     return bool(request.param)
+
+
+# For a test that runs in one read mode only: it sets the ``inline_reads`` fixture (which
+# ``env``, ``db`` and ``open_env`` take the mode from) instead of running it in both.
+threaded_only = pytest.mark.parametrize("inline_reads", [False], ids=["threaded"])
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import asyncio
 import functools
 import inspect
 import json
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 
 import lmdb
 import pytest
-from conftest import DB_OPERATIONS
+from conftest import DB_OPERATIONS, OpenEnv, WriterBlocker, gather_bounded, let_tasks_start
 
 import aiolmdb
 from aiolmdb import (
@@ -150,6 +151,27 @@ async def test_put_multi_non_pair_message(db: Db) -> None:
         await db.put_multi([(b"a", b"b"), 5])  # type: ignore[list-item]
 
 
+async def test_multi_keys_equal_in_python_but_encoded_differently(env: Environment) -> None:
+    """1, 1.0 and True are one dict key but three JSON keys: get_multi and delete_multi refuse
+    them together (the returned dict could not tell their entries apart) and delete nothing."""
+    db: AsyncDatabase[Any, bytes] = await env.open_db("json", key_coder=JSONCoder())
+    pairs: list[tuple[Any, bytes]] = [(1, b"int"), (True, b"bool"), (1.0, b"float"), (2, b"two")]
+    assert await db.put_multi(pairs) == 4
+    for keys, earlier, later in [([1, True], "1", "True"), ([1.0, 2, 1], "1.0", "1")]:
+        for op in ("get_multi", "delete_multi"):
+            expected = (
+                f"{op} keys {earlier} and {later} are equal in Python but encode to different bytes"
+            )
+            with pytest.raises(ValueError, match=re.escape(expected)):
+                await getattr(db, op)(keys)
+    assert await db.count() == 4
+    assert [await db.get(k) for k, _ in pairs] == [v for _, v in pairs]
+    # The same key twice is fine.
+    assert await db.get_multi([2, 2]) == {2: b"two"}
+    assert await db.delete_multi([2, 2]) == {2: True}
+    assert await db.count() == 3
+
+
 # --------------------------------------------------------------------------------------------
 # delete / pop / replace / update
 # --------------------------------------------------------------------------------------------
@@ -192,6 +214,32 @@ async def test_replace(db: Db) -> None:
     assert await db.replace(b"k", b"v1") is None
     assert await db.replace(b"k", b"v2") == b"v1"
     assert await db.get(b"k") == b"v2"
+
+
+@pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
+async def test_failing_pop_and_replace_roll_back(open_env: OpenEnv, writemap: bool) -> None:
+    """pop and replace change the key before decoding its old value: when that decoding
+    fails, the change is rolled back (the key keeps its old value) while the rest of the batch
+    commits (with writemap=True the batch runs again without them)."""
+    env = open_env(writemap=writemap)
+    raw = await env.open_db("docs")
+    docs = env.open_db("docs", key_coder=StringCoder(), value_coder=JSONCoder())
+    await raw.put_multi([(b"p", b"not json"), (b"r", b"no json either")])
+    async with WriterBlocker(env):  # one batch: the failures and their neighbours
+        popped = asyncio.ensure_future(docs.pop("p"))
+        replaced = asyncio.ensure_future(docs.replace("r", {"new": 1}))
+        neighbour = asyncio.ensure_future(docs.put("n", 1))
+        await let_tasks_start()
+    results = await gather_bounded(popped, replaced, neighbour)
+    for failed in results[:2]:
+        assert isinstance(failed, ValueError)
+        assert "JSONCoder cannot decode" in str(failed)
+    assert results[2] is True
+    assert await raw.get_multi([b"p", b"r", b"n"]) == {
+        b"p": b"not json",
+        b"r": b"no json either",
+        b"n": b"1",
+    }
 
 
 async def test_update(db: Db) -> None:

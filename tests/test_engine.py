@@ -27,6 +27,7 @@ from conftest import (
     aiolmdb_threads,
     gather_bounded,
     let_tasks_start,
+    threaded_only,
     wait_until,
 )
 
@@ -253,10 +254,11 @@ async def test_writes_are_group_committed(open_env: OpenEnv, max_batch: int, bat
     assert await db.count() == 200
 
 
+@threaded_only  # inline reads run on the loop: nothing to batch
 @pytest.mark.parametrize(("max_batch", "batches"), [(1024, 1), (50, 4), (1, 200)])
 async def test_reads_share_transactions(open_env: OpenEnv, max_batch: int, batches: int) -> None:
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
-    env = open_env(executor=executor, max_batch=max_batch, inline_reads=False)
+    env = open_env(executor=executor, max_batch=max_batch)
     try:
         db = env.get_default_database()
         await db.put(b"k", b"v")
@@ -372,10 +374,11 @@ async def test_write_cancelled_before_it_runs_is_skipped(open_env: OpenEnv, max_
     }
 
 
+@threaded_only  # an inline read runs at once: it cannot be cancelled before it starts
 @pytest.mark.parametrize("max_batch", [1024, 1])
 async def test_read_cancelled_before_it_runs_is_skipped(open_env: OpenEnv, max_batch: int) -> None:
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
-    env = open_env(executor=executor, inline_reads=False, max_batch=max_batch)
+    env = open_env(executor=executor, max_batch=max_batch)
     try:
         db = env.get_default_database()
         hold = threading.Event()
@@ -436,6 +439,89 @@ async def test_cancel_one_of_many(db: Db) -> None:
             assert r is True
     stored = await db.get_multi(key(i) for i in range(100))
     assert stored == {key(i): None if i % 10 == 0 else value(i) for i in range(100)}
+
+
+@threaded_only  # a reader thread runs the batch (inline reads run on the loop)
+async def test_read_cancelled_while_its_batch_runs(open_env: OpenEnv) -> None:
+    """One read of a batch is cancelled while it runs: the reads after it in the same batch
+    (same transaction, results delivered together) still get their results."""
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
+    env = open_env(executor=executor)
+    try:
+        db = env.get_default_database()
+        await db.put_multi([(key(i), value(i)) for i in range(20)])
+        hold = threading.Event()
+        executor.submit(hold.wait, TIMEOUT)  # the reads below queue up: one batch
+        started = threading.Event()
+        release = threading.Event()
+
+        def slow(txn: Transaction[bytes, bytes]) -> int:
+            started.set()
+            if not release.wait(TIMEOUT):
+                raise TimeoutError
+            return txn.id()
+
+        def txn_id(txn: Transaction[bytes, bytes]) -> int:
+            return txn.id()
+
+        before = [asyncio.ensure_future(db.get(key(i))) for i in range(10)]
+        victim = asyncio.ensure_future(db.run(slow))
+        after = [asyncio.ensure_future(db.get(key(i))) for i in range(10, 20)]
+        ids = [asyncio.ensure_future(db.run(txn_id)) for _ in range(3)]
+        multi = asyncio.ensure_future(db.get_multi([key(0), b"missing"]))
+        await let_tasks_start()
+        hold.set()
+        assert await asyncio.to_thread(started.wait, TIMEOUT)
+        victim.cancel()
+        release.set()
+        assert await gather_bounded(*before, *after) == [value(i) for i in range(20)]
+        assert await gather_bounded(multi) == [{key(0): value(0), b"missing": None}]
+        assert len(set(await gather_bounded(*ids))) == 1  # the batch was one transaction
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(victim, TIMEOUT)
+        assert await db.get(key(0)) == value(0)  # the reader thread is fine
+    finally:
+        await env.close()
+        executor.shutdown(wait=True)
+
+
+async def test_write_cancelled_while_its_batch_runs(env: Environment, db: Db) -> None:
+    """One write of a batch is cancelled while it runs: it completes (its result is dropped)
+    and every other write of the batch gets its result after the one commit."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(txn: Transaction[bytes, bytes]) -> int:
+        txn.put(b"cancelled-but-ran", b"1")
+        started.set()
+        if not release.wait(TIMEOUT):
+            raise TimeoutError
+        return txn.id()
+
+    def txn_id(txn: Transaction[bytes, bytes]) -> int:
+        return txn.id()
+
+    async with WriterBlocker(env) as blocker:
+        before = [asyncio.ensure_future(db.put(key(i), value(i))) for i in range(10)]
+        victim = asyncio.ensure_future(env.run(slow, write=True))
+        after = [asyncio.ensure_future(db.put(key(i), value(i))) for i in range(10, 20)]
+        replaced = asyncio.ensure_future(db.replace(key(0), b"new"))
+        ids = [asyncio.ensure_future(env.run(txn_id, write=True)) for _ in range(3)]
+        await let_tasks_start()
+        blocker.release()
+        assert await asyncio.to_thread(started.wait, TIMEOUT)
+        victim.cancel()
+        release.set()
+    assert await gather_bounded(*before, *after) == [True] * 20
+    assert await gather_bounded(replaced) == [value(0)]
+    batch_ids = await gather_bounded(*ids)
+    assert len(set(batch_ids)) == 1  # one batch, one commit
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(victim, TIMEOUT)
+    assert await db.get(b"cancelled-but-ran") == b"1"  # started, so it completed
+    assert await db.get_multi(key(i) for i in range(1, 20)) == {
+        key(i): value(i) for i in range(1, 20)
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -764,9 +850,10 @@ async def test_map_growth_waits_for_open_read_transactions(open_env: OpenEnv) ->
     assert await db.get(b"big") == b"b" * (4 * MiB)
 
 
+@threaded_only  # the reads go through the executor
 async def test_user_executor_shut_down_while_open(open_env: OpenEnv) -> None:
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
-    env = open_env(executor=executor, inline_reads=False, max_batch=2)
+    env = open_env(executor=executor, max_batch=2)
     db = env.get_default_database()
     await db.put_multi([(key(i), value(i)) for i in range(5)])
     hold = threading.Event()

@@ -14,7 +14,14 @@ from typing import Any
 
 import lmdb
 import pytest
-from conftest import DB_OPERATIONS, MAP_SIZE, TIMEOUT, aiolmdb_threads, join_threads
+from conftest import (
+    DB_OPERATIONS,
+    MAP_SIZE,
+    TIMEOUT,
+    aiolmdb_threads,
+    join_threads,
+    let_tasks_start,
+)
 
 import aiolmdb
 from aiolmdb import (
@@ -24,6 +31,7 @@ from aiolmdb import (
     IdentityCoder,
     JSONCoder,
     StringCoder,
+    TransactionError,
 )
 
 Db = AsyncDatabase[bytes, bytes]
@@ -112,6 +120,9 @@ async def test_every_call_after_close_raises_closed_error(env: Environment, tmp_
     main = env.get_default_database()
     named = await env.open_db("named")
     await named.put(b"k", b"v")
+    # Made before the close, begun after it.
+    snapshot = env.begin()
+    write_txn = env.begin(write=True)
     await env.close()
     dest = tmp_path / "copy"
     dest.mkdir()
@@ -132,6 +143,10 @@ async def test_every_call_after_close_raises_closed_error(env: Environment, tmp_
         lambda: env.sync(force=True),
         lambda: env.copy(dest),
         lambda: env.copy(dest, compact=True),
+        env.begin,
+        lambda: env.begin(write=True),
+        snapshot.begin,
+        write_txn.begin,
     ]
     db_calls = DB_OPERATIONS
     calls = env_calls + [functools.partial(op, d) for d in (main, named) for op in db_calls]
@@ -152,6 +167,50 @@ async def test_database_being_created_when_closed(env: Environment) -> None:
     await env.close()
     with pytest.raises(ClosedError):
         await pending.get(b"k")
+
+
+async def test_close_rolls_back_an_open_write_transaction(env: Environment, path: Path) -> None:
+    """close() does not wait for a task that holds env.begin(write=True) (it may never end
+    it): it rolls the transaction back, and the holder's commit fails instead of pretending.
+    Writes submitted before the close still land."""
+    db = env.get_default_database()
+    await db.put(b"kept", b"1")
+    holding = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def holder() -> None:
+        async with env.begin(write=True) as txn:
+            await txn[db].put(b"rolled-back", b"x")
+            await txn[db].delete(b"kept")
+            holding.set()
+            await go_on.wait()
+
+    task = asyncio.ensure_future(holder())
+    await asyncio.wait_for(holding.wait(), TIMEOUT)
+    queued = asyncio.ensure_future(db.put(b"queued", b"1"))  # waits for the writer
+    await let_tasks_start()
+    try:
+        await asyncio.wait_for(env.close(), TIMEOUT)
+    finally:
+        go_on.set()  # lets a close that hangs (a bug) finish, with the commit
+    with pytest.raises(ClosedError, match="rolled this transaction back"):
+        await asyncio.wait_for(task, TIMEOUT)
+    assert await asyncio.wait_for(queued, TIMEOUT) is True
+    async with aiolmdb.open(path, map_size=MAP_SIZE) as reopened:
+        assert await reopened.get_default_database().get_multi(
+            [b"rolled-back", b"kept", b"queued"]
+        ) == {b"rolled-back": None, b"kept": b"1", b"queued": b"1"}
+
+
+async def test_close_ends_open_snapshots(env: Environment) -> None:
+    db = env.get_default_database()
+    await db.put(b"k", b"v")
+    async with env.begin() as snap:
+        assert await snap[db].get(b"k") == b"v"
+        await asyncio.wait_for(env.close(), TIMEOUT)
+        assert not snap.active
+        with pytest.raises(TransactionError, match="ended"):
+            await snap[db].get(b"k")
 
 
 def forget(references: list[Any]) -> None:

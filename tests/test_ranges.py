@@ -3,7 +3,8 @@ fetching and batches, first/last/count/stat, dupsort, iteration inside run(fn) a
 abandoned iterators, writes during iteration, and the error paths.
 
 Expected results come from a Python model (``sorted()`` over the encoded keys and values).
-Every test using ``env``/``db``/``open_env`` runs in both read modes (threaded and inline).
+Every test using ``env``/``db``/``open_env`` runs in both read modes (threaded and inline),
+except those marked ``threaded_only``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import pytest
-from conftest import TIMEOUT
+from conftest import TIMEOUT, threaded_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1254,13 +1255,12 @@ async def test_error_in_a_chunk_read_ahead_comes_in_order_and_iteration_resumes(
     assert [k async for k in it] == list(range(20, 100))
 
 
+@threaded_only  # inline reads read each chunk in the loop's own transaction
 async def test_a_reader_thread_streaming_ends_its_transaction_every_few_chunks(
-    env: Environment, inline_reads: bool, monkeypatch: pytest.MonkeyPatch
+    env: Environment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """However long a reader thread streams to a caller that keeps up, no read transaction
     serves more than _CHUNKS_PER_TXN chunks (map growth waits for read transactions)."""
-    if inline_reads:
-        pytest.skip("inline reads read each chunk in the loop's own transaction")
     db = await env.open_db("renew", key_coder=U32, value_coder=U32)
     await db.put_multi([(k, k) for k in range(2000)])
     used: list[object] = []  # each chunk's transaction (kept alive: identities stay unique)

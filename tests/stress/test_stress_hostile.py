@@ -425,21 +425,6 @@ async def test_dupsort_delete_of_empty_value_deletes_nothing(
         await asyncio.wait_for(env.close(), TIMEOUT)
 
 
-async def test_get_multi_with_equal_keys_that_encode_differently(tmp_path: Path) -> None:
-    env = open_env(tmp_path / "env")
-    try:
-        db: AnyDb = await env.open_db("json", key_coder=JSONCoder())
-        assert await db.put_multi([(1, b"int"), (True, b"bool"), (1.0, b"float")]) == 3
-        try:
-            got = await db.get_multi([1, True, 1.0])
-        except ValueError:
-            pass  # refusing the ambiguous request is acceptable
-        else:
-            assert got[1] == b"int", got  # the value stored under key 1, not another key's
-    finally:
-        await asyncio.wait_for(env.close(), TIMEOUT)
-
-
 @pytest.mark.timeout(120)
 async def test_value_of_100_mib_with_neighbours(tmp_path: Path) -> None:
     env = open_env(tmp_path / "env", map_size=1 * MiB)  # grows to fit it

@@ -1,0 +1,401 @@
+"""Mutation run: does the fast test suite catch deliberate bugs?
+
+Each mutation below is a small deliberate bug (one snippet of one module replaced). For each,
+the script copies the repository's ``aiolmdb/`` package into a temporary directory, applies the
+mutation there, and runs the fast tests (everything but ``tests/stress``) against that copy,
+stopping at the first failure (``-x``). A mutation is
+
+- ``caught`` when the suite fails (or times out: some mutations make operations hang),
+- ``NOT CAUGHT`` when the suite passes: a promise no fast test holds,
+- ``NOT APPLIED`` when its snippet is not found exactly once in its file: the list has fallen
+  out of step with the code and must be updated.
+
+The script exits with status 1 if any mutation is NOT CAUGHT or NOT APPLIED, or if the
+unmutated copy fails the suite (then every mutation would look caught).
+
+Usage (from anywhere; ``make`` has created .venv)::
+
+    .venv/bin/python tools/mutate.py                 # every mutation, two at a time
+    .venv/bin/python tools/mutate.py --check         # only check that every snippet applies
+    .venv/bin/python tools/mutate.py close-no-abort pop-atomic   # some of them
+    .venv/bin/python tools/mutate.py --list
+
+Keep the list in step with the code: when a refactoring moves a snippet, re-target it; when a
+feature adds a promise, add the mutation that breaks it (and the test that catches it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "aiolmdb"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    """One deliberate bug: ``original`` (exactly once in ``file``) becomes ``replacement``."""
+
+    id: str
+    file: str  # relative to the package directory
+    original: str
+    replacement: str
+    promise: str  # what the bug breaks, in one line
+
+
+MUTATIONS: list[Mutation] = [
+    # ---- close
+    Mutation(
+        "close-no-abort",
+        "_engine.py",
+        "self.abort_sessions()",
+        "None",
+        "close() rolls back open interactive write transactions (instead of hanging on them)",
+    ),
+    Mutation(
+        "close-no-snapshot-release",
+        "_engine.py",
+        "snapshot.release()",
+        "None",
+        "close() ends open snapshots",
+    ),
+    Mutation(
+        "close-no-flush",
+        "_engine.py",
+        "self._flush_writes()  # submitted writes run before the stop",
+        "None",
+        "writes submitted before close() (same loop iteration) still run",
+    ),
+    Mutation(
+        "commit-after-close-silent",
+        "transaction.py",
+        "elif command is COMMIT:",
+        "elif False:",
+        "commit() of a transaction that close() rolled back raises instead of returning",
+    ),
+    # ---- cancellation
+    Mutation(
+        "deliver-no-invalid-state-guard",
+        "_engine.py",
+        "except asyncio.InvalidStateError:",
+        "except ZeroDivisionError:",
+        "an operation cancelled while its batch runs does not strand the rest of the batch",
+    ),
+    Mutation(
+        "write-cancelled-before-start-runs",
+        "_engine.py",
+        "live = [req for req in batch if not req[0].cancelled()]",
+        "live = list(batch)",
+        "a write cancelled before its batch starts never runs",
+    ),
+    Mutation(
+        "read-cancelled-before-start-runs",
+        "_engine.py",
+        "if fut.cancelled():",
+        "if False:",
+        "a read cancelled before its batch starts never runs",
+    ),
+    # ---- batches
+    Mutation(
+        "commit-per-op",
+        "_engine.py",
+        "results = self._commit(live)",
+        "results = self._commit_one_by_one(live)",
+        "writes issued together share one transaction and one commit (group commit)",
+    ),
+    Mutation(
+        "no-child-transaction",
+        "_engine.py",
+        "if fn in ATOMIC:\n                    # One LMDB change",
+        "if True:\n                    # One LMDB change",
+        "a failing operation of a batch rolls back alone (batch isolation)",
+    ),
+    Mutation(
+        "pop-atomic",
+        "_ops.py",
+        "frozenset({put, put_bytes, delete, update, drop})",
+        "frozenset({put, put_bytes, delete, update, drop, pop})",
+        "a pop that fails (decoding the old value) rolls back: the key keeps its value",
+    ),
+    Mutation(
+        "replace-atomic",
+        "_ops.py",
+        "frozenset({put, put_bytes, delete, update, drop})",
+        "frozenset({put, put_bytes, delete, update, drop, replace})",
+        "a replace that fails (decoding the old value) rolls back: the key keeps its value",
+    ),
+    Mutation(
+        "put-multi-atomic",
+        "_ops.py",
+        "frozenset({put, put_bytes, delete, update, drop})",
+        "frozenset({put, put_bytes, delete, update, drop, put_multi})",
+        "put_multi is all or nothing: a bad pair leaves none of the others stored",
+    ),
+    Mutation(
+        "delete-multi-atomic",
+        "_ops.py",
+        "frozenset({put, put_bytes, delete, update, drop})",
+        "frozenset({put, put_bytes, delete, update, drop, delete_multi})",
+        "delete_multi is all or nothing: a refused key leaves every key in place",
+    ),
+    Mutation(
+        "get-multi-same-encoding-unchecked",
+        "_ops.py",
+        '_check_same_encoding(kc, out, key, encoded, "get_multi")',
+        "None",
+        "get_multi refuses keys equal in Python but encoded differently (ValueError)",
+    ),
+    Mutation(
+        "delete-multi-same-encoding-unchecked",
+        "_ops.py",
+        '_check_same_encoding(kc, out, key, encoded, "delete_multi")',
+        "None",
+        "delete_multi refuses keys equal in Python but encoded differently (ValueError)",
+    ),
+    # ---- reads
+    Mutation(
+        "inline-snapshot-outlives-iteration",
+        "_engine.py",
+        "loop.call_soon(self.release_inline)",
+        "loop.call_later(0.05, self.release_inline)",
+        "read-your-writes with inline reads: a write's caller then reads its own write",
+    ),
+    Mutation(
+        "range-stop-inclusive",
+        "_scan.py",
+        "return entries[: bisect_left(entries, hi, key=key)], True",
+        "return entries[: bisect_left(entries, hi, key=key) + 1], True",
+        "range iteration stops before `stop` (half-open [start, stop))",
+    ),
+    Mutation(
+        "range-reverse-start-exclusive-off-by-one",
+        "_scan.py",
+        "return entries[:idx], True",
+        "return entries[: idx + 1], True",
+        "reverse range iteration ends at `start` (keys below it never come)",
+    ),
+    # ---- map growth
+    Mutation(
+        "map-growth-off",
+        "_engine.py",
+        "if not self.map_growth:",
+        "if True:",
+        "a full map grows and the batch runs again (map_growth=True)",
+    ),
+    # ---- options
+    Mutation(
+        "max-batch-unvalidated",
+        "environment.py",
+        "if max_batch < 1:",
+        "if False:",
+        "open() refuses max_batch < 1 (it would hang every read)",
+    ),
+]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What became of one mutation."""
+
+    mutation: Mutation
+    status: str  # "caught", "NOT CAUGHT", "NOT APPLIED"
+    detail: str
+    seconds: float = 0.0
+
+
+def apply(mutation: Mutation, package: Path) -> str | None:
+    """Apply ``mutation`` to the package copy in ``package``; the reason if it cannot be."""
+    path = package / mutation.file
+    if not path.is_file():
+        return f"no file {PACKAGE}/{mutation.file}"
+    text = path.read_text(encoding="utf-8")
+    count = text.count(mutation.original)
+    if count != 1:
+        where = "not found" if count == 0 else f"found {count} times (must be unique)"
+        return f"snippet {mutation.original!r} {where} in {PACKAGE}/{mutation.file}"
+    path.write_text(text.replace(mutation.original, mutation.replacement), encoding="utf-8")
+    return None
+
+
+def check_all(mutations: list[Mutation]) -> dict[str, str]:
+    """Apply every mutation to a scratch copy: id -> reason, for those that do not apply."""
+    problems: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="aiolmdb-mutate-") as scratch:
+        for m in mutations:
+            copy = Path(scratch) / m.id / PACKAGE
+            shutil.copytree(ROOT / PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+            reason = apply(m, copy)
+            if reason is not None:
+                problems[m.id] = reason
+    return problems
+
+
+def pytest_command(pytest_args: list[str]) -> list[str]:
+    """The fast suite, against whatever ``aiolmdb`` the working directory holds."""
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        *pytest_args,
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "--rootdir",
+        str(ROOT),
+        "-c",
+        str(ROOT / "pyproject.toml"),
+    ]
+
+
+def run_suite(workdir: Path, pytest_args: list[str], timeout: float) -> tuple[bool, str]:
+    """Run the suite with ``workdir`` (holding the package copy) first on the path.
+
+    ``python -m`` puts the working directory first on sys.path, and PYTHONPATH carries the
+    copy to subprocesses the tests start. Returns (passed, a short account)."""
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    env.pop("PYTEST_ADDOPTS", None)
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    imported = probe.stdout.strip()
+    if not imported.startswith(str(workdir)):
+        raise RuntimeError(f"the copy is not what gets imported: {imported or probe.stderr}")
+    proc = subprocess.Popen(
+        pytest_command(pytest_args),
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # so that a timeout can end the run with its children
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return False, f"the suite did not finish within {timeout:.0f} s (a hang)"
+    if proc.returncode == 0:
+        return True, last_line(out)
+    if proc.returncode != 1:  # 1: tests failed; others: interrupted, usage error, no tests
+        raise RuntimeError(f"pytest exited with {proc.returncode}: {last_line(out)}")
+    failed = [  # the short summary's lines (not log lines that start with ERROR)
+        line
+        for line in out.splitlines()
+        if line.startswith(("FAILED ", "ERROR ")) and "::" in line.split()[1]
+    ]
+    detail = failed[0] if failed else last_line(out)
+    return False, detail.replace(os.path.relpath(ROOT, workdir) + os.sep, "")[:300]
+
+
+def last_line(out: str) -> str:
+    lines = [line for line in out.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def run_one(mutation: Mutation | None, pytest_args: list[str], timeout: float) -> Outcome | None:
+    """Apply one mutation (None: the unmutated baseline) to a fresh copy and run the suite."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="aiolmdb-mutate-") as workdir:
+        copy = Path(workdir) / PACKAGE
+        shutil.copytree(ROOT / PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        if mutation is not None:
+            reason = apply(mutation, copy)
+            if reason is not None:
+                return Outcome(mutation, "NOT APPLIED", reason)
+        passed, detail = run_suite(Path(workdir), pytest_args, timeout)
+    seconds = time.monotonic() - started
+    if mutation is None:
+        if passed:
+            return None
+        raise SystemExit(f"the unmutated package fails the suite: {detail}")
+    return Outcome(mutation, "NOT CAUGHT" if passed else "caught", detail, seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ids", nargs="*", help="mutations to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--check", action="store_true", help="only check that each applies")
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="suites at once (default 2)")
+    parser.add_argument(
+        "--timeout", type=float, default=600, help="seconds per suite run (default 600)"
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument(
+        "--pytest-args",
+        default=f"{ROOT / 'tests'} --ignore={ROOT / 'tests' / 'stress'}",
+        help="what pytest runs (default: the fast suite)",
+    )
+    args = parser.parse_args(argv)
+
+    by_id = {m.id: m for m in MUTATIONS}
+    if len(by_id) != len(MUTATIONS):
+        raise SystemExit("duplicate mutation ids")
+    unknown = [i for i in args.ids if i not in by_id]
+    if unknown:
+        raise SystemExit(f"unknown mutation(s): {', '.join(unknown)}; see --list")
+    chosen = [by_id[i] for i in args.ids] if args.ids else list(MUTATIONS)
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:42} {m.file:15} {m.promise}")
+        return 0
+
+    problems = check_all(chosen)
+    for mid, reason in problems.items():
+        print(f"NOT APPLIED  {mid}: {reason}", flush=True)
+    if args.check:
+        print(f"{len(chosen) - len(problems)} of {len(chosen)} mutations apply")
+        return 1 if problems else 0
+
+    pytest_args = shlex.split(args.pytest_args)
+    if not args.no_baseline:
+        print("baseline: the unmutated package ...", flush=True)
+        run_one(None, pytest_args, args.timeout)
+        print("baseline: passes", flush=True)
+
+    todo = [m for m in chosen if m.id not in problems]
+    outcomes: list[Outcome] = [Outcome(by_id[i], "NOT APPLIED", r) for i, r in problems.items()]
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_one, m, pytest_args, args.timeout) for m in todo]
+        for fut in concurrent.futures.as_completed(futures):
+            outcome = fut.result()
+            assert outcome is not None
+            outcomes.append(outcome)
+            print(
+                f"{outcome.status:12} {outcome.mutation.id} ({outcome.seconds:.0f} s): "
+                f"{outcome.detail}",
+                flush=True,
+            )
+
+    order = {m.id: n for n, m in enumerate(chosen)}
+    outcomes.sort(key=lambda o: order[o.mutation.id])
+    print("\nsummary")
+    for o in outcomes:
+        print(f"  {o.status:12} {o.mutation.id:42} {o.mutation.promise}")
+    bad = [o for o in outcomes if o.status != "caught"]
+    print(f"{len(outcomes) - len(bad)} of {len(outcomes)} mutations caught")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
