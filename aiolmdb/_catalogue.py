@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import lmdb
 
+from ._config import check_flag
 from .errors import DatabaseDroppedError
 
 if TYPE_CHECKING:
@@ -62,9 +63,11 @@ def encode_name(name: str | bytes | None) -> bytes | None:
     elif isinstance(name, bytes):
         encoded = name
     else:
-        raise TypeError(f"database name must be str, bytes or None; got a {type(name).__name__}")
+        raise TypeError(f"database name must be str, bytes or None, got {name!r}")
     if not encoded:
-        raise ValueError("database name must not be empty: use None for the default database")
+        raise ValueError(
+            f"database name must not be empty, got {name!r}: use None for the default database"
+        )
     if b"\0" in encoded:
         # LMDB names are C strings: it would silently open the name cut at the NUL.
         raise ValueError(f"database name must not contain a NUL byte; got {name!r}")
@@ -155,11 +158,12 @@ class Catalogue:
         Returns at once: the open is queued to the writer thread (views wait for it), except
         in a read-only environment, where it runs on the spot in a read transaction.
         """
+        unknown = sorted(set(flags) - {*DB_FLAGS, "create"})
+        if unknown:
+            raise TypeError(f"unknown open_db flag(s): {', '.join(map(repr, unknown))}")
         for flag, value in flags.items():
-            if flag not in (*DB_FLAGS, "create"):
-                raise TypeError(f"unknown open_db flag: {flag}")
-            if not isinstance(value, bool):
-                raise TypeError(f"open_db flag {flag} must be a bool, got {value!r}")
+            check_flag(flag, value)
+        flags = {k: bool(v) for k, v in flags.items()}
         db_flags = {k: True for k, v in flags.items() if k in DB_FLAGS and v}
         entry = self._entries.get(name)
         if entry is not None and (entry.error is not None or entry.dropped):

@@ -24,19 +24,24 @@ def _default_readers() -> int:
     return max(2, min(8, os.cpu_count() or 2))
 
 
-def _check_int(name: str, value: object, low: int, *, optional: bool = False) -> None:
-    """``value`` must be an int (not a bool) >= ``low``, or None when ``optional``."""
+def _check_int(
+    name: str, value: object, low: int, high: int | None = None, *, optional: bool = False
+) -> None:
+    """``value`` must be an int (not a bool) in ``[low, high]``, or None when ``optional``."""
     if optional and value is None:
         return
-    wanted = f"an int >= {low}" + (" or None" if optional else "")
+    wanted = f"an int >= {low}" if high is None else f"an int from {low} to {high:#o}"
+    wanted += " or None" if optional else ""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be {wanted}, got {value!r}")
-    if value < low:
+    if value < low or (high is not None and value > high):
         raise ValueError(f"{name} must be {wanted}, got {value!r}")
 
 
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
+def check_flag(name: str, value: object) -> None:
+    """A yes/no option: True or False, or the ints 0 and 1 (common in code written for
+    py-lmdb, and unambiguous); anything else is refused, even if Python finds it truthy."""
+    if not (isinstance(value, bool) or (type(value) is int and value in (0, 1))):
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
@@ -58,8 +63,11 @@ class EngineConfig:
             )
         _check_int("readers", self.readers, 1, optional=True)
         _check_int("max_batch", self.max_batch, 1)
-        _check_bool("inline_reads", self.inline_reads)
-        _check_bool("map_growth", self.map_growth)
+        check_flag("inline_reads", self.inline_reads)
+        check_flag("map_growth", self.map_growth)
+        # Kept as bools whichever form was given (0 and 1 are accepted).
+        object.__setattr__(self, "inline_reads", bool(self.inline_reads))
+        object.__setattr__(self, "map_growth", bool(self.map_growth))
         _check_int("max_map_size", self.max_map_size, 1, optional=True)
 
     @property
@@ -83,16 +91,22 @@ _LMDB_BOOLS = (
     "lock",
 )
 # Name -> lowest value LMDB accepts.
-_LMDB_INTS = {"map_size": 0, "max_readers": 1, "max_dbs": 0, "max_spare_txns": 0, "mode": 0}
+_LMDB_INTS: dict[str, tuple[int, int | None]] = {
+    "map_size": (0, None),
+    "max_readers": (1, None),
+    "max_dbs": (0, None),
+    "max_spare_txns": (0, None),
+    "mode": (0, 0o7777),  # permission bits
+}
 
 
 def check_lmdb_options(options: Mapping[str, Any]) -> None:
     """Check the ``lmdb.open`` keyword arguments py-lmdb does not check clearly itself."""
     for name, value in options.items():
         if name in _LMDB_BOOLS:
-            _check_bool(name, value)
+            check_flag(name, value)
         elif name in _LMDB_INTS:
-            _check_int(name, value, _LMDB_INTS[name])
+            _check_int(name, value, *_LMDB_INTS[name])
 
 
 def unknown_lmdb_options(options: Mapping[str, Any]) -> list[str]:

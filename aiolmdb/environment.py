@@ -202,9 +202,7 @@ class Environment:
         vc: Coder[Any] = value_coder if value_coder is not None else IdentityCoder()
         for label, coder in (("key_coder", kc), ("value_coder", vc)):
             if not isinstance(coder, Coder):
-                raise TypeError(
-                    f"{label} must be an aiolmdb Coder instance; got a {type(coder).__name__}"
-                )
+                raise TypeError(f"{label} must be an aiolmdb Coder instance, got {coder!r}")
         encoded = encode_name(name)
         if encoded is None:
             if flags:

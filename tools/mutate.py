@@ -59,7 +59,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "close-no-abort",
         "_engine.py",
-        "self.abort_sessions()",
+        "self._writer.abort_sessions()",
         "None",
         "close() rolls back open interactive write transactions (instead of hanging on them)",
     ),
@@ -72,9 +72,9 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "close-no-flush",
-        "_engine.py",
-        "self._flush_writes()  # submitted writes run before the stop",
-        "None",
+        "_writer.py",
+        "self._flush_writes()\n        self._writes.put(_STOP)",
+        "self._writes.put(_STOP)",
         "writes submitted before close() (same loop iteration) still run",
     ),
     Mutation(
@@ -87,21 +87,21 @@ MUTATIONS: list[Mutation] = [
     # ---- cancellation
     Mutation(
         "deliver-no-invalid-state-guard",
-        "_engine.py",
+        "_delivery.py",
         "except asyncio.InvalidStateError:",
         "except ZeroDivisionError:",
         "an operation cancelled while its batch runs does not strand the rest of the batch",
     ),
     Mutation(
         "write-cancelled-before-start-runs",
-        "_engine.py",
+        "_commit.py",
         "live = [req for req in batch if not req[0].cancelled()]",
         "live = list(batch)",
         "a write cancelled before its batch starts never runs",
     ),
     Mutation(
         "read-cancelled-before-start-runs",
-        "_engine.py",
+        "_readers.py",
         "if fut.cancelled():",
         "if False:",
         "a read cancelled before its batch starts never runs",
@@ -109,14 +109,14 @@ MUTATIONS: list[Mutation] = [
     # ---- batches
     Mutation(
         "commit-per-op",
-        "_engine.py",
+        "_commit.py",
         "results = self._commit(live)",
         "results = self._commit_one_by_one(live)",
         "writes issued together share one transaction and one commit (group commit)",
     ),
     Mutation(
         "no-child-transaction",
-        "_engine.py",
+        "_commit.py",
         "if fn in ATOMIC:\n                    # One LMDB change",
         "if True:\n                    # One LMDB change",
         "a failing operation of a batch rolls back alone (batch isolation)",
@@ -166,7 +166,7 @@ MUTATIONS: list[Mutation] = [
     # ---- reads
     Mutation(
         "inline-snapshot-outlives-iteration",
-        "_engine.py",
+        "_readers.py",
         "loop.call_soon(self.release_inline)",
         "loop.call_later(0.05, self.release_inline)",
         "read-your-writes with inline reads: a write's caller then reads its own write",
@@ -188,17 +188,38 @@ MUTATIONS: list[Mutation] = [
     # ---- map growth
     Mutation(
         "map-growth-off",
-        "_engine.py",
-        "if not self.map_growth:",
+        "_commit.py",
+        "if not self._map_growth:",
         "if True:",
         "a full map grows and the batch runs again (map_growth=True)",
     ),
     # ---- options
     Mutation(
-        "max-batch-unvalidated",
-        "environment.py",
-        "if max_batch < 1:",
+        "db-name-nul-accepted",
+        "_catalogue.py",
+        'if b"\\0" in encoded:',
         "if False:",
+        "open_db refuses a name with a NUL byte (LMDB would open the name cut at the NUL)",
+    ),
+    Mutation(
+        "range-unknown-option-ignored",
+        "ranges.py",
+        "    if unknown:\n",
+        "    if False:\n",
+        "items/keys/values refuse a misspelt option instead of scanning everything",
+    ),
+    Mutation(
+        "truthy-flag-accepted",
+        "_config.py",
+        "if not (isinstance(value, bool) or (type(value) is int and value in (0, 1))):",
+        "if False:",
+        'yes/no options refuse values that are merely truthy ("no", 2, None)',
+    ),
+    Mutation(
+        "max-batch-unvalidated",
+        "_config.py",
+        '_check_int("max_batch", self.max_batch, 1)',
+        "pass",
         "open() refuses max_batch < 1 (it would hang every read)",
     ),
 ]
