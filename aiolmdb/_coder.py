@@ -92,6 +92,20 @@ class Coder(abc.ABC, Generic[T]):
         never return it or keep a reference to it; copy with ``bytes(buffer)`` if needed.
         """
 
+    def prefix_end(self, encoded: bytes) -> bytes | None:
+        """Where the keys that start with a prefix end: the (exclusive) upper bound of the
+        byte range holding them, given the prefix's encoded bytes (None: no bound).
+
+        ``items(prefix=p)`` scans ``[encoded, prefix_end(encoded))``. The default suits
+        coders whose encoded prefix is a byte prefix of exactly the keys it selects: the
+        smallest byte string after every string starting with ``encoded``. Override it when
+        the encoding escapes bytes (see :class:`~aiolmdb.TupleCoder`).
+        """
+        stripped = encoded.rstrip(b"\xff")
+        if not stripped:
+            return None  # every key >= an all-0xff prefix starts with it
+        return stripped[:-1] + bytes([stripped[-1] + 1])
+
     def compressed(
         self, level: int | None = None, *, codec: Codec = "zlib", threshold: int = 0
     ) -> Coder[T]:

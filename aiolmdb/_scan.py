@@ -31,14 +31,6 @@ KEYS = 1
 VALUES = 2
 
 
-def prefix_successor(prefix: bytes) -> bytes | None:
-    """The smallest byte string greater than every string starting with ``prefix``."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None  # every key >= an all-0xff prefix starts with it
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
 class ScanSpec:
     """One scan's arguments and its encoded bounds ``[lo, hi)``.
 
@@ -98,7 +90,7 @@ class ScanSpec:
             pre = bytes(_encode_bound(kc, self.prefix, "prefix"))
             if lo is None or lo < pre:
                 lo = pre
-            succ = prefix_successor(pre)
+            succ = kc.prefix_end(pre)
             if succ is not None and (hi is None or succ < hi):
                 hi = succ
         self.lo, self.hi = lo, hi

@@ -1,8 +1,10 @@
 """Ordered composite keys: tuples in FoundationDB's tuple-layer encoding.
 
 The layout is FoundationDB's tuple layer (its ``design/tuple.md``), for the types both have.
-Each element is a type code then its payload, self-delimiting, so a packed tuple is a byte
-prefix of exactly the packed tuples that start with its elements, and byte order is tuple order:
+Each element is a type code then its payload, self-delimiting, and byte order is tuple order. The
+packed tuples that start with the elements of a packed prefix ``p`` are exactly the keys in
+``[p, p + b"\\xff")`` (a key that merely continues an escaped ``0x00`` of ``p``'s last element goes
+on with ``0xff``; see ``TupleCoder.prefix_end``):
 
 =====================  ==========================================================================
 code                   element
@@ -289,9 +291,9 @@ class TupleCoder(ParameterlessCoder[tuple[Any, ...]]):
     < ``False`` < ``True`` < ``UUID``. So ``1`` and ``1.0`` and ``True`` are three different
     keys, and every ``int`` sorts before every ``float``.
 
-    A packed tuple is a byte prefix of exactly the keys that start with its elements, so
-    ``db.items(prefix=("user", 42))`` yields the keys ``("user", 42, ...)`` (not
-    ``("user", 420)``). ``bytearray``/``memoryview`` elements are stored as ``bytes`` and subclasses
+    ``db.items(prefix=("user", 42))`` yields exactly the keys ``("user", 42, ...)`` (not
+    ``("user", 420)``, nor ``("user", 42.0)``; see :meth:`prefix_end`). ``bytearray`` and
+    ``memoryview`` elements are stored as ``bytes`` and subclasses
     (an ``IntEnum``, a namedtuple) as their base type; lists and other types raise ``TypeError``.
     ``deserialize`` accepts only what ``serialize`` writes: anything else (another coder's
     key, a FoundationDB versionstamp or 32-bit float, truncated or non-canonical bytes) raises
@@ -307,3 +309,11 @@ class TupleCoder(ParameterlessCoder[tuple[Any, ...]]):
     def deserialize(self, buffer: Buffer) -> tuple[Any, ...]:
         """Rebuild the tuple (``ValueError`` for bytes this coder does not write)."""
         return unpack(buffer)
+
+    def prefix_end(self, encoded: bytes) -> bytes | None:
+        """``encoded + b"\\xff"``: a key that extends the prefix by elements goes on with a
+        type code (below ``0xff``), while one whose bytes merely continue an escaped
+        ``0x00`` of the last element (``("a",)`` and ``("a\\x00b",)``, ``((),)`` and
+        ``((None,),)``) goes on with ``0xff``, and stays out (FoundationDB's own tuple ranges
+        end there too)."""
+        return encoded + b"\xff"

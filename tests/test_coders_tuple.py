@@ -163,11 +163,37 @@ def test_a_packed_prefix_is_a_byte_prefix(t: tuple[Any, ...], k: int) -> None:
     assert CODER.serialize(t).startswith(CODER.serialize(t[:k]))
 
 
+def in_prefix_range(key: tuple[Any, ...], prefix: tuple[Any, ...]) -> bool:
+    """Whether ``items(prefix=prefix)`` scans ``key`` (the range it reads)."""
+    start = CODER.serialize(prefix)
+    end = CODER.prefix_end(start)
+    assert end is not None
+    return start <= CODER.serialize(key) < end
+
+
 @given(tuples, tuples)
-def test_byte_prefix_only_for_element_prefix(a: tuple[Any, ...], b: tuple[Any, ...]) -> None:
-    is_prefix = typed(b[: len(a)]) == typed(a)
-    assert CODER.serialize(b).startswith(CODER.serialize(a)) == is_prefix
-    assert CODER.serialize(a + b).startswith(CODER.serialize(a))
+def test_prefix_range_holds_exactly_the_element_prefixes(
+    a: tuple[Any, ...], b: tuple[Any, ...]
+) -> None:
+    assert in_prefix_range(b, a) == (typed(b[: len(a)]) == typed(a))
+    assert in_prefix_range(a + b, a)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "key"),
+    [
+        # Byte prefixes that are not element prefixes: the key continues an escaped 0x00.
+        (((),), ((None,),)),
+        ((("a",),), (("a", None),)),
+        (("a",), ("a\x00b",)),
+        ((b"a",), (b"a\x00",)),
+    ],
+)
+def test_escaped_continuations_are_outside_the_prefix_range(
+    prefix: tuple[Any, ...], key: tuple[Any, ...]
+) -> None:
+    assert CODER.serialize(key).startswith(CODER.serialize(prefix))  # the trap
+    assert not in_prefix_range(key, prefix)
 
 
 @pytest.mark.parametrize(
@@ -424,6 +450,20 @@ async def test_prefix_selects_keys_starting_with_its_elements(
     assert [k async for k in db.keys(prefix=prefix)] == want
     assert [k async for k in db.keys(prefix=prefix, reverse=True)] == want[::-1]
     assert [k for k, _ in await db.run(lambda txn: list(txn.items(prefix=prefix)))] == want
+
+
+async def test_prefix_skips_keys_that_only_continue_an_escaped_byte(
+    env: aiolmdb.Environment,
+) -> None:
+    """Their bytes start with the prefix's bytes, but their elements do not start with its
+    elements: the scan must leave them out (a plain byte-prefix scan would not)."""
+    db = env.open_db("t", key_coder=TupleCoder())
+    keys = [("a",), ("a", 1), ("a\x00b",), ((),), ((None,),), (("a",),), (("a", None),)]
+    await db.put_multi([(k, b"") for k in keys])
+    assert [k async for k in db.keys(prefix=("a",))] == [("a",), ("a", 1)]
+    assert [k async for k in db.keys(prefix=((),))] == [((),)]
+    assert [k async for k in db.keys(prefix=(("a",),), reverse=True)] == [(("a",),)]
+    assert await db.run(lambda txn: list(txn.keys(prefix=("a",)))) == [("a",), ("a", 1)]
 
 
 async def test_start_stop_take_tuples(env: aiolmdb.Environment) -> None:

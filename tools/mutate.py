@@ -193,6 +193,13 @@ MUTATIONS: list[Mutation] = [
         "if True:",
         "a full map grows and the batch runs again (map_growth=True)",
     ),
+    Mutation(
+        "tuple-prefix-plain-bytes",
+        "_tuple.py",
+        'return encoded + b"\\xff"',
+        "return super().prefix_end(encoded)",
+        "a tuple prefix selects element prefixes, not keys continuing an escaped 0x00",
+    ),
     # ---- options
     Mutation(
         "db-name-nul-accepted",
