@@ -92,6 +92,42 @@ def encode_key(kc: Coder[Any], key: Any, max_key_size: int) -> Any:
     return encoded
 
 
+def value_error(exc: ValueError, key: object) -> ValueError:
+    """A stored value that would not decode, named by its key (its coder saw only bytes)."""
+    return ValueError(f"the value stored under key {key!r} cannot be decoded: {exc}")
+
+
+def decode_value(vc: Coder[V], buf: bytes, key: object) -> V:
+    """``vc.deserialize(buf)``, with a decoding error naming ``key``."""
+    try:
+        return vc.deserialize(buf)
+    except ValueError as exc:
+        raise value_error(exc, key) from exc
+
+
+def shown_key(kc: Coder[Any], encoded: bytes) -> object:
+    """A stored key as an error message shows it: decoded if its coder can, else its bytes."""
+    try:
+        return kc.deserialize(encoded)
+    except Exception:
+        return bytes(encoded)
+
+
+def decode_values(kc: Coder[Any], vc: Coder[V], keys: list[bytes], values: list[bytes]) -> list[V]:
+    """Decode a column of values; a value that would not decode is named by its key."""
+    dv = vc.deserialize
+    try:
+        return [dv(v) for v in values]
+    except ValueError as first:
+        # Rare: find which one, to say whose value it is.
+        for key, value in zip(keys, values, strict=False):
+            try:
+                dv(value)
+            except ValueError as exc:
+                raise value_error(exc, shown_key(kc, key)) from exc
+        raise first
+
+
 def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     """The value of key, decoded, or default."""
     # The hottest coded path: encode_key's work inlined; its checks run only for a suspect size.
@@ -102,7 +138,10 @@ def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     buf = txn.get(encoded, None, ctx.dbi)
     if buf is None:
         return default
-    return ctx.vc.deserialize(buf)
+    try:
+        return ctx.vc.deserialize(buf)
+    except ValueError as exc:
+        raise value_error(exc, key) from exc
 
 
 def get_bytes(txn: Txn, db: DB, max_key_size: int, key: bytes, default: D) -> bytes | D:
@@ -138,7 +177,10 @@ def get_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K], default: D) -> dict
         if seen:
             _check_same_encoding(kc, out, key, encoded, "get_multi")
         buf = tget(encoded, None, db)
-        out[key] = default if buf is None else des(buf)
+        try:
+            out[key] = default if buf is None else des(buf)
+        except ValueError as exc:
+            raise value_error(exc, key) from exc
     return out
 
 
@@ -272,7 +314,7 @@ def pop(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     buf = txn.pop(encode_key(ctx.kc, key, ctx.max_key_size), db=ctx.dbi)
     if buf is None:
         return default
-    return ctx.vc.deserialize(buf)
+    return decode_value(ctx.vc, buf, key)
 
 
 def replace(txn: Txn, ctx: DbContext[K, V], key: K, value: V) -> V | None:
@@ -282,14 +324,14 @@ def replace(txn: Txn, ctx: DbContext[K, V], key: K, value: V) -> V | None:
     old = txn.replace(encoded, data, db=ctx.dbi)
     if old is None:
         return None
-    return ctx.vc.deserialize(old)
+    return decode_value(ctx.vc, old, key)
 
 
 def update(txn: Txn, ctx: DbContext[K, V], key: K, fn: Callable[[V | D], V], default: D) -> V:
     """Apply fn(old) -> new atomically and return new (old is default when absent)."""
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     buf = txn.get(encoded, None, ctx.dbi)
-    new = fn(default if buf is None else ctx.vc.deserialize(buf))
+    new = fn(default if buf is None else decode_value(ctx.vc, buf, key))
     txn.put(encoded, ctx.vc.serialize(new), db=ctx.dbi)
     return new
 

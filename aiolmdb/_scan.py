@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
-from ._ops import DbContext, encode_key
+from ._ops import DbContext, decode_value, decode_values, encode_key
 from .coders import Coder, IdentityCoder
 
 if TYPE_CHECKING:
@@ -265,7 +265,13 @@ def _read_pairs(
     if type(kc) is not IdentityCoder or type(vc) is not IdentityCoder:
         dk = kc.deserialize
         dv = vc.deserialize
-        pairs = [(dk(k), dv(v)) for k, v in pairs]
+        try:
+            pairs = [(dk(k), dv(v)) for k, v in pairs]
+        except ValueError:
+            # Rare: say whose value would not decode (a key that would not is raised as is).
+            keys = [k for k, _ in pairs]
+            decode_values(kc, vc, keys, [v for _, v in pairs])
+            raise
     return pairs, None, resume, done or cut
 
 
@@ -305,14 +311,14 @@ def _decode(
     """The columns the iterator yields, decoded: (keys, values) for items(), (keys, None) for
     keys(), (values, None) for values(). The built-in IdentityCoder returns bytes unchanged,
     so it is skipped."""
+    raw_keys = keys
     if mode != VALUES and type(kc) is not IdentityCoder:
         dk = kc.deserialize
         keys = [dk(k) for k in keys]
     if mode == KEYS or values is None:
         return keys, None
     if type(vc) is not IdentityCoder:
-        dv = vc.deserialize
-        values = [dv(v) for v in values]
+        values = decode_values(kc, vc, raw_keys, values)
     if mode == VALUES:
         return values, None
     return keys, values
@@ -324,7 +330,8 @@ def first_or_last(txn: Txn, ctx: DbContext[K, V], last: bool) -> tuple[K, V] | N
     try:
         if not (cur.last() if last else cur.first()):
             return None
-        return ctx.kc.deserialize(cur.key()), ctx.vc.deserialize(cur.value())
+        key = ctx.kc.deserialize(cur.key())
+        return key, decode_value(ctx.vc, cur.value(), key)
     finally:
         cur.close()
 
@@ -336,8 +343,8 @@ def get_all(txn: Txn, ctx: DbContext[K, V], key: K) -> list[V]:
     try:
         if not cur.set_key(encoded):
             return []
-        dv = ctx.vc.deserialize
-        return [dv(v) for v in cur.iternext_dup(keys=False, values=True)]
+        values = list(cur.iternext_dup(keys=False, values=True))
+        return decode_values(ctx.kc, ctx.vc, [encoded] * len(values), values)
     finally:
         cur.close()
 

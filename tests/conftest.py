@@ -9,6 +9,7 @@ every wait is bounded so a bug fails the test instead of hanging it.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,12 @@ from typing import Any, TypeVar
 import pytest
 
 import aiolmdb
+
+# tools/mutate.py runs the suite against a mutated copy of the package: make sure that copy is
+# what the tests import, or every mutation would look "not caught".
+_MUTANT = os.environ.get("AIOLMDB_MUTANT_DIR")
+if _MUTANT and not str(Path(aiolmdb.__file__).resolve()).startswith(str(Path(_MUTANT).resolve())):
+    raise RuntimeError(f"the tests import {aiolmdb.__file__}, not the copy in {_MUTANT}")
 
 T = TypeVar("T")
 

@@ -620,12 +620,29 @@ async def test_changing_codec_and_threshold_keeps_old_values(env: aiolmdb.Enviro
 async def test_value_of_the_wrong_type_is_a_clear_error(env: aiolmdb.Environment) -> None:
     loose = env.open_db("u", key_coder=TupleCoder(), value_coder=MsgpackCoder())
     await loose.put(("user", 1), {"name": "Ada", "age": "unknown"})
+    await loose.put(("user", 0), {"name": "Bob", "age": 7})
     strict = env.open_db("u", key_coder=TupleCoder(), value_coder=MsgspecCoder(User))
-    with pytest.raises(ValueError, match=r"Expected `int`, got `str` - at `\$.age`"):
+    # The error names the key (the coder itself sees only bytes) and the field.
+    named = r"value stored under key \('user', 1\) cannot be decoded: .*"
+    with pytest.raises(ValueError, match=named + r"Expected `int`, got `str` - at `\$.age`"):
         await strict.get(("user", 1))
-    with pytest.raises(ValueError, match="MsgspecCoder\\(User"):
+    with pytest.raises(ValueError, match=named + "MsgspecCoder\\(User"):
         [v async for v in strict.values()]
-    assert await loose.get(("user", 1)) == {"name": "Ada", "age": "unknown"}
+    with pytest.raises(ValueError, match=named):
+        [kv async for kv in strict.items().batches(10)]
+    with pytest.raises(ValueError, match=named):
+        await strict.get_multi([("user", 0), ("user", 1)])
+    with pytest.raises(ValueError, match=named):
+        await strict.last()
+    with pytest.raises(ValueError, match=named):
+        await strict.run(lambda txn: txn.get_all(("user", 1)))
+    async with env.begin(write=True) as txn:
+        with pytest.raises(ValueError, match=named):
+            await txn[strict].pop(("user", 1))
+        with pytest.raises(ValueError, match=named):
+            await txn[strict].replace(("user", 1), User(name="Ada", age=36))
+    assert await strict.get(("user", 0)) == User(name="Bob", age=7)
+    assert await loose.get(("user", 1)) == {"name": "Ada", "age": "unknown"}  # nothing lost
 
 
 def test_nan_survives_msgpack_but_not_msgspec_json() -> None:

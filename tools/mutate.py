@@ -200,6 +200,13 @@ MUTATIONS: list[Mutation] = [
         "return super().prefix_end(encoded)",
         "a tuple prefix selects element prefixes, not keys continuing an escaped 0x00",
     ),
+    Mutation(
+        "value-error-unnamed",
+        "_ops.py",
+        'return ValueError(f"the value stored under key {key!r} cannot be decoded: {exc}")',
+        "return exc",
+        "a stored value that would not decode is named by its key",
+    ),
     # ---- options
     Mutation(
         "db-name-nul-accepted",
@@ -269,7 +276,7 @@ def check_all(mutations: list[Mutation]) -> dict[str, str]:
     return problems
 
 
-def pytest_command(pytest_args: list[str]) -> list[str]:
+def pytest_command(workdir: Path, pytest_args: list[str]) -> list[str]:
     """The fast suite, against whatever ``aiolmdb`` the working directory holds."""
     return [
         sys.executable,
@@ -282,6 +289,10 @@ def pytest_command(pytest_args: list[str]) -> list[str]:
         "no:cacheprovider",
         "-o",
         "addopts=",
+        # pyproject puts the repository first on sys.path (for `benchmarks`): the copy goes
+        # before it, so that `aiolmdb` is the mutated one.
+        "-o",
+        f"pythonpath={workdir} {ROOT}",
         "--rootdir",
         str(ROOT),
         "-c",
@@ -294,7 +305,7 @@ def run_suite(workdir: Path, pytest_args: list[str], timeout: float) -> tuple[bo
 
     ``python -m`` puts the working directory first on sys.path, and PYTHONPATH carries the
     copy to subprocesses the tests start. Returns (passed, a short account)."""
-    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    env = {**os.environ, "PYTHONPATH": str(workdir), "AIOLMDB_MUTANT_DIR": str(workdir)}
     env.pop("PYTEST_ADDOPTS", None)
     probe = subprocess.run(
         [sys.executable, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"],
@@ -308,7 +319,7 @@ def run_suite(workdir: Path, pytest_args: list[str], timeout: float) -> tuple[bo
     if not imported.startswith(str(workdir)):
         raise RuntimeError(f"the copy is not what gets imported: {imported or probe.stderr}")
     proc = subprocess.Popen(
-        pytest_command(pytest_args),
+        pytest_command(workdir, pytest_args),
         cwd=workdir,
         env=env,
         stdout=subprocess.PIPE,
