@@ -11,7 +11,7 @@ range bound by bisection (keys are sorted), so per-entry Python work happens onl
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,6 +48,7 @@ class ScanSpec:
         "hi",
         "lo",
         "mode",
+        "offset",
         "prefix",
         "reverse",
         "start",
@@ -55,14 +56,11 @@ class ScanSpec:
     )
 
     def __init__(
-        self,
-        mode: int,
-        start: Any,
-        stop: Any,
-        prefix: Any,
-        reverse: bool,
+        self, mode: int, start: Any, stop: Any, prefix: Any, reverse: bool, offset: int = 0
     ) -> None:
         self.mode = mode
+        # Entries of the range skipped before the first one returned (offset=).
+        self.offset = offset
         # batches(size): chunks come as lists of up to ``batch`` entries, cut on the worker
         # (the loop then hands them on untouched), and items() as (key, value) pairs read in
         # one cursor pass instead of two columns (see read_chunk). 0: not batches().
@@ -170,6 +168,11 @@ def read_chunk(
         spec.encode(ctx.kc)
     if spec.empty:
         return [], None, resume, True
+    if resume is None and spec.offset:
+        # The first chunk skips the offset (again, if a first chunk was dropped).
+        resume = _skip(txn, ctx, spec)
+        if resume is None:
+            return [], None, None, True
     if not spec.batch:
         return _read_columns(txn, ctx, spec, resume, n)
     if spec.mode == ITEMS:
@@ -177,6 +180,69 @@ def read_chunk(
     else:
         entries, _, resume, done = _read_columns(txn, ctx, spec, resume, n)
     return _split(entries, spec.batch), None, resume, done
+
+
+def _entries(cur: lmdb.Cursor, spec: ScanSpec, values: bool) -> Iterator[Any]:
+    """The cursor's entries from where it stands, in the scan's direction: keys (each key
+    once for keys() of a dupsort database), or (key, value) pairs with ``values``."""
+    if spec.unique_keys:
+        if spec.reverse:
+            return cur.iterprev_nodup(keys=True, values=False)
+        return cur.iternext_nodup(keys=True, values=False)
+    if values:
+        return cur.iterprev() if spec.reverse else cur.iternext()
+    if spec.reverse:
+        return cur.iterprev(keys=True, values=False)
+    return cur.iternext(keys=True, values=False)
+
+
+def _skip(txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec) -> Resume | None:
+    """Step over the first ``spec.offset`` entries of the range without decoding them: where
+    to resume after them, or None if the range holds no more."""
+    pairs = spec.dupsort and not spec.unique_keys
+    left = spec.offset
+    last: Any = None
+    cur = txn.cursor(ctx.dbi)
+    try:
+        if not _position(cur, spec, None):
+            return None
+        it = _entries(cur, spec, pairs)
+        while left:
+            want = min(left, _SKIP_CHUNK)
+            skipped, cut = _cut(list(islice(it, want)), spec, _first if pairs else None)
+            if len(skipped) < want or cut:
+                return None  # the range ended within the offset
+            last = skipped[-1]
+            left -= want
+    finally:
+        cur.close()
+    return (last[0], last[1]) if pairs else (last,)
+
+
+def count_range(txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec) -> int:
+    """How many entries the range holds (every value counts in a dupsort database), counted
+    from LMDB's keys without decoding them."""
+    spec.dupsort = ctx.dupsort
+    spec.encode(ctx.kc)
+    if spec.empty:
+        return 0
+    cur = txn.cursor(ctx.dbi)
+    try:
+        if not _position(cur, spec, None):
+            return 0
+        it = _entries(cur, spec, False)
+        total = 0
+        while True:
+            chunk, cut = _cut(list(islice(it, _SKIP_CHUNK)), spec)
+            total += len(chunk)
+            if cut or len(chunk) < _SKIP_CHUNK:
+                return total
+    finally:
+        cur.close()
+
+
+# How many keys offset= and count() read at a time (bounded memory, no per-key Python work).
+_SKIP_CHUNK = 4096
 
 
 def _split(entries: list[Any], size: int) -> list[list[Any]]:

@@ -18,7 +18,7 @@ from ._ops import MISSING, DbContext
 from .coders import Coder
 from .ranges import OnEnd, OnItem, RangeIterator, StreamFn, scan_args
 
-__all__ = ["AsyncOps", "RangeSurface", "pairs_of"]
+__all__ = ["AsyncOps", "RangeSurface", "count_spec", "pairs_of"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -45,7 +45,13 @@ if TYPE_CHECKING:
         prefix: K | None
         reverse: bool
         limit: int | None
+        offset: int
         chunk_size: int | None
+
+
+def count_spec(start: Any, stop: Any, prefix: Any) -> _scan.ScanSpec:
+    """The range ``count(start, stop, prefix=)`` counts."""
+    return _scan.ScanSpec(_scan.ITEMS, start, stop, prefix, False)
 
 
 def pairs_of(items: Iterable[tuple[K, V]] | Mapping[K, V]) -> list[tuple[K, V]]:
@@ -67,7 +73,8 @@ class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT]):
         """Iterate ``(key, value)`` pairs with keys in ``[start, stop)``, in encoded-key order.
 
         Options: ``prefix`` keeps keys whose encoding starts with the encoded prefix;
-        ``reverse=True`` walks the range from its end; ``limit`` caps the count;
+        ``reverse=True`` walks the range from its end; ``offset`` skips that many entries first
+        (on the reader thread, without decoding them); ``limit`` caps the count;
         ``chunk_size`` (default 4096; the first chunks are smaller, from 64) is how many
         entries one read takes. In a dupsort database every pair is yielded. See
         :mod:`aiolmdb.ranges` for ordering and consistency.
@@ -151,9 +158,15 @@ class AsyncOps(RangeSurface[K, V, RangeIterator[tuple[K, V]], RangeIterator[K], 
         """How many values ``key`` has (0 if absent; at most 1 outside dupsort databases)."""
         return await self._read(_scan.count_values, key)
 
-    async def count(self) -> int:
-        """The number of entries (every value counts in a dupsort database)."""
-        return await self._read(_ops.count)
+    async def count(
+        self, start: K | None = None, stop: K | None = None, *, prefix: K | None = None
+    ) -> int:
+        """The number of entries, or of those in the range ``[start, stop)`` / under
+        ``prefix`` (every value counts in a dupsort database). The whole database's count
+        comes from LMDB's statistics; a range is counted from its keys, without decoding."""
+        if start is None and stop is None and prefix is None:
+            return await self._read(_ops.count)
+        return await self._read(_scan.count_range, count_spec(start, stop, prefix))
 
     async def stat(self) -> dict[str, Any]:
         """LMDB's statistics for this database (``psize``, ``depth``, ``entries``, ...)."""

@@ -15,7 +15,7 @@ import lmdb
 
 from . import _ops, _scan
 from ._ops import MISSING, DbContext
-from ._surface import RangeSurface, pairs_of
+from ._surface import RangeSurface, count_spec, pairs_of
 from .errors import ReadOnlyError
 from .ranges import iterate_sync, scan_args
 
@@ -113,9 +113,13 @@ class DatabaseView(RangeSurface[K, V, Iterator[tuple[K, V]], Iterator[K], Iterat
         """How many values key has."""
         return _scan.count_values(self._txn, self._ctx, key)
 
-    def count(self) -> int:
-        """The number of entries in the database."""
-        return _ops.count(self._txn, self._ctx)
+    def count(
+        self, start: K | None = None, stop: K | None = None, *, prefix: K | None = None
+    ) -> int:
+        """The number of entries, or of those in a range (as ``AsyncDatabase.count``)."""
+        if start is None and stop is None and prefix is None:
+            return _ops.count(self._txn, self._ctx)
+        return _scan.count_range(self._txn, self._ctx, count_spec(start, stop, prefix))
 
 
 class Transaction(DatabaseView[K, V]):

@@ -54,7 +54,7 @@ StreamFn = Callable[..., Any]
 OnItem = Callable[[Any], None]
 OnEnd = Callable[[BaseException | None], None]
 
-_OPTIONS = frozenset({"prefix", "reverse", "limit", "chunk_size"})
+_OPTIONS = frozenset({"prefix", "reverse", "limit", "offset", "chunk_size"})
 
 
 def scan_args(
@@ -66,8 +66,11 @@ def scan_args(
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     limit = options.get("limit")
     size = check_range_args(limit, options.get("chunk_size"))
+    offset = options.get("offset", 0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
     reverse = options.get("reverse", False)
-    spec = _scan.ScanSpec(mode, start, stop, options.get("prefix"), bool(reverse))
+    spec = _scan.ScanSpec(mode, start, stop, options.get("prefix"), bool(reverse), offset)
     return spec, limit, size
 
 
@@ -205,8 +208,11 @@ class RangeIterator(Generic[T]):
                 error, self._error = self._error, None
                 raise error
             if self._closed or self._done or self._remaining == 0:
-                return [], None
-            if not self._running and not self._read_ahead():
+                if self._closed or not self._running:
+                    return [], None
+                # The range ended while the reader thread's job is finishing: wait for it to
+                # end its transaction, so that an iteration that has ended holds no reader slot.
+            elif not self._running and not self._read_ahead():
                 return await self._read_one()
             self._waiter = waiter = asyncio.get_running_loop().create_future()
             await waiter

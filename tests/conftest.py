@@ -52,6 +52,7 @@ DB_OPERATIONS: list[Callable[[aiolmdb.AsyncDatabase[bytes, bytes]], Any]] = [
     lambda d: d.drop(),
     lambda d: d.drop(delete=False),
     lambda d: d.count(),
+    lambda d: d.count(b"a", b"z"),
     lambda d: d.stat(),
     lambda d: d.run(lambda txn: txn.get(b"k")),
     lambda d: d.run(lambda txn: txn.put(b"k", b"v"), write=True),

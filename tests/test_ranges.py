@@ -336,6 +336,7 @@ bound = st.none() | st.lists(st.sampled_from(ALPHABET), max_size=4).map(bytes)
     prefix=bound,
     reverse=st.booleans(),
     limit=st.none() | st.integers(0, 300),
+    offset=st.sampled_from([0, 0, 1, 2]) | st.integers(0, 400),
     chunk_size=st.sampled_from([None, 1, 2, 5, 64]),
 )
 async def test_random_ranges_match_model(
@@ -346,6 +347,7 @@ async def test_random_ranges_match_model(
     prefix: bytes | None,
     reverse: bool,
     limit: int | None,
+    offset: int,
     chunk_size: int | None,
 ) -> None:
     db = await env.open_db("hyp", dupsort=dupsort)
@@ -358,14 +360,19 @@ async def test_random_ranges_match_model(
         "prefix": prefix,
         "reverse": reverse,
         "limit": limit,
+        "offset": offset,
         "chunk_size": chunk_size,
     }
-    expected = model(pairs, ID, ID, start, stop, prefix, reverse, limit)
+    in_range = model(pairs, ID, ID, start, stop, prefix, reverse)
+    end = None if limit is None else offset + limit
+    expected = in_range[offset:end]
     assert await collect(db.items(**kw)) == expected
     assert await collect(db.values(**kw)) == [v for _, v in expected]
-    assert await collect(db.keys(**kw)) == model_keys(
-        pairs, ID, ID, start, stop, prefix, reverse, limit
-    )
+    keys = model_keys(pairs, ID, ID, start, stop, prefix, reverse)
+    assert await collect(db.keys(**kw)) == keys[offset:end]
+    assert await db.run(lambda txn: list(txn.items(**kw))) == expected
+    # count() of the same range, without decoding (every value counts in a dupsort database).
+    assert await db.count(start, stop, prefix=prefix) == len(in_range)
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,6 +528,38 @@ async def test_batches_sizes_and_total(env: Environment) -> None:
         [U32.serialize(k) for k in range(155, 55, -1)],
         [U32.serialize(k) for k in range(55, -1, -1)],
     ]
+
+
+async def test_offset_and_range_count_in_every_view(env: Environment) -> None:
+    db = await env.open_db("off", key_coder=U32, value_coder=U32)
+    await db.put_multi([(k, k * 10) for k in range(0, 200, 2)])  # 100 even keys
+    assert await collect(db.keys(offset=97)) == [194, 196, 198]
+    assert await collect(db.keys(offset=100)) == []
+    assert await collect(db.keys(offset=1000, reverse=True)) == []
+    assert await collect(db.keys(20, 40, offset=3, limit=2)) == [26, 28]
+    assert await collect(db.values(20, 40, offset=8, reverse=True)) == [220, 200]
+    assert await collect(db.items(offset=95).batches(2)) == [
+        [(190, 1900), (192, 1920)],
+        [(194, 1940), (196, 1960)],
+        [(198, 1980)],
+    ]
+    assert (await db.count(), await db.count(20, 40), await db.count(stop=7)) == (100, 10, 4)
+    assert await db.count(41, 40) == 0
+    assert await db.run(lambda txn: (txn.count(start=190), list(txn.keys(offset=98)))) == (
+        5,
+        [196, 198],
+    )
+    async with env.begin() as snap:
+        assert await snap[db].count(start=100) == 50
+        assert await collect(snap[db].keys(offset=99)) == [198]
+    async with env.begin(write=True) as txn:
+        await txn[db].put(1, 10)
+        assert await txn[db].count(0, 4) == 3  # sees its own write
+        assert await collect(txn[db].keys(offset=1, limit=2)) == [1, 2]
+    bad: Any
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match=f"offset must be a non-negative int, got {bad!r}"):
+            db.keys(offset=bad)
 
 
 async def test_unknown_range_options_are_refused(db: Db) -> None:
