@@ -106,11 +106,21 @@ def _of_shape(shape: list[Any]) -> st.SearchStrategy[tuple[Any, ...]]:
     return st.tuples(*parts)
 
 
+def _signed_zeros(value: Any) -> Any:
+    """``value`` with each float ``x`` as ``(x, sign)``: Python finds ``-0.0 == 0.0``, while
+    the encoding puts ``-0.0`` just before ``0.0`` (two keys, as in FoundationDB)."""
+    if isinstance(value, float):
+        return (value, math.copysign(1.0, value))
+    if isinstance(value, tuple):
+        return tuple(_signed_zeros(v) for v in value)
+    return value
+
+
 @given(_shape.flatmap(lambda shape: st.lists(_of_shape(shape), min_size=2, max_size=10)))
 def test_same_types_sort_as_python_sorts(keys: list[tuple[Any, ...]]) -> None:
     for a in keys:
         for b in keys:
-            if a < b:
+            if _signed_zeros(a) < _signed_zeros(b):
                 assert CODER.serialize(a) < CODER.serialize(b), (a, b)
 
 
