@@ -1,6 +1,6 @@
 """Child process: grows an environment's map from outside and writes a lot into it.
 
-Usage: ``_child_grow.py PATH NEW_MAP_SIZE KEY_PREFIX COUNT VALUE_SIZE``
+Usage: ``python -m stress._child_grow PATH NEW_MAP_SIZE KEY_PREFIX COUNT VALUE_SIZE``
 
 Opens the environment with plain py-lmdb (not aiolmdb), calls ``set_mapsize(NEW_MAP_SIZE)`` and
 writes ``COUNT`` keys ``KEY_PREFIX + index`` in transactions of 16, each value derived from its
@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 
 import lmdb
-from _stress_util import value_for
+
+from ._stress_util import value_for
 
 
 def main(argv: list[str]) -> int:
