@@ -4,19 +4,38 @@
 using it (or ``db``) runs against both. Nothing here waits on time: blocking the writer thread
 is done with ``threading.Event`` objects, and every wait is bounded so a bug fails the test
 instead of hanging it.
+
+Hypothesis profiles (docs/contributing.md): ``dev`` (the default) prints the blob that replays a
+failure with ``@reproduce_failure``; ``ci`` (chosen when the environment variable ``CI`` is
+set, as CI services and ``.ci/run`` do) also runs the same examples on every run, keeps no
+example database and sets no deadline. ``pytest --hypothesis-profile=NAME`` overrides.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import settings
 
 import aiolmdb
+
+settings.register_profile("dev", settings.get_profile("default"), print_blob=True)
+settings.register_profile(
+    "ci",
+    settings.get_profile("default"),
+    print_blob=True,
+    derandomize=True,
+    database=None,
+    # A deadline is a wall-clock bound: shared CI machines are too noisy for it.
+    deadline=None,
+)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev")
 
 T = TypeVar("T")
 
