@@ -17,9 +17,21 @@ import lmdb
 from ._stress_util import value_for
 
 
+def open_plain(path: str) -> lmdb.Environment:
+    """``lmdb.open`` as any plain py-lmdb process would, opening again when the parent grows
+    the map while this opens: py-lmdb's open begins a read transaction, which then raises
+    MapResizedError (aiolmdb.open adopts the new size instead; a plain process has to retry)."""
+    for _ in range(100):
+        try:
+            return lmdb.open(path, max_dbs=128)
+        except lmdb.MapResizedError:
+            continue
+    return lmdb.open(path, max_dbs=128)
+
+
 def main(argv: list[str]) -> int:
     path, new_size, prefix, count, value_size = argv
-    env = lmdb.open(path, max_dbs=128)
+    env = open_plain(path)
     try:
         env.set_mapsize(int(new_size))
         keys = [b"%s%06d" % (prefix.encode(), i) for i in range(int(count))]
