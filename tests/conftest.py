@@ -4,6 +4,11 @@
 using it (or ``db``, ``open_env``) runs against both, unless marked ``threaded_only``. Nothing
 here waits on time: blocking the writer thread is done with ``threading.Event`` objects, and
 every wait is bounded so a bug fails the test instead of hanging it.
+
+Hypothesis profiles (docs/contributing.md): ``dev`` (the default) prints the blob that replays a
+failure with ``@reproduce_failure``; ``ci`` (chosen when the environment variable ``CI`` is
+set, as CI services and ``.ci/run`` do) also runs the same examples on every run, keeps no
+example database and sets no deadline. ``pytest --hypothesis-profile=NAME`` overrides.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import settings
 
 import aiolmdb
 
@@ -24,6 +30,18 @@ import aiolmdb
 _MUTANT = os.environ.get("AIOLMDB_MUTANT_DIR")
 if _MUTANT and not str(Path(aiolmdb.__file__).resolve()).startswith(str(Path(_MUTANT).resolve())):
     raise RuntimeError(f"the tests import {aiolmdb.__file__}, not the copy in {_MUTANT}")
+
+settings.register_profile("dev", settings.get_profile("default"), print_blob=True)
+settings.register_profile(
+    "ci",
+    settings.get_profile("default"),
+    print_blob=True,
+    derandomize=True,
+    database=None,
+    # A deadline is a wall-clock bound: shared CI machines are too noisy for it.
+    deadline=None,
+)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev")
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Child process: grows an environment's map from outside and writes a lot into it.
 
-Usage: ``_child_grow.py PATH NEW_MAP_SIZE KEY_PREFIX COUNT VALUE_SIZE``
+Usage: ``python -m stress._child_grow PATH NEW_MAP_SIZE KEY_PREFIX COUNT VALUE_SIZE``
 
 Opens the environment with plain py-lmdb (not aiolmdb), calls ``set_mapsize(NEW_MAP_SIZE)`` and
 writes ``COUNT`` keys ``KEY_PREFIX + index`` in transactions of 16, each value derived from its
@@ -13,12 +13,25 @@ from __future__ import annotations
 import sys
 
 import lmdb
-from _stress_util import value_for
+
+from ._stress_util import value_for
+
+
+def open_plain(path: str) -> lmdb.Environment:
+    """``lmdb.open`` as any plain py-lmdb process would, opening again when the parent grows
+    the map while this opens: py-lmdb's open begins a read transaction, which then raises
+    MapResizedError (aiolmdb.open adopts the new size instead; a plain process has to retry)."""
+    for _ in range(100):
+        try:
+            return lmdb.open(path, max_dbs=128)
+        except lmdb.MapResizedError:
+            continue
+    return lmdb.open(path, max_dbs=128)
 
 
 def main(argv: list[str]) -> int:
     path, new_size, prefix, count, value_size = argv
-    env = lmdb.open(path, max_dbs=128)
+    env = open_plain(path)
     try:
         env.set_mapsize(int(new_size))
         keys = [b"%s%06d" % (prefix.encode(), i) for i in range(int(count))]

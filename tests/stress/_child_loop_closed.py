@@ -1,6 +1,6 @@
 """Child process: the event loop is closed while aiolmdb work is in flight.
 
-Usage: ``_child_loop_closed.py PATH MODE``
+Usage: ``python -m stress._child_loop_closed PATH MODE``
 
 A coroutine run by ``loop.run_until_complete`` opens the environment, awaits one write (the key
 ``acked``), then fires thousands of operations (puts, gets, put_multi, deletes, range scans)
@@ -21,9 +21,9 @@ import sys
 import threading
 from typing import Any
 
-from _stress_util import TIMEOUT, open_env
-
 import aiolmdb
+
+from ._stress_util import TIMEOUT, open_env
 
 # The tasks left behind (never awaited): referenced until exit, as an application might.
 ABANDONED: list[asyncio.Future[Any]] = []

@@ -1,6 +1,6 @@
 """Child process for the many-processes test: one of several concurrent aiolmdb writers.
 
-Usage: ``_child_multi.py PATH INDEX PUTS MULTIS MULTI_SIZE MAP_SIZE``
+Usage: ``python -m stress._child_multi PATH INDEX PUTS MULTIS MULTI_SIZE MAP_SIZE``
 
 Opens the shared environment with aiolmdb (with MAP_SIZE bytes of map) and writes ``PUTS``
 keys ``p<INDEX>-<n>`` with ``put`` from 16 tasks plus ``MULTIS`` ``put_multi`` calls of
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from _stress_util import open_env, value_for
+from ._stress_util import open_env, value_for
 
 
 async def main(

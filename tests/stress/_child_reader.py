@@ -1,6 +1,6 @@
 """Child process for the reader-slot tests: holds an LMDB environment (and maybe a reader slot).
 
-Usage: ``_child_reader.py PATH MODE MAX_READERS``
+Usage: ``python -m stress._child_reader PATH MODE MAX_READERS``
 
 Opens the environment with plain py-lmdb. MODE ``hold``: keeps it open without a transaction
 (so the lock file is not reset when the other processes come and go). MODE ``txn``: also

@@ -1,6 +1,6 @@
 """Child process: ``asyncio.run()`` ends without ``env.close()``.
 
-Usage: ``_child_unclosed.py PATH MODE`` (run with ``-W always::ResourceWarning``)
+Usage: ``python -W always::ResourceWarning -m stress._child_unclosed PATH MODE``
 
 MODE ``collect``: the environment becomes garbage when the coroutine ends; ``gc.collect()`` at
 the end of the coroutine and after ``asyncio.run`` must produce aiolmdb's ResourceWarning.
@@ -18,9 +18,9 @@ import gc
 import sys
 from typing import Any
 
-from _stress_util import open_env
-
 import aiolmdb
+
+from ._stress_util import open_env
 
 KEEP: list[aiolmdb.Environment] = []
 

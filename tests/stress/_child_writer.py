@@ -1,6 +1,6 @@
 """Child process for the durability test: streams acknowledged writes until it is killed.
 
-Usage: ``_child_writer.py PATH ROUND TASKS``
+Usage: ``python -m stress._child_writer PATH ROUND TASKS``
 
 Opens the environment with aiolmdb (default ``sync=True``) and runs ``TASKS`` concurrent tasks.
 Each writes keys ``r<ROUND>-t<task>-<n>`` (a ``put``, or every fifth time a ``put_multi`` of three
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from _stress_util import MiB, open_env, value_for
+from ._stress_util import MiB, open_env, value_for
 
 
 async def main(path: str, round_: int, tasks: int) -> None:

@@ -1,8 +1,9 @@
 """Shared helpers for the reliability (stress) tests in this folder.
 
-``tests/`` has no ``__init__.py``, so neither has this folder: pytest puts this directory on
-``sys.path`` and the test modules import this one as ``_stress_util``. Child scripts run as
-subprocesses (``python tests/stress/_child_*.py``) import it the same way.
+This folder is the package ``stress`` (``tests/`` itself is not a package, so pytest puts
+``tests/`` on ``sys.path``); its ``conftest.py`` holds the fixtures and hooks, this module the
+plain helpers. Child scripts run as ``python -m stress._child_*`` from ``tests/`` (see
+:func:`child_command`) and import this module the same way the tests do.
 
 Every wait is bounded by :data:`TIMEOUT` (reached only when a bug makes something hang), and
 nothing synchronises with sleeps: the only timers are the random kill moments of the durability
@@ -17,11 +18,9 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 import aiolmdb
 
@@ -31,13 +30,9 @@ MiB = 1024 * 1024
 TIMEOUT = 60.0
 
 
-# --------------------------------------------------------------------------------------------
-# figures: numbers the stress tests report (printed once at the end of the session)
-# --------------------------------------------------------------------------------------------
-
-
 class Figures:
-    """Named figures recorded by the tests; printed in one block when the session ends."""
+    """Named figures recorded by the tests; printed in one block when the session ends (by
+    the ``figures`` fixture of ``conftest.py``)."""
 
     def __init__(self) -> None:
         self.values: dict[str, object] = {}
@@ -55,36 +50,12 @@ class Figures:
             self.values[name] = value
 
     def set(self, name: str, value: object) -> None:
+        """Record ``value`` under ``name`` (replacing what was there)."""
         self.values[name] = value
 
     def report(self) -> str:
-        lines = ["", "aiolmdb stress figures:"]
-        lines += [f"  {name}: {value}" for name, value in sorted(self.values.items())]
-        return "\n".join(lines)
-
-
-FIGURES = Figures()
-_reported = False
-
-
-@pytest.fixture(scope="session", name="figures")
-def figures_fixture(request: pytest.FixtureRequest) -> Iterator[Figures]:
-    """The session's :class:`Figures`; the block is printed to the terminal at the end.
-
-    Each stress module re-exports this fixture, so pytest may instantiate it once per module;
-    all of them share :data:`FIGURES` and only the first to finish prints it.
-    """
-    yield FIGURES
-    global _reported
-    if _reported or not FIGURES.values:
-        return
-    _reported = True
-    capman: Any = request.config.pluginmanager.getplugin("capturemanager")
-    if capman is not None:
-        with capman.global_and_fixture_disabled():
-            print(FIGURES.report(), flush=True)
-    else:  # pragma: no cover - capture disabled with -p no:capture
-        print(FIGURES.report(), flush=True)
+        """The figures as text, one ``name: value`` line each, sorted by name."""
+        return "\n".join(f"{name}: {value}" for name, value in sorted(self.values.items()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,41 +101,53 @@ def open_read_txns(table: str) -> list[tuple[int, str, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def child_command(script: str, *args: object, python_flags: Sequence[str] = ()) -> list[str]:
-    """Command line running ``tests/stress/<script>`` with this interpreter."""
-    return [sys.executable, *python_flags, str(HERE / script), *(str(a) for a in args)]
+# Children run as modules of this package, from tests/: ``python -m stress._child_x``.
+CHILD_CWD = HERE.parent
+
+
+def child_command(module: str, *args: object, python_flags: Sequence[str] = ()) -> list[str]:
+    """Command line running the child module ``stress.<module>`` with this interpreter."""
+    return [sys.executable, *python_flags, "-m", f"{HERE.name}.{module}", *map(str, args)]
 
 
 def child_env() -> dict[str, str]:
-    """Environment for child processes: ours, without inherited warning filters."""
+    """Environment for child processes: ours, without inherited warning filters, with
+    ``tests/`` on the path (also under ``PYTHONSAFEPATH``, which drops the working directory)."""
     env = dict(os.environ)
     env.pop("PYTHONWARNINGS", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_CWD), env.get("PYTHONPATH")]))
     return env
 
 
 def run_child(
-    script: str, *args: object, python_flags: Sequence[str] = (), timeout: float = TIMEOUT
+    module: str, *args: object, python_flags: Sequence[str] = (), timeout: float = TIMEOUT
 ) -> subprocess.CompletedProcess[str]:
-    """Run a child script to completion (bounded); returns its output as text."""
+    """Run a child module to completion (bounded); returns its output as text."""
     return subprocess.run(
-        child_command(script, *args, python_flags=python_flags),
+        child_command(module, *args, python_flags=python_flags),
         capture_output=True,
         text=True,
         timeout=timeout,
         env=child_env(),
+        cwd=CHILD_CWD,
         check=False,
     )
 
 
+async def spawn_child(module: str, *args: object, **kwargs: Any) -> asyncio.subprocess.Process:
+    """Start a child module without waiting for it (``kwargs`` go to
+    ``asyncio.create_subprocess_exec``: pipes)."""
+    return await asyncio.create_subprocess_exec(
+        *child_command(module, *args), env=child_env(), cwd=CHILD_CWD, **kwargs
+    )
+
+
 async def run_child_async(
-    script: str, *args: object, timeout: float = TIMEOUT
+    module: str, *args: object, timeout: float = TIMEOUT
 ) -> tuple[int, str, str]:
-    """Run a child script without blocking the loop; (returncode, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        *child_command(script, *args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(),
+    """Run a child module without blocking the loop; (returncode, stdout, stderr)."""
+    proc = await spawn_child(
+        module, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -195,26 +178,25 @@ def lmdb_readers_of(path: str | os.PathLike[str]) -> str:
         env.close()
 
 
-_opened: list[aiolmdb.Environment] = []
+# Every environment open_env opened, in order; the close_leftovers fixture of conftest.py
+# closes the ones a failing test left open.
+OPENED: list[aiolmdb.Environment] = []
 
 
 def open_env(path: str | os.PathLike[str], **kwargs: Any) -> aiolmdb.Environment:
     """``aiolmdb.open`` with the stress tests' defaults (``max_dbs`` is aiolmdb's); a test
-    that fails before closing it has it closed by :func:`close_leftovers_fixture`."""
+    that fails before closing it has it closed by :func:`close_opened_since`."""
     kwargs.setdefault("map_size", 64 * MiB)
     env = aiolmdb.open(path, **kwargs)
-    _opened.append(env)
+    OPENED.append(env)
     return env
 
 
-@pytest.fixture(autouse=True, name="close_leftovers")
-async def close_leftovers_fixture() -> AsyncIterator[None]:
-    """Close whatever :func:`open_env` opened during the test and the test left open (it
-    failed half-way), so that no ResourceWarning lands on a later test."""
-    start = len(_opened)
-    yield
-    leftovers = _opened[start:]
-    del _opened[start:]
+async def close_opened_since(start: int) -> None:
+    """Close every environment that :func:`open_env` opened after the first ``start`` and
+    that is still open, and forget them all."""
+    leftovers = OPENED[start:]
+    del OPENED[start:]
     for env in leftovers:
         if not env.closed:
             await asyncio.wait_for(env.close(), TIMEOUT)

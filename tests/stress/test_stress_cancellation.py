@@ -4,8 +4,9 @@
   leaked thread or reader slot, and the final state agrees with a model in which a cancelled
   write may or may not have happened (it may have been started before the cancellation) while
   every write that completed did;
-* ``close()`` with thousands of operations in flight returns promptly; each operation either
-  completed (and its effect is on disk) or failed with ``ClosedError`` (and left no trace);
+* ``close()`` with thousands of operations in flight returns (within 20 s: a ``timing`` check);
+  each operation either completed (and its effect is on disk) or failed with ``ClosedError``
+  (and left no trace);
 * ``asyncio.run()`` ending without ``close()`` (child process): exits 0 and warns;
 * the event loop closed with work in flight (child process): exits 0, no traceback.
 """
@@ -13,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -22,7 +22,10 @@ from typing import Any
 
 import lmdb
 import pytest
-from _stress_util import (
+
+import aiolmdb
+
+from ._stress_util import (
     TIMEOUT,
     Figures,
     assert_no_aiolmdb_threads,
@@ -31,12 +34,7 @@ from _stress_util import (
     run_child,
     value_for,
 )
-from _stress_util import close_leftovers_fixture as close_leftovers_fixture
-from _stress_util import figures_fixture as figures_fixture
 
-import aiolmdb
-
-SEED = int(os.environ.get("AIOLMDB_STRESS_SEED", random.randrange(2**32)))
 Db = aiolmdb.AsyncDatabase[bytes, bytes]
 MODES: dict[str, dict[str, Any]] = {
     "threaded": {"inline_reads": False},
@@ -111,13 +109,13 @@ async def wait_no_open_read_txns(env: aiolmdb.Environment) -> None:
     """Reader threads end their transaction before handing results back, but a drain whose
     requests were all cancelled hands nothing back: poll (bounded) until none is open."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
+    deadline = loop.time() + TIMEOUT
     while open_read_txns(env.readers()):
         assert loop.time() < deadline, f"read transactions left open:\n{env.readers()}"
         await asyncio.sleep(0.01)
 
 
-def check_storm(storm: Storm, final: dict[bytes, bytes]) -> tuple[int, int]:
+def check_storm(storm: Storm, final: dict[bytes, bytes], seed: int) -> tuple[int, int]:
     """Check every outcome and the final state; returns how many cancelled writes (that were
     never deleted) landed anyway and how many did not."""
     ops = storm.ops
@@ -126,7 +124,7 @@ def check_storm(storm: Storm, final: dict[bytes, bytes]) -> tuple[int, int]:
         if op.kind == "delete" and op.writer is not None:
             deleted_by[op.keys[0]] = op
     for index, op in enumerate(ops):
-        where = f"op {index} {op.kind} {op.keys} ({op.outcome}) seed={SEED}"
+        where = f"op {index} {op.kind} {op.keys} ({op.outcome}) seed={seed}"
         assert op.outcome in ("done", "cancelled"), f"{where}: {op.result!r}"
         if op.outcome == "cancelled":
             assert op.cancel_requested, where
@@ -151,13 +149,13 @@ def check_storm(storm: Storm, final: dict[bytes, bytes]) -> tuple[int, int]:
                 assert op.result in (None, value_for(key)), where
     # The final state.
     for key, value in storm.stable.items():
-        assert final.get(key) == value
+        assert final.get(key) == value, f"stable key {key!r} seed={seed}"
     for index, op in enumerate(ops):
         if op.kind not in ("put", "put_multi"):
             continue
         present = [final.get(k) for k in op.keys]
         for key, got in zip(op.keys, present, strict=True):
-            where = f"key {key!r} of op {index} ({op.outcome}) seed={SEED}"
+            where = f"key {key!r} of op {index} ({op.outcome}) seed={seed}"
             assert got in (None, value_for(key)), where
             delete = deleted_by.get(key)
             if delete is not None and delete.outcome == "done":
@@ -169,13 +167,13 @@ def check_storm(storm: Storm, final: dict[bytes, bytes]) -> tuple[int, int]:
                 assert got == value_for(key), where
         if not any(k in deleted_by for k in op.keys):
             # A put_multi is all or nothing, cancelled or not.
-            assert len({g is None for g in present}) == 1, (index, op.keys, present)
+            assert len({g is None for g in present}) == 1, (index, op.keys, present, seed)
     expected_keys = set(storm.stable)
     for op in ops:
         if op.kind in ("put", "put_multi"):
             expected_keys.update(op.keys)
     stray = set(final) - expected_keys
-    assert not stray, sorted(stray)[:5]
+    assert not stray, (sorted(stray)[:5], f"seed={seed}")
     landed = absent = 0
     for op in ops:
         if op.kind == "put" and op.outcome == "cancelled" and op.keys[0] not in deleted_by:
@@ -188,8 +186,10 @@ def check_storm(storm: Storm, final: dict[bytes, bytes]) -> tuple[int, int]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", list(MODES))
-async def test_storm_with_random_cancellations(tmp_path: Path, mode: str, figures: Figures) -> None:
-    rng = random.Random(SEED)
+async def test_storm_with_random_cancellations(
+    tmp_path: Path, mode: str, stress_seed: int, figures: Figures
+) -> None:
+    rng = random.Random(stress_seed)
     path = tmp_path / "env"
     env = open_env(path, max_batch=64, **MODES[mode])
     db = env.get_default_database()
@@ -239,15 +239,23 @@ async def test_storm_with_random_cancellations(tmp_path: Path, mode: str, figure
             final = {bytes(k): bytes(v) for k, v in txn.cursor() if bytes(k) != b"after"}
     finally:
         raw.close()
-    landed, absent = check_storm(storm, final)
+    landed, absent = check_storm(storm, final, stress_seed)
     figures.add("cancellation storm: operations", len(ops))
     figures.add("cancellation storm: cancelled", cancelled)
     figures.add("cancellation storm: cancelled puts that landed anyway (started)", landed)
     figures.add("cancellation storm: cancelled puts that never ran", absent)
 
 
-@pytest.mark.timeout(60)
-async def test_close_with_thousands_in_flight_returns_promptly(tmp_path: Path) -> None:
+@pytest.mark.timeout(2 * TIMEOUT)
+@pytest.mark.parametrize(
+    "close_bound",
+    [
+        pytest.param(TIMEOUT, id="bounded"),
+        # "Promptly": generous for slow disks, but a wall-clock bound all the same.
+        pytest.param(20.0, id="promptly", marks=pytest.mark.timing),
+    ],
+)
+async def test_close_with_thousands_in_flight(tmp_path: Path, close_bound: float) -> None:
     path = tmp_path / "env"
     env = open_env(path)
     db = env.get_default_database()
@@ -262,7 +270,7 @@ async def test_close_with_thousands_in_flight_returns_promptly(tmp_path: Path) -
     closing = asyncio.ensure_future(env.close())
     # More work, whose tasks first run after close() has begun (tasks start in FIFO order).
     late = [asyncio.ensure_future(db.put(b"late%04d" % i, b"x")) for i in range(500)]
-    await asyncio.wait_for(closing, 20)  # "promptly": bounded, generously for slow disks
+    await asyncio.wait_for(closing, close_bound)
     assert_no_aiolmdb_threads()
 
     results = await asyncio.wait_for(
@@ -311,9 +319,7 @@ def assert_acked_and_opens(path: Path) -> None:
 @pytest.mark.parametrize("mode", ["collect", "global"])
 def test_asyncio_run_without_close(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "env"
-    proc = run_child(
-        "_child_unclosed.py", path, mode, python_flags=["-W", "always::ResourceWarning"]
-    )
+    proc = run_child("_child_unclosed", path, mode, python_flags=["-W", "always::ResourceWarning"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "exiting\n"
     if mode == "collect":
@@ -327,7 +333,7 @@ def test_asyncio_run_without_close(tmp_path: Path, mode: str) -> None:
 @pytest.mark.parametrize("mode", ["exit", "close"])
 def test_event_loop_closed_with_work_in_flight(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "env"
-    proc = run_child("_child_loop_closed.py", path, mode)
+    proc = run_child("_child_loop_closed", path, mode)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "done\n", proc.stderr
     # asyncio may log "Task was destroyed but it is pending!" for the abandoned tasks; nothing

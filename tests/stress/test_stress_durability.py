@@ -10,7 +10,6 @@ py-lmdb).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import sys
@@ -18,18 +17,16 @@ from pathlib import Path
 
 import lmdb
 import pytest
-from _stress_util import (
+
+from ._stress_util import (
     TIMEOUT,
     Figures,
-    child_command,
-    child_env,
     open_env,
     open_read_txns,
     reader_rows,
+    spawn_child,
     value_for,
 )
-from _stress_util import close_leftovers_fixture as close_leftovers_fixture
-from _stress_util import figures_fixture as figures_fixture
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="kills processes with SIGKILL (POSIX only)"
@@ -37,18 +34,19 @@ pytestmark = pytest.mark.skipif(
 
 ROUNDS = 20
 TASKS = 32
-SEED = int(os.environ.get("AIOLMDB_STRESS_SEED", random.randrange(2**32)))
 
 
 async def kill_child_at_random(
     path: Path, round_: int, rng: random.Random
 ) -> tuple[list[str], int, str]:
     """Run one writer child and SIGKILL it; returns (acknowledged keys, pid, how it died)."""
-    proc = await asyncio.create_subprocess_exec(
-        *child_command("_child_writer.py", path, round_, TASKS),
+    proc = await spawn_child(
+        "_child_writer",
+        path,
+        round_,
+        TASKS,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=child_env(),
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
@@ -96,8 +94,10 @@ async def kill_child_at_random(
 
 
 @pytest.mark.timeout(150)
-async def test_acknowledged_writes_survive_sigkill(tmp_path: Path, figures: Figures) -> None:
-    rng = random.Random(SEED)
+async def test_acknowledged_writes_survive_sigkill(
+    tmp_path: Path, stress_seed: int, figures: Figures
+) -> None:
+    rng = random.Random(stress_seed)
     path = tmp_path / "env"
     all_acked: list[bytes] = []
     survived = 0
@@ -105,7 +105,7 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path, figures: Figu
     for round_ in range(ROUNDS):
         acked, pid, how = await kill_child_at_random(path, round_, rng)
         history.append(f"round {round_}: killed {how}, {len(acked)} acked")
-        context = f"seed={SEED} " + "; ".join(history)
+        context = f"seed={stress_seed} " + "; ".join(history)
         keys = [k.encode() for k in acked]
         all_acked += keys
         if not path.exists():  # killed before LMDB created the environment

@@ -21,8 +21,6 @@ from typing import Any
 
 import lmdb
 import pytest
-from _stress_util import TIMEOUT, MiB, open_env
-from _stress_util import close_leftovers_fixture as close_leftovers_fixture
 
 import aiolmdb
 from aiolmdb import (
@@ -36,6 +34,8 @@ from aiolmdb import (
     UInt64Coder,
 )
 from aiolmdb.coders import Coder
+
+from ._stress_util import TIMEOUT, MiB, open_env
 
 AnyDb = aiolmdb.AsyncDatabase[Any, Any]
 MODES: dict[str, dict[str, Any]] = {

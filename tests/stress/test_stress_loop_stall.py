@@ -2,8 +2,8 @@
 
 In threaded mode, a 200,000-item ``put_multi``, 20,000 gets from 64 tasks and a 20,000-item
 JSON-coded ``put_multi`` run concurrently while a ticker task sleeps 1 ms at a time and
-measures the actual gaps with ``time.perf_counter``: no gap may reach 50 ms. This is the one
-timing assertion of the suite; it is the specification.
+measures the actual gaps with ``time.perf_counter``: no gap may reach 50 ms. This bound is the
+specification; as a wall-clock assertion it carries the ``timing`` marker (run on quiet machines).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from _stress_util import TIMEOUT, Figures, MiB, open_env
-from _stress_util import close_leftovers_fixture as close_leftovers_fixture
-from _stress_util import figures_fixture as figures_fixture
 
 from aiolmdb import JSONCoder
+
+from ._stress_util import TIMEOUT, Figures, MiB, open_env
 
 STALL_LIMIT = 0.050
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(120)
 async def test_loop_never_stalls_under_bulk_load(tmp_path: Path, figures: Figures) -> None:
     env = open_env(tmp_path / "env", map_size=256 * MiB, inline_reads=False)

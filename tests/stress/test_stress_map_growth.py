@@ -14,7 +14,8 @@ from pathlib import Path
 
 import lmdb
 import pytest
-from _stress_util import (
+
+from ._stress_util import (
     TIMEOUT,
     Figures,
     MiB,
@@ -23,8 +24,6 @@ from _stress_util import (
     run_child_async,
     value_for,
 )
-from _stress_util import close_leftovers_fixture as close_leftovers_fixture
-from _stress_util import figures_fixture as figures_fixture
 
 KiB = 1024
 
@@ -227,7 +226,7 @@ async def test_map_grown_by_another_process_while_busy(
             count = current * 3 // 2 // value_size + 1
             prefix = f"child{round_}-"
             code, out, err = await run_child_async(
-                "_child_grow.py", path, new_size, prefix, count, value_size
+                "_child_grow", path, new_size, prefix, count, value_size
             )
             assert code == 0, err
             assert out.startswith("done"), out

@@ -22,7 +22,10 @@ from typing import Any
 
 import lmdb
 import pytest
-from _stress_util import (
+
+import aiolmdb
+
+from ._stress_util import (
     TIMEOUT,
     Figures,
     MiB,
@@ -33,10 +36,6 @@ from _stress_util import (
     run_child_async,
     value_for,
 )
-from _stress_util import close_leftovers_fixture as close_leftovers_fixture
-from _stress_util import figures_fixture as figures_fixture
-
-import aiolmdb
 
 PROCESSES = 4
 PUTS = 2000
@@ -63,7 +62,7 @@ async def test_four_processes_write_concurrently(tmp_path: Path, figures: Figure
     # another one grows the map past the opener's size fails (test_open_while_another_process
     # _grows_the_map below), which is not what this test is about.
     children = [
-        run_child_async("_child_multi.py", path, i, PUTS, MULTIS, MULTI_SIZE, 64 * MiB, timeout=90)
+        run_child_async("_child_multi", path, i, PUTS, MULTIS, MULTI_SIZE, 64 * MiB, timeout=90)
         for i in range(PROCESSES)
     ]
     parent = asyncio.ensure_future(parent_writes())
@@ -240,7 +239,7 @@ async def test_open_while_another_process_grows_the_map(
     def open_then_grown_elsewhere(*args: Any, **kwargs: Any) -> lmdb.Environment:
         opened = real_open(*args, **kwargs)
         # Exactly in the window: another process grows the map and writes past our size.
-        proc = run_child("_child_grow.py", path, 8 * MiB, "other-", 64, 65536)
+        proc = run_child("_child_grow", path, 8 * MiB, "other-", 64, 65536)
         assert proc.returncode == 0, proc.stderr
         return opened
 

@@ -16,9 +16,6 @@ import tempfile
 from typing import Any
 
 import pytest
-from _stress_util import TIMEOUT, Figures, MiB
-from _stress_util import close_leftovers_fixture as close_leftovers_fixture
-from _stress_util import figures_fixture as figures_fixture
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -30,6 +27,8 @@ from hypothesis.stateful import (
 
 import aiolmdb
 from aiolmdb import InvalidKeyError, JSONCoder, StringCoder
+
+from ._stress_util import TIMEOUT, Figures, MiB
 
 MISSING = "<missing>"  # longer than any generated text value, so never a stored value
 MAX_KEY = 511
@@ -352,7 +351,6 @@ def test_random_sequences_match_a_dict_model(mode: str, figures: Figures) -> Non
             max_examples=50,
             stateful_step_count=30,
             deadline=None,
-            database=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
