@@ -19,22 +19,34 @@ Endpoints (every body is JSON):
     (default 100, at most 1000), after the id ``after``. ``next`` is the ``after`` value for the
     following page, or null on the last one.
 ``PUT /notes/{id}/tags``
-    Body ``{"tags": [...]}``: set the note's tags. The note (database ``notes``) and the tag
-    index (database ``tags``) change in ONE transaction: if the index rejects a tag (empty, or
-    longer than LMDB's key limit), nothing changes at all and the answer is 400.
+    Body ``{"tags": [...]}``: set the note's tags (400 for an empty tag: ``GET /tags/`` could
+    not address it). The note (database ``notes``) and the tag index (database ``tags``)
+    change in ONE transaction: if the index rejects a link because its key ``(tag, note id)``
+    is longer than LMDB's key limit once encoded (511 bytes: a tag and the id share it),
+    nothing changes at all, the note included, and the answer is 400.
 ``POST /notes/{id}/move``
     Body ``{"to": "new-id"}``: rename a note, carrying its tag links, atomically. 409 if the
-    target exists (nothing changes), 404 if the note does not.
-``GET /tags/{tag}``
-    ``{"tag", "notes": [ids]}``.
+    target exists, 404 if the note does not, 400 if the new id is invalid (empty, too long,
+    or too long for a link key with one of the note's tags); nothing changes in each case.
+``GET /tags/{tag}?limit=&after=``
+    ``{"tag", "notes": [ids], "next"}``: the ids of the tag's notes in id order (a prefix query
+    over the index), every one without ``limit`` (at most 1000 with it), after the id
+    ``after``; ``next`` is the ``after`` value for the following page, or null on the last one.
 ``GET /stats``
     ``{"notes", "tags", "tag_links"}`` from one consistent snapshot.
 
 How aiolmdb is used: one environment opened at startup and closed at cleanup; ``notes`` maps
-note ids (``StringCoder``) to JSON documents (``JSONCoder``); ``tags`` is a ``dupsort``
-database mapping each tag to the ids of its notes. Concurrent requests are batched by aiolmdb:
-many PUTs arriving together share one commit, and every response is sent only after its write
-is committed to disk.
+note ids (``StringCoder``) to JSON documents (``JSONCoder``); ``tags`` is the tag index, one
+empty value per link under an ordered tuple key ``(tag, note id)`` (``TupleCoder``), so a
+tag's notes are the keys with the prefix ``(tag,)``, in id order (see the modelling guide,
+docs/guide/modelling.md). Every change to a note's tags writes the note and its index entries
+in one write transaction, so the index never disagrees with the notes. Concurrent requests
+are batched by aiolmdb: many PUTs arriving together share one commit, and every response is
+sent only after its write is committed to disk.
+
+Stored data: earlier versions of this example kept the tag index as a ``dupsort`` database of
+tag -> note ids; this version does not read it, and refuses to start on such a data directory
+(start with a new ``--data`` directory).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import contextlib
 import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +69,7 @@ from aiohttp.typedefs import Handler
 import aiolmdb
 
 Note = dict[str, Any]  # {"data": <JSON object>, "tags": [sorted tags]}
+Link = tuple[Any, ...]  # a key of the tag index: (tag, note id)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -68,7 +82,7 @@ class Store:
 
     env: aiolmdb.Environment
     notes: aiolmdb.AsyncDatabase[str, Note]  # note id -> note
-    tags: aiolmdb.AsyncDatabase[str, str]  # tag -> note ids (dupsort: several per tag)
+    tags: aiolmdb.AsyncDatabase[Link, bytes]  # (tag, note id) -> b"": one key per link
 
 
 STORE = web.AppKey("store", Store)
@@ -103,12 +117,12 @@ def create_app(
             notes = await env.open_db(
                 "notes", key_coder=aiolmdb.StringCoder(), value_coder=aiolmdb.JSONCoder()
             )
-            tags = await env.open_db(
-                "tags",
-                key_coder=aiolmdb.StringCoder(),
-                value_coder=aiolmdb.StringCoder(),
-                dupsort=True,
-            )
+            tags = await env.open_db("tags", key_coder=aiolmdb.TupleCoder())
+            if tags.dupsort:  # LMDB keeps a database's stored flags
+                raise RuntimeError(
+                    f"{path} holds an earlier version's tag index (tag -> ids, dupsort), which "
+                    "this version does not read: start with a new --data directory"
+                )
             app[STORE] = Store(env, notes, tags)
             yield
         finally:
@@ -142,7 +156,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error(409, str(exc))
     except BadRequest as exc:
         return error(400, str(exc))
-    except aiolmdb.InvalidKeyError as exc:  # an empty or too long id or tag
+    except aiolmdb.InvalidKeyError as exc:  # an empty or too long id, or too long a link
         return error(400, str(exc))
     except aiolmdb.ClosedError:
         return error(503, "shutting down")
@@ -150,6 +164,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def location(note_id: str) -> str:
+    """The note's path for a Location header, percent-encoded: an id may hold any character."""
+    return "/notes/" + urllib.parse.quote(note_id, safe="")
 
 
 def view(note_id: str, note: Note) -> dict[str, Any]:
@@ -196,7 +215,7 @@ async def put_note(request: web.Request) -> web.Response:
     note = await store.notes.update(note_id, upsert)  # returns once committed
     response = web.json_response(view(note_id, note), status=201 if created else 200)
     if created:
-        response.headers["Location"] = f"/notes/{note_id}"
+        response.headers["Location"] = location(note_id)
     return response
 
 
@@ -218,7 +237,7 @@ async def delete_note(request: web.Request) -> web.Response:
         if note is None:
             return False
         for tag in note["tags"]:
-            txn[store.tags].delete(tag, note_id)
+            txn[store.tags].delete((tag, note_id))
         return True
 
     if not await store.env.run(remove, write=True):
@@ -249,6 +268,8 @@ async def set_tags(request: web.Request) -> web.Response:
     tags = (await json_object(request)).get("tags")
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise BadRequest('the body must be {"tags": [strings]}')
+    if "" in tags:
+        raise BadRequest("a tag must not be empty")
     wanted = sorted(set(tags))
 
     def apply(txn: aiolmdb.Transaction[bytes, bytes]) -> Note:
@@ -260,12 +281,12 @@ async def set_tags(request: web.Request) -> web.Response:
         note["tags"] = wanted
         notes.put(note_id, note)
         for tag in old.difference(wanted):
-            index.delete(tag, note_id)
+            index.delete((tag, note_id))
         for tag in wanted:
             if tag not in old:
-                # An invalid tag raises InvalidKeyError here, after the note was written: the
-                # exception rolls back the whole transaction, note included.
-                index.put(tag, note_id)
+                # A link key too long for LMDB raises InvalidKeyError here, after the note was
+                # written: the exception rolls back the whole transaction, note included.
+                index.put((tag, note_id), b"")
         return note
 
     note = await store.env.run(apply, write=True)
@@ -287,13 +308,13 @@ async def move_note(request: web.Request) -> web.Response:
         if not notes.put(target, note, overwrite=False):
             raise Conflict(f"note {target!r} exists already")  # the pop is rolled back too
         for tag in note["tags"]:
-            index.delete(tag, source)
-            index.put(tag, target)
+            index.delete((tag, source))
+            index.put((tag, target), b"")  # InvalidKeyError (400) rolls back the move
         return note
 
     note = await store.env.run(move, write=True)
     response = web.json_response(view(target, note))
-    response.headers["Location"] = f"/notes/{target}"
+    response.headers["Location"] = location(target)
     return response
 
 
@@ -301,7 +322,17 @@ async def move_note(request: web.Request) -> web.Response:
 async def get_tag(request: web.Request) -> web.Response:
     store = request.app[STORE]
     tag = request.match_info["tag"]
-    return web.json_response({"tag": tag, "notes": await store.tags.get_all(tag)})
+    after = request.query.get("after") or None
+    limit: int | None = None  # every note of the tag, unless asked for pages
+    if "limit" in request.query:
+        limit = int_param(request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
+    # (tag, after, None) encodes as (tag, after) plus one 0x00 byte: the first key after it.
+    start = None if after is None else (tag, after, None)
+    index = store.tags.keys(start, prefix=(tag,), limit=None if limit is None else limit + 1)
+    ids = [note_id async for _, note_id in index]
+    more = limit is not None and len(ids) > limit
+    ids = ids[:limit]
+    return web.json_response({"tag": tag, "notes": ids, "next": ids[-1] if more else None})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -309,9 +340,10 @@ async def stats(request: web.Request) -> web.Response:
     async with store.env.begin() as snap:  # one consistent view of both databases
         notes = await snap[store.notes].count()
         links = await snap[store.tags].count()
-        tags = 0
-        async for _ in snap[store.tags].keys():  # each tag once, even with many notes
-            tags += 1
+        tags, last = 0, None
+        async for tag, _ in snap[store.tags].keys():  # in tag order: count each tag once
+            if tag != last:
+                tags, last = tags + 1, tag
     return web.json_response({"notes": notes, "tags": tags, "tag_links": links})
 
 

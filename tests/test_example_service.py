@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp import web
+
+import aiolmdb
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -39,7 +43,11 @@ class Service:
     http: aiohttp.ClientSession
 
     async def call(
-        self, method: str, url: str, body: Any = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        url: str | yarl.URL,
+        body: Any = None,
+        params: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """One request; returns the status and the decoded JSON body (None if empty)."""
         kwargs: dict[str, Any] = {} if body is None else {"json": body}
@@ -68,6 +76,21 @@ class Service:
         status, body = await self.call("GET", "/stats")
         assert status == 200
         return dict(body)
+
+    async def links(self) -> list[tuple[str, str]]:
+        """The tag index read straight from the database (not through the service), checked
+        against the notes' own tags as read in the same snapshot; returns its links."""
+        store = self.app[notes_service.STORE]
+        raw = store.env.open_db("tags")  # the stored bytes, not the service's handle
+        async with store.env.begin() as snap:
+            notes = [pair async for pair in snap[store.notes].items()]
+            stored = [pair async for pair in snap[raw].items()]
+        coder = aiolmdb.TupleCoder()
+        links = [coder.deserialize(key) for key, _ in stored]
+        # Python orders tuples of str by code point, as the tuple layer's bytes do.
+        assert links == sorted((tag, i) for i, note in notes for tag in note["tags"])
+        assert all(value == b"" for _, value in stored)
+        return links
 
 
 @pytest.fixture
@@ -109,6 +132,30 @@ async def test_crud(service: Service) -> None:
     assert status == 404
     assert "n1" in body["error"]
     assert await service.stats() == {"notes": 1, "tags": 0, "tag_links": 0}
+
+
+async def test_location_leads_back_for_any_id(service: Service) -> None:
+    """Location headers are percent-encoded: ids with a slash, a control character (which a
+    raw header could not carry) or non-ASCII text are reached by following them."""
+    for odd in ("a/b", "line\r\nbreak", "nul\x00", "caf\u00e9 \u2615", "50%"):
+        url = yarl.URL("/notes/" + urllib.parse.quote(odd, safe=""), encoded=True)
+        async with service.http.put(url, json={}) as response:
+            assert response.status == 201, odd
+            created = response.headers["Location"]
+        async with service.http.post(
+            yarl.URL(created + "/move", encoded=True), json={"to": odd + "\n2"}
+        ) as response:
+            assert response.status == 200, odd
+            moved = response.headers["Location"]
+        assert created.isascii()
+        assert moved.isascii()
+        assert await service.call("GET", yarl.URL(created, encoded=True)) == (
+            404,
+            {"error": f"no note {odd!r}"},
+        )
+        status, body = await service.call("GET", yarl.URL(moved, encoded=True))
+        assert (status, body["id"]) == (200, odd + "\n2")
+    assert (await service.stats())["notes"] == 5
 
 
 async def test_bad_requests(service: Service) -> None:
@@ -155,6 +202,7 @@ async def test_concurrent_requests(service: Service) -> None:
 
     assert await service.stats() == {"notes": n, "tags": 1, "tag_links": n // 2}
     assert await service.tag("even") == ids[::2]
+    assert await service.links() == [("even", i) for i in ids[::2]]
     assert (await service.get("note:0001"))["data"] == {"n": 1, "v": 2}
     assert (await service.get("note:0000"))["tags"] == ["even"]
 
@@ -162,6 +210,7 @@ async def test_concurrent_requests(service: Service) -> None:
     deleted = await asyncio.gather(*(service.call("DELETE", f"/notes/{i}") for i in ids))
     assert deleted == [(204, None)] * n
     assert await service.stats() == {"notes": 0, "tags": 0, "tag_links": 0}
+    assert await service.links() == []
 
 
 async def test_listing_order_prefix_and_pages(service: Service) -> None:
@@ -217,11 +266,15 @@ async def test_tags_update_both_databases_atomically(service: Service) -> None:
     before = await service.stats()
     assert before == {"notes": 2, "tags": 2, "tag_links": 3}
 
-    # The empty tag is rejected by the tags index AFTER the note and the "home" link were
-    # written in the same transaction: everything rolls back.
-    for bad in ("", "t" * (MAX_KEY + 1)):
+    assert await service.links() == [("urgent", "n1"), ("work", "n1"), ("work", "n2")]
+
+    # A link key too long for LMDB is rejected by the tags index AFTER the note and the
+    # "home" link were written in the same transaction: everything rolls back. The empty tag
+    # is rejected before anything is written.
+    for bad, reason in (("", "empty"), ("t" * (MAX_KEY + 1), "max_key_size")):
         status, body = await service.call("PUT", "/notes/n1/tags", {"tags": ["home", bad]})
         assert status == 400, bad
+        assert reason in body["error"]
         assert (await service.get("n1"))["tags"] == ["urgent", "work"]
         assert await service.tag("home") == []
         assert await service.stats() == before
@@ -238,10 +291,13 @@ async def test_tags_update_both_databases_atomically(service: Service) -> None:
     assert await service.put("n1", {"text": "one, edited"}) == 200
     assert (await service.get("n1"))["tags"] == ["home"]
 
+    assert await service.links() == [("home", "n1"), ("work", "n2")]
+
     # Deleting a note removes its links in the same transaction.
     assert (await service.call("DELETE", "/notes/n2"))[0] == 204
     assert await service.tag("work") == []
     assert await service.stats() == {"notes": 1, "tags": 1, "tag_links": 1}
+    assert await service.links() == [("home", "n1")]
 
 
 async def test_move_is_atomic(service: Service) -> None:
@@ -273,6 +329,7 @@ async def test_move_is_atomic(service: Service) -> None:
     assert await service.tag("a") == ["final"]
     assert await service.tag("b") == ["final"]
     assert await service.stats() == {"notes": 2, "tags": 2, "tag_links": 2}
+    assert await service.links() == [("a", "final"), ("b", "final")]
 
 
 async def test_concurrent_moves_of_one_note(service: Service) -> None:
@@ -287,6 +344,141 @@ async def test_concurrent_moves_of_one_note(service: Service) -> None:
     winner = next(body["id"] for status, body in results if status == 200)
     assert await service.tag("t") == [winner]
     assert await service.stats() == {"notes": 1, "tags": 1, "tag_links": 1}
+    assert await service.links() == [("t", winner)]
+
+
+async def test_tag_query_is_an_exact_prefix(service: Service) -> None:
+    """GET /tags/a scans the keys (a, ...): not those of tags that merely start like "a"."""
+    tags = {"plain": "a", "longer": "ab", "spaced": "a b", "nul": "a\x00b", "upper": "A"}
+    for note_id, tag in tags.items():
+        assert await service.put(note_id, {}) == 201
+        status, _ = await service.call("PUT", f"/notes/{note_id}/tags", {"tags": [tag]})
+        assert status == 200
+    await service.put("both", {})
+    await service.call("PUT", "/notes/both/tags", {"tags": ["a", "ab"]})
+    assert await service.tag("a") == ["both", "plain"]
+    assert await service.tag("ab") == ["both", "longer"]
+    assert await service.tag("a b") == ["spaced"]
+    assert await service.tag("A") == ["upper"]
+    assert await service.tag("b") == []
+    assert await service.stats() == {"notes": 6, "tags": 5, "tag_links": 7}
+    assert [tag for tag, _ in await service.links()] == ["A", "a", "a", "a\x00b", "a b", "ab", "ab"]
+
+
+async def test_tag_pages(service: Service) -> None:
+    ids = ["n", "n\x00", "n1", "n10", "n2", "\u00e9", "N"]
+    for note_id in ids:
+        assert await service.put(note_id, {}) == 201
+        status, _ = await service.call("PUT", f"/notes/{note_id}/tags", {"tags": ["t", "other"]})
+        assert status == 200
+    await service.put("untagged", {})
+    expected = sorted(ids)  # code point order
+    assert await service.tag("t") == expected
+
+    seen: list[str] = []
+    after = ""
+    while True:
+        status, body = await service.call("GET", "/tags/t", params={"limit": "2", "after": after})
+        assert status == 200
+        assert body["tag"] == "t"
+        assert 1 <= len(body["notes"]) <= 2
+        seen += body["notes"]
+        if body["next"] is None:
+            break
+        assert body["next"] == body["notes"][-1]
+        after = body["next"]
+    assert seen == expected
+
+    status, body = await service.call("GET", "/tags/t", params={"after": "n1"})
+    assert body == {"tag": "t", "notes": ["n10", "n2", "\u00e9"], "next": None}
+    status, body = await service.call("GET", "/tags/t", params={"limit": str(len(ids))})
+    assert body == {"tag": "t", "notes": expected, "next": None}
+    status, body = await service.call("GET", "/tags/t", params={"after": "\u00e9"})
+    assert body == {"tag": "t", "notes": [], "next": None}
+    for query in ("limit=0", "limit=1001", "limit=two"):
+        status, _ = await service.call("GET", f"/tags/t?{query}")
+        assert status == 400, query
+
+
+async def test_link_keys_share_the_key_limit(service: Service) -> None:
+    """A tag may be as long as its link key (tag, note id) fits LMDB's key limit once encoded:
+    for a longer note id, or after a move to one, the same tag no longer fits."""
+    coder = aiolmdb.TupleCoder()
+    longest = "x" * (MAX_KEY - len(coder.serialize(("", "n1"))))
+    assert len(coder.serialize((longest, "n1"))) == MAX_KEY
+    await service.put("n1", {})
+    status, body = await service.call("PUT", "/notes/n1/tags", {"tags": [longest + "x"]})
+    assert status == 400
+    assert "max_key_size" in body["error"]
+    status, body = await service.call("PUT", "/notes/n1/tags", {"tags": [longest, "short"]})
+    assert status == 200
+    assert await service.tag(longest) == ["n1"]
+
+    # Moving to a longer id would make that link too long: 400, and nothing moves.
+    status, body = await service.call("POST", "/notes/n1/move", {"to": "n12"})
+    assert status == 400
+    assert "max_key_size" in body["error"]
+    assert await service.get("n12") == 404
+    assert (await service.get("n1"))["tags"] == ["short", longest]
+    assert await service.links() == [("short", "n1"), (longest, "n1")]
+    status, _ = await service.call("POST", "/notes/n1/move", {"to": "n3"})  # same length: fits
+    assert status == 200
+    assert await service.links() == [("short", "n3"), (longest, "n3")]
+
+    # A tag longer than any link can be is simply not found.
+    status, body = await service.call("GET", f"/tags/{'y' * (MAX_KEY + 1)}")
+    assert status == 200
+    assert body["notes"] == []
+
+
+async def test_concurrent_tag_changes_keep_the_index_consistent(service: Service) -> None:
+    """Tag updates, moves and deletes racing over a few notes: after every round, the index
+    holds exactly the links of the notes, whatever order the transactions ran in."""
+    rng = random.Random(13)
+    pool = [f"tag{i}" for i in range(8)]
+    for round_ in range(3):
+        ids = [f"r{round_}-{i}" for i in range(6)]
+        for note_id in ids:
+            assert await service.put(note_id, {}) == 201
+        requests = [
+            *(
+                service.call("PUT", f"/notes/{rng.choice(ids)}/tags", {"tags": rng.sample(pool, 3)})
+                for _ in range(40)
+            ),
+            *(
+                service.call(
+                    "POST", f"/notes/{rng.choice(ids)}/move", {"to": f"{rng.choice(ids)}m"}
+                )
+                for _ in range(10)
+            ),
+            *(service.call("DELETE", f"/notes/{rng.choice(ids)}") for _ in range(3)),
+        ]
+        rng.shuffle(requests)
+        results = await asyncio.gather(*requests)
+        assert {status for status, _ in results} <= {200, 204, 404, 409}
+        links = await service.links()
+        stats = await service.stats()
+        assert stats["tag_links"] == len(links)
+        assert stats["tags"] == len({tag for tag, _ in links})
+        for tag in {tag for tag, _ in links}:
+            assert await service.tag(tag) == [i for t, i in links if t == tag]
+
+
+async def test_refuses_an_earlier_versions_data(tmp_path: Path) -> None:
+    """A data directory whose tag index is the earlier dupsort layout: startup fails with
+    what to do, and the environment is closed again."""
+    data = tmp_path / "old-data"
+    async with aiolmdb.open(data) as env:
+        old = env.open_db(
+            "tags", key_coder=aiolmdb.StringCoder(), value_coder=aiolmdb.StringCoder(), dupsort=True
+        )
+        await old.put("work", "n1")
+    runner = web.AppRunner(notes_service.create_app(data, map_size=1 << 20))
+    with pytest.raises(RuntimeError, match="new --data directory"):
+        await runner.setup()
+    await runner.cleanup()
+    async with aiolmdb.open(data) as env:  # it was closed: this process may open it again
+        assert await env.open_db("tags").get_all(b"work") == [b"n1"]  # left as it was
 
 
 def test_parse_args_defaults() -> None:
