@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable
 from functools import partial
 from types import ModuleType
-from typing import Literal, TypeVar, get_args
+from typing import Literal, TypeVar, cast, get_args
 
 from ._coder import Buffer, Coder, require, show_bytes, type_name
 
@@ -66,7 +66,7 @@ def decompress(buffer: Buffer, coder: str) -> Buffer:
         if tag == ZSTD:
             zstd = _zstd(coder)
             try:
-                return zstd.decompress(buffer)  # type: ignore[no-any-return]
+                return cast(bytes, zstd.decompress(buffer))
             except zstd.ZstdError as exc:
                 raise ValueError(f"not valid zstd data ({exc})") from exc
         if tag == LZ4:
@@ -77,7 +77,7 @@ def decompress(buffer: Buffer, coder: str) -> Buffer:
                 raise ValueError(f"not valid LZ4 data ({exc})") from exc
             if used != view.nbytes:
                 raise ValueError(f"not valid LZ4 data ({view.nbytes - used} bytes after the frame)")
-            return data  # type: ignore[no-any-return]
+            return cast(bytes, data)
         return zlib.decompress(buffer)
     except zlib.error as exc:
         raise ValueError(

@@ -9,7 +9,7 @@ per coder serves every worker thread.
 from __future__ import annotations
 
 from types import GenericAlias
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 from ._coder import Buffer, Coder, ParameterlessCoder, require, show_bytes, type_name
 
@@ -49,7 +49,7 @@ class MsgpackCoder(ParameterlessCoder[Any]):
     def serialize(self, obj: Any) -> bytes:
         """Return ``obj`` as MessagePack bytes."""
         try:
-            return self._encode(obj)  # type: ignore[no-any-return]
+            return cast(bytes, self._encode(obj))
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise _encode_error("MsgpackCoder", obj, exc) from exc
 
@@ -121,14 +121,14 @@ class MsgspecCoder(Coder[T], Generic[T]):
     def serialize(self, obj: T) -> bytes:
         """Return ``obj`` encoded in this coder's format."""
         try:
-            return self._encode(obj)  # type: ignore[no-any-return]
+            return cast(bytes, self._encode(obj))
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise _encode_error(repr(self), obj, exc) from exc
 
     def deserialize(self, buffer: Buffer) -> T:
         """Decode and validate the stored value (``ValueError`` naming the wrong field)."""
         try:
-            return self._decode(buffer)  # type: ignore[no-any-return]
+            return cast(T, self._decode(buffer))
         except ValueError as exc:
             raise ValueError(f"{self!r} cannot decode {show_bytes(buffer)}: {exc}") from exc
 

@@ -149,7 +149,7 @@ class RangeIterator(Generic[T]):
 
     async def __anext__(self) -> T:
         try:
-            return next(self._it)  # type: ignore[no-any-return]
+            return next(self._it)  # type: ignore[no-any-return]  # (no cast: per entry)
         except StopIteration:
             pass
         if self._spec.batch:
