@@ -20,6 +20,7 @@ from .coders import (
     UInt32Coder,
     UInt64Coder,
     ZlibCoder,
+    train_zstd_dict,
 )
 from .database import AsyncDatabase
 from .environment import Environment, open
@@ -81,4 +82,5 @@ __all__ = [
     "ZlibCoder",
     "__version__",
     "open",
+    "train_zstd_dict",
 ]

@@ -12,6 +12,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
+    from backports.zstd import ZstdDict
+
     from ._compress import Codec
 
 T = TypeVar("T")
@@ -107,13 +109,20 @@ class Coder(abc.ABC, Generic[T]):
         return stripped[:-1] + bytes([stripped[-1] + 1])
 
     def compressed(
-        self, level: int | None = None, *, codec: Codec = "zlib", threshold: int = 0
+        self,
+        level: int | None = None,
+        *,
+        codec: Codec = "zlib",
+        threshold: int = 0,
+        zstd_dict: ZstdDict | Buffer | None = None,
     ) -> Coder[T]:
         """Return a coder that compresses the output of this coder.
 
         ``codec`` is ``"zlib"`` (standard library), ``"zstd"`` (``aiolmdb[zstd]``) or ``"lz4"``
         (``aiolmdb[lz4]``); ``level`` is the codec's level, ``None`` for its default (zlib: 1).
         Values whose encoding is shorter than ``threshold`` bytes are stored uncompressed.
+        ``zstd_dict`` (zstd only) is a trained dictionary (a ``ZstdDict`` or its bytes, see
+        :func:`~aiolmdb.train_zstd_dict`), needed again to read what it compressed.
 
         With the defaults (zlib, ``threshold=0``) this is ``ZlibCoder(self, level)``, whose
         bytes are plain zlib streams, as in aiolmdb 0.1. Otherwise it is a
@@ -122,9 +131,9 @@ class Coder(abc.ABC, Generic[T]):
         """
         from ._compress import CompressedCoder, ZlibCoder
 
-        if codec == "zlib" and threshold == 0:
+        if codec == "zlib" and threshold == 0 and zstd_dict is None:
             return ZlibCoder(self, 1 if level is None else level)
-        return CompressedCoder(self, level, codec=codec, threshold=threshold)
+        return CompressedCoder(self, level, codec=codec, threshold=threshold, zstd_dict=zstd_dict)
 
 
 class ParameterlessCoder(Coder[T]):

@@ -5,7 +5,8 @@ Every stored value says how it was stored, by its first byte:
 * ``0x78``: a zlib stream (RFC 1950), exactly what ``zlib.compress`` writes. aiolmdb 0.1's
   ``ZlibCoder`` wrote only this form, and ``codec="zlib"`` still does (any first byte other
   than the three below is read as a zlib stream, so zlib errors stay as they were);
-* ``0x28``: a zstd frame (magic ``28 B5 2F FD``), with the content size and a checksum;
+* ``0x28``: a zstd frame (magic ``28 B5 2F FD``), with the content size and a checksum, and
+  the id of the dictionary it was compressed with, if any;
 * ``0x04``: an LZ4 frame (magic ``04 22 4D 18``), with the content size and a checksum;
 * ``0x00``: stored uncompressed: the inner coder's bytes follow. Values shorter than the
   threshold are stored so, and so is any value that compression would not make smaller
@@ -13,19 +14,27 @@ Every stored value says how it was stored, by its first byte:
 
 Each compressed form is a standard frame, readable by the codec's own tools once its first byte
 is known. Every compressed coder reads every form (with the codec's package installed), so
-the codec, level and threshold of a database can change while it holds data.
+the codec, level and threshold of a database can change while it holds data. A zstd frame made
+with a dictionary needs that dictionary to be read: its header names the dictionary's id, so a
+coder without it refuses the value, naming the id, instead of guessing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from types import ModuleType
-from typing import Literal, TypeVar, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
 from ._coder import Buffer, Coder, require, show_bytes, type_name
+
+if TYPE_CHECKING:
+    from backports.zstd import ZstdDict
+
+    from .database import AsyncDatabase
 
 T = TypeVar("T")
 
@@ -52,11 +61,13 @@ def _lz4(coder: str) -> ModuleType:
     return require("lz4.frame", "lz4", coder)
 
 
-def decompress(buffer: Buffer, coder: str) -> Buffer:
+def decompress(buffer: Buffer, coder: str, zstd_dict: ZstdDict | None = None) -> Buffer:
     """The inner coder's bytes from a stored value in any of the forms above.
 
-    Raises ``ValueError`` naming the coder and what is wrong with the bytes, ``ImportError``
-    (with the pip line) for a form whose codec's package is missing.
+    ``zstd_dict`` is the dictionary zstd frames that name one must have been made with.
+    Raises ``ValueError`` naming the coder and what is wrong with the bytes (a zstd frame's
+    dictionary id when it is not ``zstd_dict``'s), ``ImportError`` (with the pip line) for a
+    form whose codec's package is missing.
     """
     view = memoryview(buffer)
     tag = view[0] if view.nbytes else ZLIB
@@ -64,11 +75,7 @@ def decompress(buffer: Buffer, coder: str) -> Buffer:
         if tag == RAW:
             return view[1:]
         if tag == ZSTD:
-            zstd = _zstd(coder)
-            try:
-                return cast(bytes, zstd.decompress(buffer))
-            except zstd.ZstdError as exc:
-                raise ValueError(f"not valid zstd data ({exc})") from exc
+            return _zstd_decompress(_zstd(coder), buffer, zstd_dict)
         if tag == LZ4:
             lz4 = _lz4(coder)
             try:
@@ -89,6 +96,53 @@ def decompress(buffer: Buffer, coder: str) -> Buffer:
         raise ValueError(f"{coder} cannot decode {show_bytes(buffer)}: {exc}") from exc
 
 
+def _zstd_decompress(zstd: ModuleType, buffer: Buffer, zstd_dict: ZstdDict | None) -> bytes:
+    """Decompress a zstd frame, with ``zstd_dict`` if the frame's header names its id."""
+    try:
+        wanted = zstd.get_frame_info(buffer).dictionary_id
+        if wanted == 0:
+            return cast(bytes, zstd.decompress(buffer))
+        if zstd_dict is None:
+            raise ValueError(
+                f"it was compressed with zstd dictionary {wanted} and this coder has none; "
+                f"read it with compressed(codec='zstd', zstd_dict=<dictionary {wanted}>)"
+            )
+        if zstd_dict.dict_id != wanted:
+            raise ValueError(
+                f"it was compressed with zstd dictionary {wanted}, not with this coder's "
+                f"dictionary {zstd_dict.dict_id}; read it with "
+                f"compressed(codec='zstd', zstd_dict=<dictionary {wanted}>)"
+            )
+        return cast(bytes, zstd.decompress(buffer, zstd_dict=zstd_dict))
+    except zstd.ZstdError as exc:
+        raise ValueError(f"not valid zstd data ({exc})") from exc
+
+
+def _zstd_dict(value: object, codec: str, coder: str) -> ZstdDict | None:
+    """The ``zstd_dict`` argument checked, as a ``ZstdDict`` (``None`` for none)."""
+    if value is None:
+        return None
+    if codec != "zstd":
+        raise ValueError(f"{coder} zstd_dict needs codec='zstd', not {codec!r}")
+    zstd = _zstd(coder)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            value = zstd.ZstdDict(bytes(value))
+        except (ValueError, zstd.ZstdError) as exc:
+            raise ValueError(f"{coder} zstd_dict is not a zstd dictionary: {exc}") from exc
+    if not isinstance(value, zstd.ZstdDict):
+        raise TypeError(
+            f"{coder} zstd_dict must be a ZstdDict or its bytes (dict_content), "
+            f"not {type_name(value)}"
+        )
+    if value.dict_id == 0:
+        raise ValueError(
+            f"{coder} zstd_dict has no dictionary id (raw content), so stored values could not "
+            "name it; train one with train_zstd_dict or zstd's train_dict"
+        )
+    return cast("ZstdDict", value)
+
+
 class CompressedCoder(Coder[T]):
     """Compresses the output of another coder with zlib, zstd or LZ4.
 
@@ -106,9 +160,15 @@ class CompressedCoder(Coder[T]):
     from the inner coder propagate unchanged; ``deserialize`` raises ``ValueError`` for stored
     bytes in none of the forms or corrupt (the zstd and LZ4 frames carry a checksum).
     Compressed keys keep no useful order.
+
+    With ``codec="zstd"``, ``zstd_dict`` is a trained zstd dictionary (see
+    :func:`train_zstd_dict`): small values compress much better with one. Each frame records the
+    dictionary's id; values made with another dictionary, or read by a coder without one, raise
+    ``ValueError`` naming the id they need. Values stored without a dictionary, in any form,
+    still read.
     """
 
-    __slots__ = ("_codec", "_compress", "_inner", "_level", "_threshold")
+    __slots__ = ("_codec", "_compress", "_inner", "_level", "_threshold", "_zstd_dict")
 
     def __init__(
         self,
@@ -117,13 +177,15 @@ class CompressedCoder(Coder[T]):
         *,
         codec: Codec = "zlib",
         threshold: int = 0,
+        zstd_dict: ZstdDict | Buffer | None = None,
     ) -> None:
         """Wrap ``inner``; ``level`` is the codec's level (``None``: its default).
 
         Levels: zlib ``0`` (none) to ``9`` (best) or ``-1`` (zlib's default, 6), default 1;
         zstd ``-131072`` (fastest) to ``22`` (best), default 3; LZ4 ``0`` (fast) to ``16``
         (best), default 0. ``threshold`` (bytes, ``>= 0``): shorter values are stored as they
-        are. Raises ``TypeError`` or ``ValueError`` for a bad argument, ``ImportError`` if the
+        are. ``zstd_dict`` (zstd only): a ``ZstdDict`` with an id, or its ``dict_content``
+        bytes. Raises ``TypeError`` or ``ValueError`` for a bad argument, ``ImportError`` if the
         codec's package is missing.
         """
         name = type(self).__name__
@@ -142,11 +204,12 @@ class CompressedCoder(Coder[T]):
             raise TypeError(f"{name} threshold must be an int, not {type_name(threshold)}")
         if threshold < 0:
             raise ValueError(f"{name} threshold must be >= 0, got {threshold}")
+        self._zstd_dict = _zstd_dict(zstd_dict, codec, name)
         self._inner = inner
         self._codec: Codec = codec
         self._level = level
         self._threshold = threshold
-        self._compress = _compressor(codec, level, name)
+        self._compress = _compressor(codec, level, name, self._zstd_dict)
 
     @property
     def inner(self) -> Coder[T]:
@@ -168,6 +231,11 @@ class CompressedCoder(Coder[T]):
         """Values whose encoding is shorter than this many bytes are stored uncompressed."""
         return self._threshold
 
+    @property
+    def zstd_dict(self) -> ZstdDict | None:
+        """The zstd dictionary new values are compressed with, or ``None``."""
+        return self._zstd_dict
+
     def serialize(self, obj: T) -> bytes:
         """Serialize ``obj`` with the inner coder, then compress (or tag it as uncompressed)."""
         data = self._inner.serialize(obj)
@@ -180,10 +248,19 @@ class CompressedCoder(Coder[T]):
 
     def deserialize(self, buffer: Buffer) -> T:
         """Decompress whichever form was stored, then deserialize with the inner coder."""
-        return self._inner.deserialize(decompress(buffer, type(self).__name__))
+        return self._inner.deserialize(decompress(buffer, type(self).__name__, self._zstd_dict))
 
     def _params(self) -> str:
-        return f"level={self._level}, codec={self._codec!r}, threshold={self._threshold}"
+        params = f"level={self._level}, codec={self._codec!r}, threshold={self._threshold}"
+        if self._zstd_dict is not None:
+            params += f", zstd_dict=<ZstdDict id {self._zstd_dict.dict_id}>"
+        return params
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A ZstdDict does not pickle: its content does.
+        content = None if self._zstd_dict is None else self._zstd_dict.dict_content
+        args = (type(self), self._inner, self._level, self._codec, self._threshold, content)
+        return (_make_compressed, args)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._inner!r}, {self._params()})"
@@ -201,13 +278,28 @@ class CompressedCoder(Coder[T]):
         return hash((type(self), self._inner, self._params()))
 
 
-def _compressor(codec: Codec, level: int, coder: str) -> Callable[[bytes], bytes]:
-    """The one-shot compression function for ``codec`` at ``level`` (a partial: picklable)."""
+def _make_compressed(
+    cls: type[CompressedCoder[Any]],
+    inner: Coder[Any],
+    level: int,
+    codec: Codec,
+    threshold: int,
+    content: bytes | None,
+) -> CompressedCoder[Any]:
+    return cls(inner, level, codec=codec, threshold=threshold, zstd_dict=content)
+
+
+def _compressor(
+    codec: Codec, level: int, coder: str, zstd_dict: ZstdDict | None = None
+) -> Callable[[bytes], bytes]:
+    """The one-shot compression function for ``codec`` at ``level``."""
     if codec == "zstd":
         zstd = _zstd(coder)
         param = zstd.CompressionParameter
         options = {param.compression_level: level, param.checksum_flag: 1}
-        return partial(zstd.compress, options=options)
+        # Digested: the dictionary is prepared once per level, not once per value.
+        digested = None if zstd_dict is None else zstd_dict.as_digested_dict
+        return partial(zstd.compress, options=options, zstd_dict=digested)
     if codec == "lz4":
         lz4 = _lz4(coder)
         return partial(lz4.compress, compression_level=level, content_checksum=True)
@@ -246,3 +338,47 @@ class ZlibCoder(CompressedCoder[T]):
 
     def _params(self) -> str:
         return f"level={self._level}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._inner, self._level))
+
+
+async def train_zstd_dict(
+    db: AsyncDatabase[Any, Any], *, size: int = 16_384, samples: int = 2_000
+) -> ZstdDict:
+    """Train a zstd dictionary of at most ``size`` bytes on ``db``'s own values.
+
+    Reads the first ``samples`` values of ``db`` (in key order), encodes them with its value
+    coder, or with the inner coder of a compressed one (the bytes a dictionary compresses),
+    and trains on those off the event loop. Pass the result as
+    ``coder.compressed(codec="zstd", zstd_dict=...)``. Store its ``dict_content`` somewhere
+    lasting (e.g. a named database of the same environment): values compressed with it cannot
+    be read without it. Raises ``ValueError`` if there are too few values (or bytes) to train
+    on, ``ImportError`` with the pip line without the ``zstd`` extra.
+    """
+    name = "train_zstd_dict"
+    if type(size) is not int or type(samples) is not int:
+        raise TypeError(f"{name} size and samples must be ints")
+    if size < 256 or samples < 1:
+        raise ValueError(f"{name} needs size >= 256 and samples >= 1, got {size} and {samples}")
+    zstd = _zstd(name)
+    coder = db.value_coder
+    inner = coder.inner if isinstance(coder, CompressedCoder) else coder
+    values = [v async for v in db.values(limit=samples)]
+    if not values:
+        raise ValueError(f"{name} cannot train on an empty database")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, _train, zstd, inner, values, size)
+
+
+def _train(zstd: ModuleType, inner: Coder[Any], values: Sequence[Any], size: int) -> ZstdDict:
+    data = [bytes(inner.serialize(v)) for v in values]
+    total = sum(map(len, data))
+    try:
+        trained: ZstdDict = zstd.train_dict(data, size)
+    except zstd.ZstdError as exc:
+        raise ValueError(
+            f"train_zstd_dict cannot train a {size}-byte dictionary on {len(data)} values "
+            f"({total} bytes): {exc}; use more values or a smaller size"
+        ) from exc
+    return trained

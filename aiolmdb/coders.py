@@ -20,7 +20,8 @@ Built-in coders (the first seven store the same bytes as aiolmdb 0.1):
   a declared type (optional: the ``msgpack`` and ``msgspec`` extras).
 * :class:`ZlibCoder`, :class:`CompressedCoder`: compression stacked over another coder
   (zlib as in 0.1, zstd or LZ4); made with :meth:`Coder.compressed`, e.g.
-  ``JSONCoder().compressed(9)`` or ``JSONCoder().compressed(codec="zstd")``.
+  ``JSONCoder().compressed(9)`` or ``JSONCoder().compressed(codec="zstd")``;
+  :func:`train_zstd_dict` trains a zstd dictionary on a database's values.
 
 Key ordering
 ------------
@@ -52,7 +53,7 @@ import struct
 from typing import Any, ClassVar
 
 from ._coder import Buffer, Coder, ParameterlessCoder, nbytes, type_name
-from ._compress import CompressedCoder, ZlibCoder
+from ._compress import CompressedCoder, ZlibCoder, train_zstd_dict
 from ._tuple import TupleCoder
 from ._typed import MsgpackCoder, MsgspecCoder
 
@@ -71,6 +72,7 @@ __all__ = [
     "UInt32Coder",
     "UInt64Coder",
     "ZlibCoder",
+    "train_zstd_dict",
 ]
 
 

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import importlib
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import lmdb
 import lmdb.aio
 
-from .dataset import JSON_DB, MAX_DBS, PUT_DB, PUT_MULTI_DB, open_env
+from .dataset import DOCS_DB, JSON_DB, MAX_DBS, PUT_DB, PUT_MULTI_DB, TRAIN_DB, make_key, open_env
+from .documents import document_type, documents
 from .workloads import BenchConfig
 
 if TYPE_CHECKING:
@@ -73,8 +76,11 @@ class Adapter:
     workloads: ClassVar[frozenset[str]] = ALL_WORKLOADS
     #: False for synchronous peers: their runs are not wrapped in a loop timeout.
     uses_loop: ClassVar[bool] = True
-    #: False when :meth:`open` needs no copy of the data (the asyncio floor).
+    #: False when :meth:`open` needs no copy of the data (the asyncio floor, the coder rows).
     uses_data: ClassVar[bool] = True
+    #: What the implementation stored, once opened (document workloads): ``values``,
+    #: ``value_bytes`` (the sum of the stored values' sizes) and ``db_bytes`` (LMDB's pages).
+    stored: dict[str, int] | None = None
 
     async def open(self, path: Path, cfg: BenchConfig) -> None:
         """Open the implementation's environment on the copy of the data at ``path``."""
@@ -124,6 +130,10 @@ class Adapter:
 
     async def asyncio_floor(self, keys: Sequence[bytes], concurrency: int) -> int:
         """W9: like W1 with no database: each key is its own answer; return answers."""
+        raise NotImplementedError
+
+    async def get_docs(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """W10, W11: like W1 on the documents, decoded; return number of hits."""
         raise NotImplementedError
 
 
@@ -672,6 +682,190 @@ class AiolmdbInlineAdapter(AiolmdbAdapter):
     inline_reads = True
 
 
+# --------------------------------------------------------------------------- coders
+
+
+@dataclass(frozen=True)
+class DocCoder:
+    """One row of a document workload: how aiolmdb stores and decodes the documents."""
+
+    name: str
+    workload: str
+    description: str
+    #: The value coder, made from the aiolmdb module (ImportError with the pip line if its
+    #: package is missing).
+    make: Callable[[ModuleType], Any]
+    #: Values are the documents as ``document_type()`` Structs (else plain dicts).
+    typed: bool = False
+    #: ``"stdlib"``: JSONCoder reads with the standard library even with orjson installed;
+    #: ``"orjson"``: the row needs orjson.
+    json_reader: str | None = None
+    #: Compress with a zstd dictionary trained on the stored documents (the guide's recipe).
+    train_zstd_dict: bool = False
+
+
+def _json(mod: ModuleType) -> Any:
+    return mod.JSONCoder()
+
+
+DOC_CODERS: tuple[DocCoder, ...] = (
+    DocCoder(
+        "json-stdlib",
+        "get-docs",
+        "JSONCoder() read by the standard library (as without the `fast` extra)",
+        _json,
+        json_reader="stdlib",
+    ),
+    DocCoder(
+        "json-orjson",
+        "get-docs",
+        "JSONCoder() read by orjson (the `fast` extra)",
+        _json,
+        json_reader="orjson",
+    ),
+    DocCoder("msgpack", "get-docs", "MsgpackCoder(): dicts and lists", lambda m: m.MsgpackCoder()),
+    DocCoder(
+        "msgspec",
+        "get-docs",
+        "MsgspecCoder(Document): MessagePack decoded into msgspec Structs",
+        lambda m: m.MsgspecCoder(document_type()),
+        typed=True,
+    ),
+    DocCoder("json", "get-docs-codecs", "JSONCoder(), uncompressed", _json),
+    DocCoder(
+        "json+zlib",
+        "get-docs-codecs",
+        "JSONCoder().compressed() (zlib level 1)",
+        lambda m: m.JSONCoder().compressed(),
+    ),
+    DocCoder(
+        "json+zstd",
+        "get-docs-codecs",
+        'JSONCoder().compressed(codec="zstd") (level 3)',
+        lambda m: m.JSONCoder().compressed(codec="zstd"),
+    ),
+    DocCoder(
+        "json+zstd-dict",
+        "get-docs-codecs",
+        "zstd level 3 with a dictionary trained by train_zstd_dict on the documents",
+        lambda m: m.JSONCoder().compressed(codec="zstd"),
+        train_zstd_dict=True,
+    ),
+    DocCoder(
+        "json+lz4",
+        "get-docs-codecs",
+        'JSONCoder().compressed(codec="lz4") (level 0)',
+        lambda m: m.JSONCoder().compressed(codec="lz4"),
+    ),
+)
+
+
+#: JSONCoder's reader in ``aiolmdb.coders``: ``orjson.loads``, or None (the standard library).
+ORJSON_HOOK = "_ORJSON_LOADS"
+
+
+@contextlib.contextmanager
+def stdlib_json(coders: ModuleType) -> Iterator[None]:
+    """While active, every JSONCoder of the process reads with the standard library.
+
+    JSONCoder has no switch of its own (its results are the same either way; only the speed
+    differs), so this clears its orjson hook in ``aiolmdb.coders``, as its tests do. The
+    harness runs one implementation at a time, so no other row reads JSON meanwhile.
+    """
+    saved = getattr(coders, ORJSON_HOOK)
+    setattr(coders, ORJSON_HOOK, None)
+    try:
+        yield
+    finally:
+        setattr(coders, ORJSON_HOOK, saved)
+
+
+class DocsAdapter(Adapter):
+    """aiolmdb with one :class:`DocCoder`: a fresh environment holding only the documents,
+    stored at open by that coder (so each row stores its own bytes), read by 64 tasks."""
+
+    spec: ClassVar[DocCoder]
+    uses_data = False
+
+    def __init__(self, module: ModuleType) -> None:
+        self.mod = module
+        self.env: Any = None
+        self.db: Any = None
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """Open an environment at ``path``, store the documents, measure what they take."""
+        spec = self.spec
+        coders: ModuleType = self.mod.coders
+        if spec.json_reader is not None and not hasattr(coders, ORJSON_HOOK):
+            raise RuntimeError(f"aiolmdb.coders has no {ORJSON_HOOK} to choose the JSON reader")
+        if spec.json_reader == "orjson" and getattr(coders, ORJSON_HOOK) is None:
+            raise ImportError(
+                "JSONCoder reads with orjson once installed: pip install 'aiolmdb[fast]'"
+            )
+        coder = spec.make(self.mod)
+        docs: Sequence[Any] = documents(cfg)
+        if spec.typed:
+            import msgspec
+
+            docs = [msgspec.convert(d, document_type()) for d in docs]
+        items = {make_key(i, cfg.key_size): d for i, d in enumerate(docs)}
+        self.env = await maybe_await(self.mod.open(str(path), map_size=cfg.map_size, max_dbs=2))
+        if spec.train_zstd_dict:
+            # Trained on a copy of the documents in a database of its own, so that the
+            # documents' database holds only what the dictionary compressed.
+            plain = await maybe_await(self.env.open_db(TRAIN_DB, value_coder=self.mod.JSONCoder()))
+            await plain.put_multi(items)
+            zstd_dict = await self.mod.train_zstd_dict(plain)
+            coder = self.mod.JSONCoder().compressed(codec="zstd", zstd_dict=zstd_dict)
+        self.db = await maybe_await(self.env.open_db(DOCS_DB, value_coder=coder))
+        await self.db.put_multi(items)
+        raw = await maybe_await(self.env.open_db(DOCS_DB))
+        value_bytes = 0
+        async for value in raw.values():
+            value_bytes += len(value)
+        info = await self.env.database_info(DOCS_DB)
+        st = info.stat
+        pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        self.stored = {
+            "values": info.entries,
+            "value_bytes": value_bytes,
+            "db_bytes": pages * st["psize"],
+        }
+
+    async def close(self) -> None:
+        """``await env.close()``."""
+        if self.env is not None:
+            await maybe_await(self.env.close())
+            self.env = None
+
+    async def _worker(self, keys: Sequence[bytes]) -> int:
+        hits = 0
+        get = self.db.get
+        for k in keys:
+            if await get(k) is not None:
+                hits += 1
+        return hits
+
+    async def get_docs(self, keys: Sequence[bytes], concurrency: int) -> int:
+        """Each task: ``await db.get(k)``; the coder decodes on aiolmdb's worker threads."""
+        if self.spec.json_reader == "stdlib":
+            with stdlib_json(self.mod.coders):
+                return await fan_out(self._worker, keys, concurrency)
+        return await fan_out(self._worker, keys, concurrency)
+
+
+def docs_adapter(module: ModuleType, spec: DocCoder) -> DocsAdapter:
+    """The :class:`DocsAdapter` of ``spec`` (a subclass named after its row)."""
+    attrs = {
+        "name": spec.name,
+        "description": spec.description,
+        "workloads": frozenset({spec.workload}),
+        "spec": spec,
+    }
+    cls = cast("type[DocsAdapter]", type(f"DocsAdapter[{spec.name}]", (DocsAdapter,), attrs))
+    return cls(module)
+
+
 def build_adapters(
     aiolmdb_module: ModuleType | None,
 ) -> list[Adapter]:
@@ -685,6 +879,7 @@ def build_adapters(
     ]
     if aiolmdb_module is not None:
         adapters += [AiolmdbAdapter(aiolmdb_module), AiolmdbInlineAdapter(aiolmdb_module)]
+        adapters += [docs_adapter(aiolmdb_module, spec) for spec in DOC_CODERS]
     return adapters
 
 
@@ -697,6 +892,9 @@ IMPL_ORDER: tuple[str, ...] = (
     "asyncio-floor",
     "aiolmdb",
     "aiolmdb-inline",
+    *(spec.name for spec in DOC_CODERS),
 )
+#: The rows of the document workloads (aiolmdb with each coder), in report order.
+DOC_IMPLS: tuple[str, ...] = tuple(spec.name for spec in DOC_CODERS)
 PEERS: tuple[str, ...] = ("sync", "sync-batch", "lmdb.aio", "naive", "asyncio-floor")
 OURS: tuple[str, ...] = ("aiolmdb", "aiolmdb-inline")

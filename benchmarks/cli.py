@@ -21,6 +21,7 @@ from .adapters import build_adapters, import_aiolmdb
 from .dataset import generate, load_base
 from .report import (
     Report,
+    docs_lines,
     evaluate_targets,
     meta_lines,
     table_lines,
@@ -70,7 +71,15 @@ def make_config(args: argparse.Namespace) -> BenchConfig:
     """The run configuration for the parsed arguments."""
     cfg = BenchConfig()
     if args.quick:
-        cfg = replace(cfg, n_keys=10_000, repeat=3, target_seconds=0.06, ops_scale=0.2, quick=True)
+        cfg = replace(
+            cfg,
+            n_keys=10_000,
+            n_docs=2_000,
+            repeat=3,
+            target_seconds=0.06,
+            ops_scale=0.2,
+            quick=True,
+        )
     if args.repeat is not None:
         cfg = replace(cfg, repeat=args.repeat)
     return cfg
@@ -179,7 +188,10 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     out: list[str] = ["", *meta_lines(report)]
     out += [f"note: {n}" for n in notes]
     for loop_name in report.loops:
-        out += ["", *table_lines(report, loop_name)]
+        if any(not w.reference for w in workloads):
+            out += ["", *table_lines(report, loop_name)]
+        docs = docs_lines(report, loop_name)
+        out += ["", *docs] if docs else []
     out += ["", *target_lines(targets)]
 
     write_json(json_path, to_json(report, targets))

@@ -14,6 +14,9 @@ from .workloads import BenchConfig
 
 #: Named databases used by the suite (plain LMDB names; aiolmdb gets the str form).
 JSON_DB = "json"
+#: The documents' database, in the document workloads' own environments.
+DOCS_DB = "docs"
+TRAIN_DB = "train"
 PUT_DB = "puts"
 PUT_MULTI_DB = "putmulti"
 MAX_DBS = 8
@@ -30,6 +33,8 @@ class DataSet:
     keys: list[bytes]
     values: list[bytes]
     json_values: list[bytes]
+    #: The document workloads read the first ``n_docs`` keys (documents.py makes them).
+    n_docs: int = 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -58,7 +63,7 @@ def generate(cfg: BenchConfig) -> DataSet:
     keys = [make_key(i, cfg.key_size) for i in range(cfg.n_keys)]
     values = [rng.randbytes(cfg.value_size) for _ in range(cfg.n_keys)]
     json_values = [make_json_doc(i, rng) for i in range(cfg.n_keys)]
-    return DataSet(keys, values, json_values)
+    return DataSet(keys, values, json_values, n_docs=min(cfg.n_docs, cfg.n_keys))
 
 
 def open_env(path: Path, cfg: BenchConfig) -> lmdb.Environment:
@@ -96,10 +101,12 @@ def clone(base: Path, dest: Path, cfg: BenchConfig) -> None:
         env.close()
 
 
-def random_keys(data: DataSet, n: int, seed: int) -> list[bytes]:
-    """``n`` keys drawn uniformly (with replacement) from the data set."""
+def random_keys(data: DataSet, n: int, seed: int, among: int | None = None) -> list[bytes]:
+    """``n`` keys drawn uniformly (with replacement) from the data set (its first ``among``)."""
     rng = random.Random(seed)
-    keys = data.keys
+    keys = data.keys if among is None else data.keys[:among]
+    if not keys:
+        raise ValueError("no keys to draw from")
     return [keys[rng.randrange(len(keys))] for _ in range(n)]
 
 

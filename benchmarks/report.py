@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .adapters import IMPL_ORDER, OURS, PEERS
+from .adapters import DOC_IMPLS, IMPL_ORDER, OURS, PEERS
 from .runner import Cell
 from .workloads import AIMS, TARGETS, WORKLOAD_BY_NAME, Target
 
@@ -84,11 +84,18 @@ def row_label(impl: str, wname: str) -> str:
     return impl if ran is None else f"{impl} [{ran}]"
 
 
+def is_docs(wname: str) -> bool:
+    """Whether ``wname`` is a document workload (rows per coder, reported by :func:`docs_rows`)."""
+    return WORKLOAD_BY_NAME[wname].reference is not None
+
+
 def table_lines(report: Report, loop: str) -> list[str]:
-    """The results table for one event loop."""
+    """The results table for one event loop (the document workloads have their own)."""
     ours = [o for o in OURS if any(c.impl == o for c in report.cells)]
     rows: list[tuple[str, str, Cell | None]] = []  # (workload column, label, cell)
     for wname in report.workloads:
+        if is_docs(wname):
+            continue
         found = [c for c in (report.find(loop, i, wname) for i in IMPL_ORDER) if c is not None]
         if not found:
             rows.append((wname, "(no results)", None))
@@ -112,6 +119,79 @@ def table_lines(report: Report, loop: str) -> list[str]:
             for o in ours:
                 r = report.ratio(loop, o, cell.workload, cell.impl)
                 line += f" {fmt_ratio(r):>16}"
+        lines.append(line.rstrip())
+    return lines
+
+
+def docs_rows(report: Report, loop: str) -> list[dict[str, Any]]:
+    """One row per coder of each document workload run under ``loop``: its gets/s, the
+    paired ratio to the workload's reference row, and what it stored (also relative)."""
+    rows: list[dict[str, Any]] = []
+    for wname in report.workloads:
+        ref = WORKLOAD_BY_NAME[wname].reference
+        if ref is None:
+            continue
+        ref_cell = report.find(loop, ref, wname)
+        ref_bytes = None if ref_cell is None or not ref_cell.stored else ref_cell.stored
+        for impl in DOC_IMPLS:
+            cell = report.find(loop, impl, wname)
+            if cell is None:
+                continue
+            st = cell.stored
+            ratio = report.ratio(loop, impl, wname, ref)
+            size = None
+            if st and ref_bytes and ref_bytes["value_bytes"]:
+                size = st["value_bytes"] / ref_bytes["value_bytes"]
+            rows.append(
+                {
+                    "loop": loop,
+                    "workload": wname,
+                    "impl": impl,
+                    "reference": ref,
+                    "median_ops_per_sec": None if cell.median is None else round(cell.median, 1),
+                    "ratio_to_reference": None if ratio is None else round(ratio, 3),
+                    "values": st["values"] if st else None,
+                    "value_bytes": st["value_bytes"] if st else None,
+                    "db_bytes": st["db_bytes"] if st else None,
+                    "size_to_reference": None if size is None else round(size, 3),
+                    "skipped": cell.skipped,
+                }
+            )
+    return rows
+
+
+def docs_lines(report: Report, loop: str) -> list[str]:
+    """The document workloads' table for one event loop (empty if none ran)."""
+    rows = docs_rows(report, loop)
+    if not rows:
+        return []
+    head = (
+        f"{'workload':<15} {'coder':<14} {'median gets/s':>13} {'spread':>6} {'x ref':>6}"
+        f" {'B/value':>8} {'size':>6} {'LMDB KiB':>9}"
+    )
+    count = max((row["values"] or 0 for row in rows), default=0)
+    lines = [
+        f"== documents, event loop: {loop}: {count:,} stored; x ref (gets/s, the median of "
+        "paired runs) and size (bytes) relative to the workload's first row ==",
+        head,
+        "-" * len(head),
+    ]
+    last = ""
+    for row in rows:
+        name = row["workload"] if row["workload"] != last else ""
+        last = row["workload"]
+        cell = report.find(loop, row["impl"], row["workload"])
+        if cell is None or cell.median is None:
+            reason = cell.skipped if cell is not None else "not measured"
+            lines.append(f"{name:<15} {row['impl']:<14} skipped: {reason}")
+            continue
+        spread = (max(cell.samples) - min(cell.samples)) / cell.median * 100
+        line = f"{name:<15} {row['impl']:<14} {cell.median:>13,.0f} {spread:>5.0f}%"
+        line += f" {fmt_ratio(row['ratio_to_reference']):>6}"
+        if row["values"]:
+            per = row["value_bytes"] / row["values"]
+            line += f" {per:>8,.0f} {fmt_ratio(row['size_to_reference']):>6}"
+            line += f" {row['db_bytes'] / 1024:>9,.0f}"
         lines.append(line.rstrip())
     return lines
 
@@ -230,6 +310,7 @@ def to_json(report: Report, targets: list[TargetResult]) -> dict[str, Any]:
         "notes": report.notes,
         "results": [c.to_json() for c in report.cells],
         "ratios": ratios,
+        "documents": [row for loop in report.loops for row in docs_rows(report, loop)],
         "targets": [t.to_json() for t in targets if t.target.enforced],
         "aims": [t.to_json() for t in targets if not t.target.enforced],
     }
@@ -253,8 +334,14 @@ def write_png(path: Path, report: Report) -> str | None:
     except ImportError as exc:
         return f"matplotlib not importable ({exc}); PNG skipped"
 
-    impls = [i for i in IMPL_ORDER if any(c.impl == i and c.samples for c in report.cells)]
-    wls = [w for w in report.workloads if any(c.workload == w and c.samples for c in report.cells)]
+    # The peers and aiolmdb; the document workloads' rows are in their own table.
+    plotted = [i for i in IMPL_ORDER if i not in DOC_IMPLS]
+    impls = [i for i in plotted if any(c.impl == i and c.samples for c in report.cells)]
+    wls = [
+        w
+        for w in report.workloads
+        if not is_docs(w) and any(c.workload == w and c.samples for c in report.cells)
+    ]
     if not wls:
         return "nothing was measured; PNG skipped"
     fig, axes = plt.subplots(

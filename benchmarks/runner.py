@@ -36,6 +36,7 @@ class Cell:
     ops: int = 0  # operations per timed run
     samples: list[float] = field(default_factory=list)  # ops/s, one per repeat
     skipped: str | None = None
+    stored: dict[str, int] | None = None  # document workloads: what the row stored
 
     @property
     def median(self) -> float | None:
@@ -53,6 +54,7 @@ class Cell:
             "ops_per_sec": [float(f"{s:.6g}") for s in self.samples],
             "median_ops_per_sec": None if self.median is None else round(self.median, 1),
             "skipped": self.skipped,
+            "stored": self.stored,
         }
 
 
@@ -117,6 +119,9 @@ def make_call(
             "asyncio-floor": adapter.asyncio_floor,
         }[name]
         return lambda: fn(keys, CONCURRENCY)
+    if name in ("get-docs", "get-docs-codecs"):
+        keys = random_keys(data, n, seed, among=data.n_docs)
+        return lambda: adapter.get_docs(keys, CONCURRENCY)
     if name == "get-sequential":
         keys = random_keys(data, n, seed)
         return lambda: adapter.get_sequential(keys)
@@ -211,7 +216,7 @@ async def measure_workload(
     cells: dict[str, Cell] = {}
     running: list[Adapter] = []
     for adapter in adapters:
-        cell = cells[adapter.name] = Cell(adapter.name, w.name, loop)
+        cell = cells[adapter.name] = Cell(adapter.name, w.name, loop, stored=adapter.stored)
         cell.skipped = adapter.unsupported(runs_as(adapter, w) or w.name)
         if cell.skipped is None:
             running.append(adapter)

@@ -23,6 +23,8 @@ class Workload:
     ``peer_workload`` names what the peers, which have no form of this workload, run in
     its rotation instead (``scan-batches``: their scan); the ratios pair those runs.
     ``ours_workload`` does the same for aiolmdb's rows (``asyncio-floor``: its gets).
+    ``reference`` marks a document workload: one row per coder (or codec) of aiolmdb, each
+    reported with its stored size and compared, pair by pair, with the ``reference`` row.
     """
 
     name: str
@@ -34,6 +36,7 @@ class Workload:
     write: bool = False
     peer_workload: str | None = None
     ours_workload: str | None = None
+    reference: str | None = None
 
     @property
     def baseline(self) -> str:
@@ -119,13 +122,32 @@ WORKLOADS: tuple[Workload, ...] = (
         probe_ops=CONCURRENCY * 16,
         ours_workload="get-concurrent",
     ),
+    Workload(
+        "get-docs",
+        "W10",
+        f"{CONCURRENCY} tasks doing random gets of ~1 KB documents, decoded by each coder",
+        "concurrency",
+        max_ops=50_000,
+        probe_ops=CONCURRENCY * 8,
+        reference="json-stdlib",
+    ),
+    Workload(
+        "get-docs-codecs",
+        "W11",
+        f"{CONCURRENCY} tasks doing random gets of the documents stored by JSONCoder with each "
+        "compression codec",
+        "concurrency",
+        max_ops=50_000,
+        probe_ops=CONCURRENCY * 8,
+        reference="json",
+    ),
 )
 
 WORKLOAD_BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 
 
 def resolve_workloads(spec: str | None) -> list[Workload]:
-    """Turn an ``--only`` value (names or W1..W9 aliases, comma separated) into workloads.
+    """Turn an ``--only`` value (names or W1..W11 aliases, comma separated) into workloads.
 
     Raises ``ValueError`` naming the unknown entries.
     """
@@ -196,6 +218,7 @@ AIMS: tuple[Target, ...] = (
         impl_workload="get-concurrent",
         enforced=False,
     ),
+    Target("get-docs", "msgspec", "json-stdlib", 1.5, enforced=False),
 )
 
 
@@ -204,6 +227,8 @@ class BenchConfig:
     """Everything that shapes one benchmark run."""
 
     n_keys: int = 50_000
+    #: Documents of the ``get-docs*`` workloads (one per key, the first ``n_docs`` keys).
+    n_docs: int = 10_000
     key_size: int = 16
     value_size: int = 100
     map_size: int = 1 << 30

@@ -61,13 +61,14 @@ intersphinx_mapping: dict[str, tuple[str, str | None]] = (
 intersphinx_timeout = 10
 
 # ------------------------------------------------------------------ benchmark results
-# performance.md holds two marker lines that are replaced when the page is read: the chart
-# from `make bench` (benchmarks/results/latest.png) and a table of the performance targets
-# (benchmarks/results/latest.json). When they are missing the page says so instead of
+# performance.md holds three marker lines that are replaced when the page is read: the chart
+# from `make bench` (benchmarks/results/latest.png), a table of the performance targets and
+# one of the document workloads (benchmarks/results/latest.json). When they are missing the page says so instead of
 # referencing a file that does not exist (which -W would turn into a failed build).
 RESULTS = ROOT / "benchmarks" / "results"
 CHART_MARKER = "% bench:chart"
 TARGETS_MARKER = "% bench:targets"
+DOCUMENTS_MARKER = "% bench:documents"
 
 
 def chart_markdown() -> str:
@@ -116,6 +117,46 @@ def targets_markdown() -> str:
     return header + table + "\n".join(rows) + "\n"
 
 
+def documents_markdown() -> str:
+    """The document workloads' table (gets/s and stored size per coder and per codec)."""
+    try:
+        data = json.loads((RESULTS / "latest.json").read_text(encoding="utf-8"))
+        rows = [
+            f"| {r['loop']} | {r['workload']} | {r['impl']} | {_rate(r['median_ops_per_sec'])} "
+            f"| {_ratio(r['ratio_to_reference'])} | {_per_value(r)} "
+            f"| {_ratio(r['size_to_reference'])} | {_kib(r['db_bytes'])} |"
+            for r in data["documents"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        rows = []
+    if not rows:
+        return (
+            ":::{note}\n"
+            "The benchmark results found when these pages were built have no document "
+            "workloads: run `make bench` (it writes `benchmarks/results/latest.json`), then "
+            "`make docs` again.\n"
+            ":::\n"
+        )
+    table = (
+        "| loop | workload | coder | median gets/s | x first row | bytes/value | size "
+        "| LMDB KiB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    return table + "\n".join(rows) + "\n"
+
+
+def _rate(value: Any) -> str:
+    return f"{value:,.0f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _per_value(row: dict[str, Any]) -> str:
+    values, size = row.get("values"), row.get("value_bytes")
+    return f"{size / values:,.0f}" if values and isinstance(size, int) else "n/a"
+
+
+def _kib(value: Any) -> str:
+    return f"{value / 1024:,.0f}" if isinstance(value, int) else "n/a"
+
+
 def _ratio(value: Any) -> str:
     return f"{value:.2f}x" if isinstance(value, (int, float)) else "n/a"
 
@@ -126,6 +167,7 @@ def _fill_markers(app: Any, docname: str, source: list[str]) -> None:
     text = source[0]
     text = text.replace(CHART_MARKER + "\n", chart_markdown())
     text = text.replace(TARGETS_MARKER + "\n", targets_markdown())
+    text = text.replace(DOCUMENTS_MARKER + "\n", documents_markdown())
     source[0] = text
 
 

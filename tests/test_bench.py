@@ -18,9 +18,19 @@ from typing import Any, ClassVar
 
 import pytest
 
+import aiolmdb
+from aiolmdb import coders
 from benchmarks import main
-from benchmarks.adapters import Adapter, AsyncioFloorAdapter
-from benchmarks.dataset import DataSet
+from benchmarks.adapters import (
+    DOC_CODERS,
+    DOC_IMPLS,
+    Adapter,
+    AsyncioFloorAdapter,
+    DocsAdapter,
+    docs_adapter,
+)
+from benchmarks.dataset import DataSet, make_key
+from benchmarks.documents import document_type, documents
 from benchmarks.report import Report, evaluate_targets, fmt_ratio, target_lines, write_png
 from benchmarks.runner import Cell, measure_workload
 from benchmarks.workloads import (
@@ -45,8 +55,9 @@ def test_workload_aliases_are_unique_and_resolve() -> None:
         "get-concurrent",
         "put-concurrent",
     ]
-    with pytest.raises(ValueError, match=r"unknown workload.*W10.*choose from"):
-        resolve_workloads("W1,W10")
+    assert [w.name for w in resolve_workloads("W10,w11")] == ["get-docs", "get-docs-codecs"]
+    with pytest.raises(ValueError, match=r"unknown workload.*W12.*choose from"):
+        resolve_workloads("W1,W12")
 
 
 class FakeAdapter(Adapter):
@@ -325,7 +336,7 @@ def test_target_and_aim_verdicts_follow_the_paired_median() -> None:
 
     # An aim is judged the same way, reported as MET / BELOW. Its workload not run: left out;
     # run without the floor's cell: SKIP, saying why.
-    (aim,) = AIMS
+    (aim,) = [a for a in AIMS if a.workload == "asyncio-floor"]
     assert evaluate_targets(report, (aim,)) == []
     report.workloads.append("asyncio-floor")
     report.cells.append(Cell("aiolmdb", "asyncio-floor", "asyncio", 64, [8.0, 9.0, 7.0]))
@@ -370,3 +381,131 @@ def test_png_chart_is_a_png(tmp_path: Path) -> None:
     out = tmp_path / "chart" / "r.png"
     assert write_png(out, report) is None
     assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def test_documents_are_deterministic_and_about_a_kilobyte() -> None:
+    cfg = replace(BenchConfig(), n_docs=300)
+    docs = documents(cfg)
+    assert len(docs) == 300
+    assert documents(replace(cfg, n_docs=300)) == docs
+    assert documents(replace(cfg, seed=cfg.seed + 1)) != docs
+    sizes = [len(aiolmdb.JSONCoder().serialize(d)) for d in docs]
+    assert 850 <= min(sizes) <= max(sizes) <= 1100
+    # Nested dicts and lists of str, int, float and bool, which the msgspec type describes.
+    doc = docs[7]
+    assert isinstance(doc["address"], dict)
+    assert isinstance(doc["orders"], list)
+    assert isinstance(doc["orders"][0]["price"], float)
+    coder = aiolmdb.MsgspecCoder(document_type())
+    typed = coder.deserialize(aiolmdb.MsgpackCoder().serialize(doc))
+    assert typed.address.city == doc["address"]["city"]
+    assert typed.orders[3].qty == doc["orders"][3]["qty"]
+
+
+def test_document_workloads_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--only W10,W11``: a row per coder and per codec, each with what it stored; ratios to
+    the reference rows and the msgspec aim are medians of paired runs; compression shrinks
+    the stored documents, a trained zstd dictionary most."""
+    out_json = tmp_path / "r.json"
+    argv = ["--quick", "--no-uvloop", "--repeat", "3", "--only", "W10,W11"]
+    argv += ["--json", str(out_json), "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    assert report["workloads"] == ["get-docs", "get-docs-codecs"]
+    cells = {(r["impl"], r["workload"]): r for r in report["results"]}
+    assert set(cells) == {(spec.name, spec.workload) for spec in DOC_CODERS}
+    for (impl, _), cell in cells.items():
+        assert cell["skipped"] is None, (impl, cell["skipped"])
+        assert len(cell["ops_per_sec"]) == 3, impl
+        assert all(x > 0 for x in cell["ops_per_sec"]), impl
+
+    rows = {row["impl"]: row for row in report["documents"]}
+    assert list(rows) == list(DOC_IMPLS)
+    for impl, row in rows.items():
+        assert row["values"] == 2_000, impl
+        assert row["value_bytes"] > 0, impl
+        assert row["db_bytes"] > 0, impl
+        stored = cells[(impl, row["workload"])]["stored"]
+        assert (row["values"], row["value_bytes"], row["db_bytes"]) == (
+            stored["values"],
+            stored["value_bytes"],
+            stored["db_bytes"],
+        )
+        ratio = paired_ratio(report, "asyncio", impl, row["reference"], row["workload"])
+        assert row["ratio_to_reference"] == pytest.approx(ratio, rel=1e-4, abs=6e-4), impl
+        reference = rows[row["reference"]]
+        size = row["value_bytes"] / reference["value_bytes"]
+        assert row["size_to_reference"] == pytest.approx(size, abs=6e-4), impl
+    # The JSON coders store the same bytes; MessagePack is smaller; every codec compresses
+    # these documents, and the dictionary beats zstd alone, in values and in LMDB's pages.
+    assert rows["json-stdlib"]["value_bytes"] == rows["json-orjson"]["value_bytes"]
+    assert rows["json-stdlib"]["value_bytes"] == rows["json"]["value_bytes"]
+    assert rows["msgpack"]["value_bytes"] < rows["json-stdlib"]["value_bytes"]
+    for codec in ("json+zlib", "json+zstd", "json+lz4", "json+zstd-dict"):
+        assert rows[codec]["value_bytes"] < rows["json"]["value_bytes"], codec
+        assert rows[codec]["db_bytes"] < rows["json"]["db_bytes"], codec
+    assert rows["json+zstd-dict"]["value_bytes"] < rows["json+zstd"]["value_bytes"]
+    assert rows["json+zstd-dict"]["db_bytes"] < rows["json+zstd"]["db_bytes"]
+
+    assert report["targets"] == []
+    (aim,) = report["aims"]
+    assert aim["target"] == "get-docs: msgspec >= 1.5x json-stdlib"
+    assert_verdicts(report)
+    # The documents table, not the main one, and the aim line.
+    assert "== documents, event loop: asyncio: 2,000 stored;" in printed
+    assert "== event loop: asyncio ==" not in printed
+    msgspec_row = next(line for line in printed.splitlines() if line.split()[:1] == ["msgspec"])
+    assert fmt_ratio(aim["median_ratio"]) in msgspec_row
+    aim_line = next(line for line in printed.splitlines() if "x json-stdlib" in line)
+    assert aim_line.split()[:2] == ["[asyncio]", aim["status"]]
+
+
+def counting_orjson(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count JSONCoder's calls into orjson (JSONCoder reads through ``_ORJSON_LOADS``)."""
+    real = coders._ORJSON_LOADS
+    assert real is not None, "the test extra installs orjson"
+    calls = [0]
+
+    def loads(data: bytes) -> Any:
+        calls[0] += 1
+        return real(data)
+
+    monkeypatch.setattr(coders, "_ORJSON_LOADS", loads)
+    return calls
+
+
+async def test_the_stdlib_json_row_reads_without_orjson_and_the_orjson_row_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = counting_orjson(monkeypatch)
+    hook = coders._ORJSON_LOADS
+    cfg = replace(BenchConfig(), n_docs=200, n_keys=200)
+    specs = {spec.name: spec for spec in DOC_CODERS}
+    keys = [make_key(i, cfg.key_size) for i in range(200)]
+    for name, expected_calls in (("json-stdlib", 0), ("json-orjson", 200)):
+        adapter = docs_adapter(aiolmdb, specs[name])
+        assert isinstance(adapter, DocsAdapter)
+        assert adapter.name == name
+        await adapter.open(tmp_path / name, cfg)
+        try:
+            before = calls[0]
+            assert await asyncio.wait_for(adapter.get_docs(keys, 64), 30) == 200
+            assert calls[0] - before == expected_calls, name
+            assert coders._ORJSON_LOADS is hook  # switched back after the stdlib run
+        finally:
+            await adapter.close()
+
+
+async def test_without_orjson_its_row_fails_to_open_with_the_pip_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coders, "_ORJSON_LOADS", None)
+    (spec,) = [s for s in DOC_CODERS if s.name == "json-orjson"]
+    adapter = docs_adapter(aiolmdb, spec)
+    with pytest.raises(ImportError, match=r"pip install 'aiolmdb\[fast\]'"):
+        await adapter.open(tmp_path / "env", replace(BenchConfig(), n_docs=10))
+    await adapter.close()

@@ -122,6 +122,7 @@ def test_all_lists_public_names() -> None:
             "UInt32Coder",
             "UInt64Coder",
             "ZlibCoder",
+            "train_zstd_dict",
         ]
     )
     for name in coders.__all__:
