@@ -212,13 +212,14 @@ class Catalogue:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
             with self._lock:
                 dbi = self._lmdb.open_db(name, create=False, **db_flags)  # type: ignore[arg-type]
-                with self._lmdb.begin() as txn:  # commits: the handles stay valid
-                    meta = self._meta_handle(self._lmdb, txn, create=False)
-                    marked = meta is not None and txn.get(marker_key(name), None, meta) is not None
+                meta = self._readonly_meta()
+                if meta is None:
+                    marked = False
+                else:
+                    with self._lmdb.begin() as txn:
+                        marked = txn.get(marker_key(name), None, meta) is not None
             if marked != versioned:
                 raise _layout_error(entry.label, marked)
-            if meta is not None:
-                self._meta = meta
             entry.opened(dbi, _stored_flags(self._lmdb, dbi), meta if versioned else None)
         else:
             entry.opening = self._engine.call_solo(
@@ -267,6 +268,17 @@ class Catalogue:
         if meta is not None:
             self._meta = meta  # committed: valid from now on
         return dbi, stored, meta if versioned else None
+
+    def _readonly_meta(self) -> Any:
+        """The metadata database's handle in a read-only environment, or None. py-lmdb
+        opens it in a read transaction of its own that it commits (a handle opened in a read
+        transaction that ends otherwise is closed with it)."""
+        if self._meta is None:
+            try:
+                self._meta = self._lmdb.open_db(META_NAME, create=False)
+            except lmdb.NotFoundError:
+                return None
+        return self._meta
 
     def _meta_handle(self, env: lmdb.Environment, txn: Txn, create: bool) -> Any:
         """The metadata database's handle (opened in ``txn``), or None if there is none."""

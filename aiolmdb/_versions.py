@@ -44,6 +44,7 @@ __all__ = [
     "pack",
     "raise_counter",
     "split",
+    "stored_value",
     "version_of",
 ]
 
@@ -83,6 +84,11 @@ class Entry(Generic[V]):
 def pack(version: int, data: Any) -> bytes:
     """The stored form of a versioned value: the version, then the coder's bytes."""
     return _U64.pack(version) + data  # type: ignore[no-any-return]
+
+
+def stored_value(version: int, data: bytes) -> bytes:
+    """``pack`` for bytes (what ``aiolmdb dump`` writes for a versioned value)."""
+    return _U64.pack(version) + data
 
 
 def split(key: object, stored: Buffer) -> tuple[int, Buffer]:
