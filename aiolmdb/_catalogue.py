@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import lmdb
 
 from ._config import check_flag
-from ._versions import MARKER, META_NAME, marker_key
+from ._versions import MARKER, META_NAME, VersionSource, marker_key
 from .errors import DatabaseDroppedError
 
 if TYPE_CHECKING:
@@ -87,10 +87,10 @@ class DatabaseEntry:
         "dupsort",
         "error",
         "flags",
-        "meta",
         "name",
         "opening",
         "versioned",
+        "versions",
     )
 
     def __init__(self, name: bytes | None, flags: dict[str, bool], versioned: bool = False) -> None:
@@ -100,11 +100,13 @@ class DatabaseEntry:
         # Asked for at open; the open fails unless the stored marker says the same.
         self.versioned = versioned
         self.dbi: Any = None
-        # A versioned database's handle of the metadata database (the version counter).
-        self.meta: Any = None
-        # The queued open on the writer thread: the handle, stored flags and metadata handle,
+        # A versioned database's: the environment's version counter.
+        self.versions: VersionSource | None = None
+        # The queued open on the writer thread: the handle, stored flags and version counter,
         # or its error.
-        self.opening: concurrent.futures.Future[tuple[Any, dict[str, bool], Any]] | None = None
+        self.opening: (
+            concurrent.futures.Future[tuple[Any, dict[str, bool], VersionSource | None]] | None
+        ) = None
         self.dropped = False
         self.error: BaseException | None = None
 
@@ -113,13 +115,15 @@ class DatabaseEntry:
         """The name as text, for messages."""
         return None if self.name is None else self.name.decode("utf-8", "backslashreplace")
 
-    def opened(self, dbi: Any, stored_flags: dict[str, bool], meta: Any = None) -> None:
+    def opened(
+        self, dbi: Any, stored_flags: dict[str, bool], versions: VersionSource | None = None
+    ) -> None:
         """Take the handle and the flags the database really has (dupsort decides how
         writes and scans work, so it must not come from what the caller asked for), and for
-        a versioned database the metadata database's handle."""
+        a versioned database the environment's version counter."""
         self.flags = stored_flags
         self.dupsort = bool(stored_flags.get("dupsort", False))
-        self.meta = meta
+        self.versions = versions
         self.dbi = dbi
 
     def check_usable(self) -> None:
@@ -158,7 +162,7 @@ class DatabaseEntry:
 class Catalogue:
     """The databases of one environment: opens, deletes and lists them."""
 
-    __slots__ = ("_engine", "_entries", "_lmdb", "_lock", "_meta", "_readonly", "main")
+    __slots__ = ("_engine", "_entries", "_lmdb", "_lock", "_meta", "_readonly", "_versions", "main")
 
     def __init__(
         self, env: lmdb.Environment, engine: Engine, main: tuple[Any, dict[str, bool]]
@@ -169,8 +173,10 @@ class Catalogue:
         # LMDB: mdb_dbi_open must not run in two transactions of one process at once.
         self._lock = threading.Lock()
         self._entries: dict[bytes, DatabaseEntry] = {}
-        # The metadata database's handle, once an open found (or made) it.
+        # The metadata database's handle, once an open found (or made) it, and the version
+        # counter over it (one per environment: its versioned databases share it).
         self._meta: Any = None
+        self._versions: VersionSource | None = None
         self.main = DatabaseEntry(None, {})
         self.main.opened(*main)
 
@@ -220,7 +226,7 @@ class Catalogue:
                         marked = txn.get(marker_key(name), None, meta) is not None
             if marked != versioned:
                 raise _layout_error(entry.label, marked)
-            entry.opened(dbi, _stored_flags(self._lmdb, dbi), meta if versioned else None)
+            entry.opened(dbi, _stored_flags(self._lmdb, dbi), self._source() if versioned else None)
         else:
             entry.opening = self._engine.call_solo(
                 self._open_named, name, {**db_flags, **flags}, versioned
@@ -230,7 +236,7 @@ class Catalogue:
 
     def _open_named(
         self, env: lmdb.Environment, name: bytes, flags: dict[str, Any], versioned: bool
-    ) -> tuple[Any, dict[str, bool], Any]:
+    ) -> tuple[Any, dict[str, bool], VersionSource | None]:
         """Writer thread: open (and create) a named database in a write transaction of its
         own; its handle, the flags LMDB stored for it and, if versioned, the metadata
         database's handle."""
@@ -243,7 +249,7 @@ class Catalogue:
 
     def _open_checked(
         self, env: lmdb.Environment, name: bytes, flags: dict[str, Any], versioned: bool
-    ) -> tuple[Any, dict[str, bool], Any]:
+    ) -> tuple[Any, dict[str, bool], VersionSource | None]:
         """The open, checking the stored versioned marker against ``versioned`` and writing
         it with a new versioned database (in the transaction that creates the database)."""
         label = name.decode("utf-8", "backslashreplace")
@@ -267,7 +273,13 @@ class Catalogue:
             del txn
         if meta is not None:
             self._meta = meta  # committed: valid from now on
-        return dbi, stored, meta if versioned else None
+        return dbi, stored, self._source() if versioned else None
+
+    def _source(self) -> VersionSource:
+        """The environment's version counter (the metadata database's handle is known)."""
+        if self._versions is None:
+            self._versions = VersionSource(self._meta)
+        return self._versions
 
     def _readonly_meta(self) -> Any:
         """The metadata database's handle in a read-only environment, or None. py-lmdb
@@ -426,7 +438,7 @@ def _delete_database(env: lmdb.Environment, entry: DatabaseEntry) -> None:
     """Writer thread, between batches: delete a named database in its own transaction."""
     with env.begin(write=True) as txn:
         txn.drop(entry.dbi, delete=True)
-        if entry.meta is not None and entry.name is not None:
-            txn.delete(marker_key(entry.name), db=entry.meta)
+        if entry.versions is not None and entry.name is not None:
+            txn.delete(marker_key(entry.name), db=entry.versions.meta)
     entry.dropped = True
     entry.dbi = None

@@ -16,11 +16,10 @@ import lmdb
 from ._versions import (
     Entry,
     StoredValues,
+    VersionSource,
     check_version,
     conflict,
-    next_version,
     pack,
-    raise_counter,
     split,
 )
 from .coders import Coder, IdentityCoder
@@ -56,7 +55,7 @@ MISSING: Any = _Missing()
 class DbContext(Generic[K, V]):
     """One open database as the operations see it: LMDB's handle, the coders, the
     environment's max key size, whether LMDB stores the database as dupsort, and for a
-    versioned database the handle of the metadata database holding the version counter.
+    versioned database the environment's version counter (``versions``).
 
     Made once a database is open (its handle and stored flags are known) and remade when a
     coder is replaced, so an operation gets everything it needs in one argument. In a
@@ -64,7 +63,7 @@ class DbContext(Generic[K, V]):
     user's coder (``coder``): every read path strips the version as it decodes.
     """
 
-    __slots__ = ("coder", "dbi", "dupsort", "kc", "max_key_size", "meta", "vc", "versioned")
+    __slots__ = ("coder", "dbi", "dupsort", "kc", "max_key_size", "vc", "versioned", "versions")
 
     def __init__(
         self,
@@ -73,22 +72,27 @@ class DbContext(Generic[K, V]):
         vc: Coder[V],
         max_key_size: int,
         dupsort: bool,
-        meta: DB = None,
+        versions: VersionSource | None = None,
     ) -> None:
         self.dbi = dbi
         self.kc = kc
         self.coder = vc
         self.max_key_size = max_key_size
         self.dupsort = dupsort
-        self.meta = meta
-        self.versioned = meta is not None
-        self.vc: Coder[V] = StoredValues(vc) if meta is not None else vc
+        self.versions = versions
+        self.versioned = versions is not None
+        self.vc: Coder[V] = StoredValues(vc) if versions is not None else vc
 
     def with_coders(self, kc: Coder[Any], vc: Coder[Any]) -> DbContext[Any, Any]:
         """This context with other coders (itself when they are the same objects)."""
         if kc is self.kc and vc is self.coder:
             return self
-        return DbContext(self.dbi, kc, vc, self.max_key_size, self.dupsort, self.meta)
+        return DbContext(self.dbi, kc, vc, self.max_key_size, self.dupsort, self.versions)
+
+
+def _draw(txn: Txn, ctx: DbContext[Any, Any]) -> int:
+    """The version of this write transaction's writes (a versioned database's context)."""
+    return ctx.versions.draw(txn)  # type: ignore[union-attr]
 
 
 def key_error(key: object, encoded: Any, max_key_size: int) -> Exception | None:
@@ -257,7 +261,8 @@ def put(txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool) -> bo
     if ctx.versioned:
         if not overwrite and txn.get(encoded, None, ctx.dbi) is not None:
             return False
-        data = pack(next_version(txn, ctx.meta), data)
+        # Positional arguments: py-lmdb's keyword parsing costs more.
+        return bool(txn.put(encoded, pack(_draw(txn, ctx), data), True, True, False, ctx.dbi))
     return bool(txn.put(encoded, data, overwrite=overwrite, db=ctx.dbi))
 
 
@@ -282,7 +287,7 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
     ser_k = kc.serialize
     ser_v = ctx.vc.serialize
     # A versioned database: one version for the whole call (one atomic write).
-    version = next_version(txn, ctx.meta) if ctx.versioned and items else 0
+    version = _draw(txn, ctx) if ctx.versioned and items else 0
     added = 0
     for index, pair in enumerate(items):
         try:
@@ -357,7 +362,7 @@ def replace(txn: Txn, ctx: DbContext[K, V], key: K, value: V) -> V | None:
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     data = ctx.vc.serialize(value)
     if ctx.versioned:
-        data = pack(next_version(txn, ctx.meta), data)
+        data = pack(_draw(txn, ctx), data)
     old = txn.replace(encoded, data, db=ctx.dbi)
     if old is None:
         return None
@@ -371,7 +376,7 @@ def update(txn: Txn, ctx: DbContext[K, V], key: K, fn: Callable[[V | D], V], def
     new = fn(default if buf is None else decode_value(ctx.vc, buf, key))
     data = ctx.vc.serialize(new)
     if ctx.versioned:
-        data = pack(next_version(txn, ctx.meta), data)
+        data = pack(_draw(txn, ctx), data)
     txn.put(encoded, data, db=ctx.dbi)
     return new
 
@@ -479,7 +484,7 @@ def put_if(
             raise conflict(key, if_version, actual, reason)
         return False
     if ctx.versioned:
-        data = pack(next_version(txn, ctx.meta), data)
+        data = pack(_draw(txn, ctx), data)
     txn.put(encoded, data, db=db)
     return True
 
@@ -546,7 +551,9 @@ def restore_entries(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, Entry[V
         txn.put(encode_key(kc, key, max_key_size), pack(version, ser_v(entry.value)), db=db)
         highest = max(highest, version)
     if highest:
-        raise_counter(txn, ctx.meta, highest)
+        versions = ctx.versions
+        assert versions is not None  # stored_values() checked it
+        versions.raise_to(txn, highest)
     return len(items)
 
 

@@ -2,11 +2,16 @@
 
 A versioned database stores every value as ``version (8 bytes, unsigned big-endian) + the value
 coder's bytes``. Versions come from one counter per environment, kept in aiolmdb's metadata
-database (``__aiolmdb__``, key ``last_version``) and read and bumped by every versioned write,
-inside that write's transaction:
+database (``__aiolmdb__``, key ``last_version``). The writer thread draws one version per write
+transaction (the first versioned write of a group commit reads and bumps the counter; the
+others of that transaction reuse it, so a batch costs one get and one put, not one per write):
 
 * the counter commits (or rolls back) with the entries it stamped, so it is never behind a
   stored version, whichever process wrote it (LMDB serialises write transactions);
+* writes committed together share a version; no one outside the transaction can see the
+  entries before the commit, so every committed write of an entry still gives it a version
+  above every version committed before (an entry written twice in one transaction keeps the
+  transaction's version);
 * it is data, not LMDB's transaction id, so a compacting copy keeps it (transaction ids restart
   at 1 there), and ``restore_entries`` (``aiolmdb load``) raises it to the highest version
   loaded;
@@ -37,6 +42,7 @@ __all__ = [
     "MARKER",
     "Entry",
     "StoredValues",
+    "VersionSource",
     "check_version",
     "conflict",
     "marker_key",
@@ -136,6 +142,38 @@ class StoredValues(Coder[V]):
 
     def __repr__(self) -> str:
         return f"StoredValues({self.inner!r})"
+
+
+class VersionSource:
+    """The version counter of one environment, as the writer thread draws from it.
+
+    ``draw`` keeps the version of the last transaction it was called with: a later write in
+    that same transaction gets the same version without touching the counter. (A write in a
+    nested transaction is another transaction: it draws from the counter, which its parent's
+    draw has already bumped, so it can only get a higher version.) Only the writer thread
+    calls it, so it needs no lock.
+    """
+
+    __slots__ = ("_txn", "_version", "meta")
+
+    def __init__(self, meta: Any) -> None:
+        self.meta = meta
+        self._txn: object = None
+        self._version = 0
+
+    def draw(self, txn: Txn) -> int:
+        """The version of the writes of ``txn``."""
+        if txn is self._txn:
+            return self._version
+        version = next_version(txn, self.meta)
+        # Kept alive by this reference, so no later transaction can have the same identity.
+        self._txn = txn
+        self._version = version
+        return version
+
+    def raise_to(self, txn: Txn, version: int) -> None:
+        """Make the counter at least ``version`` (entries stored with their own versions)."""
+        raise_counter(txn, self.meta, version)
 
 
 def next_version(txn: Txn, meta: Any) -> int:

@@ -158,7 +158,7 @@ class AsyncDatabase(AsyncOps[K, V]):
         if ctx is None or ctx.dbi is not entry.dbi:
             max_key_size = self._engine.max_key_size
             ctx = self._ctx = DbContext(
-                entry.dbi, self._kc, self._vc, max_key_size, entry.dupsort, entry.meta
+                entry.dbi, self._kc, self._vc, max_key_size, entry.dupsort, entry.versions
             )
         return ctx
 

@@ -16,6 +16,7 @@ from .workloads import BenchConfig
 JSON_DB = "json"
 PUT_DB = "puts"
 PUT_MULTI_DB = "putmulti"
+VERSIONED_DB = "versioned"
 MAX_DBS = 8
 #: Reader slots for the plain py-lmdb peers.  lmdb.aio holds one read transaction open
 #: across several executor hops per get, so 64 concurrent tasks overflow LMDB's default

@@ -119,13 +119,24 @@ WORKLOADS: tuple[Workload, ...] = (
         probe_ops=CONCURRENCY * 16,
         ours_workload="get-concurrent",
     ),
+    Workload(
+        "put-versioned",
+        "W10",
+        f"{CONCURRENCY} tasks doing durable puts into a versioned database: plain puts, and "
+        "get_entry + put(if_version) (aiolmdb's put-concurrent runs in its rotation)",
+        "concurrency",
+        max_ops=20_000,
+        probe_ops=CONCURRENCY * 2,
+        write=True,
+        ours_workload="put-concurrent",
+    ),
 )
 
 WORKLOAD_BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 
 
 def resolve_workloads(spec: str | None) -> list[Workload]:
-    """Turn an ``--only`` value (names or W1..W9 aliases, comma separated) into workloads.
+    """Turn an ``--only`` value (names or W1..W10 aliases, comma separated) into workloads.
 
     Raises ``ValueError`` naming the unknown entries.
     """
@@ -194,6 +205,22 @@ AIMS: tuple[Target, ...] = (
         "asyncio-floor",
         0.8,
         impl_workload="get-concurrent",
+        enforced=False,
+    ),
+    Target(
+        "put-versioned",
+        "aiolmdb-versioned",
+        "aiolmdb",
+        0.8,
+        peer_workload="put-concurrent",
+        enforced=False,
+    ),
+    Target(
+        "put-versioned",
+        "aiolmdb-if-version",
+        "aiolmdb",
+        0.8,
+        peer_workload="put-concurrent",
         enforced=False,
     ),
 )

@@ -45,8 +45,9 @@ def test_workload_aliases_are_unique_and_resolve() -> None:
         "get-concurrent",
         "put-concurrent",
     ]
-    with pytest.raises(ValueError, match=r"unknown workload.*W10.*choose from"):
-        resolve_workloads("W1,W10")
+    assert [w.name for w in resolve_workloads("W10")] == ["put-versioned"]
+    with pytest.raises(ValueError, match=r"unknown workload.*W11.*choose from"):
+        resolve_workloads("W1,W11")
 
 
 class FakeAdapter(Adapter):
@@ -271,6 +272,30 @@ def test_asyncio_floor_alone_pairs_it_with_aiolmdbs_gets(
     assert aim_line.split()[:2] == ["[asyncio]", aim["status"]]
 
 
+def test_versioned_puts_pair_with_aiolmdbs_plain_puts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only W10``: durable puts into a versioned database, plain and conditional, run in
+    one rotation with aiolmdb's plain put-concurrent; the two aims pair those runs."""
+    out_json = tmp_path / "r.json"
+    argv = ["--quick", "--no-uvloop", "--repeat", "3", "--only", "W10", "--check"]
+    argv += ["--json", str(out_json), "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    assert report["workloads"] == ["put-versioned"]
+    cells = {r["impl"]: r for r in report["results"]}
+    assert set(cells) == {"aiolmdb", "aiolmdb-versioned", "aiolmdb-if-version"}
+    for impl, cell in cells.items():
+        assert cell["skipped"] is None, impl
+        assert len(cell["ops_per_sec"]) == 3, impl
+    aims = {a["impl"]: a for a in report["aims"]}
+    assert set(aims) == {"aiolmdb-versioned", "aiolmdb-if-version"}
+    assert all(a["peer"] == "aiolmdb" for a in aims.values())
+    assert_verdicts(report)
+    assert "aiolmdb [put-concurrent]" in printed
+
+
 async def test_asyncio_floor_resolves_every_request_in_batches() -> None:
     """The floor answers each await with its key, handing results back a batch at a time."""
     floor = AsyncioFloorAdapter()
@@ -325,7 +350,7 @@ def test_target_and_aim_verdicts_follow_the_paired_median() -> None:
 
     # An aim is judged the same way, reported as MET / BELOW. Its workload not run: left out;
     # run without the floor's cell: SKIP, saying why.
-    (aim,) = AIMS
+    aim = AIMS[0]  # the asyncio floor's
     assert evaluate_targets(report, (aim,)) == []
     report.workloads.append("asyncio-floor")
     report.cells.append(Cell("aiolmdb", "asyncio-floor", "asyncio", 64, [8.0, 9.0, 7.0]))
