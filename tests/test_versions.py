@@ -302,6 +302,24 @@ async def test_drop_forgets_the_layout(env: aiolmdb.Environment) -> None:
     assert await plain.get(b"k") == b"v"
 
 
+async def test_one_version_per_write_transaction(env: aiolmdb.Environment) -> None:
+    """Writes committed together share a version; the next transaction draws a higher one."""
+    db = await vdb(env)
+
+    def two(txn: aiolmdb.Transaction[bytes, bytes]) -> tuple[Any, Any]:
+        txn[db].put(b"a", b"1")
+        txn[db].put(b"b", b"2")
+        return txn[db].get_entry(b"a"), txn[db].get_entry(b"b")
+
+    a, b = await env.run(two, write=True)
+    assert a.version == b.version
+    # Submitted together: one batch, one commit, one version.
+    await asyncio.gather(db.put(b"c", b"3"), db.put(b"d", b"4"))
+    c, d = await version(db, b"c"), await version(db, b"d")
+    assert c == d
+    assert c > a.version
+
+
 # ----------------------------------------------------------------------------- transactions
 async def test_conditions_in_run(env: aiolmdb.Environment) -> None:
     db = await vdb(env)
