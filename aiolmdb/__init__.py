@@ -6,6 +6,7 @@ never on the event loop. ``await db.put(...)`` returns once the write is committ
 """
 
 from ._catalogue import DatabaseInfo
+from ._versions import Entry
 from .coders import (
     Coder,
     CompressedCoder,
@@ -26,6 +27,7 @@ from .database import AsyncDatabase
 from .environment import Environment, open
 from .errors import (
     ClosedError,
+    ConflictError,
     DatabaseDroppedError,
     DeadlockError,
     Error,
@@ -53,11 +55,13 @@ __all__ = [
     "AsyncTransaction",
     "ClosedError",
     "Coder",
+    "ConflictError",
     "CompressedCoder",
     "DatabaseInfo",
     "DatabaseDroppedError",
     "DatabaseView",
     "DeadlockError",
+    "Entry",
     "Environment",
     "Error",
     "ForkedError",

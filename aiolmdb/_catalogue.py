@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import lmdb
 
 from ._config import check_flag
+from ._versions import MARKER, META_NAME, VersionSource, marker_key
 from .errors import DatabaseDroppedError
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ class DatabaseInfo:
     """The name exactly as LMDB stores it (None: the default database); ``env.open_db``
     accepts it."""
     flags: frozenset[str]
-    """The py-lmdb flags LMDB stored for it (``dupsort``, ``integerkey``, ...)."""
+    """The py-lmdb flags LMDB stored for it (``dupsort``, ``integerkey``, ...), and
+    ``versioned`` for a versioned database: ``open_db(key, **dict.fromkeys(flags, True))``
+    opens it."""
     entries: int
     """How many entries it holds (every value counts in a dupsort database)."""
     stat: Mapping[str, int] = field(repr=False, compare=False)
@@ -78,15 +81,32 @@ class DatabaseEntry:
     """What every AsyncDatabase object of one database shares: LMDB's handle once open, the
     flags LMDB stored, and the state of its opening."""
 
-    __slots__ = ("dbi", "dropped", "dupsort", "error", "flags", "name", "opening")
+    __slots__ = (
+        "dbi",
+        "dropped",
+        "dupsort",
+        "error",
+        "flags",
+        "name",
+        "opening",
+        "versioned",
+        "versions",
+    )
 
-    def __init__(self, name: bytes | None, flags: dict[str, bool]) -> None:
+    def __init__(self, name: bytes | None, flags: dict[str, bool], versioned: bool = False) -> None:
         self.name = name
         self.flags = flags
         self.dupsort = bool(flags.get("dupsort", False))
+        # Asked for at open; the open fails unless the stored marker says the same.
+        self.versioned = versioned
         self.dbi: Any = None
-        # The queued open on the writer thread: the handle and stored flags, or its error.
-        self.opening: concurrent.futures.Future[tuple[Any, dict[str, bool]]] | None = None
+        # A versioned database's: the environment's version counter.
+        self.versions: VersionSource | None = None
+        # The queued open on the writer thread: the handle, stored flags and version counter,
+        # or its error.
+        self.opening: (
+            concurrent.futures.Future[tuple[Any, dict[str, bool], VersionSource | None]] | None
+        ) = None
         self.dropped = False
         self.error: BaseException | None = None
 
@@ -95,11 +115,15 @@ class DatabaseEntry:
         """The name as text, for messages."""
         return None if self.name is None else self.name.decode("utf-8", "backslashreplace")
 
-    def opened(self, dbi: Any, stored_flags: dict[str, bool]) -> None:
+    def opened(
+        self, dbi: Any, stored_flags: dict[str, bool], versions: VersionSource | None = None
+    ) -> None:
         """Take the handle and the flags the database really has (dupsort decides how
-        writes and scans work, so it must not come from what the caller asked for)."""
+        writes and scans work, so it must not come from what the caller asked for), and for
+        a versioned database the environment's version counter."""
         self.flags = stored_flags
         self.dupsort = bool(stored_flags.get("dupsort", False))
+        self.versions = versions
         self.dbi = dbi
 
     def check_usable(self) -> None:
@@ -138,7 +162,7 @@ class DatabaseEntry:
 class Catalogue:
     """The databases of one environment: opens, deletes and lists them."""
 
-    __slots__ = ("_engine", "_entries", "_lmdb", "_lock", "_readonly", "main")
+    __slots__ = ("_engine", "_entries", "_lmdb", "_lock", "_meta", "_readonly", "_versions", "main")
 
     def __init__(
         self, env: lmdb.Environment, engine: Engine, main: tuple[Any, dict[str, bool]]
@@ -149,6 +173,10 @@ class Catalogue:
         # LMDB: mdb_dbi_open must not run in two transactions of one process at once.
         self._lock = threading.Lock()
         self._entries: dict[bytes, DatabaseEntry] = {}
+        # The metadata database's handle, once an open found (or made) it, and the version
+        # counter over it (one per environment: its versioned databases share it).
+        self._meta: Any = None
+        self._versions: VersionSource | None = None
         self.main = DatabaseEntry(None, {})
         self.main.opened(*main)
 
@@ -158,13 +186,21 @@ class Catalogue:
         Returns at once: the open is queued to the writer thread (views wait for it), except
         in a read-only environment, where it runs on the spot in a read transaction.
         """
+        flags = dict(flags)
+        versioned = flags.pop("versioned", False)
         unknown = sorted(set(flags) - {*DB_FLAGS, "create"})
         if unknown:
             raise TypeError(f"unknown open_db flag(s): {', '.join(map(repr, unknown))}")
+        if not isinstance(versioned, bool):
+            raise TypeError(f"open_db flag 'versioned' must be a bool, got {versioned!r}")
         for flag, value in flags.items():
             check_flag(flag, value)
+        if name == META_NAME:
+            raise ValueError(f"{META_NAME!r} is aiolmdb's metadata database: choose another name")
         flags = {k: bool(v) for k, v in flags.items()}
         db_flags = {k: True for k, v in flags.items() if k in DB_FLAGS and v}
+        if versioned and db_flags.get("dupsort"):
+            raise ValueError("a versioned database cannot be dupsort: versions are per key")
         entry = self._entries.get(name)
         if entry is not None and (entry.error is not None or entry.dropped):
             entry = None  # its opening failed (e.g. create=False), or it was deleted: anew
@@ -174,30 +210,96 @@ class Catalogue:
                     f"database {entry.label!r} is already open with flags {entry.flags}; "
                     f"cannot open it again with {db_flags}"
                 )
+            if entry.versioned != versioned:
+                raise _layout_error(entry.label, entry.versioned)
             return entry
-        entry = DatabaseEntry(name, db_flags)
+        entry = DatabaseEntry(name, db_flags, versioned)
         if self._readonly:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
             with self._lock:
                 dbi = self._lmdb.open_db(name, create=False, **db_flags)  # type: ignore[arg-type]
-            entry.opened(dbi, _stored_flags(self._lmdb, dbi))
+                meta = self._readonly_meta()
+                if meta is None:
+                    marked = False
+                else:
+                    with self._lmdb.begin() as txn:
+                        marked = txn.get(marker_key(name), None, meta) is not None
+            if marked != versioned:
+                raise _layout_error(entry.label, marked)
+            entry.opened(dbi, _stored_flags(self._lmdb, dbi), self._source() if versioned else None)
         else:
-            entry.opening = self._engine.call_solo(self._open_named, name, {**db_flags, **flags})
+            entry.opening = self._engine.call_solo(
+                self._open_named, name, {**db_flags, **flags}, versioned
+            )
         self._entries[name] = entry
         return entry
 
     def _open_named(
-        self, env: lmdb.Environment, name: bytes, flags: dict[str, Any]
-    ) -> tuple[Any, dict[str, bool]]:
-        """Writer thread: open (and create) a named database with LMDB's own write
-        transaction; its handle and the flags LMDB stored for it."""
+        self, env: lmdb.Environment, name: bytes, flags: dict[str, Any], versioned: bool
+    ) -> tuple[Any, dict[str, bool], VersionSource | None]:
+        """Writer thread: open (and create) a named database in a write transaction of its
+        own; its handle, the flags LMDB stored for it and, if versioned, the metadata
+        database's handle."""
         with self._lock:
             try:
-                dbi = env.open_db(name, **flags)
+                return self._open_checked(env, name, flags, versioned)
             except lmdb.MapResizedError:
                 self._engine.resize(0)  # another process grew the map: adopt its size
-                dbi = env.open_db(name, **flags)
-        return dbi, _stored_flags(env, dbi)
+                return self._open_checked(env, name, flags, versioned)
+
+    def _open_checked(
+        self, env: lmdb.Environment, name: bytes, flags: dict[str, Any], versioned: bool
+    ) -> tuple[Any, dict[str, bool], VersionSource | None]:
+        """The open, checking the stored versioned marker against ``versioned`` and writing
+        it with a new versioned database (in the transaction that creates the database)."""
+        label = name.decode("utf-8", "backslashreplace")
+        txn = env.begin(write=True)
+        try:
+            meta = self._meta_handle(env, txn, create=versioned)
+            marked = meta is not None and txn.get(marker_key(name), None, meta) is not None
+            if marked != versioned:
+                # An existing plain database asked for as versioned: never relabel its values.
+                if marked or txn.get(name, None, self.main.dbi) is not None:
+                    raise _layout_error(label, marked)
+            dbi: Any = env.open_db(name, txn=txn, **flags)
+            if versioned and not marked:
+                txn.put(marker_key(name), MARKER, db=meta)
+            stored = {k: True for k, v in dbi.flags(txn).items() if v}
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            del txn
+        if meta is not None:
+            self._meta = meta  # committed: valid from now on
+        return dbi, stored, self._source() if versioned else None
+
+    def _source(self) -> VersionSource:
+        """The environment's version counter (the metadata database's handle is known)."""
+        if self._versions is None:
+            self._versions = VersionSource(self._meta)
+        return self._versions
+
+    def _readonly_meta(self) -> Any:
+        """The metadata database's handle in a read-only environment, or None. py-lmdb
+        opens it in a read transaction of its own that it commits (a handle opened in a read
+        transaction that ends otherwise is closed with it)."""
+        if self._meta is None:
+            try:
+                self._meta = self._lmdb.open_db(META_NAME, create=False)
+            except lmdb.NotFoundError:
+                return None
+        return self._meta
+
+    def _meta_handle(self, env: lmdb.Environment, txn: Txn, create: bool) -> Any:
+        """The metadata database's handle (opened in ``txn``), or None if there is none."""
+        if self._meta is not None:
+            return self._meta
+        try:
+            return env.open_db(META_NAME, txn=txn, create=create)
+        except lmdb.NotFoundError:
+            return None
 
     async def wait_all_opened(self) -> None:
         """Wait for every queued open (so a transaction's ``txn[db]`` finds them open)."""
@@ -234,24 +336,47 @@ class Catalogue:
         txn = self._engine.begin_in_gate()
         try:
             with self._lock:
+                marked = self._versioned_names(env, txn)
                 if only is not None:
                     try:
-                        return [_info(txn, only, env.open_db(only, txn=txn, create=False))]
+                        handle = env.open_db(only, txn=txn, create=False)
+                        return [_info(txn, only, handle, only in marked)]
                     except lmdb.NotFoundError:
                         return []
                     except lmdb.IncompatibleError:
                         raise ValueError(
                             f"{only!r} is a key of the default database, not a database"
                         ) from None
-                return _list_all(env, txn)
+                return _list_all(env, txn, marked)
         finally:
             txn.abort()
             del txn  # py-lmdb frees the reader slot only with the Transaction object
 
+    def _versioned_names(self, env: lmdb.Environment, txn: Txn) -> set[bytes]:
+        """The names the metadata database marks as versioned databases."""
+        meta = self._meta
+        if meta is None:
+            try:
+                meta = env.open_db(META_NAME, txn=txn, create=False)
+            except lmdb.NotFoundError:
+                return set()
+        names: set[bytes] = set()
+        cursor = txn.cursor(meta)
+        try:
+            prefix = marker_key(b"")
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(keys=True, values=False):
+                    if not key.startswith(prefix):
+                        break
+                    names.add(bytes(key[len(prefix) :]))
+        finally:
+            cursor.close()
+        return names
 
-def _list_all(env: lmdb.Environment, txn: Txn) -> list[DatabaseInfo]:
+
+def _list_all(env: lmdb.Environment, txn: Txn, marked: set[bytes]) -> list[DatabaseInfo]:
     main = env.open_db(None, txn=txn)
-    infos = [_info(txn, None, main)]
+    infos = [_info(txn, None, main, False)]
     cursor = txn.cursor(main)
     try:
         for key, value in cursor.iternext_nodup(keys=True, values=True):
@@ -266,16 +391,31 @@ def _list_all(env: lmdb.Environment, txn: Txn) -> list[DatabaseInfo]:
                 ) from None
             except lmdb.Error:
                 continue  # a plain key, not a database
-            infos.append(_info(txn, bytes(key), handle))
+            infos.append(_info(txn, bytes(key), handle, bytes(key) in marked))
     finally:
         cursor.close()
     return infos
 
 
-def _info(txn: Txn, key: bytes | None, handle: Any) -> DatabaseInfo:
+def _info(txn: Txn, key: bytes | None, handle: Any, versioned: bool) -> DatabaseInfo:
     stat = {name: cast(int, value) for name, value in txn.stat(handle).items()}
-    flags = frozenset(name for name, on in handle.flags(txn).items() if on)
-    return DatabaseInfo(key, flags, stat["entries"], stat)
+    flags = {name for name, on in handle.flags(txn).items() if on}
+    if versioned:
+        flags.add("versioned")
+    return DatabaseInfo(key, frozenset(flags), stat["entries"], stat)
+
+
+def _layout_error(label: str | None, versioned: bool) -> ValueError:
+    """Opening a database with the wrong ``versioned`` flag."""
+    if versioned:
+        return ValueError(
+            f"database {label!r} is versioned (its values carry versions): "
+            "open it with versioned=True"
+        )
+    return ValueError(
+        f"database {label!r} exists and is not versioned: a database is versioned from its "
+        "creation; open it without versioned=True (or copy its entries into a new one)"
+    )
 
 
 def open_main(env: lmdb.Environment) -> tuple[Any, dict[str, bool]]:
@@ -298,5 +438,7 @@ def _delete_database(env: lmdb.Environment, entry: DatabaseEntry) -> None:
     """Writer thread, between batches: delete a named database in its own transaction."""
     with env.begin(write=True) as txn:
         txn.drop(entry.dbi, delete=True)
+        if entry.versions is not None and entry.name is not None:
+            txn.delete(marker_key(entry.name), db=entry.versions.meta)
     entry.dropped = True
     entry.dbi = None

@@ -29,6 +29,7 @@ import lmdb
 from . import _dumpfmt
 from ._catalogue import DatabaseInfo
 from ._tuple import TupleCoder
+from ._versions import META_NAME, Entry, split, stored_value
 from .database import AsyncDatabase
 from .environment import Environment
 from .environment import open as open_environment
@@ -51,6 +52,9 @@ DUMP_BATCH = 10_000
 SCAN_BATCH = 1_000
 
 DB = AsyncDatabase[bytes, bytes]
+# The dump header line of a versioned database (its values are dumped as stored).
+VERSIONED_KEY = "aiolmdb_versioned"
+VERSIONED_HEADER = {VERSIONED_KEY: "1"}
 
 
 class CLIError(Exception):
@@ -436,14 +440,19 @@ async def cmd_get(args: argparse.Namespace) -> int:
     key = _key_codec(args, codec).parse(args.key, "key")
     async with _open_env(args.path) as env:
         db = await _open_database(env, args.db)
+        version = ""
         if db.dupsort:
             values = await db.get_all(key)
+        elif db.versioned:
+            entry = await db.get_entry(key)
+            values = [] if entry is None else [entry.value]
+            version = "" if entry is None else f"{entry.version}\t"
         else:
             value = await db.get(key)
             values = [] if value is None else [value]
     if not values:
         return _not_found(f"key not found: {args.key}")
-    _emit_text("".join(codec.show(v, "value") + "\n" for v in values))
+    _emit_text("".join(version + codec.show(v, "value") + "\n" for v in values))
     return EXIT_OK
 
 
@@ -482,6 +491,17 @@ async def cmd_scan(args: argparse.Namespace) -> int:
     show, show_key = codec.show, keys.show
     async with _open_env(args.path) as env:
         db = await _open_database(env, args.db)
+        if db.versioned:
+            versioned = db.entries(
+                start, stop, prefix=prefix, reverse=args.reverse, limit=args.limit
+            )
+            async for found in versioned.batches(SCAN_BATCH):
+                lines = [
+                    f"{show_key(k, 'key', True)}\t{e.version}\t{show(e.value, 'value', True)}\n"
+                    for k, e in found
+                ]
+                _emit_text("".join(lines))
+            return EXIT_OK
         entries = db.items(start, stop, prefix=prefix, reverse=args.reverse, limit=args.limit)
         async for batch in entries.batches(SCAN_BATCH):
             lines = [
@@ -533,6 +553,8 @@ async def cmd_dump(args: argparse.Namespace) -> int:
         else:
             every = await _databases(env)
             catalogue = {db.name for db in every if db.name is not None}
+            # aiolmdb's metadata is not data: load rebuilds it from the versioned blocks.
+            every = [db for db in every if db.name != META_NAME]
             selected = every if args.all else every[:1]
             if catalogue and not args.all:
                 _warn(
@@ -546,6 +568,8 @@ async def cmd_dump(args: argparse.Namespace) -> int:
         total = sum(db.stat["entries"] for db in selected)
         if selected[0].name is None:
             total -= len(catalogue)
+        if args.db is not None and selected[0].name == META_NAME:
+            raise CLIError(f"{args.db!r} is aiolmdb's metadata database, not data")
         with (
             _output(args.output) as out,
             Progress(
@@ -561,6 +585,7 @@ async def cmd_dump(args: argparse.Namespace) -> int:
                         pagesize=psize,
                         flags=db_info.dump_flags,
                         printable=args.printable,
+                        extra=VERSIONED_HEADER if db_info.flags.get("versioned") else None,
                     )
                 )
                 if db_info.name is None:
@@ -569,6 +594,15 @@ async def cmd_dump(args: argparse.Namespace) -> int:
                 else:
                     db = await env.open_db(db_info.name, create=False, **db_info.flags)
                     skip = set()
+                if db.versioned:
+                    # Values as stored (version first): mdb_load loads them as raw bytes,
+                    # aiolmdb load restores the versions.
+                    async for stamped in db.entries().batches(DUMP_BATCH):
+                        raw = [(k, stored_value(e.version, e.value)) for k, e in stamped]
+                        out.write(_dumpfmt.format_pairs(raw, args.printable))
+                        progress.advance(len(raw))
+                    out.write(_dumpfmt.DATA_END)
+                    continue
                 async for batch in db.items().batches(DUMP_BATCH):
                     if skip:
                         batch = [pair for pair in batch if pair[0] not in skip]
@@ -610,6 +644,11 @@ def _lmdb_flags(header: _dumpfmt.DumpHeader, label: str) -> dict[str, Any]:
 async def _load_target(env: Environment, header: _dumpfmt.DumpHeader, name: str | None) -> DB:
     label = "(main)" if name is None else repr(name)
     flags = _lmdb_flags(header, label)
+    versioned = header.extra.get(VERSIONED_KEY) == "1"
+    if versioned:
+        flags["versioned"] = True
+        if name is None:
+            raise CLIError("a versioned database's dump loads into a named database (--db NAME)")
     if name is None:
         main = (await _databases(env))[0].flags
         if main != flags:
@@ -622,6 +661,12 @@ async def _load_target(env: Environment, header: _dumpfmt.DumpHeader, name: str 
     encoded = name.encode("utf-8", "surrogateescape")
     if info is None:
         return await env.open_db(encoded, **flags)
+    if bool(info.flags.get("versioned")) != versioned:
+        which = "versioned" if versioned else "not versioned"
+        raise CLIError(
+            f"database {label} exists and the dump's database is {which}, this one is not: "
+            "load it into another database (--db NAME)"
+        )
     if info.flags != flags:
         _warn(
             f"database {label} exists with flags {sorted(info.flags) or 'none'}; the dump says "
@@ -667,26 +712,44 @@ async def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _entries_of(chunk: list[tuple[bytes, bytes]]) -> list[tuple[bytes, Entry[bytes]]]:
+    """A versioned block's pairs (values as stored: version first) as (key, Entry) pairs."""
+    out = []
+    for key, raw in chunk:
+        try:
+            version, value = split(key, raw)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        out.append((key, Entry(bytes(value), version)))
+    return out
+
+
 async def _load_pairs(
     db: DB, chunks: Iterator[list[tuple[bytes, bytes]]], tick: Callable[[], None]
 ) -> None:
     """put_multi in chunks of about LOAD_CHUNK pairs, parsing the next ones while the writer
     stores earlier ones (a few in flight join one commit). Whatever was submitted is stored,
-    even after an error."""
+    even after an error. A versioned database's entries keep their versions."""
+
+    def store(batch: list[tuple[bytes, bytes]]) -> Awaitable[int]:
+        if db.versioned:
+            return db.restore_entries(_entries_of(batch))
+        return db.put_multi(batch)
+
     pending: deque[asyncio.Future[int]] = deque()
     try:
         batch: list[tuple[bytes, bytes]] = []
         for chunk in chunks:
             batch += chunk
             if len(batch) >= LOAD_CHUNK:
-                pending.append(asyncio.ensure_future(db.put_multi(batch)))
+                pending.append(asyncio.ensure_future(store(batch)))
                 batch = []
                 await asyncio.sleep(0)  # let it reach the writer before parsing on
                 if len(pending) >= LOAD_IN_FLIGHT:
                     await pending.popleft()
                     tick()
         if batch:
-            pending.append(asyncio.ensure_future(db.put_multi(batch)))
+            pending.append(asyncio.ensure_future(store(batch)))
         while pending:
             await pending[0]
             pending.popleft()

@@ -126,11 +126,14 @@ def format_header(
     pagesize: int | None = None,
     flags: Mapping[str, bool] | Iterable[str] = (),
     printable: bool = False,
+    extra: Mapping[str, str] | None = None,
 ) -> bytes:
     """A block header (through ``HEADER=END\\n``), laid out as mdb_dump writes it.
 
     ``flags`` names the database flags that are set, with the dump's names (``dupsort``,
-    ``reversekey``, ``integerkey``, ``dupfixed``, ``integerdup``, ``reversedup``).
+    ``reversekey``, ``integerkey``, ``dupfixed``, ``integerdup``, ``reversedup``). ``extra``
+    adds ``key=value`` lines before ``HEADER=END`` (mdb_load warns about keys it does not
+    know and ignores them).
     """
     if isinstance(flags, Mapping):
         set_flags = {name for name, on in flags.items() if on}
@@ -154,6 +157,10 @@ def format_header(
     lines.extend(b"%s=1" % name.encode() for name in FLAG_NAMES if name in set_flags)
     if pagesize is not None:
         lines.append(b"db_pagesize=%d" % pagesize)
+    for key, value in (extra or {}).items():
+        if not key.isidentifier() or "\n" in value or "\r" in value:
+            raise ValueError(f"bad extra header line {key}={value!r}")
+        lines.append(f"{key}={value}".encode())
     lines.append(HEADER_END)
     return b"\n".join(lines) + b"\n"
 

@@ -13,6 +13,15 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import lmdb
 
+from ._versions import (
+    Entry,
+    StoredValues,
+    VersionSource,
+    check_version,
+    conflict,
+    pack,
+    split,
+)
 from .coders import Coder, IdentityCoder
 from .errors import InvalidKeyError
 
@@ -45,28 +54,45 @@ MISSING: Any = _Missing()
 
 class DbContext(Generic[K, V]):
     """One open database as the operations see it: LMDB's handle, the coders, the
-    environment's max key size and whether LMDB stores the database as dupsort.
+    environment's max key size, whether LMDB stores the database as dupsort, and for a
+    versioned database the environment's version counter (``versions``).
 
     Made once a database is open (its handle and stored flags are known) and remade when a
-    coder is replaced, so an operation gets everything it needs in one argument.
+    coder is replaced, so an operation gets everything it needs in one argument. In a
+    versioned database ``vc`` is a :class:`~aiolmdb._versions.StoredValues` around the
+    user's coder (``coder``): every read path strips the version as it decodes.
     """
 
-    __slots__ = ("dbi", "dupsort", "kc", "max_key_size", "vc")
+    __slots__ = ("coder", "dbi", "dupsort", "kc", "max_key_size", "vc", "versioned", "versions")
 
     def __init__(
-        self, dbi: DB, kc: Coder[K], vc: Coder[V], max_key_size: int, dupsort: bool
+        self,
+        dbi: DB,
+        kc: Coder[K],
+        vc: Coder[V],
+        max_key_size: int,
+        dupsort: bool,
+        versions: VersionSource | None = None,
     ) -> None:
         self.dbi = dbi
         self.kc = kc
-        self.vc = vc
+        self.coder = vc
         self.max_key_size = max_key_size
         self.dupsort = dupsort
+        self.versions = versions
+        self.versioned = versions is not None
+        self.vc: Coder[V] = StoredValues(vc) if versions is not None else vc
 
     def with_coders(self, kc: Coder[Any], vc: Coder[Any]) -> DbContext[Any, Any]:
         """This context with other coders (itself when they are the same objects)."""
-        if kc is self.kc and vc is self.vc:
+        if kc is self.kc and vc is self.coder:
             return self
-        return DbContext(self.dbi, kc, vc, self.max_key_size, self.dupsort)
+        return DbContext(self.dbi, kc, vc, self.max_key_size, self.dupsort, self.versions)
+
+
+def _draw(txn: Txn, ctx: DbContext[Any, Any]) -> int:
+    """The version of this write transaction's writes (a versioned database's context)."""
+    return ctx.versions.draw(txn)  # type: ignore[union-attr]
 
 
 def key_error(key: object, encoded: Any, max_key_size: int) -> Exception | None:
@@ -232,6 +258,11 @@ def put(txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool) -> bo
     if ctx.dupsort:
         # In a dupsort database put adds a value; an exact pair that exists is reported False.
         return bool(txn.put(encoded, data, dupdata=False, overwrite=overwrite, db=ctx.dbi))
+    if ctx.versioned:
+        if not overwrite and txn.get(encoded, None, ctx.dbi) is not None:
+            return False
+        # Positional arguments: py-lmdb's keyword parsing costs more.
+        return bool(txn.put(encoded, pack(_draw(txn, ctx), data), True, True, False, ctx.dbi))
     return bool(txn.put(encoded, data, overwrite=overwrite, db=ctx.dbi))
 
 
@@ -255,6 +286,8 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
     kc, max_key_size, db, dupsort = ctx.kc, ctx.max_key_size, ctx.dbi, ctx.dupsort
     ser_k = kc.serialize
     ser_v = ctx.vc.serialize
+    # A versioned database: one version for the whole call (one atomic write).
+    version = _draw(txn, ctx) if ctx.versioned and items else 0
     added = 0
     for index, pair in enumerate(items):
         try:
@@ -268,6 +301,8 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
             encode_key(kc, key, max_key_size)
         if dupsort:
             added += tput(encoded, ser_v(value), dupdata=False, db=db)
+        elif version:
+            added += tput(encoded, pack(version, ser_v(value)), db=db)
         else:
             added += tput(encoded, ser_v(value), db=db)
     return added
@@ -284,6 +319,11 @@ def delete(txn: Txn, ctx: DbContext[K, V], key: K, value: Any = MISSING) -> bool
     if value is MISSING:
         return bool(txn.delete(encoded, db=db))
     data = ctx.vc.serialize(value)
+    if ctx.versioned:
+        stored = txn.get(encoded, None, db)
+        if stored is None or split(key, stored)[1] != bytes(data):
+            return False
+        return bool(txn.delete(encoded, db=db))
     if not len(data):
         # py-lmdb reads an empty value as "no value" and would delete every value of the key;
         # LMDB never stores an empty duplicate, so there is no such pair.
@@ -321,6 +361,8 @@ def replace(txn: Txn, ctx: DbContext[K, V], key: K, value: V) -> V | None:
     """Store value under key and return the old value, decoded, or None."""
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     data = ctx.vc.serialize(value)
+    if ctx.versioned:
+        data = pack(_draw(txn, ctx), data)
     old = txn.replace(encoded, data, db=ctx.dbi)
     if old is None:
         return None
@@ -332,8 +374,187 @@ def update(txn: Txn, ctx: DbContext[K, V], key: K, fn: Callable[[V | D], V], def
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     buf = txn.get(encoded, None, ctx.dbi)
     new = fn(default if buf is None else decode_value(ctx.vc, buf, key))
-    txn.put(encoded, ctx.vc.serialize(new), db=ctx.dbi)
+    data = ctx.vc.serialize(new)
+    if ctx.versioned:
+        data = pack(_draw(txn, ctx), data)
+    txn.put(encoded, data, db=ctx.dbi)
     return new
+
+
+# ----------------------------------------------------------------- versions and conditions
+def stored_values(ctx: DbContext[Any, V], op: str) -> StoredValues[V]:
+    """The versioned database's value coder; ValueError naming ``op`` if not versioned."""
+    vc = ctx.vc
+    if not isinstance(vc, StoredValues):
+        raise ValueError(
+            f"{op} needs a versioned database: open it with open_db(name, versioned=True) "
+            "(a database is versioned from its creation)"
+        )
+    return vc
+
+
+def get_entry(txn: Txn, ctx: DbContext[K, V], key: K) -> Entry[V] | None:
+    """The value of key with its version, or None (versioned databases)."""
+    vc = stored_values(ctx, "get_entry")
+    buf = txn.get(encode_key(ctx.kc, key, ctx.max_key_size), None, ctx.dbi)
+    if buf is None:
+        return None
+    try:
+        return vc.entry(buf)
+    except ValueError as exc:
+        raise value_error(exc, key) from exc
+
+
+def get_multi_entries(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, Entry[V] | None]:
+    """A dict with every requested key: its Entry, or None when absent."""
+    vc = stored_values(ctx, "get_multi_entries")
+    kc, max_key_size, db = ctx.kc, ctx.max_key_size, ctx.dbi
+    out: dict[K, Entry[V] | None] = {}
+    for key in keys:
+        seen = _seen(out, key, "get_multi_entries")
+        encoded = encode_key(kc, key, max_key_size)
+        if seen:
+            _check_same_encoding(kc, out, key, encoded, "get_multi_entries")
+        buf = txn.get(encoded, None, db)
+        try:
+            out[key] = None if buf is None else vc.entry(buf)
+        except ValueError as exc:
+            raise value_error(exc, key) from exc
+    return out
+
+
+def _check_condition(ctx: DbContext[Any, Any], if_version: int | None) -> None:
+    if if_version is None:
+        return
+    check_version(if_version)
+    if not ctx.versioned:
+        raise ValueError(
+            "if_version needs a versioned database (open_db(name, versioned=True)); "
+            "this one is not: use if_value= to compare the stored value instead"
+        )
+
+
+def put_if(
+    txn: Txn,
+    ctx: DbContext[K, V],
+    key: K,
+    value: V,
+    overwrite: bool,
+    if_version: int | None,
+    if_value: Any,
+    raise_on_conflict: bool,
+) -> bool:
+    """``put`` with conditions: store only if the stored version is ``if_version`` and the
+    stored value encodes as ``if_value`` does (each when given), or, with overwrite=False,
+    if the key is absent. False (or ConflictError) when a condition fails."""
+    _check_condition(ctx, if_version)
+    conditional = if_version is not None or if_value is not MISSING
+    if ctx.dupsort and conditional:
+        raise ValueError("if_version/if_value are not supported in a dupsort database")
+    if conditional and not overwrite:
+        raise ValueError(
+            "overwrite=False (insert if absent) cannot be combined with if_version/if_value "
+            "(write if present and unchanged)"
+        )
+    if ctx.dupsort:  # raise_on_conflict alone: put, raising when nothing was stored
+        if put(txn, ctx, key, value, overwrite):
+            return True
+        raise conflict(key, None, None, "that pair exists")
+    db = ctx.dbi
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    data = ctx.vc.serialize(value)
+    expected = None if if_value is MISSING else bytes(ctx.vc.serialize(if_value))
+    stored = txn.get(encoded, None, db)
+    actual: int | None = None
+    current: Any = stored
+    if stored is not None and ctx.versioned:
+        actual, current = split(key, stored)
+    reason = ""
+    if not overwrite:
+        if stored is not None:
+            reason = "it exists (overwrite=False)"
+    elif stored is None:
+        reason = "it is absent"
+    elif if_version is not None and actual != if_version:
+        reason = f"its version is {actual}, not {if_version}"
+    elif expected is not None and bytes(current) != expected:
+        reason = "its value differs from if_value"
+    if reason:
+        if raise_on_conflict:
+            raise conflict(key, if_version, actual, reason)
+        return False
+    if ctx.versioned:
+        data = pack(_draw(txn, ctx), data)
+    txn.put(encoded, data, db=db)
+    return True
+
+
+def delete_if(
+    txn: Txn,
+    ctx: DbContext[K, V],
+    key: K,
+    value: Any,
+    if_version: int | None,
+    raise_on_conflict: bool,
+) -> bool:
+    """``delete`` with conditions: only if the stored version is ``if_version`` (and, with a
+    value, the key holds it). False (or ConflictError) when it was not deleted."""
+    _check_condition(ctx, if_version)
+    if ctx.dupsort:  # no version: raise_on_conflict for a pair that is absent
+        if delete(txn, ctx, key, value):
+            return True
+        if raise_on_conflict and value is not MISSING:
+            raise conflict(key, None, None, "that pair is absent")
+        return False
+    db = ctx.dbi
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    expected = None if value is MISSING else bytes(ctx.vc.serialize(value))
+    stored = txn.get(encoded, None, db)
+    actual: int | None = None
+    current: Any = stored
+    if stored is not None and ctx.versioned:
+        actual, current = split(key, stored)
+    reason = ""
+    if stored is None:
+        reason = "it is absent"
+    elif if_version is not None and actual != if_version:
+        reason = f"its version is {actual}, not {if_version}"
+    elif expected is not None and bytes(current) != expected:
+        reason = "its value differs from the value given"
+    if reason:
+        if raise_on_conflict and (if_version is not None or expected is not None):
+            raise conflict(key, if_version, actual, reason)
+        return False
+    return bool(txn.delete(encoded, db=db))
+
+
+def restore_entries(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, Entry[V]]]) -> int:
+    """Store entries with the versions they carry (restoring a dump) and raise the version
+    counter to the highest, so later writes draw higher ones. Returns how many were stored."""
+    stored_values(ctx, "restore_entries")
+    kc, max_key_size, db, ser_v = ctx.kc, ctx.max_key_size, ctx.dbi, ctx.vc.serialize
+    highest = 0
+    for index, pair in enumerate(items):
+        try:
+            key, entry = pair
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"restore_entries item {index} must be a (key, Entry) pair; "
+                f"got a {type(pair).__name__}"
+            ) from None
+        if not isinstance(entry, Entry):
+            raise TypeError(
+                f"restore_entries item {index} must hold an aiolmdb.Entry; "
+                f"got a {type(entry).__name__}"
+            )
+        version = check_version(entry.version, "an Entry's version")
+        txn.put(encode_key(kc, key, max_key_size), pack(version, ser_v(entry.value)), db=db)
+        highest = max(highest, version)
+    if highest:
+        versions = ctx.versions
+        assert versions is not None  # stored_values() checked it
+        versions.raise_to(txn, highest)
+    return len(items)
 
 
 def drop(txn: Txn, ctx: DbContext[Any, Any], delete: bool) -> None:
@@ -359,5 +580,9 @@ def call(txn: Txn, fn: Callable[[Any], R], make_view: Callable[[Txn], Any]) -> R
 # Operations that make at most one LMDB change and raise, if at all, before making it (coder
 # and size errors come first; LMDB checks sizes before modifying). The writer runs them without
 # a child transaction: a failure leaves the batch's transaction as it was. (pop and replace are
-# not among them: they decode the old value after changing it, and decoding may fail.)
-ATOMIC: frozenset[Callable[..., Any]] = frozenset({put, put_bytes, delete, update, drop})
+# not among them: they decode the old value after changing it, and decoding may fail.) In a
+# versioned database a write also bumps the version counter first: if the write then failed,
+# the counter would have skipped a version, which is harmless (versions need only grow).
+ATOMIC: frozenset[Callable[..., Any]] = frozenset(
+    {put, put_bytes, put_if, delete, delete_if, update, drop}
+)

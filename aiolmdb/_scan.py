@@ -13,11 +13,12 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
-from ._ops import DbContext, decode_value, decode_values, encode_key
+from ._ops import DbContext, decode_value, decode_values, encode_key, stored_values
+from ._versions import StoredValues
 from .coders import Coder, IdentityCoder
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ V = TypeVar("V")
 ITEMS = 0
 KEYS = 1
 VALUES = 2
+ENTRIES = 3  # items() of a versioned database with each value's version: (key, Entry)
 
 
 class ScanSpec:
@@ -164,6 +166,8 @@ def read_chunk(
     """
     if not spec.encoded:
         # The iterator may have been made before the database finished opening.
+        if spec.mode == ENTRIES:
+            stored_values(ctx, "entries()")
         spec.dupsort = ctx.dupsort
         spec.encode(ctx.kc)
     if spec.empty:
@@ -175,7 +179,7 @@ def read_chunk(
             return [], None, None, True
     if not spec.batch:
         return _read_columns(txn, ctx, spec, resume, n)
-    if spec.mode == ITEMS:
+    if spec.mode == ITEMS or spec.mode == ENTRIES:
         entries, _, resume, done = _read_pairs(txn, ctx, spec, resume, n)
     else:
         entries, _, resume, done = _read_columns(txn, ctx, spec, resume, n)
@@ -328,7 +332,14 @@ def _read_pairs(
     last = pairs[-1]
     resume = (last[0], last[1]) if spec.dupsort else (last[0],)
     kc, vc = ctx.kc, ctx.vc
-    if type(kc) is not IdentityCoder or type(vc) is not IdentityCoder:
+    if spec.mode == ENTRIES:
+        keys = [k for k, _ in pairs]
+        entries = _decode_entries(kc, vc, keys, [v for _, v in pairs])
+        if type(kc) is not IdentityCoder:
+            dk = kc.deserialize
+            keys = [dk(k) for k in keys]
+        pairs = list(zip(keys, entries, strict=True))
+    elif type(kc) is not IdentityCoder or type(vc) is not IdentityCoder:
         dk = kc.deserialize
         dv = vc.deserialize
         try:
@@ -383,11 +394,26 @@ def _decode(
         keys = [dk(k) for k in keys]
     if mode == KEYS or values is None:
         return keys, None
+    if mode == ENTRIES:
+        return keys, _decode_entries(kc, vc, raw_keys, values)
     if type(vc) is not IdentityCoder:
         values = decode_values(kc, vc, raw_keys, values)
     if mode == VALUES:
         return values, None
     return keys, values
+
+
+def _decode_entries(
+    kc: Coder[Any], vc: Coder[Any], keys: list[bytes], values: list[Any]
+) -> list[Any]:
+    """A versioned database's values as Entry objects; one that would not decode is named by
+    its key."""
+    entry = cast("StoredValues[Any]", vc).entry  # checked when the scan began
+    try:
+        return [entry(v) for v in values]
+    except ValueError:
+        decode_values(kc, vc, keys, values)  # raises, naming the key
+        raise
 
 
 def first_or_last(txn: Txn, ctx: DbContext[K, V], last: bool) -> tuple[K, V] | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from . import _ops, _scan
 from ._ops import MISSING, DbContext
+from ._versions import Entry
 from .coders import Coder
 from .ranges import OnEnd, OnItem, RangeIterator, StreamFn, scan_args
 
@@ -28,6 +29,7 @@ P = ParamSpec("P")
 ItemsT = TypeVar("ItemsT")
 KeysT = TypeVar("KeysT")
 ValuesT = TypeVar("ValuesT")
+EntriesT = TypeVar("EntriesT")
 
 if TYPE_CHECKING:
     from typing import TypeAlias, TypedDict
@@ -59,8 +61,9 @@ def pairs_of(items: Iterable[tuple[K, V]] | Mapping[K, V]) -> list[tuple[K, V]]:
     return list(items.items()) if isinstance(items, Mapping) else list(items)
 
 
-class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT]):
-    """``items``/``keys``/``values`` of a database view; ``_range`` makes the iterator."""
+class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
+    """``items``/``keys``/``values``/``entries`` of a database view; ``_range`` makes the
+    iterator."""
 
     __slots__ = ()
 
@@ -94,8 +97,24 @@ class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT]):
         """Iterate the values of the keys in ``[start, stop)``; options as for :meth:`items`."""
         return cast(ValuesT, self._range(_scan.VALUES, start, stop, options))
 
+    def entries(
+        self, start: K | None = None, stop: K | None = None, **options: Unpack[RangeOptions[K]]
+    ) -> EntriesT:
+        """Iterate ``(key, Entry(value, version))`` pairs of a versioned database; options as
+        for :meth:`items` (ValueError in a database that is not versioned)."""
+        return cast(EntriesT, self._range(_scan.ENTRIES, start, stop, options))
 
-class AsyncOps(RangeSurface[K, V, RangeIterator[tuple[K, V]], RangeIterator[K], RangeIterator[V]]):
+
+class AsyncOps(
+    RangeSurface[
+        K,
+        V,
+        RangeIterator[tuple[K, V]],
+        RangeIterator[K],
+        RangeIterator[V],
+        RangeIterator[tuple[K, Entry[V]]],
+    ]
+):
     """Every awaitable operation on one database. Subclasses say how an operation reaches a
     transaction (``_read``, ``_write``, ``_stream``) and where the database's context comes
     from (``_context``)."""
@@ -142,6 +161,16 @@ class AsyncOps(RangeSurface[K, V, RangeIterator[tuple[K, V]], RangeIterator[K], 
         ones mapped to ``default``."""
         return await self._read(_ops.get_multi, list(keys), default)
 
+    async def get_entry(self, key: K) -> Entry[V] | None:
+        """The value stored under ``key`` with its version, ``Entry(value, version)``, or
+        None if absent (versioned databases)."""
+        return await self._read(_ops.get_entry, key)
+
+    async def get_multi_entries(self, keys: Iterable[K]) -> dict[K, Entry[V] | None]:
+        """Read many keys with their versions in one transaction: a dict holding every
+        requested key, missing ones mapped to None (versioned databases)."""
+        return await self._read(_ops.get_multi_entries, list(keys))
+
     async def first(self) -> tuple[K, V] | None:
         """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""
         return await self._read(_scan.first_or_last, False)
@@ -173,14 +202,32 @@ class AsyncOps(RangeSurface[K, V, RangeIterator[tuple[K, V]], RangeIterator[K], 
         return await self._read(_ops.stat)
 
     # ----------------------------------------------------------------- writes
-    async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
+    async def put(
+        self,
+        key: K,
+        value: V,
+        *,
+        overwrite: bool = True,
+        if_version: int | None = None,
+        if_value: V = MISSING,
+        raise_on_conflict: bool = False,
+    ) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed (in a
         transaction: visible to it at once, durable at its commit).
 
-        Returns False when nothing was stored: ``overwrite=False`` and the key exists, or (in
-        a dupsort database) that exact pair exists.
+        Returns False when nothing was stored: ``overwrite=False`` and the key exists, (in
+        a dupsort database) that exact pair exists, or a condition failed: ``if_version``
+        (versioned databases) stores only if the entry's version is still that one;
+        ``if_value`` only if the stored value encodes to the same bytes as ``if_value``.
+        Conditions are checked on the writer thread, in the write's own transaction.
+        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead of
+        returning False.
         """
-        return await self._write(_ops.put, key, value, overwrite)
+        if if_version is None and if_value is MISSING and not raise_on_conflict:
+            return await self._write(_ops.put, key, value, overwrite)
+        return await self._write(
+            _ops.put_if, key, value, overwrite, if_version, if_value, raise_on_conflict
+        )
 
     async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every ``(key, value)`` pair (or a mapping's items) atomically: all or nothing.
@@ -190,15 +237,34 @@ class AsyncOps(RangeSurface[K, V, RangeIterator[tuple[K, V]], RangeIterator[K], 
         """
         return await self._write(_ops.put_multi, pairs_of(items))
 
-    async def delete(self, key: K, value: V = MISSING) -> bool:
+    async def delete(
+        self,
+        key: K,
+        value: V = MISSING,
+        *,
+        if_version: int | None = None,
+        raise_on_conflict: bool = False,
+    ) -> bool:
         """Delete ``key``; True if it existed. With ``value``, only that exact pair goes (in a
         dupsort database one of the key's values; in a plain one, the key only if it holds
-        that value); without it, every value of the key goes."""
-        return await self._write(_ops.delete, key, value)
+        that value); without it, every value of the key goes. ``if_version`` (versioned
+        databases) deletes only if the entry's version is still that one.
+        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` when a condition
+        (``value`` or ``if_version``) fails instead of returning False."""
+        if if_version is None and not raise_on_conflict:
+            return await self._write(_ops.delete, key, value)
+        return await self._write(_ops.delete_if, key, value, if_version, raise_on_conflict)
 
     async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
         """Delete many keys atomically; a dict of key -> whether it existed."""
         return await self._write(_ops.delete_multi, list(keys))
+
+    async def restore_entries(self, entries: Iterable[tuple[K, Entry[V]]]) -> int:
+        """Store ``(key, Entry)`` pairs with the versions they carry, atomically, and raise
+        the environment's version counter to the highest, so later writes draw higher
+        versions (versioned databases; for restoring a dump: ``aiolmdb load``). Returns how
+        many were stored."""
+        return await self._write(_ops.restore_entries, list(entries))
 
     async def pop(self, key: K, default: V | None = None) -> V | None:
         """Delete ``key`` and return its old value, or ``default`` if it was absent."""

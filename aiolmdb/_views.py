@@ -16,6 +16,7 @@ import lmdb
 from . import _ops, _scan
 from ._ops import MISSING, DbContext
 from ._surface import RangeSurface, count_spec, pairs_of
+from ._versions import Entry
 from .errors import ReadOnlyError
 from .ranges import iterate_sync, scan_args
 
@@ -35,7 +36,11 @@ K2 = TypeVar("K2")
 V2 = TypeVar("V2")
 
 
-class DatabaseView(RangeSurface[K, V, Iterator[tuple[K, V]], Iterator[K], Iterator[V]]):
+class DatabaseView(
+    RangeSurface[
+        K, V, Iterator[tuple[K, V]], Iterator[K], Iterator[V], Iterator[tuple[K, Entry[V]]]
+    ]
+):
     """One database seen through a transaction: synchronous, coder-aware operations.
 
     Only valid inside the function given to ``run``; values it returns are decoded copies, so
@@ -68,18 +73,56 @@ class DatabaseView(RangeSurface[K, V, Iterator[tuple[K, V]], Iterator[K], Iterat
         found = _ops.get_multi(self._txn, self._ctx, list(keys), default)
         return found
 
-    def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
-        """Store value under key. False if not stored (key exists and overwrite=False, or the
-        exact pair exists in a dupsort database)."""
-        return _ops.put(self._txn, self._writing("put"), key, value, overwrite)
+    def get_entry(self, key: K) -> Entry[V] | None:
+        """The value of key with its version, or None (versioned databases)."""
+        return _ops.get_entry(self._txn, self._ctx, key)
+
+    def get_multi_entries(self, keys: Iterable[K]) -> dict[K, Entry[V] | None]:
+        """A dict with every requested key: its Entry, or None when absent."""
+        return _ops.get_multi_entries(self._txn, self._ctx, list(keys))
+
+    def put(
+        self,
+        key: K,
+        value: V,
+        *,
+        overwrite: bool = True,
+        if_version: int | None = None,
+        if_value: V = MISSING,
+        raise_on_conflict: bool = False,
+    ) -> bool:
+        """Store value under key. False if not stored (key exists and overwrite=False, the
+        exact pair exists in a dupsort database, or a condition failed: as
+        ``AsyncDatabase.put``)."""
+        ctx = self._writing("put")
+        if if_version is None and if_value is MISSING and not raise_on_conflict:
+            return _ops.put(self._txn, ctx, key, value, overwrite)
+        return _ops.put_if(
+            self._txn, ctx, key, value, overwrite, if_version, if_value, raise_on_conflict
+        )
 
     def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every pair; returns how many were added."""
         return _ops.put_multi(self._txn, self._writing("put_multi"), pairs_of(items))
 
-    def delete(self, key: K, value: V = MISSING) -> bool:
-        """Delete key (or one (key, value) pair of a dupsort database); True if it existed."""
-        return _ops.delete(self._txn, self._writing("delete"), key, value)
+    def delete(
+        self,
+        key: K,
+        value: V = MISSING,
+        *,
+        if_version: int | None = None,
+        raise_on_conflict: bool = False,
+    ) -> bool:
+        """Delete key (or one (key, value) pair of a dupsort database); True if it existed.
+        ``if_version``/``raise_on_conflict`` as for ``AsyncDatabase.delete``."""
+        ctx = self._writing("delete")
+        if if_version is None and not raise_on_conflict:
+            return _ops.delete(self._txn, ctx, key, value)
+        return _ops.delete_if(self._txn, ctx, key, value, if_version, raise_on_conflict)
+
+    def restore_entries(self, entries: Iterable[tuple[K, Entry[V]]]) -> int:
+        """Store entries with the versions they carry (as ``AsyncDatabase.restore_entries``)."""
+        return _ops.restore_entries(self._txn, self._writing("restore_entries"), list(entries))
 
     def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
         """Delete every key; a dict of key -> whether it existed."""

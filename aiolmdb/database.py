@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _ops
 from ._engine import FALLBACK
-from ._ops import DbContext
+from ._ops import MISSING, DbContext
 from ._surface import AsyncOps
 from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
@@ -78,13 +78,13 @@ class AsyncDatabase(AsyncOps[K, V]):
         self._ctx: DbContext[K, V] | None = None
         # Both coders the built-in IdentityCoder: bytes operations may skip them (the hot
         # paths test this one flag instead of the two coders' types on every call).
-        self._bytes_only = type(key_coder) is IdentityCoder and type(value_coder) is IdentityCoder
+        self._bytes_only = _bytes_only(entry, key_coder, value_coder)
 
     def _set_coders(self, key_coder: Coder[K], value_coder: Coder[V]) -> None:
         self._kc = key_coder
         self._vc = value_coder
         self._ctx = None
-        self._bytes_only = type(key_coder) is IdentityCoder and type(value_coder) is IdentityCoder
+        self._bytes_only = _bytes_only(self._entry, key_coder, value_coder)
 
     @property
     def key_coder(self) -> Coder[K]:
@@ -126,6 +126,11 @@ class AsyncDatabase(AsyncOps[K, V]):
         """True if the database keeps several sorted values per key (``dupsort=True``)."""
         return self._entry.dupsort
 
+    @property
+    def versioned(self) -> bool:
+        """True if every entry carries a version (``versioned=True``)."""
+        return self._entry.versioned
+
     # ----------------------------------------------------------------- readiness
     def __await__(self) -> Generator[Any, None, AsyncDatabase[K, V]]:
         return self._await_self().__await__()
@@ -152,7 +157,9 @@ class AsyncDatabase(AsyncOps[K, V]):
         ctx = self._ctx
         if ctx is None or ctx.dbi is not entry.dbi:
             max_key_size = self._engine.max_key_size
-            ctx = self._ctx = DbContext(entry.dbi, self._kc, self._vc, max_key_size, entry.dupsort)
+            ctx = self._ctx = DbContext(
+                entry.dbi, self._kc, self._vc, max_key_size, entry.dupsort, entry.versions
+            )
         return ctx
 
     async def _read(self, fn: Op[K, V, P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -198,20 +205,39 @@ class AsyncDatabase(AsyncOps[K, V]):
                 return result  # type: ignore[no-any-return]  # (no cast: the hottest path)
         return await self._engine.submit_read(fn, args)  # type: ignore[no-any-return]
 
-    async def put(self, key: K, value: V, *, overwrite: bool = True) -> bool:
+    async def put(
+        self,
+        key: K,
+        value: V,
+        *,
+        overwrite: bool = True,
+        if_version: int | None = None,
+        if_value: V = MISSING,
+        raise_on_conflict: bool = False,
+    ) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed.
 
-        Returns False when nothing was stored: ``overwrite=False`` and the key exists, or (in
-        a dupsort database) that exact pair exists.
+        Returns False when nothing was stored: ``overwrite=False`` and the key exists, (in
+        a dupsort database) that exact pair exists, or a condition failed: ``if_version``
+        (versioned databases) stores only if the entry's version is still that one;
+        ``if_value`` only if the stored value encodes to the same bytes as ``if_value``.
+        Conditions are checked on the writer thread, in the write's own transaction.
+        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead of
+        returning False.
         """
         ctx = self._ctx
         if ctx is None or self._entry.dropped:
             ctx = await self._context()
-        if self._bytes_only and type(key) is bytes and type(value) is bytes and not ctx.dupsort:
-            return await self._engine.submit_write(
-                _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, overwrite)
-            )
-        return await self._engine.submit_write(_ops.put, (ctx, key, value, overwrite))
+        if if_version is None and if_value is MISSING and not raise_on_conflict:
+            # _bytes_only is False for a versioned database: its values carry a version.
+            if self._bytes_only and type(key) is bytes and type(value) is bytes and not ctx.dupsort:
+                return await self._engine.submit_write(
+                    _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, overwrite)
+                )
+            return await self._engine.submit_write(_ops.put, (ctx, key, value, overwrite))
+        return await self._engine.submit_write(
+            _ops.put_if, (ctx, key, value, overwrite, if_version, if_value, raise_on_conflict)
+        )
 
     # ----------------------------------------------------------------- the database itself
     async def drop(self, delete: bool = True) -> None:
@@ -238,3 +264,13 @@ class AsyncDatabase(AsyncOps[K, V]):
         ``write``, any write raises :class:`~aiolmdb.ReadOnlyError`.
         """
         return run_in_transaction(self._engine, self, fn, write, self._catalogue.wait_all_opened)
+
+
+def _bytes_only(entry: DatabaseEntry, key_coder: Coder[Any], value_coder: Coder[Any]) -> bool:
+    """Whether bytes operations may skip the coders: both coders the built-in IdentityCoder,
+    and values stored as they are (not behind a version)."""
+    return (
+        type(key_coder) is IdentityCoder
+        and type(value_coder) is IdentityCoder
+        and not entry.versioned
+    )

@@ -191,7 +191,10 @@ class Environment:
 
         ``name`` is ``str`` (stored as UTF-8) or ``bytes``; ``None`` is the default database.
         ``flags`` are :meth:`lmdb.Environment.open_db`'s (``dupsort``, ``integerkey``,
-        ``reverse_key``, ``create``, ...). Returns at once, never waiting behind a write: LMDB
+        ``reverse_key``, ``create``, ...) and aiolmdb's ``versioned=True``: every entry of a
+        versioned database carries a version (``get_entry``, ``put(..., if_version=)``; see
+        the versions guide); it is set when the database is created and opening it with the
+        other setting raises ValueError. Returns at once, never waiting behind a write: LMDB
         opens named databases under its write lock, so the opening is queued to the writer
         thread. ``await env.open_db(...)`` (or the first operation) waits for it and raises its
         error, e.g. ``lmdb.NotFoundError`` with ``create=False``. In a read-only environment
@@ -205,6 +208,11 @@ class Environment:
                 raise TypeError(f"{label} must be an aiolmdb Coder instance, got {coder!r}")
         encoded = encode_name(name)
         if encoded is None:
+            if flags.get("versioned"):
+                raise ValueError(
+                    "the default database cannot be versioned (it also holds the names of the "
+                    "named databases): open a named one with versioned=True"
+                )
             if flags:
                 raise ValueError(
                     "flags cannot be given for the default database: LMDB fixes them when the "

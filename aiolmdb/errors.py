@@ -11,6 +11,7 @@ import lmdb
 
 __all__ = [
     "ClosedError",
+    "ConflictError",
     "DatabaseDroppedError",
     "DeadlockError",
     "Error",
@@ -35,6 +36,25 @@ class ForkedError(Error):
 
     LMDB forbids using an environment inherited across ``fork()``; open a new one in the child.
     """
+
+
+class ConflictError(Error):
+    """A conditional write (``if_version=``, ``if_value=``) found the entry changed.
+
+    Raised instead of returning False when the write asked for it (``raise_on_conflict=True``).
+    ``key`` is the key, ``expected`` the ``if_version`` given (None for ``if_value``) and
+    ``actual`` the version stored when the write ran (None if the key was absent or the
+    database is not versioned).
+    """
+
+    def __init__(self, message: str, key: object, expected: int | None, actual: int | None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.key, self.expected, self.actual))
 
 
 class DatabaseDroppedError(Error):

@@ -72,6 +72,11 @@ class AsyncDatabaseView(AsyncOps[K, V]):
         """True for a dupsort database."""
         return self._database.dupsort
 
+    @property
+    def versioned(self) -> bool:
+        """True for a versioned database."""
+        return self._database.versioned
+
     async def _context(self) -> DbContext[K, V]:
         ctx = await self._database._context()
         return ctx.with_coders(self.key_coder, self.value_coder)

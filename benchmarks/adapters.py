@@ -28,7 +28,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 import lmdb
 import lmdb.aio
 
-from .dataset import DOCS_DB, JSON_DB, MAX_DBS, PUT_DB, PUT_MULTI_DB, TRAIN_DB, make_key, open_env
+from .dataset import (
+    DOCS_DB,
+    JSON_DB,
+    MAX_DBS,
+    PUT_DB,
+    PUT_MULTI_DB,
+    TRAIN_DB,
+    VERSIONED_DB,
+    make_key,
+    open_env,
+)
 from .documents import document_type, documents
 from .workloads import BenchConfig
 
@@ -110,6 +120,11 @@ class Adapter:
 
     async def get_multi(self, batches: Sequence[Sequence[bytes]]) -> int:
         """W4: one multi-get per batch, in turn; return number of hits."""
+        raise NotImplementedError
+
+    async def put_versioned(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
+        """W10: ``concurrency`` tasks doing durable puts into a versioned database; return
+        number written (or, for conditional puts, attempted)."""
         raise NotImplementedError
 
     async def put_multi(self, batches: Sequence[Sequence[tuple[bytes, bytes]]]) -> int:
@@ -866,6 +881,74 @@ def docs_adapter(module: ModuleType, spec: DocCoder) -> DocsAdapter:
     return cls(module)
 
 
+class AiolmdbVersionedAdapter(AiolmdbAdapter):
+    """This project, durable puts into a versioned database (``put-versioned`` only)."""
+
+    name = "aiolmdb-versioned"
+    description = "aiolmdb: await vdb.put(k, v) into open_db(name, versioned=True)"
+    workloads = frozenset({"put-versioned"})
+
+    def __init__(self, module: ModuleType) -> None:
+        super().__init__(module)
+        self.vdb: Any = None
+
+    def unsupported(self, workload: str) -> str | None:
+        """Versioned databases may not exist in this aiolmdb."""
+        reason = super().unsupported(workload)
+        if reason is None and not hasattr(self.mod, "Entry"):
+            return "versioned databases not available in this aiolmdb"
+        return reason
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """As aiolmdb's, plus the versioned database."""
+        await super().open(path, cfg)
+        if hasattr(self.mod, "Entry"):
+            self.vdb = await self.env.open_db(VERSIONED_DB, versioned=True)
+
+    async def _vput_worker(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        put = self.vdb.put
+        for k, v in items:
+            await put(k, v)
+        return len(items)
+
+    async def put_versioned(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
+        """Each task: ``await vdb.put(k, v)`` (a new version per put)."""
+        return await fan_out(self._vput_worker, items, concurrency)
+
+
+class AiolmdbIfVersionAdapter(AiolmdbVersionedAdapter):
+    """This project, conditional writes into a versioned database: each task reads the
+    versions of its keys once (one ``get_multi_entries``), then puts each key only if its
+    version is unchanged (``put-versioned`` only)."""
+
+    name = "aiolmdb-if-version"
+    description = (
+        "aiolmdb: vdb.get_multi_entries(task's keys) once, then await vdb.put(k, v, "
+        "if_version=...) per key"
+    )
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """As aiolmdb-versioned's, with every key of the data stored first (untimed), so the
+        timed puts are conditional ones rather than first inserts."""
+        await super().open(path, cfg)
+        if self.vdb is not None:
+            async for batch in self.db.items().batches(10_000):
+                await self.vdb.put_multi(batch)
+
+    async def _vput_worker(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        put = self.vdb.put
+        # One read per task: the timed cost is that of the conditional puts. A key written
+        # by another task meanwhile (or twice here) fails its condition: counted all the same.
+        known = await self.vdb.get_multi_entries([k for k, _ in items])
+        for k, v in items:
+            entry = known[k]
+            if entry is None:
+                await put(k, v, overwrite=False)
+            else:
+                await put(k, v, if_version=entry.version)
+        return len(items)
+
+
 def build_adapters(
     aiolmdb_module: ModuleType | None,
 ) -> list[Adapter]:
@@ -878,7 +961,12 @@ def build_adapters(
         AsyncioFloorAdapter(),
     ]
     if aiolmdb_module is not None:
-        adapters += [AiolmdbAdapter(aiolmdb_module), AiolmdbInlineAdapter(aiolmdb_module)]
+        adapters += [
+            AiolmdbAdapter(aiolmdb_module),
+            AiolmdbInlineAdapter(aiolmdb_module),
+            AiolmdbVersionedAdapter(aiolmdb_module),
+            AiolmdbIfVersionAdapter(aiolmdb_module),
+        ]
         adapters += [docs_adapter(aiolmdb_module, spec) for spec in DOC_CODERS]
     return adapters
 
@@ -892,6 +980,8 @@ IMPL_ORDER: tuple[str, ...] = (
     "asyncio-floor",
     "aiolmdb",
     "aiolmdb-inline",
+    "aiolmdb-versioned",
+    "aiolmdb-if-version",
     *(spec.name for spec in DOC_CODERS),
 )
 #: The rows of the document workloads (aiolmdb with each coder), in report order.

@@ -19,6 +19,7 @@ DOCS_DB = "docs"
 TRAIN_DB = "train"
 PUT_DB = "puts"
 PUT_MULTI_DB = "putmulti"
+VERSIONED_DB = "versioned"
 MAX_DBS = 8
 #: Reader slots for the plain py-lmdb peers.  lmdb.aio holds one read transaction open
 #: across several executor hops per get, so 64 concurrent tasks overflow LMDB's default

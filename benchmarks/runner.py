@@ -128,6 +128,9 @@ def make_call(
     if name == "put-concurrent":
         items = random_items(data, n, seed)
         return lambda: adapter.put_concurrent(items, CONCURRENCY)
+    if name == "put-versioned":
+        items = random_items(data, n, seed)
+        return lambda: adapter.put_versioned(items, CONCURRENCY)
     rng = random.Random(seed)
     batch = multi_batch(data)
     if name == "get-multi":

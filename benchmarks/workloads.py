@@ -141,13 +141,24 @@ WORKLOADS: tuple[Workload, ...] = (
         probe_ops=CONCURRENCY * 8,
         reference="json",
     ),
+    Workload(
+        "put-versioned",
+        "W12",
+        f"{CONCURRENCY} tasks doing durable puts into a versioned database: plain puts, and "
+        "get_entry + put(if_version) (aiolmdb's put-concurrent runs in its rotation)",
+        "concurrency",
+        max_ops=20_000,
+        probe_ops=CONCURRENCY * 2,
+        write=True,
+        ours_workload="put-concurrent",
+    ),
 )
 
 WORKLOAD_BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 
 
 def resolve_workloads(spec: str | None) -> list[Workload]:
-    """Turn an ``--only`` value (names or W1..W11 aliases, comma separated) into workloads.
+    """Turn an ``--only`` value (names or W1..W12 aliases, comma separated) into workloads.
 
     Raises ``ValueError`` naming the unknown entries.
     """
@@ -219,6 +230,22 @@ AIMS: tuple[Target, ...] = (
         enforced=False,
     ),
     Target("get-docs", "msgspec", "json-stdlib", 1.5, enforced=False),
+    Target(
+        "put-versioned",
+        "aiolmdb-versioned",
+        "aiolmdb",
+        0.8,
+        peer_workload="put-concurrent",
+        enforced=False,
+    ),
+    Target(
+        "put-versioned",
+        "aiolmdb-if-version",
+        "aiolmdb",
+        0.8,
+        peer_workload="put-concurrent",
+        enforced=False,
+    ),
 )
 
 

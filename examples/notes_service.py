@@ -9,11 +9,15 @@ Endpoints (every body is JSON):
 
 ``PUT /notes/{id}``
     Store the JSON object of the body as the note's data: 201 if created, 200 if replaced
-    (its tags are kept).
+    (its tags are kept). With ``If-Match: "<etag>"`` it replaces the note only if it is still
+    the one with that ETag (412 Precondition Failed if it changed or is gone: read it again,
+    merge, retry); ``If-Match: *`` only if the note exists. The response carries the new
+    ``ETag``.
 ``GET /notes/{id}``
-    ``{"id", "data", "tags"}``, or 404.
+    ``{"id", "data", "tags"}`` with an ``ETag`` header (the note's version), or 404.
 ``DELETE /notes/{id}``
-    204, or 404. Removes the note and its tag links in one transaction.
+    204, or 404. Removes the note and its tag links in one transaction; ``If-Match`` as for
+    ``PUT`` (412 on a stale ETag).
 ``GET /notes?prefix=&limit=&after=``
     Notes in id order (a range query): ids starting with ``prefix``, at most ``limit``
     (default 100, at most 1000), after the id ``after``. ``next`` is the ``after`` value for the
@@ -36,7 +40,10 @@ Endpoints (every body is JSON):
     ``{"notes", "tags", "tag_links"}`` from one consistent snapshot.
 
 How aiolmdb is used: one environment opened at startup and closed at cleanup; ``notes`` maps
-note ids (``StringCoder``) to JSON documents (``JSONCoder``); ``tags`` is the tag index, one
+note ids (``StringCoder``) to JSON documents (``JSONCoder``) in a versioned database: every
+write of a note gives it a new version, which is its ETag, and a conditional PUT is
+``put(..., if_version=...)``, checked in the write transaction itself (see the versions
+guide, docs/guide/versions.md); ``tags`` is the tag index, one
 empty value per link under an ordered tuple key ``(tag, note id)`` (``TupleCoder``), so a
 tag's notes are the keys with the prefix ``(tag,)``, in id order (see the modelling guide,
 docs/guide/modelling.md). Every change to a note's tags writes the note and its index entries
@@ -45,8 +52,8 @@ are batched by aiolmdb: many PUTs arriving together share one commit, and every 
 sent only after its write is committed to disk.
 
 Stored data: earlier versions of this example kept the tag index as a ``dupsort`` database of
-tag -> note ids; this version does not read it, and refuses to start on such a data directory
-(start with a new ``--data`` directory).
+tag -> note ids, and the notes without versions; this version reads neither, and refuses to
+start on such a data directory (start with a new ``--data`` directory).
 """
 
 from __future__ import annotations
@@ -81,7 +88,7 @@ class Store:
     """The open environment and its two databases."""
 
     env: aiolmdb.Environment
-    notes: aiolmdb.AsyncDatabase[str, Note]  # note id -> note
+    notes: aiolmdb.AsyncDatabase[str, Note]  # note id -> note, versioned
     tags: aiolmdb.AsyncDatabase[Link, bytes]  # (tag, note id) -> b"": one key per link
 
 
@@ -100,6 +107,10 @@ class BadRequest(Exception):
     """The request is malformed (400)."""
 
 
+class PreconditionFailed(Exception):
+    """An If-Match header names a version the note no longer has (412)."""
+
+
 # ------------------------------------------------------------------------------ application
 def create_app(
     env_path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE
@@ -113,9 +124,18 @@ def create_app(
         # mode=0o700: the data files are readable by this user only (0o600).
         env = aiolmdb.open(path, map_size=map_size, mode=0o700)
         try:
+            found = await env.database_info("notes")
+            if found is not None and "versioned" not in found.flags:
+                raise RuntimeError(
+                    f"{path} holds an earlier version's notes (without versions), which this "
+                    "version does not read: start with a new --data directory"
+                )
             # Awaiting open_db surfaces an opening error here, at startup.
             notes = await env.open_db(
-                "notes", key_coder=aiolmdb.StringCoder(), value_coder=aiolmdb.JSONCoder()
+                "notes",
+                key_coder=aiolmdb.StringCoder(),
+                value_coder=aiolmdb.JSONCoder(),
+                versioned=True,
             )
             tags = await env.open_db("tags", key_coder=aiolmdb.TupleCoder())
             if tags.dupsort:  # LMDB keeps a database's stored flags
@@ -156,6 +176,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error(409, str(exc))
     except BadRequest as exc:
         return error(400, str(exc))
+    except PreconditionFailed as exc:
+        return error(412, str(exc))
     except aiolmdb.InvalidKeyError as exc:  # an empty or too long id, or too long a link
         return error(400, str(exc))
     except aiolmdb.ClosedError:
@@ -173,6 +195,41 @@ def location(note_id: str) -> str:
 
 def view(note_id: str, note: Note) -> dict[str, Any]:
     return {"id": note_id, "data": note["data"], "tags": note["tags"]}
+
+
+def etag(version: int) -> str:
+    """A note version as a (strong) ETag."""
+    return f'"{version}"'
+
+
+ANY = -1  # If-Match: * (any existing version)
+
+
+def if_match(request: web.Request) -> int | None:
+    """The version an If-Match header asks for: None without one, ANY for ``*``. An ETag
+    this service never issued (a weak one included: If-Match compares strongly) matches no
+    version: 0, which no note has."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    header = header.strip()
+    if header == "*":
+        return ANY
+    text = header[1:-1] if len(header) >= 2 and header[0] == header[-1] == '"' else ""
+    return int(text) if text.isdigit() and text[0] != "0" and len(text) <= 20 else 0
+
+
+def check_match(note_id: str, entry: aiolmdb.Entry[Note] | None, wanted: int | None) -> None:
+    """PreconditionFailed unless ``entry`` is the version an If-Match header asked for."""
+    if wanted is None:
+        return
+    if entry is None:
+        raise PreconditionFailed(f"no note {note_id!r} to match If-Match")
+    if wanted != ANY and entry.version != wanted:
+        raise PreconditionFailed(
+            f"note {note_id!r} changed (its ETag is now {etag(entry.version)}): "
+            "read it again and retry"
+        )
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -203,17 +260,26 @@ async def put_note(request: web.Request) -> web.Response:
     store = request.app[STORE]
     note_id = request.match_info["id"]
     data = await json_object(request)
-    created = False
+    wanted = if_match(request)
 
-    def upsert(old: Note | None) -> Note:
+    def write(txn: aiolmdb.Transaction[bytes, bytes]) -> tuple[bool, aiolmdb.Entry[Note]]:
         # Runs on aiolmdb's writer thread, inside the write transaction: nothing can change
-        # the note between reading its tags and writing it back.
-        nonlocal created
-        created = old is None
-        return {"data": data, "tags": [] if old is None else old["tags"]}
+        # the note between reading its version and tags and writing it back.
+        notes = txn[store.notes]
+        old = notes.get_entry(note_id)
+        note = {"data": data, "tags": [] if old is None else old.value["tags"]}
+        if wanted is None or wanted <= 0:  # no condition, *, or an ETag never issued
+            check_match(note_id, old, wanted)
+            notes.put(note_id, note)
+        elif not notes.put(note_id, note, if_version=wanted):
+            check_match(note_id, old, wanted)  # says why: gone, or another version
+        new = notes.get_entry(note_id)
+        assert new is not None
+        return old is None, new
 
-    note = await store.notes.update(note_id, upsert)  # returns once committed
-    response = web.json_response(view(note_id, note), status=201 if created else 200)
+    created, entry = await store.env.run(write, write=True)  # returns once committed
+    response = web.json_response(view(note_id, entry.value), status=201 if created else 200)
+    response.headers["ETag"] = etag(entry.version)
     if created:
         response.headers["Location"] = location(note_id)
     return response
@@ -222,21 +288,28 @@ async def put_note(request: web.Request) -> web.Response:
 async def get_note(request: web.Request) -> web.Response:
     store = request.app[STORE]
     note_id = request.match_info["id"]
-    note = await store.notes.get(note_id)
-    if note is None:
+    entry = await store.notes.get_entry(note_id)
+    if entry is None:
         raise NotFound(f"no note {note_id!r}")
-    return web.json_response(view(note_id, note))
+    response = web.json_response(view(note_id, entry.value))
+    response.headers["ETag"] = etag(entry.version)
+    return response
 
 
 async def delete_note(request: web.Request) -> web.Response:
     store = request.app[STORE]
     note_id = request.match_info["id"]
+    wanted = if_match(request)
 
     def remove(txn: aiolmdb.Transaction[bytes, bytes]) -> bool:
-        note = txn[store.notes].pop(note_id)
-        if note is None:
+        notes = txn[store.notes]
+        entry = notes.get_entry(note_id)
+        if entry is None and wanted is None:
             return False
-        for tag in note["tags"]:
+        check_match(note_id, entry, wanted)
+        assert entry is not None
+        notes.delete(note_id)
+        for tag in entry.value["tags"]:
             txn[store.tags].delete((tag, note_id))
         return True
 

@@ -56,8 +56,9 @@ def test_workload_aliases_are_unique_and_resolve() -> None:
         "put-concurrent",
     ]
     assert [w.name for w in resolve_workloads("W10,w11")] == ["get-docs", "get-docs-codecs"]
-    with pytest.raises(ValueError, match=r"unknown workload.*W12.*choose from"):
-        resolve_workloads("W1,W12")
+    assert [w.name for w in resolve_workloads("W12")] == ["put-versioned"]
+    with pytest.raises(ValueError, match=r"unknown workload.*W13.*choose from"):
+        resolve_workloads("W1,W13")
 
 
 class FakeAdapter(Adapter):
@@ -280,6 +281,30 @@ def test_asyncio_floor_alone_pairs_it_with_aiolmdbs_gets(
     assert fmt_ratio(expected) in floor_row
     aim_line = next(line for line in printed.splitlines() if "x asyncio-floor" in line)
     assert aim_line.split()[:2] == ["[asyncio]", aim["status"]]
+
+
+def test_versioned_puts_pair_with_aiolmdbs_plain_puts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only W12``: durable puts into a versioned database, plain and conditional, run in
+    one rotation with aiolmdb's plain put-concurrent; the two aims pair those runs."""
+    out_json = tmp_path / "r.json"
+    argv = ["--quick", "--no-uvloop", "--repeat", "3", "--only", "W12", "--check"]
+    argv += ["--json", str(out_json), "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    assert report["workloads"] == ["put-versioned"]
+    cells = {r["impl"]: r for r in report["results"]}
+    assert set(cells) == {"aiolmdb", "aiolmdb-versioned", "aiolmdb-if-version"}
+    for impl, cell in cells.items():
+        assert cell["skipped"] is None, impl
+        assert len(cell["ops_per_sec"]) == 3, impl
+    aims = {a["impl"]: a for a in report["aims"]}
+    assert set(aims) == {"aiolmdb-versioned", "aiolmdb-if-version"}
+    assert all(a["peer"] == "aiolmdb" for a in aims.values())
+    assert_verdicts(report)
+    assert "aiolmdb [put-concurrent]" in printed
 
 
 async def test_asyncio_floor_resolves_every_request_in_batches() -> None:

@@ -7,11 +7,13 @@ tests); two run ``python -m aiolmdb`` to prove the module entry point.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import types
@@ -1174,3 +1176,115 @@ def test_tuple_keys_over_other_keys(capsys: pytest.CaptureFixture[str], text_env
     code, _, err = run(capsys, "scan", text_env, "--key-format", "tuple")
     assert code == _cli.EXIT_ERROR
     assert_error(err, "TupleCoder cannot decode", "drop --key-format tuple")
+
+
+# ---------------------------------------------------------------------------- versioned databases
+def make_versioned(path: Path) -> dict[bytes, aiolmdb.Entry[bytes]]:
+    """A versioned database ``v`` (and a plain ``p``); the entries of ``v``."""
+
+    async def fill() -> dict[bytes, aiolmdb.Entry[bytes]]:
+        async with aiolmdb.open(path) as env:
+            db = await env.open_db("v", versioned=True)
+            await db.put(b"a", b"1")
+            await db.put(b"b", b"two\tcols")
+            await db.put(b"a", b"3")
+            await db.restore_entries([(b"far", aiolmdb.Entry(b"x", 2**62))])
+            await (await env.open_db("p")).put(b"x", b"y")
+            return {k: e async for k, e in db.entries()}
+
+    return asyncio.run(fill())
+
+
+def versioned_entries(path: Path) -> dict[bytes, aiolmdb.Entry[bytes]]:
+    async def read() -> dict[bytes, aiolmdb.Entry[bytes]]:
+        async with aiolmdb.open(path, readonly=True) as env:
+            db = env.open_db("v", versioned=True)
+            return {k: e async for k, e in db.entries()}
+
+    return asyncio.run(read())
+
+
+def test_get_and_scan_show_versions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    entries = make_versioned(path)
+    assert run(capsys, "get", "--db", "v", path, "a") == (0, f"{entries[b'a'].version}\t3\n", "")
+    code, out, _ = run(capsys, "scan", "--db", "v", path)
+    assert code == 0
+    assert out.splitlines() == [
+        f"{k.decode()}\t{e.version}\t{_cli.escape_text(e.value.decode())}"
+        for k, e in entries.items()
+    ]
+    assert run(capsys, "get", "--db", "p", path, "x") == (0, "y\n", "")
+    assert run(capsys, "get", "--db", "v", path, "nope")[0] == _cli.EXIT_NOT_FOUND
+    code, out, _ = run(capsys, "stat", path)
+    assert "versioned" in out
+
+
+def test_dump_load_round_trips_versions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    entries = make_versioned(path)
+    dump_file = tmp_path / "all.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, path)[0] == 0
+    text = dump_file.read_bytes()
+    assert b"aiolmdb_versioned=1" in text
+    assert b"database=__aiolmdb__" not in text  # metadata is rebuilt, not loaded
+    target = tmp_path / "loaded"
+    assert run(capsys, "load", target, dump_file) == (0, "", "")
+    assert versioned_entries(target) == entries
+
+    async def write_after_load() -> int:
+        async with aiolmdb.open(target) as env:
+            db = await env.open_db("v", versioned=True)
+            await db.put(b"new", b"n")
+            entry = await db.get_entry(b"new")
+            assert entry is not None
+            return entry.version
+
+    # The fresh environment's counter starts above every version it loaded.
+    assert asyncio.run(write_after_load()) > 2**62
+    # Into a plain database of that name: refused, not misread.
+    plain = tmp_path / "plain"
+    assert run(capsys, "put", "--db", "v", plain, "k", "v")[0] == 0
+    code, _, err = run(capsys, "load", plain, dump_file)
+    assert code != 0
+    assert_error(err, "versioned")
+    # The metadata database is not data.
+    code, _, err = run(capsys, "dump", "--db", "__aiolmdb__", path)
+    assert code != 0
+    assert_error(err, "metadata")
+
+
+def test_load_versioned_dump_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    header = _dumpfmt.format_header(database=None, extra={"aiolmdb_versioned": "1"})
+    dump_file = tmp_path / "main.dump"
+    dump_file.write_bytes(
+        header + _dumpfmt.format_pairs([(b"k", b"\0" * 8 + b"v")]) + b"DATA=END\n"
+    )
+    code, _, err = run(capsys, "load", tmp_path / "a", dump_file)
+    assert code != 0
+    assert_error(err, "named database")
+    named = _dumpfmt.format_header(database=b"v", extra={"aiolmdb_versioned": "1"})
+    dump_file.write_bytes(named + _dumpfmt.format_pairs([(b"k", b"short")]) + b"DATA=END\n")
+    code, _, err = run(capsys, "load", tmp_path / "b", dump_file)
+    assert code != 0
+    assert_error(err, "not a versioned value")
+    with pytest.raises(ValueError, match="extra header"):
+        _dumpfmt.format_header(extra={"bad key": "1"})
+
+
+@needs_c_tools
+def test_versioned_dump_loads_with_mdb_load(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """mdb_load takes aiolmdb's dump of a versioned database as raw data (version first)."""
+    path = tmp_path / "env"
+    entries = make_versioned(path)
+    code, out, _ = run(capsys, "dump", "--db", "v", path)
+    assert code == 0
+    target = tmp_path / "c"
+    c_load(target, out.encode())
+    env = lmdb.open(str(target), max_dbs=4, readonly=True)
+    with env.begin() as txn:
+        raw = dict(txn.cursor(env.open_db(b"v", txn=txn, create=False)))
+    env.close()
+    assert raw == {k: struct.pack(">Q", e.version) + e.value for k, e in entries.items()}

@@ -481,6 +481,81 @@ async def test_refuses_an_earlier_versions_data(tmp_path: Path) -> None:
         assert await env.open_db("tags").get_all(b"work") == [b"n1"]  # left as it was
 
 
+async def test_etags_and_if_match(service: Service) -> None:
+    """GET returns the note's version as an ETag; PUT and DELETE with If-Match write only if
+    the note still has it, else 412 and nothing changes."""
+    async with service.http.put("/notes/n", json={"v": 1}) as response:
+        assert response.status == 201
+        created = response.headers["ETag"]
+    async with service.http.get("/notes/n") as response:
+        first = response.headers["ETag"]
+    assert first == created
+    assert first.startswith('"')
+    assert first.endswith('"')
+    async with service.http.put("/notes/n", json={"v": 2}, headers={"If-Match": first}) as r:
+        assert r.status == 200
+        second = r.headers["ETag"]
+    assert second != first
+    assert int(second.strip('"')) > int(first.strip('"'))
+    # A stale ETag: 412, the note unchanged.
+    async with service.http.put("/notes/n", json={"v": 3}, headers={"If-Match": first}) as r:
+        assert r.status == 412
+        assert second in (await r.json())["error"]
+    assert (await service.get("n"))["data"] == {"v": 2}
+    for odd in ('W/"1"', "garbage", '"0"', '"-5"', '""', '"' + "9" * 30 + '"'):
+        async with service.http.put("/notes/n", json={"v": 9}, headers={"If-Match": odd}) as r:
+            assert r.status == 412, odd
+    async with service.http.put("/notes/n", json={"v": 3}, headers={"If-Match": "*"}) as r:
+        assert r.status == 200
+        third = r.headers["ETag"]
+    async with service.http.put("/notes/new", json={}, headers={"If-Match": "*"}) as r:
+        assert r.status == 412
+    async with service.http.put("/notes/new", json={}, headers={"If-Match": third}) as r:
+        assert r.status == 412
+    assert await service.get("new") == 404
+    # Tag changes are writes too: they change the ETag.
+    assert (await service.call("PUT", "/notes/n/tags", {"tags": ["t"]}))[0] == 200
+    async with service.http.get("/notes/n") as response:
+        fourth = response.headers["ETag"]
+    assert fourth != third
+    async with service.http.delete("/notes/n", headers={"If-Match": third}) as r:
+        assert r.status == 412
+    async with service.http.delete("/notes/gone", headers={"If-Match": third}) as r:
+        assert r.status == 412
+    async with service.http.delete("/notes/n", headers={"If-Match": fourth}) as r:
+        assert r.status == 204
+    assert await service.get("n") == 404
+    assert await service.tag("t") == []
+
+
+async def test_concurrent_edits_of_one_etag(service: Service) -> None:
+    """Clients that read the same ETag and PUT at once: exactly one wins, the others get 412."""
+    assert await service.put("n", {"v": 0}) == 201
+    async with service.http.get("/notes/n") as response:
+        seen = response.headers["ETag"]
+
+    async def edit(n: int) -> int:
+        async with service.http.put(
+            "/notes/n", json={"v": n}, headers={"If-Match": seen}
+        ) as response:
+            return response.status
+
+    statuses = await asyncio.gather(*(edit(n) for n in range(1, 9)))
+    assert sorted(statuses) == [200] + [412] * 7
+    winner = statuses.index(200) + 1
+    assert (await service.get("n"))["data"] == {"v": winner}
+
+
+async def test_refuses_unversioned_notes(tmp_path: Path) -> None:
+    data = tmp_path / "old-notes"
+    async with aiolmdb.open(data) as env:
+        await env.open_db("notes").put(b"n1", b"{}")
+    runner = web.AppRunner(notes_service.create_app(data, map_size=1 << 20))
+    with pytest.raises(RuntimeError, match="without versions"):
+        await runner.setup()
+    await runner.cleanup()
+
+
 def test_parse_args_defaults() -> None:
     args = notes_service.parse_args([])
     assert (args.host, args.port, args.data) == ("127.0.0.1", 8080, "./notes-data")
