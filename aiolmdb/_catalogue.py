@@ -286,6 +286,9 @@ class Catalogue:
         opens it in a read transaction of its own that it commits (a handle opened in a read
         transaction that ends otherwise is closed with it)."""
         if self._meta is None:
+            with self._lmdb.begin() as txn:
+                if txn.get(META_NAME) is None:  # as in _meta_handle: spare a handle
+                    return None
             try:
                 self._meta = self._lmdb.open_db(META_NAME, create=False)
             except lmdb.NotFoundError:
@@ -296,6 +299,10 @@ class Catalogue:
         """The metadata database's handle (opened in ``txn``), or None if there is none."""
         if self._meta is not None:
             return self._meta
+        if not create and txn.get(META_NAME) is None:
+            # Named databases are keys of the main database. Looking there first spares a
+            # handle: LMDB refuses even a failed open when every max_dbs slot is taken.
+            return None
         try:
             return env.open_db(META_NAME, txn=txn, create=create)
         except lmdb.NotFoundError:
@@ -354,12 +361,9 @@ class Catalogue:
 
     def _versioned_names(self, env: lmdb.Environment, txn: Txn) -> set[bytes]:
         """The names the metadata database marks as versioned databases."""
-        meta = self._meta
+        meta = self._meta_handle(env, txn, create=False)
         if meta is None:
-            try:
-                meta = env.open_db(META_NAME, txn=txn, create=False)
-            except lmdb.NotFoundError:
-                return set()
+            return set()
         names: set[bytes] = set()
         cursor = txn.cursor(meta)
         try:

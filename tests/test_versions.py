@@ -561,3 +561,21 @@ def test_version_model(
             assert found == model
 
     asyncio.run(run())
+
+
+async def test_plain_databases_can_use_every_max_dbs_slot(tmp_path: Path) -> None:
+    """Checking for the versioned marker must not take a database handle when the
+    environment has no metadata database: LMDB refuses even a failed open when every
+    max_dbs slot is taken."""
+    path = tmp_path / "full"
+    async with aiolmdb.open(path, map_size=MAP_SIZE, max_dbs=2) as env:
+        first = await env.open_db("a")
+        second = await env.open_db("b")
+        await first.put(b"k", b"1")
+        await second.put(b"k", b"2")
+        assert [info.name for info in await env.databases()] == [None, "a", "b"]
+        info = await env.database_info("b")
+        assert info is not None and info.entries == 1
+    async with aiolmdb.open(path, map_size=MAP_SIZE, max_dbs=2, readonly=True) as env:
+        assert await (await env.open_db("b")).get(b"k") == b"2"
+        assert await (await env.open_db("a")).get(b"k") == b"1"
