@@ -8,7 +8,7 @@ user code and the awaitable operations of every async view.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import lmdb
@@ -423,6 +423,47 @@ def get_multi_entries(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, 
     return out
 
 
+_PUT_OPTIONS = frozenset({"overwrite", "if_version", "if_value", "raise_on_conflict"})
+_DELETE_OPTIONS = frozenset({"if_version", "raise_on_conflict"})
+
+
+def _refuse_unknown(op: str, options: Mapping[str, Any], known: frozenset[str]) -> None:
+    unknown = options.keys() - known
+    if unknown:
+        raise TypeError(f"{op}() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+
+
+def put_call(
+    key: K, value: V, options: Mapping[str, Any]
+) -> tuple[Callable[..., bool], tuple[Any, ...]]:
+    """What ``put(key, value, **options)`` runs: the operation and its arguments after the
+    context. The plain (ATOMIC) put unless a condition is given."""
+    if not options:
+        return put, (key, value, True)
+    _refuse_unknown("put", options, _PUT_OPTIONS)
+    overwrite = options.get("overwrite", True)
+    if_version = options.get("if_version")
+    if_value = options.get("if_value", MISSING)
+    raise_on_conflict = options.get("raise_on_conflict", False)
+    if if_version is None and if_value is MISSING and not raise_on_conflict:
+        return put, (key, value, overwrite)
+    return put_if, (key, value, overwrite, if_version, if_value, raise_on_conflict)
+
+
+def delete_call(
+    key: K, value: Any, options: Mapping[str, Any]
+) -> tuple[Callable[..., bool], tuple[Any, ...]]:
+    """What ``delete(key, value, **options)`` runs (as ``put_call``)."""
+    if not options:
+        return delete, (key, value)
+    _refuse_unknown("delete", options, _DELETE_OPTIONS)
+    if_version = options.get("if_version")
+    raise_on_conflict = options.get("raise_on_conflict", False)
+    if if_version is None and not raise_on_conflict:
+        return delete, (key, value)
+    return delete_if, (key, value, if_version, raise_on_conflict)
+
+
 def _check_condition(ctx: DbContext[Any, Any], if_version: int | None) -> None:
     if if_version is None:
         return
@@ -465,20 +506,11 @@ def put_if(
     data = ctx.vc.serialize(value)
     expected = None if if_value is MISSING else bytes(ctx.vc.serialize(if_value))
     stored = txn.get(encoded, None, db)
-    actual: int | None = None
-    current: Any = stored
-    if stored is not None and ctx.versioned:
-        actual, current = split(key, stored)
-    reason = ""
     if not overwrite:
-        if stored is not None:
-            reason = "it exists (overwrite=False)"
-    elif stored is None:
-        reason = "it is absent"
-    elif if_version is not None and actual != if_version:
-        reason = f"its version is {actual}, not {if_version}"
-    elif expected is not None and bytes(current) != expected:
-        reason = "its value differs from if_value"
+        actual = _stored_version(ctx, key, stored)
+        reason = "" if stored is None else "it exists (overwrite=False)"
+    else:
+        actual, reason = _unmet(ctx, key, stored, if_version, expected, "if_value")
     if reason:
         if raise_on_conflict:
             raise conflict(key, if_version, actual, reason)
@@ -487,6 +519,37 @@ def put_if(
         data = pack(_draw(txn, ctx), data)
     txn.put(encoded, data, db=db)
     return True
+
+
+def _stored_version(ctx: DbContext[Any, Any], key: object, stored: bytes | None) -> int | None:
+    """The version of a stored entry (None: absent, or a plain database)."""
+    if stored is None or not ctx.versioned:
+        return None
+    return split(key, stored)[0]
+
+
+def _unmet(
+    ctx: DbContext[Any, Any],
+    key: object,
+    stored: bytes | None,
+    if_version: int | None,
+    expected: bytes | None,
+    what: str,
+) -> tuple[int | None, str]:
+    """The stored entry's version, and why the write's conditions fail ("" if they hold): the
+    entry must exist, with version ``if_version`` and value bytes ``expected`` (each when
+    given)."""
+    if stored is None:
+        return None, "it is absent"
+    actual: int | None = None
+    current: Any = stored
+    if ctx.versioned:
+        actual, current = split(key, stored)
+    if if_version is not None and actual != if_version:
+        return actual, f"its version is {actual}, not {if_version}"
+    if expected is not None and bytes(current) != expected:
+        return actual, f"its value differs from {what}"
+    return actual, ""
 
 
 def delete_if(
@@ -510,17 +573,7 @@ def delete_if(
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     expected = None if value is MISSING else bytes(ctx.vc.serialize(value))
     stored = txn.get(encoded, None, db)
-    actual: int | None = None
-    current: Any = stored
-    if stored is not None and ctx.versioned:
-        actual, current = split(key, stored)
-    reason = ""
-    if stored is None:
-        reason = "it is absent"
-    elif if_version is not None and actual != if_version:
-        reason = f"its version is {actual}, not {if_version}"
-    elif expected is not None and bytes(current) != expected:
-        reason = "its value differs from the value given"
+    actual, reason = _unmet(ctx, key, stored, if_version, expected, "the value given")
     if reason:
         if raise_on_conflict and (if_version is not None or expected is not None):
             raise conflict(key, if_version, actual, reason)

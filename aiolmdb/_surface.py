@@ -41,6 +41,20 @@ if TYPE_CHECKING:
     # An operation as the surface hands it over: fn(txn, ctx, *args).
     Op: TypeAlias = Callable[Concatenate[Txn, DbContext[K, V], P], R]
 
+    class PutOptions(TypedDict, Generic[V], total=False):
+        """The keyword options of put (see AsyncOps.put)."""
+
+        overwrite: bool
+        if_version: int | None
+        if_value: V
+        raise_on_conflict: bool
+
+    class DeleteOptions(TypedDict, total=False):
+        """The keyword options of delete (see AsyncOps.delete)."""
+
+        if_version: int | None
+        raise_on_conflict: bool
+
     class RangeOptions(TypedDict, Generic[K], total=False):
         """The keyword options of items/keys/values (see RangeSurface.items)."""
 
@@ -202,32 +216,19 @@ class AsyncOps(
         return await self._read(_ops.stat)
 
     # ----------------------------------------------------------------- writes
-    async def put(
-        self,
-        key: K,
-        value: V,
-        *,
-        overwrite: bool = True,
-        if_version: int | None = None,
-        if_value: V = MISSING,
-        raise_on_conflict: bool = False,
-    ) -> bool:
+    async def put(self, key: K, value: V, **options: Unpack[PutOptions[V]]) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed (in a
         transaction: visible to it at once, durable at its commit).
 
-        Returns False when nothing was stored: ``overwrite=False`` and the key exists, (in
-        a dupsort database) that exact pair exists, or a condition failed: ``if_version``
-        (versioned databases) stores only if the entry's version is still that one;
-        ``if_value`` only if the stored value encodes to the same bytes as ``if_value``.
-        Conditions are checked on the writer thread, in the write's own transaction.
-        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead of
-        returning False.
+        Options: ``overwrite=False`` stores only if the key is absent; ``if_version=v``
+        (versioned databases) only if the entry's version is still ``v``; ``if_value=x`` only
+        if the stored value encodes to the same bytes as ``x``. Conditions are checked on the
+        writer thread, in the write's own transaction. Returns False when nothing was stored
+        (a condition failed, or in a dupsort database that exact pair exists);
+        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead.
         """
-        if if_version is None and if_value is MISSING and not raise_on_conflict:
-            return await self._write(_ops.put, key, value, overwrite)
-        return await self._write(
-            _ops.put_if, key, value, overwrite, if_version, if_value, raise_on_conflict
-        )
+        fn, args = _ops.put_call(key, value, options)
+        return await self._write(fn, *args)
 
     async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every ``(key, value)`` pair (or a mapping's items) atomically: all or nothing.
@@ -237,23 +238,15 @@ class AsyncOps(
         """
         return await self._write(_ops.put_multi, pairs_of(items))
 
-    async def delete(
-        self,
-        key: K,
-        value: V = MISSING,
-        *,
-        if_version: int | None = None,
-        raise_on_conflict: bool = False,
-    ) -> bool:
+    async def delete(self, key: K, value: V = MISSING, **options: Unpack[DeleteOptions]) -> bool:
         """Delete ``key``; True if it existed. With ``value``, only that exact pair goes (in a
         dupsort database one of the key's values; in a plain one, the key only if it holds
-        that value); without it, every value of the key goes. ``if_version`` (versioned
-        databases) deletes only if the entry's version is still that one.
+        that value); without it, every value of the key goes. Options: ``if_version=v``
+        (versioned databases) deletes only if the entry's version is still ``v``;
         ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` when a condition
         (``value`` or ``if_version``) fails instead of returning False."""
-        if if_version is None and not raise_on_conflict:
-            return await self._write(_ops.delete, key, value)
-        return await self._write(_ops.delete_if, key, value, if_version, raise_on_conflict)
+        fn, args = _ops.delete_call(key, value, options)
+        return await self._write(fn, *args)
 
     async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
         """Delete many keys atomically; a dict of key -> whether it existed."""

@@ -21,9 +21,11 @@ from .errors import ReadOnlyError
 from .ranges import iterate_sync, scan_args
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ._engine import Engine
     from ._ops import Txn
-    from ._surface import RangeOptions
+    from ._surface import DeleteOptions, PutOptions, RangeOptions
     from .database import AsyncDatabase
     from .environment import Environment
 
@@ -81,44 +83,22 @@ class DatabaseView(
         """A dict with every requested key: its Entry, or None when absent."""
         return _ops.get_multi_entries(self._txn, self._ctx, list(keys))
 
-    def put(
-        self,
-        key: K,
-        value: V,
-        *,
-        overwrite: bool = True,
-        if_version: int | None = None,
-        if_value: V = MISSING,
-        raise_on_conflict: bool = False,
-    ) -> bool:
+    def put(self, key: K, value: V, **options: Unpack[PutOptions[V]]) -> bool:
         """Store value under key. False if not stored (key exists and overwrite=False, the
-        exact pair exists in a dupsort database, or a condition failed: as
-        ``AsyncDatabase.put``)."""
-        ctx = self._writing("put")
-        if if_version is None and if_value is MISSING and not raise_on_conflict:
-            return _ops.put(self._txn, ctx, key, value, overwrite)
-        return _ops.put_if(
-            self._txn, ctx, key, value, overwrite, if_version, if_value, raise_on_conflict
-        )
+        exact pair exists in a dupsort database, or a condition failed); options as for
+        ``AsyncDatabase.put``."""
+        fn, args = _ops.put_call(key, value, options)
+        return fn(self._txn, self._writing("put"), *args)
 
     def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every pair; returns how many were added."""
         return _ops.put_multi(self._txn, self._writing("put_multi"), pairs_of(items))
 
-    def delete(
-        self,
-        key: K,
-        value: V = MISSING,
-        *,
-        if_version: int | None = None,
-        raise_on_conflict: bool = False,
-    ) -> bool:
+    def delete(self, key: K, value: V = MISSING, **options: Unpack[DeleteOptions]) -> bool:
         """Delete key (or one (key, value) pair of a dupsort database); True if it existed.
-        ``if_version``/``raise_on_conflict`` as for ``AsyncDatabase.delete``."""
-        ctx = self._writing("delete")
-        if if_version is None and not raise_on_conflict:
-            return _ops.delete(self._txn, ctx, key, value)
-        return _ops.delete_if(self._txn, ctx, key, value, if_version, raise_on_conflict)
+        Options as for ``AsyncDatabase.delete``."""
+        fn, args = _ops.delete_call(key, value, options)
+        return fn(self._txn, self._writing("delete"), *args)
 
     def restore_entries(self, entries: Iterable[tuple[K, Entry[V]]]) -> int:
         """Store entries with the versions they carry (as ``AsyncDatabase.restore_entries``)."""

@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _ops
 from ._engine import FALLBACK
-from ._ops import MISSING, DbContext
+from ._ops import DbContext
 from ._surface import AsyncOps
 from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ._catalogue import Catalogue, DatabaseEntry
     from ._engine import Engine
-    from ._surface import Op, P
+    from ._surface import Op, P, PutOptions
     from .environment import Environment
     from .ranges import OnEnd, OnItem, StreamFn
 
@@ -205,39 +207,27 @@ class AsyncDatabase(AsyncOps[K, V]):
                 return result  # type: ignore[no-any-return]  # (no cast: the hottest path)
         return await self._engine.submit_read(fn, args)  # type: ignore[no-any-return]
 
-    async def put(
-        self,
-        key: K,
-        value: V,
-        *,
-        overwrite: bool = True,
-        if_version: int | None = None,
-        if_value: V = MISSING,
-        raise_on_conflict: bool = False,
-    ) -> bool:
+    async def put(self, key: K, value: V, **options: Unpack[PutOptions[V]]) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed.
 
-        Returns False when nothing was stored: ``overwrite=False`` and the key exists, (in
-        a dupsort database) that exact pair exists, or a condition failed: ``if_version``
-        (versioned databases) stores only if the entry's version is still that one;
-        ``if_value`` only if the stored value encodes to the same bytes as ``if_value``.
-        Conditions are checked on the writer thread, in the write's own transaction.
-        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead of
-        returning False.
+        With ``overwrite=False`` it stores only if the key is absent, with ``if_version=v``
+        (a versioned database) only if the entry's version is still ``v``, with ``if_value=x``
+        only if the stored value's bytes are ``x``'s: checked on the writer thread, in the
+        write's transaction. False when nothing was stored (also: that exact pair exists in a
+        dupsort database); ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError`
+        instead.
         """
         ctx = self._ctx
         if ctx is None or self._entry.dropped:
             ctx = await self._context()
-        if if_version is None and if_value is MISSING and not raise_on_conflict:
-            # _bytes_only is False for a versioned database: its values carry a version.
-            if self._bytes_only and type(key) is bytes and type(value) is bytes and not ctx.dupsort:
+        # _bytes_only is False for a versioned database: its values carry a version.
+        if not options and self._bytes_only and type(key) is bytes and type(value) is bytes:
+            if not ctx.dupsort:
                 return await self._engine.submit_write(
-                    _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, overwrite)
+                    _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, True)
                 )
-            return await self._engine.submit_write(_ops.put, (ctx, key, value, overwrite))
-        return await self._engine.submit_write(
-            _ops.put_if, (ctx, key, value, overwrite, if_version, if_value, raise_on_conflict)
-        )
+        fn, args = _ops.put_call(key, value, options)
+        return await self._engine.submit_write(fn, (ctx, *args))
 
     # ----------------------------------------------------------------- the database itself
     async def drop(self, delete: bool = True) -> None:

@@ -800,3 +800,23 @@ async def test_database_properties(env: Environment, db: Db) -> None:
     assert "'named'" in repr(named)
     assert "StringCoder" in repr(named)
     assert await named is named
+
+
+async def test_misspelt_write_options_are_refused(env: aiolmdb.Environment) -> None:
+    """put/delete options are keyword-only and typed for mypy; at run time a misspelt one
+    raises instead of being ignored (which would write unconditionally)."""
+    db = env.get_default_database()
+    await db.put(b"k", b"v")
+    misspelt: Any = {"if_versoin": 3}
+    with pytest.raises(TypeError, match=r"put\(\) got unexpected keyword argument.*if_versoin"):
+        await db.put(b"k", b"new", **misspelt)
+    with pytest.raises(TypeError, match=r"delete\(\) got unexpected keyword argument"):
+        await db.delete(b"k", **misspelt)
+    with pytest.raises(TypeError, match=r"put\(\) got unexpected keyword argument"):
+        await db.run(lambda txn: txn.put(b"k", b"new", **misspelt), write=True)
+    async with env.begin(write=True) as txn:
+        with pytest.raises(TypeError, match=r"delete\(\) got unexpected keyword argument"):
+            await txn[db].delete(b"k", **misspelt)
+    assert await db.get(b"k") == b"v"  # nothing was written
+    assert await db.put(b"k", b"v2", overwrite=False) is False
+    assert await db.put(b"n", b"v2", overwrite=False) is True

@@ -575,7 +575,8 @@ async def test_plain_databases_can_use_every_max_dbs_slot(tmp_path: Path) -> Non
         await second.put(b"k", b"2")
         assert [info.name for info in await env.databases()] == [None, "a", "b"]
         info = await env.database_info("b")
-        assert info is not None and info.entries == 1
+        assert info is not None
+        assert info.entries == 1
     async with aiolmdb.open(path, map_size=MAP_SIZE, max_dbs=2, readonly=True) as env:
         assert await (await env.open_db("b")).get(b"k") == b"2"
         assert await (await env.open_db("a")).get(b"k") == b"1"
