@@ -18,6 +18,7 @@ delivers nothing itself.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import lmdb
@@ -27,6 +28,9 @@ from ._delivery import Request, Result, as_settable
 from ._ops import ATOMIC
 
 __all__ = ["Committer"]
+
+
+log = logging.getLogger("aiolmdb")
 
 
 class Committer:
@@ -143,9 +147,29 @@ class Committer:
         for req in live:
             try:
                 results.extend(self._commit([req]))
+            except lmdb.MapFullError as exc:
+                results.append((req[0], False, as_settable(self.map_full_error(exc))))
             except BaseException as exc:
                 results.append((req[0], False, as_settable(exc)))
         return results
+
+    def map_full_error(self, exc: lmdb.MapFullError) -> lmdb.MapFullError:
+        """LMDB's MapFullError says to raise ``map_size``, which aiolmdb may have outgrown
+        already: say which of aiolmdb's settings stopped the growth, and the size reached."""
+        size = self._env.info()["map_size"]
+        if not self._map_growth:
+            advice = (
+                f"the map is full at {size} bytes and map_growth=False: open the environment "
+                "with a larger map_size=, or with map_growth=True"
+            )
+        else:
+            advice = (
+                f"the map reached max_map_size={self._max_map_size} ({size} bytes) and cannot "
+                "grow further: open the environment with a larger max_map_size="
+            )
+        err = lmdb.MapFullError(f"{advice} (LMDB: {exc})")
+        err.__cause__ = exc
+        return err
 
     def grow_map(self) -> bool:
         """Double the map size (up to max_map_size); False if growth is off or capped."""
@@ -161,4 +185,5 @@ class Committer:
         if limit is not None:
             new = min(new, limit)
         self._resize(new)
+        log.info("map grown from %d to %d bytes (%s)", size, new, self._env.path())
         return True

@@ -20,6 +20,7 @@ the new size.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from ._ops import Txn
 
 __all__ = ["READERS_FULL_WAIT", "Gate"]
+
+log = logging.getLogger("aiolmdb")
 
 # How long a read waits for a reader slot held by another process (seconds).
 READERS_FULL_WAIT = 0.5
@@ -47,6 +50,7 @@ class Gate:
         self._jobs = 0  # reader-thread jobs scheduled or running (drains, blocking, streams)
         self._open_txns = 0
         self._slot_waiters = 0  # reader threads waiting for a free reader slot
+        self._full_logged = False  # the current wait for a slot was logged
         # True while resize waits for open transactions or runs; new ones wait meanwhile.
         self.resizing = False
         # Bumped by every resize: it invalidates read transactions held across awaits.
@@ -149,17 +153,30 @@ class Gate:
         while True:
             env.reader_check()
             try:
-                return env.begin()
+                txn = env.begin()
             except lmdb.ReadersFullError:
                 with cond:
                     # _open_txns counts this attempt too.
                     if self._open_txns <= 1 and time.monotonic() >= deadline:
                         raise
+                    if not self._full_logged:
+                        # Once per wait: the first thread to find the table full says so; the
+                        # next one after a slot was had says it again.
+                        self._full_logged = True
+                        log.warning(
+                            "LMDB's reader table is full (max_readers=%d): reads wait for a "
+                            "free slot (%s)",
+                            env.max_readers(),
+                            env.path(),
+                        )
                     self._slot_waiters += 1
                     try:
                         cond.wait(0.05)
                     finally:
                         self._slot_waiters -= 1
+            else:
+                self._full_logged = False
+                return txn
 
     # ----------------------------------------------------------------- map size
     def resize(self, size: int) -> None:
@@ -172,6 +189,12 @@ class Gate:
                     self._cond.wait()
                 self._env.set_mapsize(size)
                 self.map_generation += 1
+                if not size:
+                    log.info(
+                        "map size of %d bytes adopted: another process grew the map (%s)",
+                        self._env.info()["map_size"],
+                        self._env.path(),
+                    )
             finally:
                 self.resizing = False
                 self._cond.notify_all()

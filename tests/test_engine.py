@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 import subprocess
 import sys
 import threading
@@ -222,6 +223,31 @@ async def test_kept_errors_of_failed_reads_hold_no_reader_slot(open_env: OpenEnv
     assert await asyncio.wait_for(db.count(), TIMEOUT) == 100
     # The tracebacks still say where each error came from.
     assert all("deserialize" in "".join(traceback.format_exception(e)) for e in kept)
+
+
+@threaded_only
+async def test_a_full_reader_table_is_logged_once_per_wait(
+    open_env: OpenEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reads that find LMDB's reader table full wait for a slot this process frees; the wait
+    is logged once (WARNING, naming max_readers), not once per read or per retry."""
+    env = open_env(max_readers=1)
+    db = env.get_default_database()
+    await db.put(b"k", b"v")
+    with caplog.at_level(logging.WARNING, logger="aiolmdb"):
+        async with env.begin() as snap:  # holds the only slot
+            assert await snap[db].get(b"k") == b"v"
+            reads = [asyncio.ensure_future(db.get(b"k")) for _ in range(8)]
+
+            def warned() -> bool:
+                return any("reader table is full" in r.getMessage() for r in caplog.records)
+
+            assert await asyncio.to_thread(wait_until, warned)
+        assert await asyncio.wait_for(asyncio.gather(*reads), TIMEOUT) == [b"v"] * 8
+    full = [r for r in caplog.records if "reader table is full" in r.getMessage()]
+    assert len(full) == 1
+    assert full[0].levelno == logging.WARNING
+    assert "max_readers=1" in full[0].getMessage()
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,17 +696,27 @@ async def test_single_huge_value_grows_map(open_env: OpenEnv) -> None:
 
 
 @pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
-async def test_max_map_size_caps_growth(open_env: OpenEnv, writemap: bool) -> None:
+async def test_max_map_size_caps_growth(
+    open_env: OpenEnv, writemap: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     env = open_env(map_size=1 * MiB, max_map_size=2 * MiB, writemap=writemap)
     db = env.get_default_database()
     size = 128 * 1024
-    results = await gather_bounded(*(db.put(key(i), value(i, size)) for i in range(40)))
+    with caplog.at_level(logging.INFO, logger="aiolmdb"):
+        results = await gather_bounded(*(db.put(key(i), value(i, size)) for i in range(40)))
     ok = [i for i, r in enumerate(results) if r is True]
     full = [i for i, r in enumerate(results) if isinstance(r, lmdb.MapFullError)]
     assert sorted(ok + full) == list(range(40)), results
     assert ok
     assert full
     assert env.info()["map_size"] == 2 * MiB
+    # The error names the setting that stopped the growth and the size reached, not LMDB's
+    # "raise map_size" (a size aiolmdb had already outgrown).
+    for i in full:
+        assert f"max_map_size={2 * MiB} ({2 * MiB} bytes)" in str(results[i])
+    # One log record per growth, none per operation.
+    grown = [r.getMessage() for r in caplog.records if "map grown" in r.getMessage()]
+    assert grown == [f"map grown from {MiB} to {2 * MiB} bytes ({env.path})"]
     stored = await db.get_multi(key(i) for i in range(40))
     assert stored == {key(i): value(i, size) if i in ok else None for i in range(40)}
 
@@ -700,6 +736,8 @@ async def test_map_full_without_growth(open_env: OpenEnv, writemap: bool) -> Non
     assert ok
     assert full
     assert not any(isinstance(r, aiolmdb.Error) for r in results)  # LMDB's own exception
+    for i in full:
+        assert f"full at {MiB} bytes and map_growth=False" in str(results[i])
     assert env.info()["map_size"] == 1 * MiB
     stored = await db.get_multi(key(i) for i in range(40))
     assert stored == {key(i): value(i, size) if i in ok else None for i in range(40)}
