@@ -124,29 +124,29 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "pop-atomic",
         "_ops.py",
-        "frozenset({put, put_bytes, delete, update, drop})",
-        "frozenset({put, put_bytes, delete, update, drop, pop})",
+        "{put, put_bytes, put_if, delete, delete_if, update, drop}",
+        "{put, put_bytes, put_if, delete, delete_if, update, drop, pop}",
         "a pop that fails (decoding the old value) rolls back: the key keeps its value",
     ),
     Mutation(
         "replace-atomic",
         "_ops.py",
-        "frozenset({put, put_bytes, delete, update, drop})",
-        "frozenset({put, put_bytes, delete, update, drop, replace})",
+        "{put, put_bytes, put_if, delete, delete_if, update, drop}",
+        "{put, put_bytes, put_if, delete, delete_if, update, drop, replace}",
         "a replace that fails (decoding the old value) rolls back: the key keeps its value",
     ),
     Mutation(
         "put-multi-atomic",
         "_ops.py",
-        "frozenset({put, put_bytes, delete, update, drop})",
-        "frozenset({put, put_bytes, delete, update, drop, put_multi})",
+        "{put, put_bytes, put_if, delete, delete_if, update, drop}",
+        "{put, put_bytes, put_if, delete, delete_if, update, drop, put_multi}",
         "put_multi is all or nothing: a bad pair leaves none of the others stored",
     ),
     Mutation(
         "delete-multi-atomic",
         "_ops.py",
-        "frozenset({put, put_bytes, delete, update, drop})",
-        "frozenset({put, put_bytes, delete, update, drop, delete_multi})",
+        "{put, put_bytes, put_if, delete, delete_if, update, drop}",
+        "{put, put_bytes, put_if, delete, delete_if, update, drop, delete_multi}",
         "delete_multi is all or nothing: a refused key leaves every key in place",
     ),
     Mutation(
@@ -189,8 +189,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "map-growth-off",
         "_commit.py",
-        "if not self._map_growth:",
-        "if True:",
+        "if not self._map_growth:\n            return False",
+        "if True:\n            return False",
         "a full map grows and the batch runs again (map_growth=True)",
     ),
     Mutation(
@@ -206,6 +206,27 @@ MUTATIONS: list[Mutation] = [
         'return ValueError(f"the value stored under key {key!r} cannot be decoded: {exc}")',
         "return exc",
         "a stored value that would not decode is named by its key",
+    ),
+    Mutation(
+        "version-from-clock-only",
+        "_versions.py",
+        "    if version <= last:\n        version = last + 1",
+        "    if False:\n        version = last + 1",
+        "a new version is above every version stored before (not just the clock's time)",
+    ),
+    Mutation(
+        "if-version-ignored",
+        "_ops.py",
+        "if if_version is not None and actual != if_version:",
+        "if False:",
+        "put/delete with if_version write only while the entry still has that version",
+    ),
+    Mutation(
+        "map-full-unexplained",
+        "_commit.py",
+        'err = lmdb.MapFullError(f"{advice} (LMDB: {exc})")',
+        "err = lmdb.MapFullError(str(exc))",
+        "a write refused at max_map_size says which setting stopped the growth",
     ),
     # ---- options
     Mutation(
