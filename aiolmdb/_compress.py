@@ -82,6 +82,12 @@ def decompress(buffer: Buffer, coder: str, zstd_dict: ZstdDict | None = None) ->
                 data, used = lz4.decompress(buffer, return_bytes_read=True)
             except RuntimeError as exc:
                 raise ValueError(f"not valid LZ4 data ({exc})") from exc
+            except MemoryError as exc:
+                # A damaged header can claim any content size, and lz4 allocates it first.
+                raise ValueError(
+                    "not valid LZ4 data, or too large for this process's memory: its header "
+                    "claims more bytes than can be allocated"
+                ) from exc
             if used != view.nbytes:
                 raise ValueError(f"not valid LZ4 data ({view.nbytes - used} bytes after the frame)")
             return cast(bytes, data)

@@ -648,3 +648,25 @@ async def test_value_of_the_wrong_type_is_a_clear_error(env: aiolmdb.Environment
 def test_nan_survives_msgpack_but_not_msgspec_json() -> None:
     assert math.isnan(MsgpackCoder().deserialize(MsgpackCoder().serialize(math.nan)))
     assert MsgspecCoder(Any, format="json").serialize(math.nan) == b"null"  # type: ignore[arg-type]
+
+
+def test_lz4_header_claiming_a_huge_size_is_a_value_error() -> None:
+    """A damaged LZ4 header can claim a huge content size, which lz4 tries to allocate: the
+    result is a ValueError like any other damage, never a MemoryError or a wrong value."""
+    if lz4_frame is None:  # pragma: no cover
+        pytest.skip("aiolmdb[lz4]")
+    coder = IdentityCoder().compressed(codec="lz4")
+    value = b"abcdefgh" * 40
+    stored = coder.serialize(value)
+    huge = 0
+    # The frame's content size: bytes 6-13 after the 4-byte magic, FLG and BD (the form byte
+    # comes first). Damage each of them every way.
+    for at in range(1 + 6, 1 + 14):
+        for flip in range(1, 256):
+            damaged = bytearray(stored)
+            damaged[at] ^= flip
+            try:
+                assert coder.deserialize(bytes(damaged)) == value
+            except ValueError as exc:
+                huge += "allocated" in str(exc)
+    assert huge  # some damage claimed more memory than there is, and said so
