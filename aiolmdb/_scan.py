@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
-from ._ops import DbContext, decode_value, decode_values, encode_key, stored_values
+from ._ops import DbContext, decode_value, decode_values, encode_key, stored_values, value_error
 from ._versions import StoredValues
 from .coders import Coder, IdentityCoder
 
@@ -435,8 +435,11 @@ def get_all(txn: Txn, ctx: DbContext[K, V], key: K) -> list[V]:
     try:
         if not cur.set_key(encoded):
             return []
-        values = list(cur.iternext_dup(keys=False, values=True))
-        return decode_values(ctx.kc, ctx.vc, [encoded] * len(values), values)
+        dv = ctx.vc.deserialize
+        try:
+            return [dv(v) for v in cur.iternext_dup(keys=False, values=True)]
+        except ValueError as exc:  # every value here is this key's
+            raise value_error(exc, key) from exc
     finally:
         cur.close()
 

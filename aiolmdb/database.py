@@ -157,7 +157,7 @@ class AsyncDatabase(AsyncOps[K, V]):
         if entry.dbi is None:
             raise RuntimeError(f"database {self.name!r} is not open yet: await it first")
         ctx = self._ctx
-        if ctx is None or ctx.dbi is not entry.dbi:
+        if ctx is None:  # an entry's handle never changes once open
             max_key_size = self._engine.max_key_size
             ctx = self._ctx = DbContext(
                 entry.dbi, self._kc, self._vc, max_key_size, entry.dupsort, entry.versions
