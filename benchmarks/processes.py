@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", default="1,2,4", help="process counts, comma-separated")
     parser.add_argument("--only", default="gets,modes,puts", help="gets, modes, puts")
     parser.add_argument("--ops", type=int, default=200_000, help="gets per process and run")
-    parser.add_argument("--put-ops", type=int, default=10_000, help="puts per process and run")
+    parser.add_argument("--put-ops", type=int, default=40_000, help="aiolmdb puts per process, run")
+    parser.add_argument("--sync-put-ops", type=int, default=2_000, help="sync puts per process, run")
     parser.add_argument("--repeat", type=int, default=5, help="runs of every case")
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--json", type=Path, help="also write every measurement here")
@@ -407,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     measurements: list[Measurement] = []
     for r in range(args.repeat):
         for case in todo:
-            ops = args.ops if case.kind == "get" else args.put_ops
+            if case.kind == "get":
+                ops = args.ops
+            else:
+                ops = args.put_ops if case.impl == "aiolmdb" else args.sync_put_ops
             m = measure(args.dir, case, args.keys, ops, args.seed + r)
             measurements.append(m)
             print(
