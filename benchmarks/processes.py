@@ -8,6 +8,7 @@ Measures, on one large environment (1M keys of 16 bytes with 100-byte values by 
   with a reader "executor" whose one thread spins briefly before it sleeps;
 - the same gets in N processes at once (aggregate throughput), and sync py-lmdb gets (a loop in
   one read transaction) in 1 and N processes;
+- aiolmdb's gets in one process while other processes keep the other cores busy (no LMDB);
 - durable 64-task concurrent puts in N processes, against sync py-lmdb's one durable commit
   per put in N processes.
 
@@ -77,12 +78,15 @@ class Case:
     impl: str  # "sync" | "aiolmdb"
     mode: str  # a GET_MODES key; "default" for sync and for puts
     procs: int
+    #: Processes that only burn CPU during the run (no LMDB): a busy neighbour.
+    busy: int = 0
 
     @property
     def label(self) -> str:
         """A short name for the report."""
         mode = "" if self.mode == "default" else f" {self.mode}"
-        return f"{self.kind} {self.impl}{mode} x{self.procs}"
+        busy = f" +{self.busy} busy" if self.busy else ""
+        return f"{self.kind} {self.impl}{mode} x{self.procs}{busy}"
 
 
 @dataclass
@@ -316,6 +320,13 @@ def worker(
     out.put((t0, t1, done))
 
 
+def burn(stop: Any) -> None:
+    """A busy neighbour: spin on the CPU until ``stop`` is set."""
+    while not stop.is_set():
+        for _ in range(100_000):
+            pass
+
+
 def measure(path: Path, case: Case, n_keys: int, ops: int, seed: int) -> Measurement:
     """Run ``case`` once in fresh processes; ``ops`` operations per process."""
     ctx = multiprocessing.get_context("spawn")
@@ -326,10 +337,15 @@ def measure(path: Path, case: Case, n_keys: int, ops: int, seed: int) -> Measure
         ctx.Process(target=worker, args=(str(path), case, i, n_keys, ops, seed, barrier, out))
         for i in range(case.procs)
     ]
-    for p in procs:
+    stop = ctx.Event()
+    burners = [ctx.Process(target=burn, args=(stop,)) for _ in range(case.busy)]
+    for p in burners + procs:
         p.start()
-    results = [out.get(timeout=600) for _ in procs]
-    for p in procs:
+    try:
+        results = [out.get(timeout=600) for _ in procs]
+    finally:
+        stop.set()
+    for p in burners + procs:
         p.join(60)
         if p.exitcode != 0:
             raise RuntimeError(f"{case.label}: a worker exited with {p.exitcode}")
@@ -345,7 +361,7 @@ def measure(path: Path, case: Case, n_keys: int, ops: int, seed: int) -> Measure
 
 
 def cases(procs: Sequence[int], what: Sequence[str]) -> list[Case]:
-    """The cases to measure: ``what`` among "gets", "modes" and "puts"."""
+    """The cases to measure: ``what`` among "gets", "modes", "busy" and "puts"."""
     out: list[Case] = []
     if "gets" in what:
         for n in procs:
@@ -355,6 +371,9 @@ def cases(procs: Sequence[int], what: Sequence[str]) -> list[Case]:
             out.append(Case("get", "aiolmdb", "pinned", n))
     if "modes" in what:
         out.extend(Case("get", "aiolmdb", m, 1) for m in ("colocated", "readers1", "spin"))
+    if "busy" in what:  # one process with a busy neighbour on the other core(s)
+        busy = max(1, (os.cpu_count() or 2) - 1)
+        out.extend(Case("get", "aiolmdb", m, 1, busy) for m in ("default", "pinned", "inline"))
     if "puts" in what:
         for n in procs:
             out.append(Case("put", "sync", "default", n))
@@ -367,12 +386,12 @@ def report(measurements: list[Measurement]) -> str:
     by_case: dict[Case, list[Measurement]] = {}
     for m in measurements:
         by_case.setdefault(m.case, []).append(m)
-    lines = [f"{'case':<28} {'median/s':>10} {'min':>10} {'max':>10}  load (1 min) min-max"]
+    lines = [f"{'case':<32} {'median/s':>10} {'min':>10} {'max':>10}  load (1 min) min-max"]
     for case, ms in by_case.items():
         rates = [m.per_second for m in ms]
         loads = [m.load[0] for m in ms]
         lines.append(
-            f"{case.label:<28} {statistics.median(rates):>10,.0f} {min(rates):>10,.0f} "
+            f"{case.label:<32} {statistics.median(rates):>10,.0f} {min(rates):>10,.0f} "
             f"{max(rates):>10,.0f}  {min(loads):.2f}-{max(loads):.2f}"
         )
     return "\n".join(lines)
@@ -384,10 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=1_000_000, help="keys in the environment")
     parser.add_argument("--dir", type=Path, default=Path("bench-processes"), help="its directory")
     parser.add_argument("--procs", default="1,2,4", help="process counts, comma-separated")
-    parser.add_argument("--only", default="gets,modes,puts", help="gets, modes, puts")
+    parser.add_argument("--only", default="gets,modes,busy,puts", help="gets, modes, busy, puts")
     parser.add_argument("--ops", type=int, default=200_000, help="gets per process and run")
     parser.add_argument("--put-ops", type=int, default=40_000, help="aiolmdb puts per process, run")
-    parser.add_argument("--sync-put-ops", type=int, default=2_000, help="sync puts per process, run")
+    parser.add_argument(
+        "--sync-put-ops", type=int, default=2_000, help="sync puts per process, run"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="runs of every case")
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--json", type=Path, help="also write every measurement here")
@@ -415,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             m = measure(args.dir, case, args.keys, ops, args.seed + r)
             measurements.append(m)
             print(
-                f"[{r + 1}/{args.repeat}] {case.label:<28} {m.per_second:>10,.0f}/s "
+                f"[{r + 1}/{args.repeat}] {case.label:<32} {m.per_second:>10,.0f}/s "
                 f"load {m.load[0]:.2f}",
                 flush=True,
             )
