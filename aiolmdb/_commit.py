@@ -155,17 +155,25 @@ class Committer:
 
     def map_full_error(self, exc: lmdb.MapFullError) -> lmdb.MapFullError:
         """LMDB's MapFullError says to raise ``map_size``, which aiolmdb may have outgrown
-        already: say which of aiolmdb's settings stopped the growth, and the size reached."""
+        already: say what happens next (the map grows, or which of aiolmdb's settings stopped
+        the growth) and the size reached."""
         size = self._env.info()["map_size"]
         if not self._map_growth:
             advice = (
                 f"the map is full at {size} bytes and map_growth=False: open the environment "
                 "with a larger map_size=, or with map_growth=True"
             )
-        else:
+        elif self._max_map_size is not None and size >= self._max_map_size:
             advice = (
                 f"the map reached max_map_size={self._max_map_size} ({size} bytes) and cannot "
                 "grow further: open the environment with a larger max_map_size="
+            )
+        else:
+            # Only a write transaction held across awaits gets here: it is rolled back, and
+            # the map grows once it has ended.
+            advice = (
+                f"the write transaction filled the map ({size} bytes) and was rolled back; "
+                "the map grows when it ends: run the transaction again"
             )
         err = lmdb.MapFullError(f"{advice} (LMDB: {exc})")
         err.__cause__ = exc

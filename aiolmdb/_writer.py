@@ -152,6 +152,7 @@ class Writer(Part):
         committer = Committer(env, config, gate.resize)
         self._run_batch = committer.run_batch
         self._grow_map = committer.grow_map
+        self._map_full_error = committer.map_full_error
         self._loop_thread: int | None = None
         # Writes submitted during the current loop iteration, passed on by _flush_writes.
         self._write_buf: list[Request] = []
@@ -325,7 +326,9 @@ class Writer(Part):
                         txn.commit()
                     except BaseException as exc:
                         txn.abort()
-                        grow = isinstance(exc, lmdb.MapFullError)
+                        if isinstance(exc, lmdb.MapFullError):
+                            grow = True
+                            exc = self._map_full_error(exc)
                         result = (fut, False, as_settable(exc))
                 else:
                     txn.abort()
@@ -362,6 +365,8 @@ class Writer(Part):
             try:
                 return (fut, True, fn(txn, *args))
             except BaseException as exc:
+                if isinstance(exc, lmdb.MapFullError):
+                    exc = self._map_full_error(exc)
                 session.broken = exc
                 return (fut, False, as_settable(exc))
         child = self._env.begin(write=True, parent=txn)
@@ -370,6 +375,7 @@ class Writer(Part):
         except BaseException as exc:
             child.abort()
             if isinstance(exc, lmdb.MapFullError):
+                exc = self._map_full_error(exc)  # LMDB's advice names the wrong setting
                 session.broken = exc  # LMDB leaves the whole transaction unusable
             return (fut, False, as_settable(exc))
         child.commit()
