@@ -103,6 +103,9 @@ class Engine:
         self.end_read = gate.end_read
         self.begin_in_gate = gate.begin_in_gate
         self.resize = gate.resize
+        # Writer thread only (opening databases between batches).
+        self.grow_map = writer.committer.grow_map
+        self.map_full_error = writer.committer.map_full_error
 
     # ----------------------------------------------------------------- state
     @property

@@ -149,7 +149,7 @@ class Writer(Part):
         super().__init__(env, gate, config, engine)
         self._writemap = bool(env.flags().get("writemap"))
         self._resize = gate.resize
-        committer = Committer(env, config, gate.resize)
+        committer = self.committer = Committer(env, config, gate.resize)
         self._run_batch = committer.run_batch
         self._grow_map = committer.grow_map
         self._map_full_error = committer.map_full_error
