@@ -154,12 +154,11 @@ class Engine:
         )
         counts = readers.reader_counts
         read_batches = sum(c.batches for c in counts)
-        inline = readers.inline_reads
         table = str(self.env.readers()).splitlines()[1:]  # a header, then one line per slot
         return Metrics(
-            reads=sum(c.reads for c in counts) + inline,
+            reads=sum(c.reads for c in counts),
             read_batches=read_batches,
-            inline_reads=inline,
+            inline_read_transactions=readers.inline_transactions,
             writes=committer.writes,
             write_batches=committer.batches,
             commits=committer.commits + writer.session_commits,

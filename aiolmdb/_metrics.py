@@ -5,7 +5,7 @@ loop thread counts inline reads and the writes it hands over; the writer thread 
 batches, commits, their sizes and latencies, conflicts and interactive write transactions; each
 reader thread has its own :class:`ReaderCounts` (read batches and their sizes), summed when a
 snapshot is taken. Counting is per batch wherever a batch exists (a read drain, a group
-commit), so the per-operation paths pay nothing or one integer increment.
+commit), so the per-operation paths pay nothing.
 
 A snapshot reads those counters from the loop thread without stopping the threads that update
 them: each number is exact, but two numbers may be a batch apart.
@@ -118,11 +118,13 @@ class Metrics:
     (:meth:`Environment.metrics`). Counters only grow; gauges are values of the moment."""
 
     reads: int
-    """Read operations taken by a batch on a reader thread or run inline on the loop."""
+    """Read operations taken by a batch on a reader thread. Inline reads
+    (``inline_reads=True``) are not among them: they cost too little to count one by one."""
     read_batches: int
     """Read transactions that ran a batch of reads on a reader thread."""
-    inline_reads: int
-    """Read operations run on the loop thread (``inline_reads=True``)."""
+    inline_read_transactions: int
+    """Read transactions begun on the loop thread for inline reads (each serves every inline
+    read of one loop iteration)."""
     writes: int
     """Write operations run in group commits (the cancelled ones skipped are not counted)."""
     write_batches: int

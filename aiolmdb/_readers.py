@@ -93,11 +93,12 @@ class Readers(Part):
         self._job_started = gate.job_started
         self._job_ended = gate.job_ended
         # Metrics: each reader thread counts its batches in its own ReaderCounts (no lock on
-        # the way); the loop thread counts inline reads.
+        # the way); the loop thread counts inline read transactions (one per loop iteration:
+        # an inline read is too cheap to count one by one).
         self._local = threading.local()
         self.reader_counts: list[ReaderCounts] = []
         self._counts_lock = threading.Lock()
-        self.inline_reads = 0
+        self.inline_transactions = 0
 
     # ----------------------------------------------------------------- batched reads
     def submit_read(self, fn: Callable[..., R], args: tuple[Any, ...]) -> asyncio.Future[R]:
@@ -203,11 +204,11 @@ class Readers(Part):
             if txn is None:
                 return FALLBACK
             self._inline_txn = txn
+            self.inline_transactions += 1
             # Released on the next loop iteration. A write acknowledged after this transaction
             # began is delivered by a callback queued after this one, so a task resumed by it
             # never reads from this (older) snapshot: read-your-writes holds.
             loop.call_soon(self.release_inline)
-        self.inline_reads += 1
         try:
             return fn(txn, *args)
         except BaseException as exc:

@@ -33,9 +33,9 @@ __all__ = ["EnvironmentCollector"]
 
 # (field of Metrics, help text): counters, then gauges.
 _COUNTERS = (
-    ("reads", "Read operations run (batched and inline)."),
+    ("reads", "Read operations run in batches on reader threads."),
     ("read_batches", "Read transactions that ran a batch of reads on a reader thread."),
-    ("inline_reads", "Read operations run on the event loop thread."),
+    ("inline_read_transactions", "Read transactions begun for inline reads."),
     ("writes", "Write operations run in group commits."),
     ("write_batches", "Group commits run."),
     ("commits", "Write transactions committed."),

@@ -6,7 +6,7 @@ import importlib
 import sys
 
 import pytest
-from conftest import OpenEnv, gather_bounded
+from conftest import OpenEnv, gather_bounded, threaded_only
 
 
 def test_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,6 +18,7 @@ def test_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.delitem(sys.modules, "aiolmdb.prometheus", raising=False)
 
 
+@threaded_only
 async def test_collector_exports_metrics(open_env: OpenEnv) -> None:
     pytest.importorskip("prometheus_client", reason="the prometheus extra is not installed")
     from prometheus_client import CollectorRegistry, generate_latest
