@@ -6,6 +6,7 @@ never on the event loop. ``await db.put(...)`` returns once the write is committ
 """
 
 from ._catalogue import DatabaseInfo
+from ._metrics import Histogram, Metrics
 from ._versions import Entry
 from .coders import (
     Coder,
@@ -65,9 +66,11 @@ __all__ = [
     "Environment",
     "Error",
     "ForkedError",
+    "Histogram",
     "IdentityCoder",
     "InvalidKeyError",
     "JSONCoder",
+    "Metrics",
     "MsgpackCoder",
     "MsgspecCoder",
     "PickleCoder",

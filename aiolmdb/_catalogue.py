@@ -1,9 +1,14 @@
 """The database catalogue of an environment: which databases are open, opening, or deleted.
 
-LMDB opens a named database with a write transaction of its own (py-lmdb uses one even for an
-existing database), so opening is queued to the writer thread between batches and every view of
-that database waits for it (:class:`DatabaseEntry`). Deleting a database also runs there, alone.
-Listing the databases (:meth:`Catalogue.databases`) runs on a reader thread.
+LMDB opens a named database in a write transaction (py-lmdb uses one even for an existing
+database), so opening is queued to the writer thread between batches and every view of that
+database waits for it (:class:`DatabaseEntry`). Opens queued together share one write
+transaction and one commit: the first queues one item for the writer, which takes every open
+queued by the time it runs. A database that fails to open (``create=False``, ``max_dbs``, the
+wrong flags) fails alone: those errors leave the transaction usable; any other error makes each
+open of the group run again in a transaction of its own. Deleting a database also runs on the
+writer thread, alone. Listing the databases (:meth:`Catalogue.databases`) runs on a reader
+thread.
 """
 
 from __future__ import annotations
@@ -77,6 +82,21 @@ def encode_name(name: str | bytes | None) -> bytes | None:
     return encoded
 
 
+# What an open gives a DatabaseEntry: the handle, the flags LMDB stored, the version counter.
+Opened = tuple[Any, dict[str, bool], VersionSource | None]
+Opening = concurrent.futures.Future[Opened]
+
+
+@dataclass(frozen=True)
+class _PendingOpen:
+    """An open queued for the writer thread."""
+
+    name: bytes
+    flags: dict[str, Any]
+    versioned: bool
+    future: Opening
+
+
 class DatabaseEntry:
     """What every AsyncDatabase object of one database shares: LMDB's handle once open, the
     flags LMDB stored, and the state of its opening."""
@@ -104,9 +124,7 @@ class DatabaseEntry:
         self.versions: VersionSource | None = None
         # The queued open on the writer thread: the handle, stored flags and version counter,
         # or its error.
-        self.opening: (
-            concurrent.futures.Future[tuple[Any, dict[str, bool], VersionSource | None]] | None
-        ) = None
+        self.opening: Opening | None = None
         self.dropped = False
         self.error: BaseException | None = None
 
@@ -162,7 +180,18 @@ class DatabaseEntry:
 class Catalogue:
     """The databases of one environment: opens, deletes and lists them."""
 
-    __slots__ = ("_engine", "_entries", "_lmdb", "_lock", "_meta", "_readonly", "_versions", "main")
+    __slots__ = (
+        "_engine",
+        "_entries",
+        "_lmdb",
+        "_lock",
+        "_meta",
+        "_pending",
+        "_pending_lock",
+        "_readonly",
+        "_versions",
+        "main",
+    )
 
     def __init__(
         self, env: lmdb.Environment, engine: Engine, main: tuple[Any, dict[str, bool]]
@@ -177,6 +206,9 @@ class Catalogue:
         # counter over it (one per environment: its versioned databases share it).
         self._meta: Any = None
         self._versions: VersionSource | None = None
+        # Opens queued for the writer, taken all at once by _open_pending.
+        self._pending: list[_PendingOpen] = []
+        self._pending_lock = threading.Lock()
         self.main = DatabaseEntry(None, {})
         self.main.opened(*main)
 
@@ -228,43 +260,131 @@ class Catalogue:
                 raise _layout_error(entry.label, marked)
             entry.opened(dbi, _stored_flags(self._lmdb, dbi), self._source() if versioned else None)
         else:
-            entry.opening = self._engine.call_solo(
-                self._open_named, name, {**db_flags, **flags}, versioned
-            )
+            entry.opening = self._queue_open(name, {**db_flags, **flags}, versioned)
         self._entries[name] = entry
         return entry
 
-    def _open_named(
-        self, env: lmdb.Environment, name: bytes, flags: dict[str, Any], versioned: bool
-    ) -> tuple[Any, dict[str, bool], VersionSource | None]:
-        """Writer thread: open (and create) a named database in a write transaction of its
-        own; its handle, the flags LMDB stored for it and, if versioned, the metadata
-        database's handle."""
-        with self._lock:
+    def _queue_open(self, name: bytes, flags: dict[str, Any], versioned: bool) -> Opening:
+        """Queue an open for the writer thread; the first of a group queues the writer item
+        that opens the whole group in one transaction."""
+        item = _PendingOpen(name, flags, versioned, concurrent.futures.Future())
+        with self._pending_lock:
+            self._pending.append(item)
+            first = len(self._pending) == 1
+        if first:
             try:
-                return self._open_checked(env, name, flags, versioned)
-            except lmdb.MapResizedError:
-                self._engine.resize(0)  # another process grew the map: adopt its size
-                return self._open_checked(env, name, flags, versioned)
+                solo = self._engine.call_solo(self._open_pending)
+            except BaseException:
+                with self._pending_lock:
+                    self._pending.remove(item)
+                raise
+            # Failed without running (the environment closed first): fail what it would take.
+            solo.add_done_callback(self._fail_pending)
+        return item.future
 
-    def _open_checked(
-        self, env: lmdb.Environment, name: bytes, flags: dict[str, Any], versioned: bool
-    ) -> tuple[Any, dict[str, bool], VersionSource | None]:
-        """The open, checking the stored versioned marker against ``versioned`` and writing
-        it with a new versioned database (in the transaction that creates the database)."""
-        label = name.decode("utf-8", "backslashreplace")
+    def _take_pending(self) -> list[_PendingOpen]:
+        with self._pending_lock:
+            taken, self._pending = self._pending, []
+        return taken
+
+    def _fail_pending(self, solo: concurrent.futures.Future[None]) -> None:
+        error = solo.exception() if not solo.cancelled() else None
+        if error is None and not solo.cancelled():
+            return
+        for item in self._take_pending():
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error or RuntimeError("database open cancelled"))
+
+    def _open_pending(self, env: lmdb.Environment) -> None:
+        """Writer thread: open (and create) every queued database in one write transaction;
+        if that fails as a whole, each in a transaction of its own."""
+        group = self._take_pending()
+        group = [item for item in group if item.future.set_running_or_notify_cancel()]
+        if not group:
+            return
+        results = self._open_grouped(env, group)
+        for item, (ok, value) in zip(group, results, strict=True):
+            if ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+
+    def _open_grouped(
+        self, env: lmdb.Environment, group: list[_PendingOpen]
+    ) -> list[tuple[bool, Any]]:
+        """The group in one transaction (growing the map as a write batch does); when that
+        fails as a whole, each open alone, so only those that cannot succeed fail."""
+        engine = self._engine
+        while True:
+            try:
+                try:
+                    return self._open_group(env, group)
+                except lmdb.MapResizedError:
+                    engine.resize(0)  # another process grew the map: adopt its size
+                    return self._open_group(env, group)
+            except lmdb.MapFullError:
+                if engine.grow_map():
+                    continue
+            except BaseException:
+                pass
+            break
+        # Nothing was committed: each alone.
+        results: list[tuple[bool, Any]] = []
+        for item in group:
+            try:
+                results.append((True, self._open_alone(env, item)))
+            except lmdb.MapFullError as exc:
+                results.append((False, engine.map_full_error(exc)))
+            except BaseException as exc:
+                results.append((False, exc))
+        return results
+
+    def _open_alone(self, env: lmdb.Environment, item: _PendingOpen) -> Opened:
+        """One open in a write transaction of its own."""
+        try:
+            ok, value = self._open_group(env, [item])[0]
+        except lmdb.MapResizedError:
+            self._engine.resize(0)  # another process grew the map: adopt its size
+            ok, value = self._open_group(env, [item])[0]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def _open_group(
+        self, env: lmdb.Environment, group: list[_PendingOpen]
+    ) -> list[tuple[bool, Any]]:
+        """Open ``group`` in one write transaction, checking each stored versioned marker
+        against ``versioned`` and writing it with a new versioned database (in the
+        transaction that creates the database): ``(True, opened)`` or ``(False, error)`` per
+        open. An error that may have made the transaction unusable is raised.
+
+        Under the lock; the map is resized only outside it (a listing holds the lock in a read
+        transaction, which a resize waits for)."""
+        with self._lock:
+            return self._open_group_locked(env, group)
+
+    def _open_group_locked(
+        self, env: lmdb.Environment, group: list[_PendingOpen]
+    ) -> list[tuple[bool, Any]]:
         txn = env.begin(write=True)
         try:
-            meta = self._meta_handle(env, txn, create=versioned)
-            marked = meta is not None and txn.get(marker_key(name), None, meta) is not None
-            if marked != versioned:
-                # An existing plain database asked for as versioned: never relabel its values.
-                if marked or txn.get(name, None, self.main.dbi) is not None:
-                    raise _layout_error(label, marked)
-            dbi: Any = env.open_db(name, txn=txn, **flags)
-            if versioned and not marked:
-                txn.put(marker_key(name), MARKER, db=meta)
-            stored = {k: True for k, v in dbi.flags(txn).items() if v}
+            meta = self._meta
+            results: list[tuple[bool, Any]] = []
+            for item in group:
+                try:
+                    if meta is None:
+                        meta = self._meta_handle(env, txn, create=False)
+                    dbi, stored, meta = self._open_in(env, txn, item, meta)
+                except (
+                    ValueError,
+                    lmdb.NotFoundError,
+                    lmdb.DbsFullError,
+                    lmdb.IncompatibleError,
+                ) as exc:
+                    # Refused before LMDB changed anything: the others go on.
+                    results.append((False, exc))
+                else:
+                    results.append((True, (dbi, stored, item.versioned)))
             txn.commit()
         except BaseException:
             txn.abort()
@@ -273,7 +393,28 @@ class Catalogue:
             del txn
         if meta is not None:
             self._meta = meta  # committed: valid from now on
-        return dbi, stored, self._source() if versioned else None
+        return [
+            (ok, (value[0], value[1], self._source() if value[2] else None) if ok else value)
+            for ok, value in results
+        ]
+
+    def _open_in(
+        self, env: lmdb.Environment, txn: Txn, item: _PendingOpen, meta: Any
+    ) -> tuple[Any, dict[str, bool], Any]:
+        """Open ``item`` in ``txn``: its handle, the flags LMDB stored for it, and the
+        metadata database's handle (``meta``, or the one made for a new versioned database)."""
+        name, versioned = item.name, item.versioned
+        marked = meta is not None and txn.get(marker_key(name), None, meta) is not None
+        if marked != versioned:
+            # An existing plain database asked for as versioned: never relabel its values.
+            if marked or txn.get(name, None, self.main.dbi) is not None:
+                raise _layout_error(name.decode("utf-8", "backslashreplace"), marked)
+        if versioned and meta is None:
+            meta = env.open_db(META_NAME, txn=txn, create=True)
+        dbi: Any = env.open_db(name, txn=txn, **item.flags)
+        if versioned and not marked:
+            txn.put(marker_key(name), MARKER, db=meta)
+        return dbi, {k: True for k, v in dbi.flags(txn).items() if v}, meta
 
     def _source(self) -> VersionSource:
         """The environment's version counter (the metadata database's handle is known)."""

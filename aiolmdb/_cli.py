@@ -342,10 +342,22 @@ def _human(size: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _active_readers(table: str) -> list[dict[str, Any]]:
+    """The slots of LMDB's reader table holding a read transaction (``env.readers()``: a
+    header, then ``pid thread txnid`` per slot, ``-`` for a free one), oldest first."""
+    readers = []
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 3 and fields[2] != "-":
+            readers.append({"pid": int(fields[0]), "thread": fields[1], "txnid": int(fields[2])})
+    return sorted(readers, key=lambda r: (r["txnid"], r["pid"]))
+
+
 def _stat_report(env: Environment, infos: list[DbInfo]) -> dict[str, Any]:
     info = env.info()
     psize = int(env.stat()["psize"])
     used = (int(info["last_pgno"]) + 1) * psize
+    readers = _active_readers(env.readers())
     return {
         "path": env.path,
         "page_size": psize,
@@ -355,6 +367,7 @@ def _stat_report(env: Environment, infos: list[DbInfo]) -> dict[str, Any]:
         "last_txnid": int(info["last_txnid"]),
         "max_readers": int(info["max_readers"]),
         "num_readers": int(info["num_readers"]),
+        "readers": readers,
         "max_key_size": env.max_key_size(),
         "databases": [
             {

@@ -19,12 +19,20 @@ delivers nothing itself.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import lmdb
 
 from ._config import EngineConfig
 from ._delivery import Request, Result, as_settable
+from ._metrics import (
+    BATCH_SIZE_BOUNDS,
+    COMMIT_SECONDS_BOUNDS,
+    Buckets,
+    conflicts_on_this_thread,
+    set_conflicts_on_this_thread,
+)
 from ._ops import ATOMIC
 
 __all__ = ["Committer"]
@@ -44,19 +52,46 @@ class Committer:
         self._map_growth = config.map_growth
         self._max_map_size = config.max_map_size
         self._resize = resize
+        # Metrics (see _metrics), updated by the writer thread only.
+        self.batches = 0
+        self.writes = 0
+        self.commits = 0
+        self.conflicts = 0
+        self.batch_sizes = Buckets(BATCH_SIZE_BOUNDS)
+        self.commit_seconds = Buckets(COMMIT_SECONDS_BOUNDS)
 
     def run_batch(self, batch: list[Request]) -> list[Result]:
         """Run a batch of writes in one write transaction (growing the map if it fills);
         the results of those not cancelled before it began, to be posted to the loop."""
         live = [req for req in batch if not req[0].cancelled()]
+        if not live:
+            return []
+        self.batches += 1
+        self.writes += len(live)
+        self.batch_sizes.observe(len(live))
+        conflicts = conflicts_on_this_thread()
+        started = time.perf_counter()
+        try:
+            return self._run_live(live, conflicts)
+        finally:
+            self.commit_seconds.observe(time.perf_counter() - started)
+            self.conflicts = conflicts_on_this_thread()
+
+    def note_conflicts(self) -> None:
+        """Writer thread: take the conflicts counted outside batches (write transactions)."""
+        self.conflicts = conflicts_on_this_thread()
+
+    def _run_live(self, live: list[Request], conflicts: int) -> list[Result]:
         results: list[Result] = []
         while live:
+            set_conflicts_on_this_thread(conflicts)  # a batch run again counts them once
             try:
                 try:
                     results = self._commit(live)
                 except lmdb.MapFullError:
                     if self.grow_map():
                         continue
+                    set_conflicts_on_this_thread(conflicts)
                     results = self._commit_one_by_one(live)
                 except lmdb.MapResizedError:
                     self._resize(0)  # another process grew the map: adopt its size
@@ -104,6 +139,7 @@ class Committer:
                     child.commit()
                     results.append((fut, True, value))
             txn.commit()
+            self.commits += 1
         except BaseException:
             txn.abort()
             raise
@@ -114,12 +150,15 @@ class Committer:
         operation fails, abort and run the batch again without it (operations are functions of
         the transaction alone, so running them again is safe)."""
         failed: list[Result] = []
+        conflicts = conflicts_on_this_thread()
         while True:
+            set_conflicts_on_this_thread(conflicts)  # the operations run again count once
             results: list[Result] = []
             rerun = False
             txn = self._env.begin(write=True)
             try:
                 for fut, fn, args in live:
+                    before = conflicts_on_this_thread()
                     try:
                         results.append((fut, True, fn(txn, *args)))
                     except lmdb.MapFullError:
@@ -128,10 +167,13 @@ class Committer:
                         failed.append((fut, False, as_settable(exc)))
                         if fn in ATOMIC:
                             continue  # it changed nothing: the transaction is intact
+                        # It is not run again: its conflict (if any) stays counted.
+                        conflicts += conflicts_on_this_thread() - before
                         rerun = True
                         break
                 if not rerun:
                     txn.commit()
+                    self.commits += 1
                     return failed + results
             except BaseException:
                 txn.abort()
@@ -155,17 +197,25 @@ class Committer:
 
     def map_full_error(self, exc: lmdb.MapFullError) -> lmdb.MapFullError:
         """LMDB's MapFullError says to raise ``map_size``, which aiolmdb may have outgrown
-        already: say which of aiolmdb's settings stopped the growth, and the size reached."""
+        already: say what happens next (the map grows, or which of aiolmdb's settings stopped
+        the growth) and the size reached."""
         size = self._env.info()["map_size"]
         if not self._map_growth:
             advice = (
                 f"the map is full at {size} bytes and map_growth=False: open the environment "
                 "with a larger map_size=, or with map_growth=True"
             )
-        else:
+        elif self._max_map_size is not None and size >= self._max_map_size:
             advice = (
                 f"the map reached max_map_size={self._max_map_size} ({size} bytes) and cannot "
                 "grow further: open the environment with a larger max_map_size="
+            )
+        else:
+            # Only a write transaction held across awaits gets here: it is rolled back, and
+            # the map grows once it has ended.
+            advice = (
+                f"the write transaction filled the map ({size} bytes) and was rolled back; "
+                "the map grows when it ends: run the transaction again"
             )
         err = lmdb.MapFullError(f"{advice} (LMDB: {exc})")
         err.__cause__ = exc

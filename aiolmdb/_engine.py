@@ -37,6 +37,7 @@ import lmdb
 from ._config import EngineConfig
 from ._delivery import CLOSED, CLOSING, FORKED, OPEN, State
 from ._gate import READERS_FULL_WAIT, Gate
+from ._metrics import BATCH_SIZE_BOUNDS, Buckets, Metrics
 from ._readers import FALLBACK, Fallback, Readers
 from ._writer import ABORT, COMMIT, SessionCommand, Writer, WriteSession
 from .errors import ClosedError, ForkedError
@@ -103,6 +104,9 @@ class Engine:
         self.end_read = gate.end_read
         self.begin_in_gate = gate.begin_in_gate
         self.resize = gate.resize
+        # Writer thread only (opening databases between batches).
+        self.grow_map = writer.committer.grow_map
+        self.map_full_error = writer.committer.map_full_error
 
     # ----------------------------------------------------------------- state
     @property
@@ -138,6 +142,46 @@ class Engine:
     def track_snapshot(self, snapshot: Any) -> None:
         """Remember an open read snapshot (an object with release()) to end it on close."""
         self._snapshots.add(snapshot)
+
+    # ----------------------------------------------------------------- metrics
+    def metrics(self) -> Metrics:
+        """A snapshot of the parts' counters (see _metrics) and of the gauges now."""
+        readers, writer, committer, gate = (
+            self._readers,
+            self._writer,
+            self._writer.committer,
+            self._gate,
+        )
+        counts = readers.reader_counts
+        read_batches = sum(c.batches for c in counts)
+        table = str(self.env.readers()).splitlines()[1:]  # a header, then one line per slot
+        return Metrics(
+            reads=sum(c.reads for c in counts),
+            read_batches=read_batches,
+            inline_read_transactions=readers.inline_transactions,
+            writes=committer.writes,
+            write_batches=committer.batches,
+            commits=committer.commits + writer.session_commits,
+            write_transactions=writer.write_transactions,
+            conflicts=committer.conflicts,
+            map_resizes=gate.map_generation,
+            readers_full_waits=gate.readers_full_waits,
+            write_batch_sizes=committer.batch_sizes.snapshot(),
+            read_batch_sizes=(
+                counts[0].sizes.snapshot(*(c.sizes for c in counts[1:]))
+                if counts
+                else Buckets(BATCH_SIZE_BOUNDS).snapshot()
+            ),
+            commit_seconds=committer.commit_seconds.snapshot(),
+            map_size=gate.map_size,
+            read_transactions=gate.open_read_transactions,
+            # A free slot shows "-" as its transaction id.
+            reader_slots_used=sum(1 for line in table if not line.rstrip().endswith("-")),
+            max_readers=self.env.max_readers(),
+            write_queue=writer.write_queue(),
+            read_queue=readers.read_queue(),
+            open_write_transactions=writer.open_sessions(),
+        )
 
     # ----------------------------------------------------------------- loop
     def loop(self) -> asyncio.AbstractEventLoop:

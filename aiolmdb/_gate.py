@@ -55,6 +55,9 @@ class Gate:
         self.resizing = False
         # Bumped by every resize: it invalidates read transactions held across awaits.
         self.map_generation = 0
+        # Metrics: the map size (set by the writer thread), waits for a reader slot.
+        self.map_size: int = env.info()["map_size"]
+        self.readers_full_waits = 0
 
     # ----------------------------------------------------------------- read transactions
     def begin_read(self) -> Txn:
@@ -106,6 +109,11 @@ class Gate:
                 self._open_txns -= 1
                 if self.resizing or self._slot_waiters:
                     self._cond.notify_all()
+
+    @property
+    def open_read_transactions(self) -> int:
+        """Read transactions of this process open now (counted at the gate)."""
+        return self._open_txns
 
     def enter(self) -> None:
         """Count a read transaction about to begin; wait while the map is being resized."""
@@ -163,6 +171,7 @@ class Gate:
                         # Once per wait: the first thread to find the table full says so; the
                         # next one after a slot was had says it again.
                         self._full_logged = True
+                        self.readers_full_waits += 1
                         log.warning(
                             "LMDB's reader table is full (max_readers=%d): reads wait for a "
                             "free slot (%s)",
@@ -189,10 +198,11 @@ class Gate:
                     self._cond.wait()
                 self._env.set_mapsize(size)
                 self.map_generation += 1
+                self.map_size = self._env.info()["map_size"]
                 if not size:
                     log.info(
                         "map size of %d bytes adopted: another process grew the map (%s)",
-                        self._env.info()["map_size"],
+                        self.map_size,
                         self._env.path(),
                     )
             finally:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import lmdb
 
+from ._metrics import count_conflict
 from ._versions import (
     Entry,
     StoredValues,
@@ -500,6 +501,7 @@ def put_if(
     if ctx.dupsort:  # raise_on_conflict alone: put, raising when nothing was stored
         if put(txn, ctx, key, value, overwrite):
             return True
+        count_conflict()
         raise conflict(key, None, None, "that pair exists")
     db = ctx.dbi
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
@@ -512,6 +514,7 @@ def put_if(
     else:
         actual, reason = _unmet(ctx, key, stored, if_version, expected, "if_value")
     if reason:
+        count_conflict()
         if raise_on_conflict:
             raise conflict(key, if_version, actual, reason)
         return False
@@ -567,6 +570,7 @@ def delete_if(
         if delete(txn, ctx, key, value):
             return True
         if raise_on_conflict and value is not MISSING:
+            count_conflict()
             raise conflict(key, None, None, "that pair is absent")
         return False
     db = ctx.dbi
@@ -575,7 +579,10 @@ def delete_if(
     stored = txn.get(encoded, None, db)
     actual, reason = _unmet(ctx, key, stored, if_version, expected, "the value given")
     if reason:
-        if raise_on_conflict and (if_version is not None or expected is not None):
+        conditional = if_version is not None or expected is not None
+        if conditional:
+            count_conflict()
+        if raise_on_conflict and conditional:
             raise conflict(key, if_version, actual, reason)
         return False
     return bool(txn.delete(encoded, db=db))

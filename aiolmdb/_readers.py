@@ -30,6 +30,7 @@ import asyncio
 import collections
 import concurrent.futures
 import enum
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -47,6 +48,7 @@ from ._delivery import (
     post,
 )
 from ._gate import Gate
+from ._metrics import ReaderCounts
 
 if TYPE_CHECKING:
     from ._ops import Txn
@@ -90,6 +92,13 @@ class Readers(Part):
         self._leave_gate = gate.leave
         self._job_started = gate.job_started
         self._job_ended = gate.job_ended
+        # Metrics: each reader thread counts its batches in its own ReaderCounts (no lock on
+        # the way); the loop thread counts inline read transactions (one per loop iteration:
+        # an inline read is too cheap to count one by one).
+        self._local = threading.local()
+        self.reader_counts: list[ReaderCounts] = []
+        self._counts_lock = threading.Lock()
+        self.inline_transactions = 0
 
     # ----------------------------------------------------------------- batched reads
     def submit_read(self, fn: Callable[..., R], args: tuple[Any, ...]) -> asyncio.Future[R]:
@@ -143,7 +152,22 @@ class Readers(Part):
         finally:
             self._job_ended()
 
+    def _thread_counts(self) -> ReaderCounts:
+        """This reader thread's counts (made on its first batch)."""
+        counts = ReaderCounts()
+        with self._counts_lock:
+            self.reader_counts = [*self.reader_counts, counts]
+        self._local.counts = counts
+        return counts
+
     def _run_read_batch(self, batch: list[Request]) -> None:
+        try:
+            counts: ReaderCounts = self._local.counts
+        except AttributeError:
+            counts = self._thread_counts()
+        counts.batches += 1
+        counts.reads += len(batch)
+        counts.sizes.observe(len(batch))
         results: list[Result] = []
         try:
             txn = self._begin_read()
@@ -180,6 +204,7 @@ class Readers(Part):
             if txn is None:
                 return FALLBACK
             self._inline_txn = txn
+            self.inline_transactions += 1
             # Released on the next loop iteration. A write acknowledged after this transaction
             # began is delivered by a callback queued after this one, so a task resumed by it
             # never reads from this (older) snapshot: read-your-writes holds.
@@ -293,6 +318,10 @@ class Readers(Part):
             self._executor.submit(fn)
         except RuntimeError:  # executor already shut down: run it here
             fn()
+
+    def read_queue(self) -> int:
+        """Batched reads submitted and not yet taken by a reader thread."""
+        return len(self._reads)
 
     def shutdown(self) -> None:
         """Close: shut the executor down if it is aiolmdb's own (a user's is left running)."""

@@ -149,9 +149,17 @@ class Writer(Part):
         super().__init__(env, gate, config, engine)
         self._writemap = bool(env.flags().get("writemap"))
         self._resize = gate.resize
-        committer = Committer(env, config, gate.resize)
+        committer = self.committer = Committer(env, config, gate.resize)
         self._run_batch = committer.run_batch
         self._grow_map = committer.grow_map
+        self._map_full_error = committer.map_full_error
+        self._note_conflicts = committer.note_conflicts
+        # Metrics: writes handed to the queue (loop thread), taken from it, interactive
+        # write transactions ended and committed (writer thread).
+        self.flushed = 0
+        self.taken = 0
+        self.write_transactions = 0
+        self.session_commits = 0
         self._loop_thread: int | None = None
         # Writes submitted during the current loop iteration, passed on by _flush_writes.
         self._write_buf: list[Request] = []
@@ -196,6 +204,7 @@ class Writer(Part):
         buf = self._write_buf
         if buf:
             self._write_buf = []
+            self.flushed += len(buf)
             self._writes.put(buf)
 
     def call_solo(self, fn: Callable[..., R], *args: Any) -> concurrent.futures.Future[R]:
@@ -225,6 +234,14 @@ class Writer(Part):
                     item.future.set_exception(error)
             elif item is not _STOP:
                 post(self._loop, [(req[0], False, error) for req in item])
+
+    def write_queue(self) -> int:
+        """Writes submitted and not yet taken by the writer thread (loop thread)."""
+        return self.flushed + len(self._write_buf) - self.taken
+
+    def open_sessions(self) -> int:
+        """Interactive write transactions not yet ended."""
+        return len(self._sessions)
 
     def join(self) -> None:
         """Wait for the writer thread to exit (unless called on it)."""
@@ -285,6 +302,7 @@ class Writer(Part):
                     pending = nxt
                     break
                 batch.extend(nxt)
+            self.taken += len(batch)
             if len(batch) <= max_batch:
                 post(self._loop, run_batch(batch))
             else:  # one huge burst: bounded transactions
@@ -323,14 +341,19 @@ class Writer(Part):
                 if fn is COMMIT and session.broken is None:
                     try:
                         txn.commit()
+                        self.session_commits += 1
                     except BaseException as exc:
                         txn.abort()
-                        grow = isinstance(exc, lmdb.MapFullError)
+                        if isinstance(exc, lmdb.MapFullError):
+                            grow = True
+                            exc = self._map_full_error(exc)
                         result = (fut, False, as_settable(exc))
                 else:
                     txn.abort()
                     if fn is COMMIT:
                         result = (fut, False, broken_error(session.broken))
+                self.write_transactions += 1
+                self._note_conflicts()
                 self._end_session(session, [result])
                 break
             assert fut is not None  # only commands are sent without a future
@@ -362,6 +385,8 @@ class Writer(Part):
             try:
                 return (fut, True, fn(txn, *args))
             except BaseException as exc:
+                if isinstance(exc, lmdb.MapFullError):
+                    exc = self._map_full_error(exc)
                 session.broken = exc
                 return (fut, False, as_settable(exc))
         child = self._env.begin(write=True, parent=txn)
@@ -370,6 +395,7 @@ class Writer(Part):
         except BaseException as exc:
             child.abort()
             if isinstance(exc, lmdb.MapFullError):
+                exc = self._map_full_error(exc)  # LMDB's advice names the wrong setting
                 session.broken = exc  # LMDB leaves the whole transaction unusable
             return (fut, False, as_settable(exc))
         child.commit()

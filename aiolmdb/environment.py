@@ -20,6 +20,7 @@ from ._config import (
     unknown_lmdb_options,
 )
 from ._engine import Engine
+from ._metrics import Metrics
 from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
 from .database import AsyncDatabase
@@ -301,6 +302,15 @@ class Environment:
         """LMDB's environment information (``map_size``, ``last_pgno``, ``num_readers``...)."""
         self._engine.check_open()
         return dict(self._lmdb.info())
+
+    def metrics(self) -> Metrics:
+        """What the engine has done since the environment was opened (reads, writes, their
+        batches, commits, conflicts, map resizes; batch sizes and commit times as histograms)
+        and its state now (map size, reader slots in use, queued writes). Cheap, and never
+        waits: the counters are kept by the threads that do the work, without locks. See the
+        observability guide for exporting them."""
+        self._engine.check_open()
+        return self._engine.metrics()
 
     def max_key_size(self) -> int:
         """The longest key LMDB accepts in this environment, in bytes."""

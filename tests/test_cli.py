@@ -263,6 +263,41 @@ def test_stat_json(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
         assert {"depth", "branch_pages", "leaf_pages", "overflow_pages"} <= set(db)
 
 
+def test_stat_json_lists_live_readers(text_env: Path) -> None:
+    """Run against an environment another process is reading: the read transactions that
+    process holds are listed with its pid and the transaction they read (oldest first)."""
+    env = lmdb.open(str(text_env), max_dbs=8)
+    try:
+        old = env.begin()
+        with env.begin(write=True) as txn:
+            txn.put(b"new", b"1")
+        new = env.begin()
+        proc = subprocess.run(
+            [sys.executable, "-m", "aiolmdb", "stat", "--json", str(text_env)],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        mine = [r for r in report["readers"] if r["pid"] == os.getpid()]
+        assert [r["txnid"] for r in mine] == [old.id(), new.id()]
+        assert new.id() == old.id() + 1 == report["last_txnid"]
+        old.abort()
+        new.abort()
+    finally:
+        env.close()
+    code_report = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "aiolmdb", "stat", "--json", str(text_env)],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    assert code_report["readers"] == []  # nobody reads it now
+
+
 def test_stat_one_database(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
     code, out, _ = run(capsys, "stat", "--json", "--db", "dups", text_env)
     assert code == 0

@@ -248,6 +248,7 @@ async def test_a_full_reader_table_is_logged_once_per_wait(
     assert len(full) == 1
     assert full[0].levelno == logging.WARNING
     assert "max_readers=1" in full[0].getMessage()
+    assert env.metrics().readers_full_waits == 1  # counted as logged: once per wait
 
 
 # --------------------------------------------------------------------------------------------
