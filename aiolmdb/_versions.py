@@ -48,6 +48,7 @@ __all__ = [
     "marker_key",
     "next_version",
     "pack",
+    "pack_into",
     "raise_counter",
     "split",
     "stored_value",
@@ -90,6 +91,11 @@ class Entry(Generic[V]):
 def pack(version: int, data: Any) -> bytes:
     """The stored form of a versioned value: the version, then the coder's bytes."""
     return _U64.pack(version) + data  # type: ignore[no-any-return]
+
+
+def pack_into(buffer: bytearray, version: int) -> None:
+    """Write ``version`` into the first PREFIX_SIZE bytes of ``buffer`` (left for it)."""
+    _U64.pack_into(buffer, 0, version)
 
 
 def stored_value(version: int, data: bytes) -> bytes:
