@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 
-from ._versions import PREFIX_SIZE
+from . import _versions
 from .errors import SnapshotExpiredError
 
 if TYPE_CHECKING:
@@ -107,19 +107,23 @@ _CAPI = _capi()
 _memmove = ctypes.memmove  # a CFUNCTYPE call: it runs without the GIL
 
 
-def copy_out(buf: Any) -> bytes:
-    """``bytes(buf)`` for a contiguous buffer, copied with the GIL released (CPython)."""
+def copy_out(buf: Any, prefix: bytes = b"") -> bytes:
+    """``prefix + bytes(buf)`` for a contiguous buffer, ``buf`` copied with the GIL released
+    (CPython)."""
     n = len(buf)
     if n < _MIN_COPY_OUT or _CAPI is None:
-        return bytes(buf)
+        return prefix + bytes(buf)
     get_buffer, release, as_string = _CAPI
-    out = bytes(n)  # calloc'd: its pages are touched first by the copy, without the GIL
+    skip = len(prefix)
+    out = bytes(skip + n)  # calloc'd: its pages are touched first by the copy, without the GIL
     view = _PyBuffer()
     get_buffer(buf, ctypes.byref(view), 0)
     try:
         if view.len != n:  # a buffer of items wider than a byte: not ours to copy this way
-            return bytes(buf)
-        _memmove(as_string(out), view.buf, n)
+            return prefix + bytes(buf)
+        address = as_string(out)
+        _memmove(address, prefix, skip)
+        _memmove(address + skip, view.buf, n)
     finally:
         release(ctypes.byref(view))
     return out
@@ -155,6 +159,11 @@ class BufferedReads:
             self._twin = twin
         else:
             twin.abort()
+
+    @property
+    def twin(self) -> Any:
+        """The buffered transaction of the same snapshot, or None (read ``txn`` instead)."""
+        return self._twin
 
     def get(self, key: Any, default: None, db: DB) -> bytes | None:
         """The value of ``key`` in ``db`` as bytes, or None (``default`` is for the signature
@@ -267,7 +276,7 @@ class ValueStream:
         self._ctx = ctx
         self._key = key
         self._encoded: Any = None
-        self._skip = PREFIX_SIZE if ctx.versioned else 0
+        self._skip = _versions.PREFIX_SIZE if ctx.versioned else 0
         self._txn: Any = None
         self._generation = -1
         self._done = False
@@ -310,7 +319,7 @@ class ValueStream:
         if len(buf) < self._skip:
             raise ValueError(
                 f"the value stored under key {self._key!r} is not a versioned value "
-                f"(shorter than its {PREFIX_SIZE}-byte version)"
+                f"(shorter than its {self._skip}-byte version)"
             )
         return len(buf) - self._skip
 

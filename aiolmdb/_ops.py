@@ -329,11 +329,11 @@ def put(txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool) -> bo
     """Store value under key; False when it was not stored (key or exact pair exists)."""
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     data = ctx.vc.serialize(value)
-    if len(data) >= LARGE_VALUE:
-        ctx.large.seen = True
     if ctx.dupsort:
         # In a dupsort database put adds a value; an exact pair that exists is reported False.
         return bool(txn.put(encoded, data, dupdata=False, overwrite=overwrite, db=ctx.dbi))
+    if len(data) >= LARGE_VALUE:
+        ctx.large.seen = True
     if ctx.versioned:
         if not overwrite and txn.get(encoded, None, ctx.dbi) is not None:
             return False
@@ -379,10 +379,10 @@ def put_stored(txn: Txn, ctx: DbContext[Any, Any], key: Any, data: bytearray) ->
     database its first PREFIX_SIZE bytes are room left for the version, written here.
     LMDB copies from the bytearray itself: no ``bytes`` copy of a large value is made."""
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    if ctx.dupsort:  # its values are at most max_key_size bytes: never large
+        return bool(txn.put(encoded, data, dupdata=False, db=ctx.dbi))
     if len(data) >= LARGE_VALUE:
         ctx.large.seen = True
-    if ctx.dupsort:
-        return bool(txn.put(encoded, data, dupdata=False, db=ctx.dbi))
     if ctx.versioned:
         pack_into(data, _draw(txn, ctx))
     return bool(txn.put(encoded, data, True, True, False, ctx.dbi))

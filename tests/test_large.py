@@ -195,14 +195,15 @@ async def test_the_first_large_entry_read_flags_the_database(
     spy = CopySpy(monkeypatch)
     async with aiolmdb.open(path, map_size=64 * MiB) as env:
         db = await env.open_db("v", versioned=True)
+        # A large versioned value is also copied without the GIL when its version is cut off.
         entries = await db.get_multi_entries([b"big"])
-        assert spy.calls == 0
+        assert spy.calls == 1  # read plainly (that flags the database), version cut off
         assert entries == await db.get_multi_entries([b"big"])
-        assert spy.calls == 1
+        assert spy.calls == 3
         entry = await db.get_entry(b"big")
         assert entry is not None
         assert entry.value == blob(BIG)
-        assert spy.calls == 2
+        assert spy.calls == 5
 
 
 async def test_versioned_reads_of_large_values(
@@ -218,7 +219,7 @@ async def test_versioned_reads_of_large_values(
     assert entries[b"absent"] is None
     assert entries[b"big"] == entry
     assert await db.get(b"big") == blob(BIG)
-    assert spy.calls == 3
+    assert spy.calls == 6  # each read: out of the map, then the version cut off
 
 
 async def test_a_write_transaction_reads_its_own_large_writes(env: Environment) -> None:
@@ -436,3 +437,51 @@ async def test_get_chunks_and_put_chunks_round_trip_a_large_value(db: Db) -> Non
     assert await db.put_chunks(b"k", pieces_of(data[:MiB], data[MiB:]))
     assert await db.put_chunks(b"copy", db.get_chunks(b"k", 300_000))
     assert await db.get(b"copy") == data
+
+
+async def test_scans_of_a_database_holding_large_values(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = env.get_default_database()
+    values = {b"k%d" % i: blob(LARGE_VALUE + i, i) for i in range(5)}
+    await db.put_multi(values)
+    await db.put(b"k9", blob(BIG))  # flags the database
+    values[b"k9"] = blob(BIG)
+    await db.put(b"small", b"s")
+    values[b"small"] = b"s"
+    spy = CopySpy(monkeypatch)
+    expected = sorted(values.items())
+    assert await collect(db.items(chunk_size=2)) == expected
+    assert spy.calls == 6
+    assert await collect(db.items(reverse=True, chunk_size=2)) == expected[::-1]
+    assert await collect(db.values(b"k1", b"k4", chunk_size=2)) == [v for k, v in expected[1:4]]
+    batches = await collect(db.items(b"k2", chunk_size=3).batches(2))
+    assert [pair for batch in batches for pair in batch] == expected[2:]
+    assert await collect(db.keys()) == [k for k, _ in expected]
+    assert await db.first() == expected[0]
+    assert await db.last() == expected[-1]
+    assert await db.get_all(b"k9") == [blob(BIG)]
+    assert await db.get_all(b"absent") == []
+    assert spy.calls == 6 + 6 + 3 + 4 + 1 + 1  # keys() reads no value
+
+
+async def test_entries_of_a_versioned_database_holding_large_values(env: Environment) -> None:
+    db = await env.open_db("v", versioned=True)
+    await db.put_multi({b"a": blob(BIG, 1), b"b": b"small"})
+    got = await collect(db.entries())
+    assert [(k, e.value) for k, e in got] == [(b"a", blob(BIG, 1)), (b"b", b"small")]
+    batches = await collect(db.entries().batches(5))
+    assert [(k, e.value) for batch in batches for k, e in batch] == [
+        (b"a", blob(BIG, 1)),
+        (b"b", b"small"),
+    ]
+
+
+def test_identity_coder_copies_large_buffers_to_bytes() -> None:
+    coder = aiolmdb.IdentityCoder()
+    data = blob(BIG)
+    for source in (bytearray(data), memoryview(data)):
+        out = coder.serialize(source)
+        assert type(out) is bytes
+        assert out == data
+    assert coder.serialize(data) is data
