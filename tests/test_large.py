@@ -485,3 +485,55 @@ def test_identity_coder_copies_large_buffers_to_bytes() -> None:
         assert type(out) is bytes
         assert out == data
     assert coder.serialize(data) is data
+
+
+async def test_a_value_stream_released_before_it_began_holds_nothing(
+    env: Environment,
+) -> None:
+    """Cancelled while its transaction was beginning: the transaction ends at once."""
+    db = env.get_default_database()
+    await db.put(b"k", b"v")
+    engine = env._engine  # the stream's parts, driven one by one
+    stream = _large.ValueStream(engine, await db._context(), b"k")
+    stream.release()
+    assert await engine.run_blocking(stream._begin) is None
+    await let_tasks_start()
+    assert reader_txnids(env) == []
+    with pytest.raises(RuntimeError, match="ended"):
+        await engine.run_blocking(stream._read, 0, 1)
+
+
+async def test_a_value_stream_released_while_copying_ends_after_the_copy(
+    env: Environment,
+) -> None:
+    db = env.get_default_database()
+    await db.put(b"k", b"value")
+    engine = env._engine
+    stream = _large.ValueStream(engine, await db._context(), b"k")
+    assert await engine.run_blocking(stream._begin) == 5
+    released = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    submit_quiet = engine.submit_quiet
+
+    def later(fn: Callable[[], Any]) -> None:
+        def run() -> None:
+            fn()
+            loop.call_soon_threadsafe(released.set)
+
+        submit_quiet(run)
+
+    engine.submit_quiet = later
+    with stream._lock:  # as if a chunk were being copied
+        stream.release()
+        assert reader_txnids(env) != []
+    await asyncio.wait_for(released.wait(), TIMEOUT)
+    await let_tasks_start()
+    assert reader_txnids(env) == []
+
+
+async def test_get_chunks_of_a_damaged_versioned_value(env: Environment) -> None:
+    db = await env.open_db("v", versioned=True)
+    dbi = (await db._context()).dbi  # to store what aiolmdb never writes
+    await env.run(lambda txn: txn.raw.put(b"k", b"abc", db=dbi), write=True)
+    with pytest.raises(ValueError, match="not a versioned value"):
+        await collect(db.get_chunks(b"k"))
