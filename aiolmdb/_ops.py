@@ -182,14 +182,16 @@ def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     if not 0 < len(encoded) <= ctx.max_key_size:
         encode_key(kc, key, ctx.max_key_size)
     large = ctx.large
-    if large.seen:
-        buf = read_large(txn, large, encoded, ctx.dbi)
-    else:
+    if not large.seen:
         buf = txn.get(encoded, None, ctx.dbi)
-        if buf is not None and len(buf) >= LARGE_VALUE:
+        if buf is None:
+            return default
+        if len(buf) >= LARGE_VALUE:
             large.seen = True
-    if buf is None:
-        return default
+    else:
+        buf = read_large(txn, large, encoded, ctx.dbi)
+        if buf is None:
+            return default
     try:
         return ctx.vc.deserialize(buf)
     except ValueError as exc:
@@ -215,12 +217,14 @@ def get_bytes(
     transactions return ``bytes`` already (buffers=False)."""
     if not 0 < len(key) <= max_key_size:
         encode_key(_IDENTITY, key, max_key_size)
-    if large.seen:
-        buf = read_large(txn, large, key, db)
-    else:
+    if not large.seen:
         buf = txn.get(key, None, db)
-        if buf is not None and len(buf) >= LARGE_VALUE:
+        if buf is None:
+            return default
+        if len(buf) >= LARGE_VALUE:
             large.seen = True
+        return buf
+    buf = read_large(txn, large, key, db)
     return default if buf is None else buf
 
 
