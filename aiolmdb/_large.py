@@ -117,7 +117,10 @@ def copy_out(buf: Any, prefix: bytes = b"") -> bytes:
     skip = len(prefix)
     out = bytes(skip + n)  # calloc'd: its pages are touched first by the copy, without the GIL
     view = _PyBuffer()
-    get_buffer(buf, ctypes.byref(view), 0)
+    try:
+        get_buffer(buf, ctypes.byref(view), 0)
+    except BufferError:  # not contiguous: bytes() gathers it
+        return prefix + bytes(buf)
     try:
         if view.len != n:  # a buffer of items wider than a byte: not ours to copy this way
             return prefix + bytes(buf)

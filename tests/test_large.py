@@ -79,6 +79,13 @@ def test_copy_out_of_items_wider_than_a_byte_copies_every_byte() -> None:
     assert copy_out(memoryview(items)) == items.tobytes()
 
 
+def test_copy_out_of_a_strided_buffer_copies_what_bytes_would() -> None:
+    strided = memoryview(blob(300_000))[::3]
+    assert copy_out(strided) == bytes(strided)
+    assert copy_out(strided, b"head") == b"head" + bytes(strided)
+    assert aiolmdb.IdentityCoder().serialize(strided) == bytes(strided)
+
+
 def test_take_copies_large_values_without_the_gil(monkeypatch: pytest.MonkeyPatch) -> None:
     spy = CopySpy(monkeypatch)
     assert take(memoryview(b"x" * 100)) == b"x" * 100
@@ -537,3 +544,14 @@ async def test_get_chunks_of_a_damaged_versioned_value(env: Environment) -> None
     await env.run(lambda txn: txn.raw.put(b"k", b"abc", db=dbi), write=True)
     with pytest.raises(ValueError, match="not a versioned value"):
         await collect(db.get_chunks(b"k"))
+
+
+async def test_closing_the_environment_ends_a_stream(open_env: Callable[..., Environment]) -> None:
+    env = open_env()
+    db = env.get_default_database()
+    await db.put(b"k", blob(5000))
+    pieces = db.get_chunks(b"k", 1000)
+    assert await anext(pieces) == blob(5000)[:1000]
+    await asyncio.wait_for(env.close(), TIMEOUT)
+    with pytest.raises(aiolmdb.ClosedError):
+        await anext(pieces)
