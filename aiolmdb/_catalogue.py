@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import lmdb
 
 from ._config import check_flag
+from ._large import LargeValues
 from ._versions import MARKER, META_NAME, VersionSource, marker_key
 from .errors import DatabaseDroppedError
 
@@ -107,13 +108,20 @@ class DatabaseEntry:
         "dupsort",
         "error",
         "flags",
+        "large",
         "name",
         "opening",
         "versioned",
         "versions",
     )
 
-    def __init__(self, name: bytes | None, flags: dict[str, bool], versioned: bool = False) -> None:
+    def __init__(
+        self,
+        name: bytes | None,
+        flags: dict[str, bool],
+        versioned: bool = False,
+        env: lmdb.Environment | None = None,
+    ) -> None:
         self.name = name
         self.flags = flags
         self.dupsort = bool(flags.get("dupsort", False))
@@ -127,6 +135,8 @@ class DatabaseEntry:
         self.opening: Opening | None = None
         self.dropped = False
         self.error: BaseException | None = None
+        # Whether it is known to hold large values: shared by every context of the database.
+        self.large = LargeValues(env)
 
     @property
     def label(self) -> str | None:
@@ -209,7 +219,7 @@ class Catalogue:
         # Opens queued for the writer, taken all at once by _open_pending.
         self._pending: list[_PendingOpen] = []
         self._pending_lock = threading.Lock()
-        self.main = DatabaseEntry(None, {})
+        self.main = DatabaseEntry(None, {}, env=env)
         self.main.opened(*main)
 
     def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
@@ -245,7 +255,7 @@ class Catalogue:
             if entry.versioned != versioned:
                 raise _layout_error(entry.label, entry.versioned)
             return entry
-        entry = DatabaseEntry(name, db_flags, versioned)
+        entry = DatabaseEntry(name, db_flags, versioned, self._lmdb)
         if self._readonly:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
             with self._lock:

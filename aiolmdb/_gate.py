@@ -129,18 +129,19 @@ class Gate:
             if self.resizing or self._slot_waiters:
                 self._cond.notify_all()
 
-    def begin_in_gate(self) -> Txn:
-        """Begin a read transaction, already counted by enter (run_blocking jobs)."""
+    def begin_in_gate(self, buffers: bool = False) -> Txn:
+        """Begin a read transaction, already counted by enter (run_blocking jobs); with
+        ``buffers=True`` its reads return views into the map (``get_chunks``)."""
         try:
-            return self._env.begin()
+            return self._env.begin(buffers=buffers)  # type: ignore[call-overload, no-any-return]
         except (lmdb.ReadersFullError, lmdb.MapResizedError) as exc:
-            return self._begin_again(exc)
+            return self._begin_again(exc, buffers)
 
-    def _begin_again(self, exc: BaseException) -> Txn:
+    def _begin_again(self, exc: BaseException, buffers: bool = False) -> Txn:
         """Counted at the gate, begin failed with ``exc``: wait for a free reader slot or adopt
         the map size another process set, then begin (still counted, also when it fails)."""
         if isinstance(exc, lmdb.ReadersFullError):
-            return self._begin_when_slot_free()
+            return self._begin_when_slot_free(buffers)
         # Another process grew the map. Only the writer may resize (no transaction of this
         # process may be open meanwhile): ask it, wait, then try again.
         self.leave()
@@ -148,9 +149,9 @@ class Gate:
             self._ask_writer_to_adopt()
         finally:
             self.enter()
-        return self._env.begin()
+        return self._env.begin(buffers=buffers)  # type: ignore[call-overload, no-any-return]
 
-    def _begin_when_slot_free(self) -> Txn:
+    def _begin_when_slot_free(self, buffers: bool = False) -> Txn:
         """Reader thread, the reader table full: free stale slots (crashed processes), and
         wait for this process's own read transactions to end (more reader threads than
         ``max_readers`` is legal). When only other processes hold slots, raise after a short
@@ -161,7 +162,7 @@ class Gate:
         while True:
             env.reader_check()
             try:
-                txn = env.begin()
+                txn: Txn = env.begin(buffers=buffers)  # type: ignore[call-overload]
             except lmdb.ReadersFullError:
                 with cond:
                     # _open_txns counts this attempt too.

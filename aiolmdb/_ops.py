@@ -8,19 +8,23 @@ user code and the awaitable operations of every async view.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import lmdb
 
 from ._metrics import count_conflict
+from ._large import LARGE_VALUE, BufferedReads, LargeValues, read_large
 from ._versions import (
+    PREFIX_SIZE,
     Entry,
     StoredValues,
     VersionSource,
     check_version,
     conflict,
     pack,
+    pack_into,
     split,
 )
 from .coders import Coder, IdentityCoder
@@ -64,7 +68,17 @@ class DbContext(Generic[K, V]):
     user's coder (``coder``): every read path strips the version as it decodes.
     """
 
-    __slots__ = ("coder", "dbi", "dupsort", "kc", "max_key_size", "vc", "versioned", "versions")
+    __slots__ = (
+        "coder",
+        "dbi",
+        "dupsort",
+        "kc",
+        "large",
+        "max_key_size",
+        "vc",
+        "versioned",
+        "versions",
+    )
 
     def __init__(
         self,
@@ -74,6 +88,7 @@ class DbContext(Generic[K, V]):
         max_key_size: int,
         dupsort: bool,
         versions: VersionSource | None = None,
+        large: LargeValues | None = None,
     ) -> None:
         self.dbi = dbi
         self.kc = kc
@@ -83,12 +98,17 @@ class DbContext(Generic[K, V]):
         self.versions = versions
         self.versioned = versions is not None
         self.vc: Coder[V] = StoredValues(vc) if versions is not None else vc
+        # Whether the database is known to hold large values (shared by its contexts): reads
+        # then copy them without the GIL (see _large).
+        self.large = LargeValues() if large is None else large
 
     def with_coders(self, kc: Coder[Any], vc: Coder[Any]) -> DbContext[Any, Any]:
         """This context with other coders (itself when they are the same objects)."""
         if kc is self.kc and vc is self.coder:
             return self
-        return DbContext(self.dbi, kc, vc, self.max_key_size, self.dupsort, self.versions)
+        return DbContext(
+            self.dbi, kc, vc, self.max_key_size, self.dupsort, self.versions, self.large
+        )
 
 
 def _draw(txn: Txn, ctx: DbContext[Any, Any]) -> int:
@@ -162,27 +182,62 @@ def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     encoded = kc.serialize(key)
     if not 0 < len(encoded) <= ctx.max_key_size:
         encode_key(kc, key, ctx.max_key_size)
-    buf = txn.get(encoded, None, ctx.dbi)
-    if buf is None:
-        return default
+    large = ctx.large
+    if not large.seen:
+        buf = txn.get(encoded, None, ctx.dbi)
+        if buf is None:
+            return default
+        if len(buf) >= LARGE_VALUE:
+            large.seen = True
+    else:
+        buf = read_large(txn, large, encoded, ctx.dbi)
+        if buf is None:
+            return default
     try:
         return ctx.vc.deserialize(buf)
     except ValueError as exc:
         raise value_error(exc, key) from exc
 
 
-def get_bytes(txn: Txn, db: DB, max_key_size: int, key: bytes, default: D) -> bytes | D:
+def fetch(txn: Txn, ctx: DbContext[Any, Any], encoded: Any) -> bytes | None:
+    """``txn.get(encoded, None, ctx.dbi)``; large values copied without the GIL once the
+    database is known to hold them (and a large value read the plain way says so)."""
+    large = ctx.large
+    if large.seen:
+        return read_large(txn, large, encoded, ctx.dbi)
+    buf = txn.get(encoded, None, ctx.dbi)
+    if buf is not None and len(buf) >= LARGE_VALUE:
+        large.seen = True
+    return buf
+
+
+def get_bytes(
+    txn: Txn, db: DB, max_key_size: int, key: bytes, default: D, large: LargeValues
+) -> bytes | D:
     """``get`` for bytes keys and values (IdentityCoder on both sides): no coder calls, as the
     transactions return ``bytes`` already (buffers=False)."""
     if not 0 < len(key) <= max_key_size:
         encode_key(_IDENTITY, key, max_key_size)
-    buf = txn.get(key, None, db)
+    if not large.seen:
+        buf = txn.get(key, None, db)
+        if buf is None:
+            return default
+        if len(buf) >= LARGE_VALUE:
+            large.seen = True
+        return buf
+    buf = read_large(txn, large, key, db)
     return default if buf is None else buf
 
 
 def get_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K], default: D) -> dict[K, V | D]:
     """A dict with every requested key; missing keys map to default."""
-    kc, vc, max_key_size, db = ctx.kc, ctx.vc, ctx.max_key_size, ctx.dbi
+    kc, vc, max_key_size = ctx.kc, ctx.vc, ctx.max_key_size
+    if ctx.large.seen:
+        reads = BufferedReads(txn, ctx.large.env)
+        try:
+            return _get_multi(reads.get, ctx, keys, default)
+        finally:
+            reads.close()
     if type(kc) is IdentityCoder and type(vc) is IdentityCoder and keys:
         # The checks run in C (map, set, min, max): a Python loop here is much slower.
         raw = cast("list[bytes]", keys)
@@ -191,9 +246,17 @@ def get_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K], default: D) -> dict
             and min(map(len, raw)) > 0
             and max(map(len, raw)) <= max_key_size
         ):
-            return _get_multi_bytes(txn, db, raw, default)
+            return _get_multi_bytes(txn, ctx, raw, default)
+    return _get_multi(txn.get, ctx, keys, default)
+
+
+def _get_multi(
+    tget: Callable[[Any, None, DB], Any], ctx: DbContext[K, V], keys: list[K], default: D
+) -> dict[K, V | D]:
+    """get_multi's loop over the keys, reading with ``tget(key, None, db)``."""
+    kc, vc, max_key_size, db = ctx.kc, ctx.vc, ctx.max_key_size, ctx.dbi
+    large = ctx.large
     out: dict[K, V | D] = {}
-    tget = txn.get
     ser = kc.serialize
     des = vc.deserialize
     for key in keys:
@@ -204,6 +267,8 @@ def get_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K], default: D) -> dict
         if seen:
             _check_same_encoding(kc, out, key, encoded, "get_multi")
         buf = tget(encoded, None, db)
+        if buf is not None and len(buf) >= LARGE_VALUE:
+            large.seen = True
         try:
             out[key] = default if buf is None else des(buf)
         except ValueError as exc:
@@ -211,9 +276,11 @@ def get_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K], default: D) -> dict
     return out
 
 
-def _get_multi_bytes(txn: Txn, db: DB, keys: list[bytes], default: Any) -> dict[Any, Any]:
+def _get_multi_bytes(
+    txn: Txn, ctx: DbContext[Any, Any], keys: list[bytes], default: Any
+) -> dict[Any, Any]:
     """bytes in, bytes out: LMDB's own loop (Cursor.getmulti, in C) does all the work."""
-    cur = txn.cursor(db)
+    cur = txn.cursor(ctx.dbi)
     try:
         pairs = cur.getmulti(keys)
     finally:
@@ -223,10 +290,21 @@ def _get_multi_bytes(txn: Txn, db: DB, keys: list[bytes], default: Any) -> dict[
     if len(pairs) == len(keys):
         found = dict(pairs)
         if len(found) == len(keys):
+            _note_large(ctx, pairs)
             return found
     found = dict.fromkeys(keys, default)
     found.update(pairs)
+    _note_large(ctx, pairs)
     return found
+
+
+_SECOND = operator.itemgetter(1)
+
+
+def _note_large(ctx: DbContext[Any, Any], pairs: list[tuple[bytes, bytes]]) -> None:
+    """Flag the database if one of the values read is large (the check runs in C)."""
+    if pairs and max(map(len, map(_SECOND, pairs))) >= LARGE_VALUE:
+        ctx.large.seen = True
 
 
 def _seen(out: dict[Any, Any], key: object, op: str) -> bool:
@@ -259,6 +337,8 @@ def put(txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool) -> bo
     if ctx.dupsort:
         # In a dupsort database put adds a value; an exact pair that exists is reported False.
         return bool(txn.put(encoded, data, dupdata=False, overwrite=overwrite, db=ctx.dbi))
+    if len(data) >= LARGE_VALUE:
+        ctx.large.seen = True
     if ctx.versioned:
         if not overwrite and txn.get(encoded, None, ctx.dbi) is not None:
             return False
@@ -268,13 +348,49 @@ def put(txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool) -> bo
 
 
 def put_bytes(
-    txn: Txn, db: DB, max_key_size: int, key: bytes, value: bytes, overwrite: bool
+    txn: Txn,
+    db: DB,
+    max_key_size: int,
+    key: bytes,
+    value: bytes,
+    overwrite: bool,
+    large: LargeValues,
 ) -> bool:
     """``put`` for bytes keys and values (IdentityCoder on both sides) in a plain database:
     no coder calls, and py-lmdb's positional arguments (its keyword parsing costs more)."""
     if not 0 < len(key) <= max_key_size:
         encode_key(_IDENTITY, key, max_key_size)
+    if len(value) >= LARGE_VALUE:
+        large.seen = True
     return bool(txn.put(key, value, True, overwrite, False, db))
+
+
+def get_stored(txn: Txn, ctx: DbContext[Any, Any], key: Any) -> bytes | None:
+    """The bytes stored under key as the value coder wrote them (a versioned database's
+    without the version), or None (``get_chunks`` in a transaction's view)."""
+    buf = fetch(txn, ctx, encode_key(ctx.kc, key, ctx.max_key_size))
+    if buf is None or not ctx.versioned:
+        return buf
+    return bytes(split(key, buf)[1])
+
+
+def stored_room(ctx: DbContext[Any, Any]) -> int:
+    """How many bytes ``put_stored`` needs before the value's (room for the version)."""
+    return PREFIX_SIZE if ctx.versioned else 0
+
+
+def put_stored(txn: Txn, ctx: DbContext[Any, Any], key: Any, data: bytearray) -> bool:
+    """Store ``data`` as the value's bytes, as they are (``put_chunks``); in a versioned
+    database its first PREFIX_SIZE bytes are room left for the version, written here.
+    LMDB copies from the bytearray itself: no ``bytes`` copy of a large value is made."""
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    if ctx.dupsort:  # its values are at most max_key_size bytes: never large
+        return bool(txn.put(encoded, data, dupdata=False, db=ctx.dbi))
+    if len(data) >= LARGE_VALUE:
+        ctx.large.seen = True
+    if ctx.versioned:
+        pack_into(data, _draw(txn, ctx))
+    return bool(txn.put(encoded, data, True, True, False, ctx.dbi))
 
 
 def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
@@ -397,7 +513,7 @@ def stored_values(ctx: DbContext[Any, V], op: str) -> StoredValues[V]:
 def get_entry(txn: Txn, ctx: DbContext[K, V], key: K) -> Entry[V] | None:
     """The value of key with its version, or None (versioned databases)."""
     vc = stored_values(ctx, "get_entry")
-    buf = txn.get(encode_key(ctx.kc, key, ctx.max_key_size), None, ctx.dbi)
+    buf = fetch(txn, ctx, encode_key(ctx.kc, key, ctx.max_key_size))
     if buf is None:
         return None
     try:
@@ -409,18 +525,26 @@ def get_entry(txn: Txn, ctx: DbContext[K, V], key: K) -> Entry[V] | None:
 def get_multi_entries(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, Entry[V] | None]:
     """A dict with every requested key: its Entry, or None when absent."""
     vc = stored_values(ctx, "get_multi_entries")
-    kc, max_key_size, db = ctx.kc, ctx.max_key_size, ctx.dbi
+    kc, max_key_size, db, large = ctx.kc, ctx.max_key_size, ctx.dbi, ctx.large
+    reads = BufferedReads(txn, ctx.large.env) if large.seen else None
+    tget = txn.get if reads is None else reads.get
     out: dict[K, Entry[V] | None] = {}
-    for key in keys:
-        seen = _seen(out, key, "get_multi_entries")
-        encoded = encode_key(kc, key, max_key_size)
-        if seen:
-            _check_same_encoding(kc, out, key, encoded, "get_multi_entries")
-        buf = txn.get(encoded, None, db)
-        try:
-            out[key] = None if buf is None else vc.entry(buf)
-        except ValueError as exc:
-            raise value_error(exc, key) from exc
+    try:
+        for key in keys:
+            seen = _seen(out, key, "get_multi_entries")
+            encoded = encode_key(kc, key, max_key_size)
+            if seen:
+                _check_same_encoding(kc, out, key, encoded, "get_multi_entries")
+            buf = tget(encoded, None, db)
+            if buf is not None and len(buf) >= LARGE_VALUE:
+                large.seen = True
+            try:
+                out[key] = None if buf is None else vc.entry(buf)
+            except ValueError as exc:
+                raise value_error(exc, key) from exc
+    finally:
+        if reads is not None:
+            reads.close()
     return out
 
 
@@ -644,5 +768,5 @@ def call(txn: Txn, fn: Callable[[Any], R], make_view: Callable[[Txn], Any]) -> R
 # versioned database a write also bumps the version counter first: if the write then failed,
 # the counter would have skipped a version, which is harmless (versions need only grow).
 ATOMIC: frozenset[Callable[..., Any]] = frozenset(
-    {put, put_bytes, put_if, delete, delete_if, update, drop}
+    {put, put_bytes, put_if, put_stored, delete, delete_if, update, drop}
 )

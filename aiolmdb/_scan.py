@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
+from ._large import BufferedReads, read_large, take
 from ._ops import DbContext, decode_value, decode_values, encode_key, stored_values, value_error
 from ._versions import StoredValues
 from .coders import Coder, IdentityCoder
@@ -179,8 +180,12 @@ def read_chunk(
             return [], None, None, True
     if not spec.batch:
         return _read_columns(txn, ctx, spec, resume, n)
-    if spec.mode == ITEMS or spec.mode == ENTRIES:
+    if (spec.mode == ITEMS or spec.mode == ENTRIES) and not ctx.large.seen:
         entries, _, resume, done = _read_pairs(txn, ctx, spec, resume, n)
+    elif spec.mode == ITEMS or spec.mode == ENTRIES:
+        # Large values: read as columns (their values copied without the GIL), then paired.
+        column, paired, resume, done = _read_columns(txn, ctx, spec, resume, n)
+        entries = list(zip(column, paired or (), strict=True))
     else:
         entries, _, resume, done = _read_columns(txn, ctx, spec, resume, n)
     return _split(entries, spec.batch), None, resume, done
@@ -285,15 +290,10 @@ def _read_columns(
         done = len(keys) < n
         keys, cut = _cut(keys, spec)
         values: list[Any] | None = None
-        if keys and not unique:
-            # Same transaction, same start: the values of exactly those entries.
-            _position(cur, spec, resume)
-            it = (
-                cur.iterprev(keys=False, values=True)
-                if spec.reverse
-                else cur.iternext(keys=False, values=True)
-            )
-            values = list(islice(it, len(keys)))
+        if keys and spec.mode != KEYS:
+            # Same transaction, same start: the values of exactly those entries (keys() needs
+            # none: its resume point is a key, as it is not a dupsort database's).
+            values = _values(txn, ctx, cur, spec, resume, len(keys))
     finally:
         cur.close()
     if not keys:
@@ -307,6 +307,38 @@ def _read_columns(
         resume = (keys[-1],)
     column, paired = _decode(keys, values, spec.mode, ctx.kc, ctx.vc)
     return column, paired, resume, done or cut
+
+
+def _values(
+    txn: Txn,
+    ctx: DbContext[Any, Any],
+    cur: lmdb.Cursor,
+    spec: ScanSpec,
+    resume: Resume | None,
+    n: int,
+) -> list[Any]:
+    """The values of the n entries from the chunk's start. In a database known to hold large
+    values they are read from a buffered twin of ``txn`` (same snapshot) and copied without the
+    GIL; else with ``cur``."""
+    reads = BufferedReads(txn, ctx.large.env) if ctx.large.seen else None
+    try:
+        twin = None if reads is None else reads.twin
+        if twin is not None:
+            cur = twin.cursor(ctx.dbi)
+        _position(cur, spec, resume)
+        it = (
+            cur.iterprev(keys=False, values=True)
+            if spec.reverse
+            else cur.iternext(values=True, keys=False)
+        )
+        if twin is None:
+            return list(islice(it, n))
+        values = [take(v) for v in islice(it, n)]
+        cur.close()
+        return values
+    finally:
+        if reads is not None:
+            reads.close()
 
 
 def _read_pairs(
@@ -422,8 +454,14 @@ def first_or_last(txn: Txn, ctx: DbContext[K, V], last: bool) -> tuple[K, V] | N
     try:
         if not (cur.last() if last else cur.first()):
             return None
-        key = ctx.kc.deserialize(cur.key())
-        return key, decode_value(ctx.vc, cur.value(), key)
+        raw = cur.key()
+        key = ctx.kc.deserialize(raw)
+        value = None
+        if ctx.large.seen and not ctx.dupsort:
+            value = read_large(txn, ctx.large, raw, ctx.dbi)  # the same snapshot's value
+        if value is None:
+            value = cur.value()
+        return key, decode_value(ctx.vc, value, key)
     finally:
         cur.close()
 
@@ -436,8 +474,13 @@ def get_all(txn: Txn, ctx: DbContext[K, V], key: K) -> list[V]:
         if not cur.set_key(encoded):
             return []
         dv = ctx.vc.deserialize
+        if ctx.large.seen and not ctx.dupsort:
+            value = read_large(txn, ctx.large, encoded, ctx.dbi)
+            values = [] if value is None else [value]
+        else:
+            values = list(cur.iternext_dup(keys=False, values=True))
         try:
-            return [dv(v) for v in cur.iternext_dup(keys=False, values=True)]
+            return [dv(v) for v in values]
         except ValueError as exc:  # every value here is this key's
             raise value_error(exc, key) from exc
     finally:

@@ -10,10 +10,10 @@ of ``_ops`` and ``_scan``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
-from . import _ops, _scan
+from . import _large, _ops, _scan
 from ._ops import MISSING, DbContext
 from ._versions import Entry
 from .coders import Coder
@@ -185,6 +185,30 @@ class AsyncOps(
         requested key, missing ones mapped to None (versioned databases)."""
         return await self._read(_ops.get_multi_entries, list(keys))
 
+    def get_chunks(self, key: K, chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
+        """Stream the value stored under ``key`` as ``bytes`` pieces of ``chunk_size`` (the
+        last one shorter), without holding the whole value in memory; KeyError if absent.
+
+        The pieces are the stored bytes, as the value coder wrote them (the value itself with
+        IdentityCoder; a versioned database's without the version), all of one value: a write
+        made meanwhile is not seen. On a database it holds a read transaction (and the value's
+        pages) until the iteration ends; growing the map meanwhile ends it with
+        :class:`~aiolmdb.SnapshotExpiredError`. In a transaction's or snapshot's view it reads
+        the value in that transaction, whole, and hands it out in pieces.
+        """
+        if type(chunk_size) is not int or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        return self._value_chunks(key, chunk_size)
+
+    async def _value_chunks(self, key: K, chunk_size: int) -> AsyncGenerator[bytes, None]:
+        """get_chunks in a view's own transaction: one read, handed out in pieces."""
+        data = await self._read(_ops.get_stored, key)
+        if data is None:
+            raise KeyError(key)
+        view = memoryview(data)
+        for start in range(0, len(data), chunk_size):
+            yield bytes(view[start : start + chunk_size])
+
     async def first(self) -> tuple[K, V] | None:
         """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""
         return await self._read(_scan.first_or_last, False)
@@ -229,6 +253,19 @@ class AsyncOps(
         """
         fn, args = _ops.put_call(key, value, options)
         return await self._write(fn, *args)
+
+    async def put_chunks(self, key: K, source: _large.ChunkSource) -> bool:
+        """Store the bytes of ``source`` under ``key``: an async iterable of bytes-like pieces,
+        or a binary file-like object (its ``read`` runs on a worker thread, or is awaited if
+        it is a coroutine function). The bytes are stored as they are, as ``get_chunks``
+        returns them (with a value coder other than IdentityCoder they must be what it would
+        write). LMDB has no way to write a value in pieces through py-lmdb, so the pieces are
+        gathered in memory (appended on the loop, a large piece in slices) and written in one
+        put, without a further copy. Returns as ``put`` does.
+        """
+        room = _ops.stored_room(await self._context())
+        data = await _large.assemble(source, room)
+        return await self._write(_ops.put_stored, key, data)
 
     async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every ``(key, value)`` pair (or a mapping's items) atomically: all or nothing.

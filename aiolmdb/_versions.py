@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import _large
 from ._coder import Buffer, Coder, show_bytes
 from .errors import ConflictError
 
@@ -48,6 +49,7 @@ __all__ = [
     "marker_key",
     "next_version",
     "pack",
+    "pack_into",
     "raise_counter",
     "split",
     "stored_value",
@@ -88,8 +90,16 @@ class Entry(Generic[V]):
 
 
 def pack(version: int, data: Any) -> bytes:
-    """The stored form of a versioned value: the version, then the coder's bytes."""
+    """The stored form of a versioned value: the version, then the coder's bytes (a large
+    value copied without the GIL)."""
+    if len(data) >= _large.LARGE_VALUE:
+        return _large.copy_out(data, _U64.pack(version))
     return _U64.pack(version) + data  # type: ignore[no-any-return]
+
+
+def pack_into(buffer: bytearray, version: int) -> None:
+    """Write ``version`` into the first PREFIX_SIZE bytes of ``buffer`` (left for it)."""
+    _U64.pack_into(buffer, 0, version)
 
 
 def stored_value(version: int, data: bytes) -> bytes:
@@ -133,6 +143,9 @@ class StoredValues(Coder[V]):
                 f"not a versioned value ({show_bytes(buffer)} is shorter than its "
                 f"{PREFIX_SIZE}-byte version)"
             )
+        if len(buffer) >= _large.LARGE_VALUE:
+            # Slicing would copy the value with the GIL held.
+            return self.inner.deserialize(_large.copy_out(memoryview(buffer)[PREFIX_SIZE:]))
         return self.inner.deserialize(buffer[PREFIX_SIZE:])
 
     def entry(self, buffer: Buffer) -> Entry[V]:

@@ -54,6 +54,7 @@ from typing import Any, ClassVar
 
 from ._coder import Buffer, Coder, ParameterlessCoder, nbytes, type_name
 from ._compress import CompressedCoder, ZlibCoder, train_zstd_dict
+from ._large import copy_out
 from ._tuple import TupleCoder
 from ._typed import MsgpackCoder, MsgspecCoder
 
@@ -91,7 +92,7 @@ class IdentityCoder(ParameterlessCoder[bytes]):
         if type(obj) is bytes:
             return obj
         if isinstance(obj, (bytes, bytearray, memoryview)):
-            return bytes(obj)
+            return copy_out(obj)  # a large one copied without the GIL
         raise TypeError(
             f"IdentityCoder cannot encode a {type_name(obj)} value; "
             "expected bytes-like (bytes, bytearray, memoryview)"

@@ -7,11 +7,12 @@ transactions; this class says how they reach the engine, and keeps hand-written 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _ops
 from ._engine import FALLBACK
+from ._large import ValueStream
 from ._ops import DbContext
 from ._surface import AsyncOps
 from ._views import Transaction, run_in_transaction
@@ -160,7 +161,13 @@ class AsyncDatabase(AsyncOps[K, V]):
         if ctx is None:  # an entry's handle never changes once open
             max_key_size = self._engine.max_key_size
             ctx = self._ctx = DbContext(
-                entry.dbi, self._kc, self._vc, max_key_size, entry.dupsort, entry.versions
+                entry.dbi,
+                self._kc,
+                self._vc,
+                max_key_size,
+                entry.dupsort,
+                entry.versions,
+                entry.large,
             )
         return ctx
 
@@ -198,7 +205,7 @@ class AsyncDatabase(AsyncOps[K, V]):
         fn: Callable[..., Any]
         args: tuple[Any, ...]
         if self._bytes_only and type(key) is bytes:
-            fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default)
+            fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default, ctx.large)
         else:
             fn, args = _ops.get, (ctx, key, default)
         if self._inline:
@@ -224,10 +231,17 @@ class AsyncDatabase(AsyncOps[K, V]):
         if not options and self._bytes_only and type(key) is bytes and type(value) is bytes:
             if not ctx.dupsort:
                 return await self._engine.submit_write(
-                    _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, True)
+                    _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, True, ctx.large)
                 )
         fn, args = _ops.put_call(key, value, options)
         return await self._engine.submit_write(fn, (ctx, *args))
+
+    async def _value_chunks(self, key: K, chunk_size: int) -> AsyncGenerator[bytes, None]:
+        # One buffered read transaction held across the chunks: one value, pieces copied
+        # without the GIL, nothing proportional to the value held.
+        ctx = await self._context()
+        async for piece in ValueStream(self._engine, ctx, key).chunks(chunk_size):
+            yield piece
 
     # ----------------------------------------------------------------- the database itself
     async def drop(self, delete: bool = True) -> None:

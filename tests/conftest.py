@@ -14,6 +14,7 @@ example database and sets no deadline. ``pytest --hypothesis-profile=NAME`` over
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -84,6 +85,8 @@ DB_OPERATIONS: list[Callable[[aiolmdb.AsyncDatabase[bytes, bytes]], Any]] = [
     lambda d: collect(d.keys(prefix=b"k")),
     lambda d: collect(d.values(reverse=True)),
     lambda d: collect(d.items().batches(2)),
+    lambda d: collect(d.get_chunks(b"k")),
+    lambda d: d.put_chunks(b"k", io.BytesIO(b"v")),
 ]
 
 OpenEnv = Callable[..., aiolmdb.Environment]

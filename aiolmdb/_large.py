@@ -1,0 +1,357 @@
+"""Large values: reading them without holding the GIL for the copy, streaming them in pieces.
+
+The stall
+    py-lmdb releases the GIL around ``mdb_get`` but copies the value into a new ``bytes`` with
+    the GIL held. For a value of many megabytes that copy (and the page faults of the map it
+    touches) stops every other thread of the process, the event loop's included.
+
+The cure
+    :func:`copy_out` fills a fresh ``bytes`` from a view into the map with one ``ctypes.memmove``:
+    a ctypes foreign call releases the GIL while it runs, so the copy and its page faults run
+    beside the loop. The ``bytes`` is not shared with anything until it is returned, so filling
+    it in place is safe. Off CPython (no ``ctypes.pythonapi``) it is a plain copy.
+
+Which reads take that path
+    A view into the map needs a ``buffers=True`` transaction, and the engine's transactions are
+    ``buffers=False`` (their values are plain ``bytes``, which coders and ``txn.raw`` users rely
+    on). So a read that may meet a large value opens a second, buffered read transaction of the
+    same snapshot (:class:`BufferedReads`; ids compared, else the plain read) for the time of
+    one operation. That costs a transaction begin, so it is done only for databases known to
+    hold large values: :class:`LargeValues` is a flag per database, raised when this process
+    writes one (``put``) or reads one the plain way (that first read still stalls).
+
+Streams
+    :class:`ValueStream` backs ``get_chunks``: one buffered read transaction held across the
+    chunks (one value, never a mix of two writes), each chunk copied by a reader-thread job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import inspect
+import threading
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TYPE_CHECKING, Any, Final
+
+import lmdb
+
+from . import _versions
+from .errors import SnapshotExpiredError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._ops import DB, DbContext, Txn
+
+__all__ = [
+    "LARGE_VALUE",
+    "BufferedReads",
+    "LargeValues",
+    "ValueStream",
+    "copy_out",
+]
+
+LARGE_VALUE: Final = 1 << 20
+"""Values of at least this many bytes are copied without the GIL (and flag their database)."""
+
+# Below this a plain copy is cheaper than the ctypes calls (and bytes(n) might be shared).
+_MIN_COPY_OUT = 1 << 16
+
+
+class LargeValues:
+    """Whether a database is known to hold large values (shared by its contexts), and the
+    environment a buffered read transaction is begun from (None: reads stay plain)."""
+
+    __slots__ = ("env", "seen")
+
+    def __init__(self, env: lmdb.Environment | None = None) -> None:
+        self.env = env
+        self.seen = False
+
+
+# ----------------------------------------------------------------- the GIL-free copy
+class _PyBuffer(ctypes.Structure):
+    _fields_ = (
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    )
+
+
+def _capi() -> tuple[Any, Any, Any] | None:
+    """CPython's buffer and bytes functions through ctypes, or None elsewhere."""
+    api = getattr(ctypes, "pythonapi", None)
+    if api is None:  # pragma: no cover - PyPy and other implementations
+        return None
+    get_buffer = api.PyObject_GetBuffer
+    get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int)
+    get_buffer.restype = ctypes.c_int
+    release = api.PyBuffer_Release
+    release.argtypes = (ctypes.POINTER(_PyBuffer),)
+    release.restype = None
+    as_string = api.PyBytes_AsString
+    as_string.argtypes = (ctypes.py_object,)
+    as_string.restype = ctypes.c_void_p
+    return get_buffer, release, as_string
+
+
+_CAPI = _capi()
+_memmove = ctypes.memmove  # a CFUNCTYPE call: it runs without the GIL
+
+
+def copy_out(buf: Any, prefix: bytes = b"") -> bytes:
+    """``prefix + bytes(buf)`` for a contiguous buffer, ``buf`` copied with the GIL released
+    (CPython)."""
+    n = len(buf)
+    if n < _MIN_COPY_OUT or _CAPI is None:
+        return prefix + bytes(buf)
+    get_buffer, release, as_string = _CAPI
+    skip = len(prefix)
+    out = bytes(skip + n)  # calloc'd: its pages are touched first by the copy, without the GIL
+    view = _PyBuffer()
+    try:
+        get_buffer(buf, ctypes.byref(view), 0)
+    except BufferError:  # not contiguous: bytes() gathers it
+        return prefix + bytes(buf)
+    try:
+        if view.len != n:  # a buffer of items wider than a byte: not ours to copy this way
+            return prefix + bytes(buf)
+        address = as_string(out)
+        _memmove(address, prefix, skip)
+        _memmove(address + skip, view.buf, n)
+    finally:
+        release(ctypes.byref(view))
+    return out
+
+
+def take(buf: Any) -> bytes:
+    """A buffered read's value as ``bytes``: large ones copied without the GIL."""
+    return copy_out(buf) if len(buf) >= LARGE_VALUE else bytes(buf)
+
+
+# ----------------------------------------------------------------- reads
+class BufferedReads:
+    """Reads from a buffered twin of ``txn`` (same snapshot): ``get`` returns ``bytes`` as
+    ``txn.get`` would, large values copied without the GIL. Without a twin (another snapshot
+    by now, a write transaction, no free reader slot) it reads from ``txn`` itself.
+
+    The twin opens and ends within ``txn``'s lifetime, which the gate counts (or, for a write
+    transaction, on the writer thread, which alone resizes the map): no resize can come between.
+    """
+
+    __slots__ = ("_twin", "_txn")
+
+    def __init__(self, txn: Txn, env: lmdb.Environment | None) -> None:
+        self._txn = txn
+        self._twin: Any = None
+        if env is None:
+            return
+        try:
+            twin = env.begin(buffers=True)
+        except lmdb.Error:
+            return
+        if twin.id() == txn.id():
+            self._twin = twin
+        else:
+            twin.abort()
+
+    @property
+    def twin(self) -> Any:
+        """The buffered transaction of the same snapshot, or None (read ``txn`` instead)."""
+        return self._twin
+
+    def get(self, key: Any, default: None, db: DB) -> bytes | None:
+        """The value of ``key`` in ``db`` as bytes, or None (``default`` is for the signature
+        of ``txn.get``)."""
+        twin = self._twin
+        if twin is None:
+            return self._txn.get(key, None, db)
+        buf = twin.get(key, None, db)
+        return None if buf is None else take(buf)
+
+    def close(self) -> None:
+        """End the twin transaction."""
+        twin, self._twin = self._twin, None
+        if twin is not None:
+            twin.abort()
+
+
+def read_large(txn: Txn, large: LargeValues, key: Any, db: DB) -> bytes | None:
+    """``txn.get(key, None, db)`` for a database known to hold large values."""
+    reads = BufferedReads(txn, large.env)
+    try:
+        return reads.get(key, None, db)
+    finally:
+        reads.close()
+
+
+# ----------------------------------------------------------------- streams
+if TYPE_CHECKING:
+    from typing import Protocol, TypeAlias
+
+    from ._coder import Buffer
+
+    class _Readable(Protocol):
+        def read(self, size: int, /) -> Any: ...
+
+    ChunkSource: TypeAlias = "AsyncIterable[Buffer] | _Readable"
+    """What ``put_chunks`` takes."""
+
+READ_SIZE: Final = 1 << 20
+"""How much ``put_chunks`` reads from a file-like source at a time (on a worker thread)."""
+
+
+async def assemble(source: Any, room: int) -> bytearray:
+    """The bytes of ``source`` (an async iterable of bytes-like pieces, or a binary file-like
+    object with ``read``) after ``room`` zero bytes. Pieces are appended on the loop, which is
+    let run after every READ_SIZE bytes appended (a source that never waits would otherwise
+    keep it for the whole value); a file is read on a worker thread."""
+    data = bytearray(room)
+    read = getattr(source, "read", None)
+    if read is not None:
+        loop = asyncio.get_running_loop()
+        is_async = inspect.iscoroutinefunction(read)
+        while True:
+            if is_async:
+                piece = await read(READ_SIZE)
+            else:
+                piece = await loop.run_in_executor(None, read, READ_SIZE)
+            if not piece:
+                return data
+            await _append(data, piece, 0)
+    if not hasattr(source, "__aiter__"):
+        raise TypeError(
+            "put_chunks needs an async iterable of bytes-like pieces or a binary file-like "
+            f"object (with read); got a {type(source).__name__}"
+        )
+    unyielded = 0  # bytes appended since the loop last ran
+    async for piece in source:
+        unyielded = await _append(data, piece, unyielded)
+    return data
+
+
+async def _append(data: bytearray, piece: Any, unyielded: int) -> int:
+    """Append ``piece`` to ``data``, in slices of READ_SIZE with the loop let run between
+    them; returns the bytes appended since the loop last ran."""
+    if isinstance(piece, str):
+        raise TypeError("put_chunks pieces must be bytes-like, not str (encode them first)")
+    with memoryview(piece) as view, view.cast("B") as flat:
+        for start in range(0, len(flat), READ_SIZE):
+            part = flat[start : start + READ_SIZE]
+            data += part
+            unyielded += len(part)
+            if unyielded >= READ_SIZE:
+                await asyncio.sleep(0)
+                unyielded = 0
+    return unyielded
+
+
+class ValueStream:
+    """One stored value read in chunks from a buffered read transaction held across awaits.
+
+    Like a snapshot it holds a reader slot (and the value's pages) until it ends, and growing
+    the map invalidates it (:class:`~aiolmdb.SnapshotExpiredError`).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_ctx",
+        "_done",
+        "_encoded",
+        "_engine",
+        "_generation",
+        "_key",
+        "_lock",
+        "_skip",
+        "_txn",
+    )
+
+    def __init__(self, engine: Engine, ctx: DbContext[Any, Any], key: object) -> None:
+        self._engine = engine
+        self._ctx = ctx
+        self._key = key
+        self._encoded: Any = None
+        self._skip = _versions.PREFIX_SIZE if ctx.versioned else 0
+        self._txn: Any = None
+        self._generation = -1
+        self._done = False
+        self._lock = threading.Lock()
+
+    async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
+        """The value's bytes in pieces of ``chunk_size`` (the last one shorter); KeyError if
+        the key is absent."""
+        engine = self._engine
+        try:
+            size = await engine.run_blocking(self._begin)
+            if size is None:
+                raise KeyError(self._key)
+            offset = self._skip
+            end = offset + size
+            while offset < end:
+                n = min(chunk_size, end - offset)
+                yield await engine.run_blocking(self._read, offset, n)
+                offset += n
+        finally:
+            self.release()
+
+    def _begin(self) -> int | None:
+        # Reader thread, inside the gate: no resize can run while this begins.
+        from ._ops import encode_key  # (_ops imports this module)
+
+        ctx = self._ctx
+        self._encoded = encode_key(ctx.kc, self._key, ctx.max_key_size)
+        txn = self._engine.begin_in_gate(buffers=True)
+        with self._lock:
+            if self._done:  # released (e.g. cancelled) while starting
+                txn.abort()
+                return None
+            self._txn = txn
+            self._generation = self._engine.map_generation
+        self._engine.track_snapshot(self)
+        buf = txn.get(self._encoded, None, ctx.dbi)
+        if buf is None:
+            return None
+        if len(buf) < self._skip:
+            raise ValueError(
+                f"the value stored under key {self._key!r} is not a versioned value "
+                f"(shorter than its {self._skip}-byte version)"
+            )
+        return len(buf) - self._skip
+
+    def _read(self, offset: int, n: int) -> bytes:
+        with self._lock:
+            txn = self._txn
+            if txn is None:
+                raise RuntimeError("the value stream has ended")
+            if self._generation != self._engine.map_generation:
+                raise SnapshotExpiredError(
+                    "the map was grown while this value was being read, which invalidates "
+                    "the read; read it again"
+                )
+            buf = txn.get(self._encoded, None, self._ctx.dbi)
+            return take(buf[offset : offset + n])
+
+    def release(self) -> None:
+        """End the read transaction (idempotent)."""
+        self._done = True
+        if not self._lock.acquire(blocking=False):
+            # A chunk is being copied on a reader thread: release right after it.
+            self._engine.submit_quiet(self.release)
+            return
+        try:
+            txn, self._txn = self._txn, None
+        finally:
+            self._lock.release()
+        if txn is not None:
+            try:
+                txn.abort()
+            except lmdb.Error:  # pragma: no cover - the environment closed under it
+                pass
