@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import lmdb
 
-from ._metrics import count_conflict
 from ._large import LARGE_VALUE, BufferedReads, LargeValues, read_large
+from ._metrics import count_conflict
 from ._versions import (
     PREFIX_SIZE,
     Entry,
