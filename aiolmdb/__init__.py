@@ -6,6 +6,8 @@ never on the event loop. ``await db.put(...)`` returns once the write is committ
 """
 
 from ._catalogue import DatabaseInfo
+from ._changelog import Change, Retention
+from ._feed import ChangeFeed
 from ._versions import Entry
 from .coders import (
     Coder,
@@ -26,6 +28,7 @@ from .coders import (
 from .database import AsyncDatabase
 from .environment import Environment, open
 from .errors import (
+    ChangesTrimmedError,
     ClosedError,
     ConflictError,
     DatabaseDroppedError,
@@ -53,6 +56,9 @@ __all__ = [
     "AsyncDatabase",
     "AsyncDatabaseView",
     "AsyncTransaction",
+    "Change",
+    "ChangeFeed",
+    "ChangesTrimmedError",
     "ClosedError",
     "Coder",
     "ConflictError",
@@ -73,6 +79,7 @@ __all__ = [
     "PickleCoder",
     "RangeIterator",
     "ReadOnlyError",
+    "Retention",
     "Snapshot",
     "SnapshotExpiredError",
     "StringCoder",
