@@ -510,15 +510,17 @@ class Recorder:
             if self.log_db is None:
                 txn = begin()
                 try:
-                    if txn.get(LOG_NAME) is None:
-                        return None, None
-                    log_db = self._env.open_db(LOG_NAME, txn=txn, create=False)
-                    meta = self._env.open_db(META_NAME, txn=txn, create=False)
-                    txn.commit()  # a handle opened in a read transaction lives on if it commits
-                except BaseException:
+                    exists = txn.get(LOG_NAME) is not None
+                finally:
                     txn.abort()
-                    raise
-                self._meta, self.log_db = meta, log_db
+                    del txn
+                if not exists:
+                    return None, None
+                # Without a transaction: one opened in a read transaction of a read-only
+                # environment does not outlive it.
+                meta = self._env.open_db(META_NAME, create=False)
+                self.log_db = self._env.open_db(LOG_NAME, create=False)
+                self._meta = meta
         return self.log_db, self._meta
 
     # ----------------------------------------------------------------- trimming

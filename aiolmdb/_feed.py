@@ -66,6 +66,17 @@ class ChangeFeed:
         feed started with ``since=None``)."""
         return self._after
 
+    async def start(self) -> int:
+        """Fix where the feed starts now rather than at the first iteration (with
+        ``since=None``: after the newest change at this moment); returns that sequence
+        number. Changes committed after it returns are sure to be yielded."""
+        await self._engine.recorder.ready()
+        if self._after is None:
+            found = await self._engine.run_blocking(self._read, None, None)
+            assert found is not None
+            self._after = found[1]
+        return self._after
+
     def __aiter__(self) -> ChangeFeed:
         return self
 
