@@ -142,8 +142,12 @@ class Retention:
         if value is None or isinstance(value, Retention):
             return value
         if isinstance(value, datetime.timedelta):
+            if value <= datetime.timedelta(0):
+                raise ValueError(f"changelog_retention must be a positive timedelta, got {value!r}")
             return cls(age=value)
         if type(value) is int:
+            if value < 0:
+                raise ValueError(f"changelog_retention must be an int >= 0, got {value!r}")
             return cls(entries=value)
         raise TypeError(
             "changelog_retention must be an int (entries), a datetime.timedelta (age), an "

@@ -77,7 +77,9 @@ class EngineConfig:
         object.__setattr__(self, "changelog", _changelog_mode(self.changelog))
         retention = Retention.of(self.changelog_retention)
         if retention is not None and self.changelog is None:
-            raise ValueError("changelog_retention needs changelog=True")
+            raise ValueError(
+                f"changelog_retention={self.changelog_retention!r} needs changelog=True"
+            )
         object.__setattr__(self, "changelog_retention", retention)
 
     @property
