@@ -49,8 +49,10 @@ class ChangeFeed:
         db: str | Literal[False] | None,
         database: AsyncDatabase[Any, Any] | None,
         prefix: bytes | None,
+        follow: bool = True,
     ) -> None:
         self._engine = engine
+        self._follow = follow
         self._recorder = recorder
         self._after = since
         self._db = db
@@ -110,6 +112,8 @@ class ChangeFeed:
                     return True
                 if self._after != before:
                     continue  # only changes filtered out: there may be more
+            if not self._follow:
+                return False
             # Caught up: wait for a commit of this process, or poll for other processes'.
             force = recorder.commits != commits
             if force:

@@ -360,6 +360,7 @@ class Environment:
         *,
         db: str | bytes | AsyncDatabase[Any, Any] | None = None,
         prefix: bytes | None = None,
+        follow: bool = True,
     ) -> ChangeFeed:
         """Follow the change log: ``async for change in env.changes(since):``.
 
@@ -369,6 +370,7 @@ class Environment:
         this process wake it at once, other processes' within about 50 ms. ``db`` keeps one
         database's changes (a name, or an :class:`AsyncDatabase`, whose coders then decode
         keys and values); ``prefix`` keeps keys whose stored bytes start with it (and drops).
+        ``follow=False`` ends the iteration once it has caught up with the log instead.
         Raises :class:`~aiolmdb.errors.ChangesTrimmedError` when retention already trimmed
         changes after ``since``, and ValueError if the environment has no log. Closing the
         environment ends the iteration.
@@ -389,7 +391,9 @@ class Environment:
             encoded = encode_name(db)
             assert encoded is not None
             name = encoded.decode("utf-8", "backslashreplace")
-        return ChangeFeed(self._engine, self._engine.recorder, since, name, database, prefix)
+        return ChangeFeed(
+            self._engine, self._engine.recorder, since, name, database, prefix, follow
+        )
 
     def on_commit(self, callback: Callable[[Sequence[Change]], object]) -> Callable[[], None]:
         """Call ``callback(changes)`` on the event loop after each commit of this process
