@@ -622,7 +622,12 @@ def trim(
 def has_log(env: lmdb.Environment) -> bool:
     """Whether the environment is marked as having a change log (read before the engine
     starts, as ``open_main`` reads the default database)."""
-    with env.begin() as txn:
+    try:
+        txn = env.begin()
+    except lmdb.MapResizedError:
+        env.set_mapsize(0)  # another process grew the map; no transaction is open yet
+        txn = env.begin()
+    with txn:
         if txn.get(META_NAME) is None:
             return False
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,9 +60,9 @@ async def main() -> None:
             feed = env.changes()
             await feed.start()
             task = asyncio.ensure_future(follow(env, feed))
-            child = subprocess.Popen([sys.executable, "-c", CHILD, path, str(N)])
+            child = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, path, str(N))
             show("other process", await task)
-            child.wait()
+            await child.wait()
 
 
 if __name__ == "__main__":
