@@ -6,6 +6,8 @@ never on the event loop. ``await db.put(...)`` returns once the write is committ
 """
 
 from ._catalogue import DatabaseInfo
+from ._changelog import Change, Retention
+from ._feed import ChangeFeed
 from ._metrics import Histogram, Metrics
 from ._versions import Entry
 from .coders import (
@@ -27,6 +29,7 @@ from .coders import (
 from .database import AsyncDatabase
 from .environment import Environment, open
 from .errors import (
+    ChangesTrimmedError,
     ClosedError,
     ConflictError,
     DatabaseDroppedError,
@@ -54,6 +57,9 @@ __all__ = [
     "AsyncDatabase",
     "AsyncDatabaseView",
     "AsyncTransaction",
+    "Change",
+    "ChangeFeed",
+    "ChangesTrimmedError",
     "ClosedError",
     "Coder",
     "ConflictError",
@@ -76,6 +82,7 @@ __all__ = [
     "PickleCoder",
     "RangeIterator",
     "ReadOnlyError",
+    "Retention",
     "Snapshot",
     "SnapshotExpiredError",
     "StringCoder",

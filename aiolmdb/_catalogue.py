@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import lmdb
 
+from ._changelog import LOG_NAME, Recorder
 from ._config import check_flag
 from ._large import LargeValues
 from ._versions import MARKER, META_NAME, VersionSource, marker_key
@@ -221,6 +222,7 @@ class Catalogue:
         self._pending_lock = threading.Lock()
         self.main = DatabaseEntry(None, {}, env=env)
         self.main.opened(*main)
+        engine.recorder.attach(self._lock, self.main.dbi, engine.call_solo, engine.resize)
 
     def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
         """The entry of the named database ``name``, opening (or creating) it if needed.
@@ -237,8 +239,8 @@ class Catalogue:
             raise TypeError(f"open_db flag 'versioned' must be a bool, got {versioned!r}")
         for flag, value in flags.items():
             check_flag(flag, value)
-        if name == META_NAME:
-            raise ValueError(f"{META_NAME!r} is aiolmdb's metadata database: choose another name")
+        if name in (META_NAME, LOG_NAME):
+            raise ValueError(f"{name!r} is aiolmdb's metadata database: choose another name")
         flags = {k: bool(v) for k, v in flags.items()}
         db_flags = {k: True for k, v in flags.items() if k in DB_FLAGS and v}
         if versioned and db_flags.get("dupsort"):
@@ -401,8 +403,13 @@ class Catalogue:
             raise
         finally:
             del txn
+        recorder = self._engine.recorder
         if meta is not None:
             self._meta = meta  # committed: valid from now on
+            recorder.name_handle(meta, None)
+        for item, (ok, value) in zip(group, results, strict=True):
+            if ok:
+                recorder.name_handle(value[0], item.name, bool(value[1].get("dupsort")))
         return [
             (ok, (value[0], value[1], self._source() if value[2] else None) if ok else value)
             for ok, value in results
@@ -473,7 +480,7 @@ class Catalogue:
         engine = self._engine
         engine.check_open()
         engine.check_not_holding("deleting a database")
-        await asyncio.wrap_future(engine.call_solo(_delete_database, entry))
+        await asyncio.wrap_future(engine.call_solo(_delete_database, entry, engine.recorder))
         if entry.name is not None and self._entries.get(entry.name) is entry:
             del self._entries[entry.name]
 
@@ -589,11 +596,13 @@ def _stored_flags(env: lmdb.Environment, dbi: Any) -> dict[str, bool]:
         return {k: True for k, v in dbi.flags(txn).items() if v}
 
 
-def _delete_database(env: lmdb.Environment, entry: DatabaseEntry) -> None:
-    """Writer thread, between batches: delete a named database in its own transaction."""
-    with env.begin(write=True) as txn:
+def _delete_database(env: lmdb.Environment, entry: DatabaseEntry, recorder: Recorder) -> None:
+    """Writer thread, between batches: delete a named database in its own transaction
+    (recording a drop when the change log is on)."""
+    with recorder.begin(write=True) as txn:
         txn.drop(entry.dbi, delete=True)
         if entry.versions is not None and entry.name is not None:
             txn.delete(marker_key(entry.name), db=entry.versions.meta)
+    recorder.forget(entry.dbi)
     entry.dropped = True
     entry.dbi = None

@@ -524,6 +524,27 @@ async def cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- changes
+async def cmd_changes(args: argparse.Namespace) -> int:
+    """``changes PATH``: the change log as JSON lines (``--follow``: then new changes)."""
+    codec = Codec(args.encoding)
+    async with _open_env(args.path) as env:
+        since = 0 if args.since is None else args.since
+        feed = env.changes(since, db=args.db, follow=args.follow)
+        async for change in feed:
+            record = {
+                "seq": change.seq,
+                "db": change.db,
+                "kind": change.kind,
+                "key": None if change.key is None else codec.show(change.key, "key"),
+                "value": None if change.value is None else codec.show(change.value, "value"),
+            }
+            _emit_text(json.dumps(record) + "\n")
+            if args.follow:
+                _flush_stdout()
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------- dump
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[IO[bytes]]:
@@ -991,6 +1012,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("path", metavar="PATH", help=path_help + "; created if missing")
     sub.add_argument("file", metavar="FILE", nargs="?", help="the dump (default: stdin)")
     sub.epilog = "With --db the input must hold a single database; it is loaded into NAME."
+
+    sub = add(
+        "changes",
+        cmd_changes,
+        "print the change log (changelog=True) as JSON lines: seq, db, kind, key, value",
+        db_option,
+        encoding,
+    )
+    sub.add_argument("path", metavar="PATH", help=path_help)
+    sub.add_argument(
+        "--since", metavar="N", type=_non_negative, help="only changes after sequence number N"
+    )
+    sub.add_argument(
+        "--follow", action="store_true", help="then print new changes as they commit (Ctrl-C ends)"
+    )
 
     sub = add("copy", cmd_copy, "hot backup of an environment")
     sub.add_argument("path", metavar="PATH", help=path_help)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import lmdb
 
+from ._changelog import Recorder
 from ._config import EngineConfig
 from ._delivery import Request, Result, as_settable
 from ._metrics import (
@@ -45,9 +46,14 @@ class Committer:
     """Runs write batches for the writer thread of one environment."""
 
     def __init__(
-        self, env: lmdb.Environment, config: EngineConfig, resize: Callable[[int], None]
+        self,
+        env: lmdb.Environment,
+        config: EngineConfig,
+        resize: Callable[[int], None],
+        recorder: Recorder,
     ) -> None:
         self._env = env
+        self._recorder = recorder
         self._writemap = bool(env.flags().get("writemap"))
         self._map_growth = config.map_growth
         self._max_map_size = config.max_map_size
@@ -111,9 +117,10 @@ class Committer:
         """
         if self._writemap:
             return self._commit_replaying(live)
-        env = self._env
+        # Transactions that record their changes when the change log or on_commit is on.
+        begin = self._recorder.begin if self._recorder.recording else self._env.begin
         results: list[Result] = []
-        txn = env.begin(write=True)
+        txn = begin(write=True)
         try:
             for fut, fn, args in live:
                 if fn in ATOMIC:
@@ -126,7 +133,7 @@ class Committer:
                     except BaseException as exc:
                         results.append((fut, False, as_settable(exc)))
                     continue
-                child = env.begin(write=True, parent=txn)
+                child = begin(write=True, parent=txn)
                 try:
                     value = fn(child, *args)
                 except lmdb.MapFullError:
@@ -155,7 +162,7 @@ class Committer:
             set_conflicts_on_this_thread(conflicts)  # the operations run again count once
             results: list[Result] = []
             rerun = False
-            txn = self._env.begin(write=True)
+            txn = self._recorder.begin(write=True)
             try:
                 for fut, fn, args in live:
                     before = conflicts_on_this_thread()

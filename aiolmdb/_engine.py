@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 import lmdb
 
+from ._changelog import Recorder
 from ._config import EngineConfig
 from ._delivery import CLOSED, CLOSING, FORKED, OPEN, State
 from ._gate import READERS_FULL_WAIT, Gate
@@ -80,10 +81,12 @@ class Engine:
         self._snapshots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
+        # The change log and on_commit hooks (writes go through it when either is on).
+        self.recorder = Recorder(env, config)
         gate = self._gate = Gate(env, self._adopt_map_size)
         readers = self._readers = Readers(env, gate, config, self)
         # Last: it starts the writer thread.
-        writer = self._writer = Writer(env, gate, config, self)
+        writer = self._writer = Writer(env, gate, config, self, self.recorder)
         _engines.add(self)
 
         # The parts' methods, bound as the engine's own (the per-operation ones first).
@@ -202,6 +205,7 @@ class Engine:
         self._loop = loop
         self._readers.set_loop(loop)
         self._writer.set_loop(loop)
+        self.recorder.set_loop(loop)
         return loop
 
     def _adopt_map_size(self) -> None:

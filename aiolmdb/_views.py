@@ -9,7 +9,7 @@ database's coders; the transaction given by ``db.run`` is also bound to ``db`` i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
@@ -164,8 +164,8 @@ class Transaction(DatabaseView[K, V]):
 
     @property
     def raw(self) -> lmdb.Transaction:
-        """The underlying py-lmdb transaction."""
-        return self._txn
+        """The underlying py-lmdb transaction (writes through it bypass the change log)."""
+        return cast("lmdb.Transaction", getattr(self._txn, "raw", self._txn))
 
     @property
     def write(self) -> bool:

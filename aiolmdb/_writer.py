@@ -37,6 +37,7 @@ from typing import Any, Final, TypeVar
 
 import lmdb
 
+from ._changelog import Recorder
 from ._commit import Committer
 from ._config import EngineConfig
 from ._delivery import (
@@ -144,12 +145,19 @@ class Writer(Part):
     """The writer thread of one environment and the queue that feeds it."""
 
     def __init__(
-        self, env: lmdb.Environment, gate: Gate, config: EngineConfig, engine: EngineHooks
+        self,
+        env: lmdb.Environment,
+        gate: Gate,
+        config: EngineConfig,
+        engine: EngineHooks,
+        recorder: Recorder,
     ) -> None:
         super().__init__(env, gate, config, engine)
         self._writemap = bool(env.flags().get("writemap"))
         self._resize = gate.resize
-        committer = self.committer = Committer(env, config, gate.resize)
+        # Begins the write transactions of sessions (recording changes when the log is on).
+        self._begin = recorder.begin
+        committer = self.committer = Committer(env, config, gate.resize, recorder)
         self._run_batch = committer.run_batch
         self._grow_map = committer.grow_map
         self._map_full_error = committer.map_full_error
@@ -325,10 +333,10 @@ class Writer(Part):
         """Writer thread (as a solo item): run one exclusive write transaction to its end."""
         try:
             try:
-                txn = env.begin(write=True)
+                txn = self._begin(write=True)
             except lmdb.MapResizedError:
                 self._resize(0)
-                txn = env.begin(write=True)
+                txn = self._begin(write=True)
         except BaseException as exc:
             self._end_session(session, [(started, False, as_settable(exc))])
             return
@@ -389,7 +397,7 @@ class Writer(Part):
                     exc = self._map_full_error(exc)
                 session.broken = exc
                 return (fut, False, as_settable(exc))
-        child = self._env.begin(write=True, parent=txn)
+        child = self._begin(write=True, parent=txn)
         try:
             value = fn(child, *args)
         except BaseException as exc:

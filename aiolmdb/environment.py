@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
 import os
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import lmdb
 
 from ._catalogue import Catalogue, DatabaseInfo, encode_name, open_main
+from ._changelog import Change, Retention, has_log
 from ._config import (
     DEFAULT_MAX_BATCH,
     EngineConfig,
@@ -20,6 +22,7 @@ from ._config import (
     unknown_lmdb_options,
 )
 from ._engine import Engine
+from ._feed import ChangeFeed
 from ._metrics import Metrics
 from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
@@ -44,6 +47,8 @@ def open(
     inline_reads: bool = False,
     map_growth: bool = True,
     max_map_size: int | None = None,
+    changelog: bool | Literal["keys", "values"] = False,
+    changelog_retention: int | datetime.timedelta | Retention | None = None,
     **lmdb_kwargs: Any,
 ) -> Environment:
     """Open an LMDB environment for asyncio use; returns at once.
@@ -70,6 +75,16 @@ def open(
         True). With False, ``lmdb.MapFullError`` reaches exactly the writes that did not fit.
     max_map_size
         Upper bound for map growth (bytes); None for no bound.
+    changelog
+        Record every committed write in a log kept in the environment, in the same write
+        transaction (see the changes guide and :meth:`Environment.changes`): True or
+        ``"values"`` records keys and values, ``"keys"`` keys only. Once an environment has a
+        log, every process that opens it for writing must pass ``changelog=True`` (others
+        are refused, since their writes would be missing from it).
+    changelog_retention
+        How much of the log to keep: an int (the most changes), a ``datetime.timedelta``
+        (how long), or a :class:`Retention` with both. Trimmed after commits, on the writer
+        thread, in bounded steps. None (the default): keep everything.
 
     An option of the wrong type (``TypeError``) or out of range (``ValueError``) is rejected
     here, with an error naming it. Use ``async with aiolmdb.open(...) as env:`` or
@@ -82,6 +97,8 @@ def open(
         inline_reads=inline_reads,
         map_growth=map_growth,
         max_map_size=max_map_size,
+        changelog=changelog,
+        changelog_retention=changelog_retention,
     )
     check_lmdb_options(lmdb_kwargs)
     lmdb_kwargs.setdefault("max_dbs", DEFAULT_MAX_DBS)
@@ -103,6 +120,12 @@ def open(
         # Free reader slots left by crashed processes (they pin old pages and fill the table).
         env.reader_check()
     try:
+        if config.changelog is None and not lmdb_kwargs.get("readonly") and has_log(env):
+            raise ValueError(
+                f"{os.fspath(path)!r} records its changes in a change log: open it with "
+                "aiolmdb.open(path, changelog=True) (or readonly=True), or this process's "
+                "writes would be missing from the log"
+            )
         return Environment(env, config)
     except BaseException:
         env.close()
@@ -340,6 +363,59 @@ class Environment:
         """
         await self._engine.run_blocking(self._lmdb.copy, os.fspath(path), compact)
 
+    # ----------------------------------------------------------------- changes
+    def changes(
+        self,
+        since: int | None = None,
+        *,
+        db: str | bytes | AsyncDatabase[Any, Any] | None = None,
+        prefix: bytes | None = None,
+        follow: bool = True,
+    ) -> ChangeFeed:
+        """Follow the change log: ``async for change in env.changes(since):``.
+
+        Yields :class:`Change` ``(seq, db, key, kind, value)`` in commit order: with
+        ``since=None`` the changes committed after the feed starts, with ``since=seq`` every
+        change after ``seq`` (``0``: the whole log), then new ones as they commit. Commits of
+        this process wake it at once, other processes' within about 50 ms. ``db`` keeps one
+        database's changes (a name, or an :class:`AsyncDatabase`, whose coders then decode
+        keys and values); ``prefix`` keeps keys whose stored bytes start with it (and drops).
+        ``follow=False`` ends the iteration once it has caught up with the log instead.
+        Raises :class:`~aiolmdb.errors.ChangesTrimmedError` when retention already trimmed
+        changes after ``since``, and ValueError if the environment has no log. Closing the
+        environment ends the iteration.
+        """
+        self._engine.check_open()
+        if since is not None and (type(since) is not int or since < 0):
+            raise ValueError(f"since must be an int >= 0 or None, got {since!r}")
+        if prefix is not None and not isinstance(prefix, bytes):
+            raise TypeError(f"prefix must be bytes (a stored key's start), got {prefix!r}")
+        name: str | Literal[False] | None = False
+        database = None
+        if isinstance(db, AsyncDatabase):
+            if db.environment is not self:
+                raise ValueError("that database belongs to another environment")
+            name = db.name
+            database = db
+        elif db is not None:
+            encoded = encode_name(db)
+            assert encoded is not None
+            name = encoded.decode("utf-8", "backslashreplace")
+        return ChangeFeed(
+            self._engine, self._engine.recorder, since, name, database, prefix, follow
+        )
+
+    def on_commit(self, callback: Callable[[Sequence[Change]], object]) -> Callable[[], None]:
+        """Call ``callback(changes)`` on the event loop after each commit of this process
+        that changed something (before the writers awaiting it resume), with the
+        :class:`Change` list it made; returns a function that unregisters it.
+
+        Needs no change log (``seq`` is then None). Writes that rolled back are not
+        reported; an exception of the callback is logged on the ``aiolmdb`` logger.
+        """
+        self._engine.check_open()
+        return self._engine.recorder.add_hook(callback)
+
     # ----------------------------------------------------------------- closing
     async def close(self) -> None:
         """Close the environment. Idempotent.
@@ -350,6 +426,7 @@ class Environment:
         """
         engine = self._engine
         done = engine.begin_close()
+        engine.recorder.wake()  # followers see the close and end
         # Shielded: cancelling close() must not cancel the shutdown, which goes on regardless.
         await asyncio.shield(asyncio.wrap_future(done))
         engine.join_writer()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import lmdb
 
 __all__ = [
+    "ChangesTrimmedError",
     "ClosedError",
     "ConflictError",
     "DatabaseDroppedError",
@@ -55,6 +56,19 @@ class ConflictError(Error):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.key, self.expected, self.actual))
+
+
+class ChangesTrimmedError(Error):
+    """``env.changes(since=...)`` asked for changes the log no longer keeps (retention trimmed
+    them). ``oldest`` is the oldest sequence number still available: resume from
+    ``oldest - 1`` after rebuilding what the lost changes fed (a cache, an index)."""
+
+    def __init__(self, message: str, oldest: int) -> None:
+        super().__init__(message)
+        self.oldest = oldest
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.oldest))
 
 
 class DatabaseDroppedError(Error):

@@ -949,6 +949,31 @@ class AiolmdbIfVersionAdapter(AiolmdbVersionedAdapter):
         return len(items)
 
 
+class AiolmdbChangelogAdapter(AiolmdbAdapter):
+    """This project with its change log on: durable puts, each recorded in the log in the
+    same write transaction (``put-changelog`` only)."""
+
+    name = "aiolmdb-changelog"
+    description = "aiolmdb.open(path, changelog=True); await db.put(k, v)"
+    workloads = frozenset({"put-changelog"})
+
+    def unsupported(self, workload: str) -> str | None:
+        """The change log may not exist in this aiolmdb."""
+        reason = super().unsupported(workload)
+        if reason is None and not hasattr(self.mod, "Change"):
+            return "changelog=True not available in this aiolmdb"
+        return reason
+
+    async def open(self, path: Path, cfg: BenchConfig) -> None:
+        """``aiolmdb.open(..., changelog=True)`` and the put database."""
+        changelog = {"changelog": True} if hasattr(self.mod, "Change") else {}
+        self.env = await maybe_await(
+            self.mod.open(str(path), map_size=cfg.map_size, max_dbs=MAX_DBS, **changelog)
+        )
+        self.db = await maybe_await(self.env.get_default_database())
+        self.pdb = await maybe_await(self.env.open_db(PUT_DB))
+
+
 def build_adapters(
     aiolmdb_module: ModuleType | None,
 ) -> list[Adapter]:
@@ -966,6 +991,7 @@ def build_adapters(
             AiolmdbInlineAdapter(aiolmdb_module),
             AiolmdbVersionedAdapter(aiolmdb_module),
             AiolmdbIfVersionAdapter(aiolmdb_module),
+            AiolmdbChangelogAdapter(aiolmdb_module),
         ]
         adapters += [docs_adapter(aiolmdb_module, spec) for spec in DOC_CODERS]
     return adapters
@@ -982,6 +1008,7 @@ IMPL_ORDER: tuple[str, ...] = (
     "aiolmdb-inline",
     "aiolmdb-versioned",
     "aiolmdb-if-version",
+    "aiolmdb-changelog",
     *(spec.name for spec in DOC_CODERS),
 )
 #: The rows of the document workloads (aiolmdb with each coder), in report order.

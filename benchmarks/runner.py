@@ -125,7 +125,7 @@ def make_call(
     if name == "get-sequential":
         keys = random_keys(data, n, seed)
         return lambda: adapter.get_sequential(keys)
-    if name == "put-concurrent":
+    if name in ("put-concurrent", "put-changelog"):
         items = random_items(data, n, seed)
         return lambda: adapter.put_concurrent(items, CONCURRENCY)
     if name == "put-versioned":

@@ -152,13 +152,24 @@ WORKLOADS: tuple[Workload, ...] = (
         write=True,
         ours_workload="put-concurrent",
     ),
+    Workload(
+        "put-changelog",
+        "W13",
+        f"{CONCURRENCY} tasks doing durable puts into an environment opened with "
+        "changelog=True (aiolmdb's put-concurrent, without the log, runs in its rotation)",
+        "concurrency",
+        max_ops=20_000,
+        probe_ops=CONCURRENCY * 2,
+        write=True,
+        ours_workload="put-concurrent",
+    ),
 )
 
 WORKLOAD_BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 
 
 def resolve_workloads(spec: str | None) -> list[Workload]:
-    """Turn an ``--only`` value (names or W1..W12 aliases, comma separated) into workloads.
+    """Turn an ``--only`` value (names or W1..W13 aliases, comma separated) into workloads.
 
     Raises ``ValueError`` naming the unknown entries.
     """
@@ -241,6 +252,14 @@ AIMS: tuple[Target, ...] = (
     Target(
         "put-versioned",
         "aiolmdb-if-version",
+        "aiolmdb",
+        0.8,
+        peer_workload="put-concurrent",
+        enforced=False,
+    ),
+    Target(
+        "put-changelog",
+        "aiolmdb-changelog",
         "aiolmdb",
         0.8,
         peer_workload="put-concurrent",

@@ -57,8 +57,8 @@ def test_workload_aliases_are_unique_and_resolve() -> None:
     ]
     assert [w.name for w in resolve_workloads("W10,w11")] == ["get-docs", "get-docs-codecs"]
     assert [w.name for w in resolve_workloads("W12")] == ["put-versioned"]
-    with pytest.raises(ValueError, match=r"unknown workload.*W13.*choose from"):
-        resolve_workloads("W1,W13")
+    with pytest.raises(ValueError, match=r"unknown workload.*W14.*choose from"):
+        resolve_workloads("W1,W14")
 
 
 class FakeAdapter(Adapter):

@@ -1323,3 +1323,58 @@ def test_versioned_dump_loads_with_mdb_load(
         raw = dict(txn.cursor(env.open_db(b"v", txn=txn, create=False)))
     env.close()
     assert raw == {k: struct.pack(">Q", e.version) + e.value for k, e in entries.items()}
+
+
+# ---------------------------------------------------------------------------- changes
+async def _logged_env(path: Path) -> None:
+    async with aiolmdb.open(path, changelog=True, max_dbs=8) as env:
+        await env.open_db("a").put(b"k", b"v")
+        await env.get_default_database().put(b"m", b"\xff")
+        await env.open_db("a").delete(b"k")
+
+
+def test_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "logged"
+    asyncio.run(_logged_env(path))
+    code, out, _ = run(capsys, "changes", "--hex", path)
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"seq": 1, "db": "a", "kind": "put", "key": "6b", "value": "76"},
+        {"seq": 2, "db": None, "kind": "put", "key": "6d", "value": "ff"},
+        {"seq": 3, "db": "a", "kind": "delete", "key": "6b", "value": None},
+    ]
+    code, out, _ = run(capsys, "changes", "--since", "1", "--db", "a", path)
+    assert code == 0
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [3]
+    code, _, err = run(capsys, "changes", path)  # text: \xff is not UTF-8
+    assert code == 2
+    assert_error(err, "--hex")
+
+
+def test_changes_without_a_log(text_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "changes", text_env)
+    assert code == 2
+    assert_error(err, "no change log")
+
+
+def test_changes_follow(tmp_path: Path) -> None:
+    path = tmp_path / "logged"
+    asyncio.run(_logged_env(path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aiolmdb", "changes", "--follow", "--since", "3", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        async def write() -> None:
+            async with aiolmdb.open(path, changelog=True, max_dbs=8) as env:
+                await env.open_db("a").put(b"new", b"1")
+
+        asyncio.run(write())
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the follower prints it (killed on failure)
+        assert json.loads(line) == {"seq": 4, "db": "a", "kind": "put", "key": "new", "value": "1"}
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)  # reaps it and closes the pipes

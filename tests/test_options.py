@@ -74,6 +74,11 @@ OPEN_CASES: list[Case] = [
     ("mode", "0644", TypeError),
     ("mode", -1, ValueError),
     ("mode", 0o10000, ValueError),  # beyond the permission bits
+    ("changelog", "all", ValueError),
+    ("changelog", 2, ValueError),
+    ("changelog_retention", "5", TypeError),
+    ("changelog_retention", 1.5, TypeError),
+    ("changelog_retention", 10, ValueError),  # without changelog=True
     *[(name, value, TypeError) for name in BOOLEAN_OPEN_OPTIONS for value in NOT_BOOLEANS],
 ]
 
@@ -92,6 +97,9 @@ OPEN_ACCEPTED: list[tuple[str, Any]] = [
     ("metasync", False),
     ("inline_reads", 1),
     ("map_growth", 0),
+    ("changelog", True),
+    ("changelog", "keys"),
+    ("changelog", 0),
 ]
 
 

@@ -1,0 +1,179 @@
+"""Following the change log: :class:`ChangeFeed`, what ``env.changes()`` returns.
+
+The feed reads the log in chunks on the reader threads (one read transaction per chunk, held
+only while the chunk is read), so a slow follower holds no transaction and loses nothing: it
+reads the log, not a buffer in memory. Caught up, it waits for the next commit of this process
+(the recorder wakes it from the loop) or, at most ``POLL_INTERVAL`` later, asks on a reader
+thread whether LMDB's last transaction id moved (another process committed) before reading
+again. Nothing polls when nobody follows.
+
+Closing the environment ends the iteration (``StopAsyncIteration``): the changes already read
+are yielded first. Cancelling a follower leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._changelog import Change, last_seq, read_log
+from .errors import ChangesTrimmedError, ClosedError
+
+if TYPE_CHECKING:
+    from ._changelog import Recorder
+    from ._engine import Engine
+    from ._ops import DbContext
+    from .database import AsyncDatabase
+
+__all__ = ["POLL_INTERVAL", "ChangeFeed"]
+
+POLL_INTERVAL = 0.05
+"""How often (seconds) a caught-up follower checks for commits of other processes."""
+CHUNK = 256
+"""The most log records one read transaction scans."""
+
+
+class ChangeFeed:
+    """An async iterator of :class:`~aiolmdb.Change`, in commit order (``env.changes()``).
+
+    ``last_seq`` is the sequence number of the last change it has scanned (also of changes
+    filtered out by ``db=``/``prefix=``): store it to resume with ``changes(since=...)``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        recorder: Recorder,
+        since: int | None,
+        db: str | Literal[False] | None,
+        database: AsyncDatabase[Any, Any] | None,
+        prefix: bytes | None,
+        follow: bool = True,
+    ) -> None:
+        self._engine = engine
+        self._follow = follow
+        self._recorder = recorder
+        self._after = since
+        self._db = db
+        self._database = database
+        self._context: DbContext[Any, Any] | None = None
+        self._prefix = prefix
+        self._buffer: collections.deque[Change] = collections.deque()
+        self._seen_txnid: int | None = None
+
+    @property
+    def last_seq(self) -> int | None:
+        """The sequence number of the last change scanned (None before the first read of a
+        feed started with ``since=None``)."""
+        return self._after
+
+    async def start(self) -> int:
+        """Fix where the feed starts now rather than at the first iteration (with
+        ``since=None``: after the newest change at this moment); returns that sequence
+        number. Changes committed after it returns are sure to be yielded."""
+        await self._engine.recorder.ready()
+        if self._after is None:
+            found = await self._engine.run_blocking(self._read, None, None)
+            assert found is not None
+            self._after = found[1]
+        return self._after
+
+    def __aiter__(self) -> ChangeFeed:
+        return self
+
+    async def __anext__(self) -> Change:
+        buffer = self._buffer
+        while not buffer:
+            if not await self._fill():
+                raise StopAsyncIteration
+        return buffer.popleft()
+
+    async def _fill(self) -> bool:
+        """Read until some change arrives; False once the environment is closed."""
+        engine, recorder = self._engine, self._recorder
+        await recorder.ready()
+        if self._database is not None and self._context is None:
+            self._context = await self._database._context()
+        force = True
+        while not engine.closed:
+            commits = recorder.commits
+            before = self._after
+            try:
+                found = await engine.run_blocking(
+                    self._read, self._after, None if force else self._seen_txnid
+                )
+            except ClosedError:
+                return False
+            if found is not None:
+                changes, self._after = found
+                if changes:
+                    self._buffer.extend(changes)
+                    return True
+                if self._after != before:
+                    continue  # only changes filtered out: there may be more
+            if not self._follow:
+                return False
+            # Caught up: wait for a commit of this process, or poll for other processes'.
+            force = recorder.commits != commits
+            if force:
+                continue
+            waiter = recorder.waiter(engine.loop())
+            done, _ = await asyncio.wait((waiter,), timeout=POLL_INTERVAL)
+            force = bool(done)
+        return False
+
+    def _read(self, after: int | None, seen_txnid: int | None) -> tuple[list[Change], int] | None:
+        """Reader thread: the changes after ``after`` (None: none yet, start at the newest),
+        or None if LMDB's last transaction id is still ``seen_txnid``."""
+        engine = self._engine
+        txnid = int(engine.env.info()["last_txnid"])
+        if seen_txnid is not None and txnid == seen_txnid:
+            return None
+        log_db, meta = self._recorder.handles(engine.begin_in_gate)
+        if log_db is None:
+            raise ValueError(
+                f"environment {engine.env.path()!r} has no change log: open it with "
+                "aiolmdb.open(path, changelog=True) to record one"
+            )
+        txn = engine.begin_in_gate()
+        try:
+            if after is None:
+                result: tuple[list[Change], int] = ([], last_seq(txn, log_db, meta))
+            else:
+                changes, last, trimmed = read_log(
+                    txn, log_db, meta, after, CHUNK, self._db, self._prefix
+                )
+                if after < trimmed:
+                    raise ChangesTrimmedError(
+                        f"changes after {after} were trimmed by the log's retention; the "
+                        f"oldest kept is {trimmed + 1}: resume from changes(since={trimmed}) "
+                        "after rebuilding what the lost changes fed",
+                        trimmed + 1,
+                    )
+                result = (self._decode(changes), last)
+        finally:
+            txn.abort()
+            del txn
+        self._seen_txnid = txnid
+        return result
+
+    def _decode(self, changes: list[Change]) -> list[Change]:
+        """Keys and values decoded by the coders of the database given as ``db=``."""
+        ctx = self._context
+        if ctx is None:
+            return changes
+        kc, vc = ctx.kc, ctx.vc
+        out = []
+        for change in changes:
+            key = None if change.key is None else kc.deserialize(change.key)
+            value = change.value
+            if value is not None:
+                try:
+                    value = vc.deserialize(value)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"the value of change {change.seq} (key {key!r}) cannot be decoded: {exc}"
+                    ) from exc
+            out.append(change._replace(key=key, value=value))
+        return out
