@@ -492,3 +492,23 @@ def test_trim_deletes_at_most_limit_per_transaction(tmp_path: Path) -> None:
             assert _changelog.last_seq(txn, log_db, meta) == 2500  # kept as the trimmed mark
     finally:
         env.close()
+
+
+async def test_database_info_while_the_log_is_created(tmp_path: Path) -> None:
+    """Listing databases on a reader thread while the writer creates the log (first open with
+    changelog=True of an existing environment) leaves the log's handle intact: a read
+    transaction that began before the log's handle was opened must not open handles, nor free
+    one the writer shares (the log's cursor once read another database's keys)."""
+    for attempt in range(12):
+        path = tmp_path / f"env{attempt}"
+        async with aiolmdb.open(path, map_size=MAP_SIZE) as env:
+            await env.open_db("notes", versioned=True).put(b"old", b"1")
+        async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+            info = await env.database_info("notes")
+            assert info is not None
+            notes = await env.open_db("notes", versioned=True)
+            await env.open_db("tags")
+            assert [c async for c in env.changes(since=0, follow=False)] == []
+            await notes.put(b"new", b"2")
+            [change] = [c async for c in env.changes(since=0, follow=False)]
+            assert (change.seq, change.db, change.key) == (1, "notes", b"new")
