@@ -66,6 +66,8 @@ __all__ = [
     "Retention",
     "has_log",
     "read_log",
+    "restore_records",
+    "stored_records",
 ]
 
 log = logging.getLogger("aiolmdb")
@@ -673,3 +675,51 @@ def read_log(
     finally:
         cur.close()
     return out, last, trimmed
+
+
+# ----------------------------------------------------------------- dump and load (the CLI)
+# Both run in a transaction of their own caller with no other handle being opened meanwhile
+# (the CLI awaits one step at a time): a handle opened in a transaction is valid in it only.
+
+
+def stored_records(
+    env: lmdb.Environment, txn: lmdb.Transaction[Any], after: bytes | None, limit: int
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Reader thread: up to ``limit`` records of the log as stored, after the key ``after``
+    (None: from the first), and the trimmed high-water mark."""
+    log_db = env.open_db(LOG_NAME, txn=txn, create=False)
+    meta = env.open_db(META_NAME, txn=txn, create=False)
+    out: list[tuple[bytes, bytes]] = []
+    cur = txn.cursor(log_db)
+    try:
+        found = cur.first() if after is None else cur.set_range(after)
+        if found and after is not None and cur.key() == after:
+            found = cur.next()
+        while found and len(out) < limit:
+            out.append((bytes(cur.key()), bytes(cur.value())))
+            found = cur.next()
+    finally:
+        cur.close()
+    return out, trimmed_upto(txn, meta)
+
+
+def restore_records(
+    env: lmdb.Environment,
+    txn: lmdb.Transaction[Any],
+    pairs: Sequence[tuple[bytes, bytes]],
+    trimmed: int,
+    mark: bool,
+) -> None:
+    """Writer thread: append records to the log as stored (creating it), raise the trimmed
+    high-water mark to ``trimmed``; ``mark``: record that the environment has a log (last, so
+    that the loading process, which opened it without one, can write until then)."""
+    log_db = env.open_db(LOG_NAME, txn=txn, create=True)
+    meta = env.open_db(META_NAME, txn=txn, create=True)
+    for key, value in pairs:
+        if len(key) != _SEQ.size:
+            raise ValueError(f"a change log record's key must be 8 bytes, got {key!r}")
+        txn.put(key, value, db=log_db, append=True)
+    if trimmed > trimmed_upto(txn, meta):
+        txn.put(TRIMMED_KEY, _SEQ.pack(trimmed), db=meta)
+    if mark and txn.get(MARKER_KEY, None, meta) is None:
+        txn.put(MARKER_KEY, b"1", db=meta)
