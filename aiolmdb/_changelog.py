@@ -351,6 +351,10 @@ class Recorder:
         self._meta: Any = None
         self.hooks: tuple[Hook, ...] = ()
         self.active = self.mode is not None and not self._readonly
+        # Without the log: whether each write transaction checks that no other process has
+        # given the environment a log since (its writes would be missing from it).
+        self._check_marker = self.mode is None and not self._readonly
+        self._check_meta: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: threading.Lock = threading.Lock()
         self._call_solo: Callable[..., Any] | None = None
@@ -425,13 +429,38 @@ class Recorder:
         """A write transaction: recording when the log is on or hooks are registered (a
         child records whenever its parent does)."""
         if parent is None:
+            txn = self._env.begin(write=True)
+            if self._check_marker:
+                txn = self._refuse_if_logged(txn)
             if not (self.active or self.hooks):
-                return self._env.begin(write=True)
-            return LoggedTxn(self, self._env.begin(write=True), _TxnLog(), None)
+                return txn
+            return LoggedTxn(self, txn, _TxnLog(), None)
         if isinstance(parent, LoggedTxn):
             raw = self._env.begin(write=True, parent=parent.raw)
             return LoggedTxn(self, raw, parent._log, parent)
         return self._env.begin(write=True, parent=parent)
+
+    def _refuse_if_logged(self, txn: Txn) -> Txn:
+        """Changelog off: ``txn`` if the environment still has no log (one get), else abort
+        it and raise. Opens the metadata database's handle once it exists, outside a write
+        transaction (one opened in a transaction that aborts is freed with it)."""
+        meta = self._check_meta
+        if meta is None:
+            if txn.get(META_NAME) is None:
+                return txn
+            txn.abort()
+            with self._lock:
+                meta = self._check_meta = self._env.open_db(META_NAME, create=False)
+            txn = self._env.begin(write=True)
+        if txn.get(MARKER_KEY, None, meta) is None:
+            return txn
+        txn.abort()
+        raise ValueError(
+            f"{self._env.path()!r} now records its changes in a change log (another process "
+            "opened it with changelog=True after this one opened it without): this write was "
+            "refused, since it would be missing from the log; reopen the environment with "
+            "aiolmdb.open(path, changelog=True)"
+        )
 
     @property
     def recording(self) -> bool:
