@@ -63,7 +63,8 @@ sent only after its write is committed to disk.
 
 The environment records its changes (``changelog=True``, see docs/guide/changes.md) in the
 same write transaction as each change, so ``GET /changes`` never disagrees with the notes,
-whichever worker process made the change; each worker keeps at most ``keep_changes`` of them.
+whichever worker process made the change; the log keeps the last ``keep_changes`` changes
+(``--keep-changes``; the workers trim what is older after their commits).
 
 Stored data: earlier versions of this example kept the tag index as a ``dupsort`` database of
 tag -> note ids, and the notes without versions; this version reads neither, and refuses to

@@ -449,6 +449,12 @@ def test_replayed_log_equals_the_store(
             if last[-1]:
                 replay = await take(env.changes(0), last[-1])
             assert [c.seq for c in replay] == list(range(1, last[-1] + 1))
+            # The writer thread idle first (the log created, the databases opened): the raw
+            # open_db below begins a write transaction on this thread, which would wait for
+            # the writer's while holding the loop.
+            await env.changes(0, follow=False).start()
+            for db in dbs.values():
+                await db
             stored = env.lmdb_environment
             handles = {name: stored.open_db(name.encode()) for name in dbs}
             with stored.begin() as txn:
