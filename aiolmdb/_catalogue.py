@@ -498,24 +498,36 @@ class Catalogue:
         """Reader thread, in one read transaction: the default database and the named ones
         (keys of the default database that LMDB opens as databases), or just ``only``."""
         env = self._lmdb
-        txn = self._engine.begin_in_gate()
-        try:
+        # The read transaction lives under the handle lock: LMDB lets a transaction open a
+        # handle only if no other was opened since it began, and aborting it frees the
+        # handles it opened, which another thread opening the same name would share.
+        while True:
             with self._lock:
-                marked = self._versioned_names(env, txn)
-                if only is not None:
+                try:
+                    txn = env.begin()
+                except (lmdb.ReadersFullError, lmdb.MapResizedError):
+                    pass  # wait below, without the lock (the writer may need it to resize)
+                else:
                     try:
-                        handle = env.open_db(only, txn=txn, create=False)
-                        return [_info(txn, only, handle, only in marked)]
-                    except lmdb.NotFoundError:
-                        return []
-                    except lmdb.IncompatibleError:
-                        raise ValueError(
-                            f"{only!r} is a key of the default database, not a database"
-                        ) from None
-                return _list_all(env, txn, marked)
-        finally:
-            txn.abort()
-            del txn  # py-lmdb frees the reader slot only with the Transaction object
+                        return self._list_in(env, txn, only)
+                    finally:
+                        txn.abort()
+                        del txn  # py-lmdb frees the reader slot only with the Transaction
+            self._engine.begin_in_gate().abort()
+
+    def _list_in(self, env: lmdb.Environment, txn: Txn, only: bytes | None) -> list[DatabaseInfo]:
+        marked = self._versioned_names(env, txn)
+        if only is not None:
+            try:
+                handle = env.open_db(only, txn=txn, create=False)
+                return [_info(txn, only, handle, only in marked)]
+            except lmdb.NotFoundError:
+                return []
+            except lmdb.IncompatibleError:
+                raise ValueError(
+                    f"{only!r} is a key of the default database, not a database"
+                ) from None
+        return _list_all(env, txn, marked)
 
     def _versioned_names(self, env: lmdb.Environment, txn: Txn) -> set[bytes]:
         """The names the metadata database marks as versioned databases."""

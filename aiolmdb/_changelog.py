@@ -66,6 +66,8 @@ __all__ = [
     "Retention",
     "has_log",
     "read_log",
+    "restore_records",
+    "stored_records",
 ]
 
 log = logging.getLogger("aiolmdb")
@@ -349,6 +351,10 @@ class Recorder:
         self._meta: Any = None
         self.hooks: tuple[Hook, ...] = ()
         self.active = self.mode is not None and not self._readonly
+        # Without the log: whether each write transaction checks that no other process has
+        # given the environment a log since (its writes would be missing from it).
+        self._check_marker = self.mode is None and not self._readonly
+        self._check_meta: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: threading.Lock = threading.Lock()
         self._call_solo: Callable[..., Any] | None = None
@@ -423,13 +429,38 @@ class Recorder:
         """A write transaction: recording when the log is on or hooks are registered (a
         child records whenever its parent does)."""
         if parent is None:
+            txn = self._env.begin(write=True)
+            if self._check_marker:
+                txn = self._refuse_if_logged(txn)
             if not (self.active or self.hooks):
-                return self._env.begin(write=True)
-            return LoggedTxn(self, self._env.begin(write=True), _TxnLog(), None)
+                return txn
+            return LoggedTxn(self, txn, _TxnLog(), None)
         if isinstance(parent, LoggedTxn):
             raw = self._env.begin(write=True, parent=parent.raw)
             return LoggedTxn(self, raw, parent._log, parent)
         return self._env.begin(write=True, parent=parent)
+
+    def _refuse_if_logged(self, txn: Txn) -> Txn:
+        """Changelog off: ``txn`` if the environment still has no log (one get), else abort
+        it and raise. Opens the metadata database's handle once it exists, outside a write
+        transaction (one opened in a transaction that aborts is freed with it)."""
+        meta = self._check_meta
+        if meta is None:
+            if txn.get(META_NAME) is None:
+                return txn
+            txn.abort()
+            with self._lock:
+                meta = self._check_meta = self._env.open_db(META_NAME, create=False)
+            txn = self._env.begin(write=True)
+        if txn.get(MARKER_KEY, None, meta) is None:
+            return txn
+        txn.abort()
+        raise ValueError(
+            f"{self._env.path()!r} now records its changes in a change log (another process "
+            "opened it with changelog=True after this one opened it without): this write was "
+            "refused, since it would be missing from the log; reopen the environment with "
+            "aiolmdb.open(path, changelog=True)"
+        )
 
     @property
     def recording(self) -> bool:
@@ -673,3 +704,51 @@ def read_log(
     finally:
         cur.close()
     return out, last, trimmed
+
+
+# ----------------------------------------------------------------- dump and load (the CLI)
+# Both run in a transaction of their own caller with no other handle being opened meanwhile
+# (the CLI awaits one step at a time): a handle opened in a transaction is valid in it only.
+
+
+def stored_records(
+    env: lmdb.Environment, txn: lmdb.Transaction[Any], after: bytes | None, limit: int
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Reader thread: up to ``limit`` records of the log as stored, after the key ``after``
+    (None: from the first), and the trimmed high-water mark."""
+    log_db = env.open_db(LOG_NAME, txn=txn, create=False)
+    meta = env.open_db(META_NAME, txn=txn, create=False)
+    out: list[tuple[bytes, bytes]] = []
+    cur = txn.cursor(log_db)
+    try:
+        found = cur.first() if after is None else cur.set_range(after)
+        if found and after is not None and cur.key() == after:
+            found = cur.next()
+        while found and len(out) < limit:
+            out.append((bytes(cur.key()), bytes(cur.value())))
+            found = cur.next()
+    finally:
+        cur.close()
+    return out, trimmed_upto(txn, meta)
+
+
+def restore_records(
+    env: lmdb.Environment,
+    txn: lmdb.Transaction[Any],
+    pairs: Sequence[tuple[bytes, bytes]],
+    trimmed: int,
+    mark: bool,
+) -> None:
+    """Writer thread: append records to the log as stored (creating it), raise the trimmed
+    high-water mark to ``trimmed``; ``mark``: record that the environment has a log (last, so
+    that the loading process, which opened it without one, can write until then)."""
+    log_db = env.open_db(LOG_NAME, txn=txn, create=True)
+    meta = env.open_db(META_NAME, txn=txn, create=True)
+    for key, value in pairs:
+        if len(key) != _SEQ.size:
+            raise ValueError(f"a change log record's key must be 8 bytes, got {key!r}")
+        txn.put(key, value, db=log_db, append=True)
+    if trimmed > trimmed_upto(txn, meta):
+        txn.put(TRIMMED_KEY, _SEQ.pack(trimmed), db=meta)
+    if mark and txn.get(MARKER_KEY, None, meta) is None:
+        txn.put(MARKER_KEY, b"1", db=meta)

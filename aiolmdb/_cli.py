@@ -28,6 +28,7 @@ import lmdb
 
 from . import _dumpfmt
 from ._catalogue import DatabaseInfo
+from ._changelog import LOG_NAME, has_log, restore_records, stored_records
 from ._tuple import TupleCoder
 from ._versions import META_NAME, Entry, split, stored_value
 from .database import AsyncDatabase
@@ -55,6 +56,9 @@ DB = AsyncDatabase[bytes, bytes]
 # The dump header line of a versioned database (its values are dumped as stored).
 VERSIONED_KEY = "aiolmdb_versioned"
 VERSIONED_HEADER = {VERSIONED_KEY: "1"}
+# The change log's block carries the highest sequence number trimmed (the numbers go on
+# after it even when the log is empty).
+CHANGES_TRIMMED_KEY = "aiolmdb_changes_trimmed"
 
 
 class CLIError(Exception):
@@ -256,7 +260,8 @@ def _open_env(
     max_readers: int | None = None,
 ) -> Environment:
     """Open the environment at ``path``; read-only unless ``write``. Only ``create`` makes a
-    new one (a missing path or an empty directory)."""
+    new one (a missing path or an empty directory). A writer of an environment with a change
+    log opens it with ``changelog=True``: its writes are logged."""
     kwargs: dict[str, Any] = {"max_dbs": MAX_DBS}
     is_new = create and (
         not os.path.exists(path)
@@ -272,7 +277,25 @@ def _open_env(
         kwargs["map_size"] = 0  # 0: the size recorded in the environment
     if not write:
         kwargs.update(readonly=True, lock=True)
+    elif not is_new and _logged(path):
+        kwargs["changelog"] = True
     return open_environment(path, **kwargs)
+
+
+def _logged(path: str) -> bool:
+    """Whether ``path`` holds an environment that records its changes (a brief read-only
+    open of its own, closed before aiolmdb opens it: one process opens a path once)."""
+    if not os.path.exists(path) or (
+        os.path.isdir(path) and not os.path.exists(os.path.join(path, "data.mdb"))
+    ):
+        return False
+    env = lmdb.open(
+        path, subdir=os.path.isdir(path), readonly=True, lock=True, max_dbs=MAX_DBS, map_size=0
+    )
+    try:
+        return has_log(env)
+    finally:
+        env.close()
 
 
 @dataclass
@@ -597,10 +620,13 @@ async def cmd_dump(args: argparse.Namespace) -> int:
                 )
             if every[0].flags.get("dupsort"):
                 raise CLIError("cannot dump a dupsort main database")
+            # The change log first: a load into an environment with a log of its own is
+            # refused before it loads anything.
+            selected.sort(key=lambda db: db.name != LOG_NAME)
         info = env.info()
         psize = int(env.stat()["psize"])
         total = sum(db.stat["entries"] for db in selected)
-        if selected[0].name is None:
+        if any(db.name is None for db in selected):
             total -= len(catalogue)
         if args.db is not None and selected[0].name == META_NAME:
             raise CLIError(f"{args.db!r} is aiolmdb's metadata database, not data")
@@ -611,6 +637,11 @@ async def cmd_dump(args: argparse.Namespace) -> int:
             ) as progress,
         ):
             for db_info in selected:
+                extra = VERSIONED_HEADER if db_info.flags.get("versioned") else None
+                records: list[tuple[bytes, bytes]] = []
+                if db_info.name == LOG_NAME:
+                    records, trimmed = await _log_records(env, None)
+                    extra = {CHANGES_TRIMMED_KEY: str(trimmed)}
                 out.write(
                     _dumpfmt.format_header(
                         database=db_info.name,
@@ -619,9 +650,17 @@ async def cmd_dump(args: argparse.Namespace) -> int:
                         pagesize=psize,
                         flags=db_info.dump_flags,
                         printable=args.printable,
-                        extra=VERSIONED_HEADER if db_info.flags.get("versioned") else None,
+                        extra=extra,
                     )
                 )
+                if db_info.name == LOG_NAME:
+                    # The change log as stored: load restores it, numbers and all.
+                    while records:
+                        out.write(_dumpfmt.format_pairs(records, args.printable))
+                        progress.advance(len(records))
+                        records, _ = await _log_records(env, records[-1][0])
+                    out.write(_dumpfmt.DATA_END)
+                    continue
                 if db_info.name is None:
                     db = env.get_default_database()
                     skip = catalogue
@@ -644,6 +683,15 @@ async def cmd_dump(args: argparse.Namespace) -> int:
                     progress.advance(len(batch))
                 out.write(_dumpfmt.DATA_END)
     return EXIT_OK
+
+
+async def _log_records(
+    env: Environment, after: bytes | None
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The change log's records after the key ``after`` as stored (a batch) and the highest
+    sequence number trimmed."""
+    lmdb_env = env.lmdb_environment
+    return await env.run(lambda txn: stored_records(lmdb_env, txn.raw, after, DUMP_BATCH))
 
 
 # ---------------------------------------------------------------------------- load
@@ -719,6 +767,7 @@ async def cmd_load(args: argparse.Namespace) -> int:
             header = reader.next_header()
             if header is None:
                 raise CLIError(f"{source} holds no mdb_dump data")
+            logged = _logged(args.path)
             env = _open_env(
                 args.path,
                 write=True,
@@ -727,23 +776,69 @@ async def cmd_load(args: argparse.Namespace) -> int:
                 max_readers=header.maxreaders,
             )
             async with env:
+                restored = False
                 with Progress("load", size) as progress:
                     blocks = 0
                     while header is not None:
                         blocks += 1
                         if args.db is not None and blocks > 1:
                             raise CLIError(f"{source} holds several databases: --db takes only one")
+                        tick = lambda: progress.update(reader.bytes_read)  # noqa: E731
+                        if header.database == LOG_NAME and args.db is None:
+                            if logged:
+                                raise CLIError(
+                                    f"{source} holds a change log, and {args.path} has one "
+                                    "already: load the dump into a new environment"
+                                )
+                            await _load_log(env, header, reader.pair_chunks(), tick)
+                            restored = True
+                            header = reader.next_header()
+                            continue
                         name = args.db
                         if name is None and header.database is not None:
                             name = header.database.decode("utf-8", "surrogateescape")
                         db = await _load_target(env, header, name)
-                        await _load_pairs(
-                            db, reader.pair_chunks(), lambda: progress.update(reader.bytes_read)
-                        )
+                        await _load_pairs(db, reader.pair_chunks(), tick)
                         header = reader.next_header()
+                if restored:
+                    # Marked last: this process opened it without a log, and wrote until now.
+                    await _restore_log(env, [], 0, mark=True)
         except _dumpfmt.DumpFormatError as exc:
             raise CLIError(f"{source}: {exc}") from None
     return EXIT_OK
+
+
+async def _load_log(
+    env: Environment,
+    header: _dumpfmt.DumpHeader,
+    chunks: Iterator[list[tuple[bytes, bytes]]],
+    tick: Callable[[], None],
+) -> None:
+    """Restore a change log block as it was dumped (its records are not new changes)."""
+    text = header.extra.get(CHANGES_TRIMMED_KEY, "0")
+    if not text.isdigit():
+        raise CLIError(f"the change log's {CHANGES_TRIMMED_KEY}={text!r} is not a number")
+    batch: list[tuple[bytes, bytes]] = []
+    for chunk in chunks:
+        batch += chunk
+        if len(batch) >= LOAD_CHUNK:
+            await _restore_log(env, batch, 0, mark=False)
+            batch = []
+            tick()
+    await _restore_log(env, batch, int(text), mark=False)
+    tick()
+
+
+async def _restore_log(
+    env: Environment, pairs: list[tuple[bytes, bytes]], trimmed: int, *, mark: bool
+) -> None:
+    lmdb_env = env.lmdb_environment
+    try:
+        await env.run(
+            lambda txn: restore_records(lmdb_env, txn.raw, pairs, trimmed, mark), write=True
+        )
+    except (ValueError, lmdb.KeyExistsError) as exc:
+        raise CLIError(f"cannot restore the change log: {exc}") from None
 
 
 def _entries_of(chunk: list[tuple[bytes, bytes]]) -> list[tuple[bytes, Entry[bytes]]]:

@@ -120,7 +120,8 @@ class Committer:
         # Transactions that record their changes when the change log or on_commit is on.
         begin = self._recorder.begin if self._recorder.recording else self._env.begin
         results: list[Result] = []
-        txn = begin(write=True)
+        # Through the recorder always: without the log, it checks that none appeared since.
+        txn = self._recorder.begin(write=True)
         try:
             for fut, fn, args in live:
                 if fn in ATOMIC:

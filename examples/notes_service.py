@@ -38,6 +38,16 @@ Endpoints (every body is JSON):
     ``after``; ``next`` is the ``after`` value for the following page, or null on the last one.
 ``GET /stats``
     ``{"notes", "tags", "tag_links"}`` from one consistent snapshot.
+``GET /changes?since=&timeout=&limit=``
+    A long poll of the notes' changes: ``{"changes": [{"seq", "kind", "id", "note"}], "next"}``
+    with the changes after the sequence number ``since`` (required; 0: from the start of the
+    log), at most ``limit`` (default 100, at most 1000), in commit order. ``kind`` is ``put``
+    (``note`` is the note as written: ``{"data", "tags"}``), ``delete`` or ``drop`` (``note``
+    null). When none is there yet it waits up to ``timeout`` seconds (default 0, at most 60)
+    for one, and answers with an empty list when none came. ``next`` is the ``since`` of the
+    following poll. 410 Gone when the log no longer keeps changes after ``since`` (it keeps
+    the last ``--keep-changes``): ``oldest`` in the body is the oldest kept; rebuild from
+    ``GET /notes``, then poll from ``oldest - 1``.
 
 How aiolmdb is used: one environment opened at startup and closed at cleanup; ``notes`` maps
 note ids (``StringCoder``) to JSON documents (``JSONCoder``) in a versioned database: every
@@ -51,9 +61,17 @@ in one write transaction, so the index never disagrees with the notes. Concurren
 are batched by aiolmdb: many PUTs arriving together share one commit, and every response is
 sent only after its write is committed to disk.
 
+The environment records its changes (``changelog=True``, see docs/guide/changes.md) in the
+same write transaction as each change, so ``GET /changes`` never disagrees with the notes,
+whichever worker process made the change; the log keeps the last ``keep_changes`` changes
+(``--keep-changes``; the workers trim what is older after their commits).
+
 Stored data: earlier versions of this example kept the tag index as a ``dupsort`` database of
 tag -> note ids, and the notes without versions; this version reads neither, and refuses to
-start on such a data directory (start with a new ``--data`` directory).
+start on such a data directory (start with a new ``--data`` directory). A data directory of the
+version before the change log is used as it is: its log starts at the first start of this
+version (``GET /changes?since=0`` returns the changes made from then on, not the notes written
+before: list those with ``GET /notes``).
 """
 
 from __future__ import annotations
@@ -81,6 +99,8 @@ Link = tuple[Any, ...]  # a key of the tag index: (tag, note id)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 DEFAULT_MAP_SIZE = 256 * 1024 * 1024  # grows by itself when full
+DEFAULT_KEEP_CHANGES = 1_000_000  # the change log's retention, in entries
+MAX_POLL = 60  # seconds a GET /changes may wait
 
 
 @dataclass(frozen=True)
@@ -111,18 +131,35 @@ class PreconditionFailed(Exception):
     """An If-Match header names a version the note no longer has (412)."""
 
 
+class Gone(Exception):
+    """The change log no longer keeps the changes asked for (410)."""
+
+    def __init__(self, message: str, oldest: int) -> None:
+        super().__init__(message)
+        self.oldest = oldest
+
+
 # ------------------------------------------------------------------------------ application
 def create_app(
-    env_path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE
+    env_path: str | os.PathLike[str],
+    *,
+    map_size: int = DEFAULT_MAP_SIZE,
+    keep_changes: int | None = DEFAULT_KEEP_CHANGES,
 ) -> web.Application:
     """The aiohttp application; the environment at ``env_path`` is opened on startup and
-    closed on cleanup."""
+    closed on cleanup. ``keep_changes``: how many changes the log keeps (None: all)."""
     path = Path(env_path)
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(path.mkdir, mode=0o700, parents=True, exist_ok=True)
         # mode=0o700: the data files are readable by this user only (0o600).
-        env = aiolmdb.open(path, map_size=map_size, mode=0o700)
+        env = aiolmdb.open(
+            path,
+            map_size=map_size,
+            mode=0o700,
+            changelog=True,  # GET /changes
+            changelog_retention=keep_changes,
+        )
         try:
             found = await env.database_info("notes")
             if found is not None and "versioned" not in found.flags:
@@ -160,6 +197,7 @@ def create_app(
             web.post("/notes/{id}/move", move_note),
             web.get("/tags/{tag}", get_tag),
             web.get("/stats", stats),
+            web.get("/changes", changes),
         ]
     )
     return app
@@ -178,6 +216,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error(400, str(exc))
     except PreconditionFailed as exc:
         return error(412, str(exc))
+    except Gone as exc:
+        return web.json_response({"error": str(exc), "oldest": exc.oldest}, status=410)
     except aiolmdb.InvalidKeyError as exc:  # an empty or too long id, or too long a link
         return error(400, str(exc))
     except aiolmdb.ClosedError:
@@ -242,9 +282,13 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
+    """The query parameter ``name`` as an int in [low, high]; ``default`` if absent (None:
+    required)."""
     raw = request.query.get(name)
     if raw is None:
+        if default is None:
+            raise BadRequest(f"{name} is required")
         return default
     try:
         value = int(raw)
@@ -420,6 +464,56 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({"notes": notes, "tags": tags, "tag_links": links})
 
 
+# ------------------------------------------------------------------------------ changes
+async def changes(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    since = int_param(request, "since", None, 0, 2**63 - 1)
+    timeout = int_param(request, "timeout", 0, 0, MAX_POLL)
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    try:
+        found, after = await read_changes(store, since, limit)
+        if not found and timeout:
+            # Nothing yet: follow the log until one change arrives (or the time is up), then
+            # take what else is there already.
+            feed = store.env.changes(after, db=store.notes)
+            try:
+                first = await asyncio.wait_for(feed.__anext__(), timeout)
+            except (asyncio.TimeoutError, StopAsyncIteration):  # timed out, or shutting down
+                after = max(after, feed.last_seq or after)
+            else:
+                assert first.seq is not None
+                found, after = await read_changes(store, first.seq, limit - 1)
+                found.insert(0, change_view(first))
+    except aiolmdb.ChangesTrimmedError as exc:
+        raise Gone(
+            f"the changes after {since} are no longer kept: rebuild from GET /notes, then "
+            f"poll from since={exc.oldest - 1}",
+            exc.oldest,
+        ) from None
+    return web.json_response({"changes": found, "next": after})
+
+
+async def read_changes(store: Store, since: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The notes' changes after ``since`` already in the log (at most ``limit``), and the
+    ``since`` of the next read."""
+    found: list[dict[str, Any]] = []
+    if limit == 0:
+        return found, since
+    feed = store.env.changes(since, db=store.notes, follow=False)
+    async for change in feed:
+        found.append(change_view(change))
+        if len(found) == limit:
+            assert change.seq is not None
+            return found, change.seq  # the feed may have read further: resume after this one
+    # Caught up: the last number scanned also skips the tag index's changes.
+    return found, feed.last_seq if feed.last_seq is not None else since
+
+
+def change_view(change: aiolmdb.Change) -> dict[str, Any]:
+    note = change.value if change.kind == "put" else None
+    return {"seq": change.seq, "kind": change.kind, "id": change.key, "note": note}
+
+
 # ------------------------------------------------------------------------------ main
 async def serve(app: web.Application, host: str, port: int) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then shut down cleanly (closing the
@@ -451,13 +545,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data", default="./notes-data", help="environment directory (default: %(default)s)"
     )
+    parser.add_argument(
+        "--keep-changes",
+        type=int,
+        default=DEFAULT_KEEP_CHANGES,
+        help="changes the log keeps for GET /changes (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(create_app(args.data), args.host, args.port))
+        app = create_app(args.data, keep_changes=args.keep_changes)
+        asyncio.run(serve(app, args.host, args.port))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -448,6 +449,12 @@ def test_replayed_log_equals_the_store(
             if last[-1]:
                 replay = await take(env.changes(0), last[-1])
             assert [c.seq for c in replay] == list(range(1, last[-1] + 1))
+            # The writer thread idle first (the log created, the databases opened): the raw
+            # open_db below begins a write transaction on this thread, which would wait for
+            # the writer's while holding the loop.
+            await env.changes(0, follow=False).start()
+            for db in dbs.values():
+                await db
             stored = env.lmdb_environment
             handles = {name: stored.open_db(name.encode()) for name in dbs}
             with stored.begin() as txn:
@@ -492,3 +499,72 @@ def test_trim_deletes_at_most_limit_per_transaction(tmp_path: Path) -> None:
             assert _changelog.last_seq(txn, log_db, meta) == 2500  # kept as the trimmed mark
     finally:
         env.close()
+
+
+async def test_database_info_while_the_log_is_created(tmp_path: Path) -> None:
+    """Listing databases on a reader thread while the writer creates the log (first open with
+    changelog=True of an existing environment) leaves the log's handle intact: a read
+    transaction that began before the log's handle was opened must not open handles, nor free
+    one the writer shares (the log's cursor once read another database's keys)."""
+    for attempt in range(12):
+        path = tmp_path / f"env{attempt}"
+        async with aiolmdb.open(path, map_size=MAP_SIZE) as env:
+            await env.open_db("notes", versioned=True).put(b"old", b"1")
+        async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+            info = await env.database_info("notes")
+            assert info is not None
+            notes = await env.open_db("notes", versioned=True)
+            await env.open_db("tags")
+            assert [c async for c in env.changes(since=0, follow=False)] == []
+            await notes.put(b"new", b"2")
+            [change] = [c async for c in env.changes(since=0, follow=False)]
+            assert (change.seq, change.db, change.key) == (1, "notes", b"new")
+
+
+_GIVE_IT_A_LOG = """
+import asyncio, sys
+import aiolmdb
+
+async def main() -> None:
+    async with aiolmdb.open(sys.argv[1], changelog=True, map_size=int(sys.argv[2])) as env:
+        await env.open_db("c").put(b"other", b"1")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("versioned", [False, True], ids=["plain", "with-metadata"])
+async def test_writes_refused_once_another_process_adds_a_log(
+    tmp_path: Path, versioned: bool
+) -> None:
+    """A process that opened the environment without changelog=True before it had a log: once
+    another process gives it one, each of its write transactions is refused (a group commit,
+    env.run, an exclusive transaction, deleting a database); reads go on."""
+    path = tmp_path / "env"
+    async with aiolmdb.open(path, map_size=MAP_SIZE) as env:
+        db = env.open_db("a", versioned=versioned)
+        await db.put(b"before", b"1")
+        doomed = env.open_db("b")
+        await doomed.put(b"k", b"v")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _GIVE_IT_A_LOG, str(path), str(MAP_SIZE)
+        )
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+        with pytest.raises(ValueError, match=r"aiolmdb.open\(path, changelog=True\)"):
+            await db.put(b"after", b"2")
+        with pytest.raises(ValueError, match="refused"):
+            await db.put_multi([(b"m1", b"1"), (b"m2", b"2")])
+        with pytest.raises(ValueError, match="refused"):
+            await env.run(lambda txn: txn.put(b"x", b"y"), write=True)
+        with pytest.raises(ValueError, match="refused"):
+            async with env.begin(write=True) as txn:
+                await txn[db].put(b"t", b"1")
+        with pytest.raises(ValueError, match="refused"):
+            await doomed.drop(delete=True)
+        assert await db.get(b"before") == b"1"
+        for key in (b"after", b"m1", b"t"):
+            assert await db.get(key) is None
+        assert await doomed.get(b"k") == b"v"
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+        changes = [c async for c in env.changes(0, follow=False)]
+        assert [(c.db, c.key) for c in changes] == [("c", b"other")]

@@ -24,7 +24,7 @@ import lmdb
 import pytest
 
 import aiolmdb
-from aiolmdb import _cli, _dumpfmt
+from aiolmdb import Change, _cli, _dumpfmt
 from aiolmdb.__main__ import main as module_main
 from aiolmdb._cli import main
 
@@ -1378,3 +1378,125 @@ def test_changes_follow(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.communicate(timeout=60)  # reaps it and closes the pipes
+
+
+def _log_of(path: Path) -> list[Change]:
+    async def read() -> list[Change]:
+        async with aiolmdb.open(path, readonly=True, max_dbs=8) as env:
+            return [c async for c in env.changes(0, follow=False)]
+
+    return asyncio.run(read())
+
+
+def test_dump_load_restores_the_change_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "logged"
+    asyncio.run(_logged_env(path))
+    before = _log_of(path)
+    dump_file = tmp_path / "all.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, path)[0] == 0
+    text = dump_file.read_bytes()
+    assert b"database=__aiolmdb_changes__\n" in text
+    assert b"aiolmdb_changes_trimmed=0\n" in text
+    target = tmp_path / "loaded"
+    assert run(capsys, "load", target, dump_file) == (0, "", "")
+    # The same log, as it was (the loaded data is not logged again), and the same data.
+    assert _log_of(target) == before
+    assert contents(target) == contents(path)
+    # It is marked as logged: a writer without the log is refused, the CLI's writers log.
+    with pytest.raises(ValueError, match="changelog=True"):
+        aiolmdb.open(target, max_dbs=8)
+    assert run(capsys, "put", "--db", "a", target, "after", "load") == (0, "", "")
+    after = _log_of(target)
+    assert after[:-1] == before
+    assert after[-1][:4] == (len(before) + 1, "a", b"after", "put")
+    # A dump with a log into an environment that has one: refused, nothing loaded.
+    code, _, err = run(capsys, "load", target, dump_file)
+    assert code != 0
+    assert_error(err, "change log", "new environment")
+    assert _log_of(target) == after
+    # --db dumps the log alone, as stored.
+    assert run(capsys, "dump", "--db", "__aiolmdb_changes__", "-o", dump_file, path)[0] == 0
+    assert (
+        dump_file.read_bytes()
+        == text[text.index(b"VERSION=3\nformat=bytevalue\ndatabase=__aiolmdb_changes__") :][
+            : len(dump_file.read_bytes())
+        ]
+    )
+
+
+def test_dump_load_of_a_trimmed_log_keeps_numbers_growing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "trimmed"
+
+    async def fill() -> None:
+        async with aiolmdb.open(
+            path, changelog=True, changelog_retention=aiolmdb.Retention(entries=0), max_dbs=8
+        ) as env:
+            db = env.open_db("a")
+            await db.put_multi([(b"%04d" % i, b"v") for i in range(300)])  # queues a trim
+
+            def log_size(txn: aiolmdb.Transaction[bytes, bytes]) -> int:
+                log = env.lmdb_environment.open_db(b"__aiolmdb_changes__", txn=txn.raw)
+                return int(txn.raw.stat(log)["entries"])
+
+            # Trim steps requeue behind writes: the log empties within a few transactions.
+            sizes = [await env.run(log_size, write=True) for _ in range(3)]
+            assert sizes[-1] == 0
+
+    asyncio.run(fill())
+    dump_file = tmp_path / "all.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, path)[0] == 0
+    text = dump_file.read_bytes()
+    assert b"aiolmdb_changes_trimmed=300\nHEADER=END\nDATA=END\n" in text  # no record left
+    target = tmp_path / "loaded"
+    assert run(capsys, "load", target, dump_file) == (0, "", "")
+    assert run(capsys, "put", "--db", "a", target, "new", "v") == (0, "", "")
+    [change] = _log_of_since(target, 300)
+    assert change[:3] == (301, "a", b"new")
+    with pytest.raises(aiolmdb.ChangesTrimmedError):
+        _log_of(target)
+
+
+def _log_of_since(path: Path, since: int) -> list[Change]:
+    async def read() -> list[Change]:
+        async with aiolmdb.open(path, readonly=True, max_dbs=8) as env:
+            return [c async for c in env.changes(since, follow=False)]
+
+    return asyncio.run(read())
+
+
+def test_compacting_copy_keeps_numbers_growing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "logged"
+    asyncio.run(_logged_env(path))
+    dest = tmp_path / "compact"
+    assert run(capsys, "copy", "--compact", path, dest) == (0, "", "")
+    assert _log_of(dest) == _log_of(path)
+    assert run(capsys, "put", "--db", "a", dest, "k2", "v") == (0, "", "")
+    assert [c.seq for c in _log_of(dest)] == [1, 2, 3, 4]
+
+
+def test_cli_writers_log_their_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "logged"
+    asyncio.run(_logged_env(path))
+    assert run(capsys, "put", "--db", "a", path, "x", "1") == (0, "", "")
+    assert run(capsys, "delete", "--db", "a", path, "x") == (0, "", "")
+    plain = tmp_path / "plain"
+    assert run(capsys, "put", "--db", "b", plain, "y", "2") == (0, "", "")
+    dump_file = tmp_path / "b.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, plain)[0] == 0
+    assert run(capsys, "load", path, dump_file) == (0, "", "")
+    assert [c[:5] for c in _log_of(path)[3:]] == [
+        (4, "a", b"x", "put", b"1"),
+        (5, "a", b"x", "delete", None),
+        (6, "b", b"y", "put", b"2"),
+    ]
+    # An environment without a log stays without one.
+    assert run(capsys, "put", plain, "z", "3") == (0, "", "")
+    code, _, err = run(capsys, "changes", plain)
+    assert code == 2
+    assert_error(err, "no change log")

@@ -477,8 +477,11 @@ async def test_refuses_an_earlier_versions_data(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="new --data directory"):
         await runner.setup()
     await runner.cleanup()
-    async with aiolmdb.open(data) as env:  # it was closed: this process may open it again
-        assert await env.open_db("tags").get_all(b"work") == [b"n1"]  # left as it was
+    # It was closed: this process may open it again. The data is left as it was; the start
+    # gave it an (empty) change log, so later writers pass changelog=True.
+    async with aiolmdb.open(data, changelog=True) as env:
+        assert await env.open_db("tags").get_all(b"work") == [b"n1"]
+        assert [c async for c in env.changes(since=0, follow=False)] == []
 
 
 async def test_etags_and_if_match(service: Service) -> None:
@@ -559,6 +562,7 @@ async def test_refuses_unversioned_notes(tmp_path: Path) -> None:
 def test_parse_args_defaults() -> None:
     args = notes_service.parse_args([])
     assert (args.host, args.port, args.data) == ("127.0.0.1", 8080, "./notes-data")
+    assert args.keep_changes == notes_service.DEFAULT_KEEP_CHANGES
     args = notes_service.parse_args(["--port", "0", "--data", "/tmp/x", "--host", "127.0.0.1"])
     assert (args.host, args.port, args.data) == ("127.0.0.1", 0, "/tmp/x")
 
@@ -616,3 +620,144 @@ async def test_main_serves_and_persists(tmp_path: Path) -> None:
             assert (await response.json())["data"] == {"text": "survives a restart"}
     finally:
         await _stop_script(proc)
+
+
+# ------------------------------------------------------------------------------ GET /changes
+async def test_changes_after_a_put(service: Service) -> None:
+    assert await service.put("n1", {"text": "hello"}) == 201
+    assert await service.call("PUT", "/notes/n1/tags", {"tags": ["t"]}) == (
+        200,
+        {"id": "n1", "data": {"text": "hello"}, "tags": ["t"]},
+    )
+    assert (await service.call("DELETE", "/notes/n1"))[0] == 204
+    status, body = await service.call("GET", "/changes?since=0")
+    assert status == 200
+    # The notes' changes only (the tag index's are skipped), decoded, in commit order.
+    assert body["changes"] == [
+        {"seq": 1, "kind": "put", "id": "n1", "note": {"data": {"text": "hello"}, "tags": []}},
+        {"seq": 2, "kind": "put", "id": "n1", "note": {"data": {"text": "hello"}, "tags": ["t"]}},
+        {"seq": 4, "kind": "delete", "id": "n1", "note": None},
+    ]
+    # next skips the tag index's last change (seq 5, the link deleted with the note).
+    assert body["next"] == 5
+    assert await service.call("GET", "/changes?since=5") == (200, {"changes": [], "next": 5})
+    # limit: a page ends at its last change, and the next page goes on from there.
+    status, body = await service.call("GET", "/changes?since=0&limit=2")
+    assert [c["seq"] for c in body["changes"]] == [1, 2]
+    assert body["next"] == 2
+    status, body = await service.call("GET", "/changes?since=2&limit=2")
+    assert [c["seq"] for c in body["changes"]] == [4]
+    assert body["next"] == 5
+
+
+async def test_changes_long_poll_receives_a_later_write(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await service.put("before", {}) == 201
+    status, body = await service.call("GET", "/changes?since=0")
+    since = body["next"]
+    # Know when the poll found nothing and goes on to wait (its first read came back empty).
+    read_changes = notes_service.read_changes
+    found_nothing = asyncio.Event()
+
+    async def observed(store: Any, after: int, limit: int) -> Any:
+        found, following = await read_changes(store, after, limit)
+        if not found:
+            found_nothing.set()
+        return found, following
+
+    monkeypatch.setattr(notes_service, "read_changes", observed)
+    poll = asyncio.ensure_future(
+        service.call("GET", f"/changes?since={since}&timeout={int(TIMEOUT)}&limit=10")
+    )
+    await asyncio.wait_for(found_nothing.wait(), TIMEOUT)
+    assert not poll.done()
+    assert await service.put("after", {"n": 1}) == 201
+    status, body = await asyncio.wait_for(poll, TIMEOUT)
+    assert status == 200
+    assert body["changes"] == [
+        {"seq": since + 1, "kind": "put", "id": "after", "note": {"data": {"n": 1}, "tags": []}}
+    ]
+    assert body["next"] == since + 1
+
+
+async def test_changes_poll_times_out_empty(service: Service) -> None:
+    assert await service.put("n", {}) == 201
+    status, body = await service.call("GET", "/changes?since=1&timeout=1")
+    assert (status, body) == (200, {"changes": [], "next": 1})
+
+
+async def test_changes_bad_parameters(service: Service) -> None:
+    for query in (
+        "",
+        "since=",
+        "since=-1",
+        "since=x",
+        "since=0&timeout=61",
+        "since=0&timeout=-1",
+        "since=0&limit=0",
+        "since=0&limit=1001",
+    ):
+        status, body = await service.call("GET", f"/changes?{query}")
+        assert status == 400, query
+        assert body["error"], query
+
+
+async def test_changes_trimmed_is_gone(tmp_path: Path) -> None:
+    app = notes_service.create_app(tmp_path / "notes-data", map_size=1 << 22, keep_changes=3)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            service = Service(app, http)
+            notes = app[notes_service.STORE].notes
+            # More than one trim check's worth of changes, then a write queued behind the trim.
+            await notes.put_multi([(f"n{i:03d}", {"data": {}, "tags": []}) for i in range(300)])
+            assert await service.put("last", {}) == 201
+            status, body = await service.call("GET", "/changes?since=0")
+            assert status == 410
+            oldest = body["oldest"]
+            assert 1 < oldest <= 301 - 2
+            assert f"since={oldest - 1}" in body["error"]
+            status, body = await service.call("GET", f"/changes?since={oldest - 1}")
+            assert status == 200
+            assert body["changes"][-1]["id"] == "last"
+            assert body["changes"][0]["seq"] == oldest
+    finally:
+        await runner.cleanup()
+
+
+async def test_data_without_a_change_log_starts_one(tmp_path: Path) -> None:
+    """A data directory of the version before the change log: served as it is, its log starts
+    at this start (the notes written before are in GET /notes, not in GET /changes)."""
+    data = tmp_path / "data"
+    async with aiolmdb.open(data) as env:
+        notes = env.open_db(
+            "notes",
+            key_coder=aiolmdb.StringCoder(),
+            value_coder=aiolmdb.JSONCoder(),
+            versioned=True,
+        )
+        await notes.put("old", {"data": {"n": 0}, "tags": []})
+    app = notes_service.create_app(data, map_size=1 << 20)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            service = Service(app, http)
+            assert await service.call("GET", "/changes?since=0") == (
+                200,
+                {"changes": [], "next": 0},
+            )
+            assert (await service.get("old"))["data"] == {"n": 0}
+            assert await service.put("new", {}) == 201
+            _status, body = await service.call("GET", "/changes?since=0")
+            assert [(c["seq"], c["id"]) for c in body["changes"]] == [(1, "new")]
+    finally:
+        await runner.cleanup()

@@ -211,5 +211,5 @@ async def test_gunicorn_workers_share_one_environment(
     table = await asyncio.to_thread(lmdb_readers_of, data)
     assert open_read_txns(table) == []
     assert not {pid for pid, _, _ in reader_rows(table)} & workers
-    async with aiolmdb.open(data) as env:
+    async with aiolmdb.open(data, changelog=True) as env:  # the service keeps a change log
         assert await env.open_db("notes", versioned=True).count() == written
