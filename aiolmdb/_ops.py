@@ -8,7 +8,6 @@ user code and the awaitable operations of every async view.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -175,7 +174,7 @@ def decode_values(kc: Coder[Any], vc: Coder[V], keys: list[bytes], values: list[
         raise first
 
 
-def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
+def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D, *, _large: int = LARGE_VALUE) -> V | D:
     """The value of key, decoded, or default."""
     # The hottest coded path: encode_key's work inlined; its checks run only for a suspect size.
     kc = ctx.kc
@@ -187,7 +186,7 @@ def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
         buf = txn.get(encoded, None, ctx.dbi)
         if buf is None:
             return default
-        if len(buf) >= LARGE_VALUE:
+        if len(buf) >= _large:  # a local: a global lookup per get shows in the benchmarks
             large.seen = True
     else:
         buf = read_large(txn, large, encoded, ctx.dbi)
@@ -212,7 +211,14 @@ def fetch(txn: Txn, ctx: DbContext[Any, Any], encoded: Any) -> bytes | None:
 
 
 def get_bytes(
-    txn: Txn, db: DB, max_key_size: int, key: bytes, default: D, large: LargeValues
+    txn: Txn,
+    db: DB,
+    max_key_size: int,
+    key: bytes,
+    default: D,
+    large: LargeValues,
+    *,
+    _large: int = LARGE_VALUE,
 ) -> bytes | D:
     """``get`` for bytes keys and values (IdentityCoder on both sides): no coder calls, as the
     transactions return ``bytes`` already (buffers=False)."""
@@ -222,7 +228,7 @@ def get_bytes(
         buf = txn.get(key, None, db)
         if buf is None:
             return default
-        if len(buf) >= LARGE_VALUE:
+        if len(buf) >= _large:  # a local: a global lookup per get shows in the benchmarks
             large.seen = True
         return buf
     buf = read_large(txn, large, key, db)
@@ -290,21 +296,10 @@ def _get_multi_bytes(
     if len(pairs) == len(keys):
         found = dict(pairs)
         if len(found) == len(keys):
-            _note_large(ctx, pairs)
             return found
     found = dict.fromkeys(keys, default)
     found.update(pairs)
-    _note_large(ctx, pairs)
     return found
-
-
-_SECOND = operator.itemgetter(1)
-
-
-def _note_large(ctx: DbContext[Any, Any], pairs: list[tuple[bytes, bytes]]) -> None:
-    """Flag the database if one of the values read is large (the check runs in C)."""
-    if pairs and max(map(len, map(_SECOND, pairs))) >= LARGE_VALUE:
-        ctx.large.seen = True
 
 
 def _seen(out: dict[Any, Any], key: object, op: str) -> bool:

@@ -167,7 +167,7 @@ async def written_then_reopened(path: Path, text: str) -> Environment:
     return aiolmdb.open(path, map_size=64 * MiB)
 
 
-@pytest.mark.parametrize("how", ["get", "get_multi_bytes", "get_multi_coded", "get_coded"])
+@pytest.mark.parametrize("how", ["get", "get_multi_coded", "get_coded"])
 async def test_the_first_large_read_flags_the_database(
     path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
@@ -189,6 +189,25 @@ async def test_the_first_large_read_flags_the_database(
                 assert await coded.get(b"big") == text
             assert spy.calls <= 1
         assert spy.calls == 1  # the first read was plain: that is how the database got flagged
+    finally:
+        await asyncio.wait_for(env.close(), TIMEOUT)
+
+
+async def test_get_multi_of_a_bytes_database_flags_nothing(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its values are not measured (a cost on every call): it copies plainly, and a get after
+    it finds the database unflagged."""
+    env = await written_then_reopened(path, "unused")
+    try:
+        raw = env.get_default_database()
+        spy = CopySpy(monkeypatch)
+        for _ in range(2):
+            assert await raw.get_multi([b"big", b"x"]) == {b"big": blob(BIG), b"x": None}
+        assert spy.calls == 0
+        assert await raw.get(b"big") == blob(BIG)  # plain, and flags it
+        assert await raw.get(b"big") == blob(BIG)
+        assert spy.calls == 1
     finally:
         await asyncio.wait_for(env.close(), TIMEOUT)
 
