@@ -210,6 +210,15 @@ def fetch(txn: Txn, ctx: DbContext[Any, Any], encoded: Any) -> bytes | None:
     return buf
 
 
+def get_bytes_plain(txn: Txn, db: DB, max_key_size: int, key: bytes, default: D) -> bytes | D:
+    """``get_bytes`` without the large-value handling, for inline reads (they copy on the
+    loop's thread whatever the size)."""
+    if not 0 < len(key) <= max_key_size:
+        encode_key(_IDENTITY, key, max_key_size)
+    buf = txn.get(key, None, db)
+    return default if buf is None else buf
+
+
 def get_bytes(
     txn: Txn,
     db: DB,

@@ -204,14 +204,19 @@ class AsyncDatabase(AsyncOps[K, V]):
             ctx = await self._context()
         fn: Callable[..., Any]
         args: tuple[Any, ...]
-        if self._bytes_only and type(key) is bytes:
-            fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default, ctx.large)
-        else:
-            fn, args = _ops.get, (ctx, key, default)
         if self._inline:
+            # An inline read copies on the loop thread anyway: no large-value handling.
+            if self._bytes_only and type(key) is bytes:
+                fn, args = _ops.get_bytes_plain, (ctx.dbi, ctx.max_key_size, key, default)
+            else:
+                fn, args = _ops.get, (ctx, key, default)
             result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
                 return result  # type: ignore[no-any-return]  # (no cast: the hottest path)
+        elif self._bytes_only and type(key) is bytes:
+            fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default, ctx.large)
+        else:
+            fn, args = _ops.get, (ctx, key, default)
         return await self._engine.submit_read(fn, args)  # type: ignore[no-any-return]
 
     async def put(self, key: K, value: V, **options: Unpack[PutOptions[V]]) -> bool:
