@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 import lmdb
 
 from . import _versions
+from ._delivery import end_held_read
 from .errors import SnapshotExpiredError
 
 if TYPE_CHECKING:
@@ -342,16 +343,4 @@ class ValueStream:
     def release(self) -> None:
         """End the read transaction (idempotent)."""
         self._done = True
-        if not self._lock.acquire(blocking=False):
-            # A chunk is being copied on a reader thread: release right after it.
-            self._engine.submit_quiet(self.release)
-            return
-        try:
-            txn, self._txn = self._txn, None
-        finally:
-            self._lock.release()
-        if txn is not None:
-            try:
-                txn.abort()
-            except lmdb.Error:  # pragma: no cover - the environment closed under it
-                pass
+        end_held_read(self, self._engine.submit_quiet)

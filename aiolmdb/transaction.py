@@ -9,14 +9,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import lmdb
-
+from ._delivery import end_held_read
 from ._engine import ABORT, COMMIT, SessionCommand, WriteSession
 from ._ops import DbContext
 from ._surface import AsyncOps
@@ -285,17 +283,7 @@ class Snapshot(AsyncTransaction):
     def release(self) -> None:
         """End the snapshot and free its reader slot (idempotent; exit does this)."""
         self._phase = _Phase.DONE
-        if not self._lock.acquire(blocking=False):
-            # A command is still running on a reader thread: release right after it.
-            self._engine.submit_quiet(self.release)
-            return
-        try:
-            txn, self._txn = self._txn, None
-        finally:
-            self._lock.release()
-        if txn is not None:
-            with contextlib.suppress(lmdb.Error):
-                txn.abort()
+        end_held_read(self, self._engine.submit_quiet)
 
     def __del__(self) -> None:
         if getattr(self, "_txn", None) is not None:
