@@ -348,13 +348,13 @@ class Recorder:
         # Handle -> (name, dupsort), or None for aiolmdb's own databases.
         self.names: dict[Any, _Named] = {}
         self.log_db: Any = None
+        # The metadata database's handle, once known (the log's, or the check's below).
         self._meta: Any = None
         self.hooks: tuple[Hook, ...] = ()
         self.active = self.mode is not None and not self._readonly
         # Without the log: whether each write transaction checks that no other process has
         # given the environment a log since (its writes would be missing from it).
         self._check_marker = self.mode is None and not self._readonly
-        self._check_meta: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: threading.Lock = threading.Lock()
         self._call_solo: Callable[..., Any] | None = None
@@ -444,13 +444,13 @@ class Recorder:
         """Changelog off: ``txn`` if the environment still has no log (one get), else abort
         it and raise. Opens the metadata database's handle once it exists, outside a write
         transaction (one opened in a transaction that aborts is freed with it)."""
-        meta = self._check_meta
+        meta = self._meta
         if meta is None:
             if txn.get(META_NAME) is None:
                 return txn
             txn.abort()
             with self._lock:
-                meta = self._check_meta = self._env.open_db(META_NAME, create=False)
+                meta = self._meta = self._env.open_db(META_NAME, create=False)
             txn = self._env.begin(write=True)
         if txn.get(MARKER_KEY, None, meta) is None:
             return txn
