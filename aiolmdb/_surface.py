@@ -10,7 +10,7 @@ of ``_ops`` and ``_scan``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from . import _large, _ops, _scan
@@ -19,7 +19,7 @@ from ._versions import Entry
 from .coders import Coder
 from .ranges import OnEnd, OnItem, RangeIterator, StreamFn, scan_args
 
-__all__ = ["AsyncOps", "RangeSurface", "count_spec", "pairs_of"]
+__all__ = ["AsyncOps", "RangeSurface", "check_chunk_size", "count_spec", "pairs_of", "pieces"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
+    from ._catalogue import DatabaseEntry
     from ._ops import Txn
+    from .environment import Environment
 
     # An operation as the surface hands it over: fn(txn, ctx, *args).
     Op: TypeAlias = Callable[Concatenate[Txn, DbContext[K, V], P], R]
@@ -70,16 +72,56 @@ def count_spec(start: Any, stop: Any, prefix: Any) -> _scan.ScanSpec:
     return _scan.ScanSpec(_scan.ITEMS, start, stop, prefix, False)
 
 
+def check_chunk_size(chunk_size: object) -> None:
+    """get_chunks' piece size: a positive int (bytes)."""
+    if type(chunk_size) is not int or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def pieces(data: bytes, chunk_size: int) -> Iterator[bytes]:
+    """``data`` in pieces of ``chunk_size`` bytes (the last one shorter)."""
+    view = memoryview(data)
+    for start in range(0, len(data), chunk_size):
+        yield bytes(view[start : start + chunk_size])
+
+
 def pairs_of(items: Iterable[tuple[K, V]] | Mapping[K, V]) -> list[tuple[K, V]]:
     """put_multi's argument as a list of pairs (made on the caller's thread)."""
     return list(items.items()) if isinstance(items, Mapping) else list(items)
 
 
 class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
-    """``items``/``keys``/``values``/``entries`` of a database view; ``_range`` makes the
-    iterator."""
+    """What every database view shares, written once: its properties (``name``,
+    ``environment``, ``dupsort``, ``versioned``, the coders) and ``items``/``keys``/``values``/
+    ``entries``; ``_range`` makes the iterator. Subclasses set ``_entry`` (the database's
+    catalogue entry) and ``_env``."""
 
     __slots__ = ()
+
+    _entry: DatabaseEntry
+    _env: Environment
+    key_coder: Coder[K]
+    value_coder: Coder[V]
+
+    @property
+    def name(self) -> str | None:
+        """The database's name (None for the default database)."""
+        return self._entry.label
+
+    @property
+    def environment(self) -> Environment:
+        """The environment this database belongs to."""
+        return self._env
+
+    @property
+    def dupsort(self) -> bool:
+        """True if the database keeps several sorted values per key (``dupsort=True``)."""
+        return self._entry.dupsort
+
+    @property
+    def versioned(self) -> bool:
+        """True if every entry carries a version (``versioned=True``)."""
+        return self._entry.versioned
 
     def _range(self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]) -> Any:
         raise NotImplementedError  # pragma: no cover - provided by subclasses
@@ -135,14 +177,6 @@ class AsyncOps(
 
     __slots__ = ()
 
-    key_coder: Coder[K]
-    value_coder: Coder[V]
-
-    @property
-    def dupsort(self) -> bool:
-        """True if the database keeps several sorted values per key (``dupsort=True``)."""
-        raise NotImplementedError  # pragma: no cover - provided by subclasses
-
     async def _context(self) -> DbContext[K, V]:
         """The database's context, once it is open (waits for the open)."""
         raise NotImplementedError  # pragma: no cover - provided by subclasses
@@ -196,8 +230,7 @@ class AsyncOps(
         :class:`~aiolmdb.SnapshotExpiredError`. In a transaction's or snapshot's view it reads
         the value in that transaction, whole, and hands it out in pieces.
         """
-        if type(chunk_size) is not int or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        check_chunk_size(chunk_size)
         return self._value_chunks(key, chunk_size)
 
     async def _value_chunks(self, key: K, chunk_size: int) -> AsyncGenerator[bytes, None]:
@@ -205,9 +238,8 @@ class AsyncOps(
         data = await self._read(_ops.get_stored, key)
         if data is None:
             raise KeyError(key)
-        view = memoryview(data)
-        for start in range(0, len(data), chunk_size):
-            yield bytes(view[start : start + chunk_size])
+        for piece in pieces(data, chunk_size):
+            yield piece
 
     async def first(self) -> tuple[K, V] | None:
         """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""

@@ -23,6 +23,7 @@ from aiolmdb import (
     ReadOnlyError,
     SnapshotExpiredError,
     StringCoder,
+    TransactionError,
     _large,
 )
 from aiolmdb._large import LARGE_VALUE, READ_SIZE, BufferedReads, copy_out, take
@@ -526,8 +527,8 @@ async def test_a_value_stream_released_before_it_began_holds_nothing(
     assert await engine.run_blocking(stream._begin) is None
     await let_tasks_start()
     assert reader_txnids(env) == []
-    with pytest.raises(RuntimeError, match="ended"):
-        await engine.run_blocking(stream._read, 0, 1)
+    with pytest.raises(TransactionError, match="value stream has already ended"):
+        await engine.run_blocking(stream._held.run, stream._read, 0, 1)
 
 
 async def test_a_value_stream_released_while_copying_ends_after_the_copy(
@@ -550,7 +551,7 @@ async def test_a_value_stream_released_while_copying_ends_after_the_copy(
         submit_quiet(run)
 
     engine.submit_quiet = later
-    with stream._lock:  # as if a chunk were being copied
+    with stream._held._lock:  # as if a chunk were being copied
         stream.release()
         assert reader_txnids(env) != []
     await asyncio.wait_for(released.wait(), TIMEOUT)
