@@ -64,7 +64,8 @@ if TYPE_CHECKING:
         reverse: bool
         limit: int | None
         offset: int
-        chunk_size: int | None
+        batch_size: int | None
+        chunk_size: int | None  # deprecated: batch_size
 
 
 def count_spec(start: Any, stop: Any, prefix: Any) -> _scan.ScanSpec:
@@ -134,8 +135,9 @@ class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
         Options: ``prefix`` keeps keys whose encoding starts with the encoded prefix;
         ``reverse=True`` walks the range from its end; ``offset`` skips that many entries first
         (on the reader thread, without decoding them); ``limit`` caps the count;
-        ``chunk_size`` (default 4096; the first chunks are smaller, from 64) is how many
-        entries one read takes. In a dupsort database every pair is yielded. See
+        ``batch_size`` (default 4096; the first reads take fewer, from 64) is how many
+        entries one read takes (``chunk_size``, its old name, is deprecated: a chunk counts
+        bytes, in ``get_chunks``). In a dupsort database every pair is yielded. See
         :mod:`aiolmdb.ranges` for ordering and consistency.
         """
         return cast(ItemsT, self._range(_scan.ITEMS, start, stop, options))

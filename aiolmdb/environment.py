@@ -8,7 +8,7 @@ import contextlib
 import datetime
 import os
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import lmdb
@@ -29,7 +29,7 @@ from .coders import Coder, IdentityCoder
 from .database import AsyncDatabase
 from .transaction import Snapshot, WriteTransaction
 
-__all__ = ["Environment", "open"]
+__all__ = ["Environment", "StatCall", "open"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -130,6 +130,48 @@ def open(
     except BaseException:
         env.close()
         raise
+
+
+class StatCall(Mapping[str, Any]):
+    """What ``env.stat()`` returns: awaitable (the statistics as a dict, read on a reader
+    thread); used as a mapping without ``await`` it reads them on the spot, deprecated."""
+
+    __slots__ = ("_engine", "_lmdb", "_read")
+
+    def __init__(self, engine: Engine, env: lmdb.Environment) -> None:
+        self._engine = engine
+        self._lmdb = env
+        self._read: dict[str, Any] | None = None
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]:
+        return self._stat().__await__()
+
+    async def _stat(self) -> dict[str, Any]:
+        return dict(await self._engine.run_blocking(self._lmdb.stat))
+
+    def _now(self) -> dict[str, Any]:
+        if self._read is None:
+            warnings.warn(
+                "env.stat() is a coroutine like db.stat(): use 'await env.stat()' (reading its "
+                "result without await is deprecated)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self._engine.check_open()
+            self._read = dict(self._lmdb.stat())
+        return self._read
+
+    def __getitem__(self, key: str) -> Any:
+        return self._now()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return len(self._now())
+
+    def __repr__(self) -> str:
+        return "<env.stat(): await it>"
 
 
 class Environment:
@@ -316,10 +358,14 @@ class Environment:
         return WriteTransaction(self, self._engine) if write else Snapshot(self, self._engine)
 
     # ----------------------------------------------------------------- environment-wide
-    def stat(self) -> dict[str, Any]:
-        """LMDB's statistics for the default database (``psize``, ``depth``, ``entries``...)."""
+    def stat(self) -> StatCall:
+        """LMDB's statistics for the default database (``psize``, ``depth``, ``entries``...):
+        ``await env.stat()``, read on a reader thread, as ``await db.stat()``.
+
+        Using the result as a dict without ``await`` (aiolmdb 0.x) still works in this release
+        with a :class:`DeprecationWarning`; it reads on the calling thread."""
         self._engine.check_open()
-        return dict(self._lmdb.stat())
+        return StatCall(self._engine, self._lmdb)
 
     def info(self) -> dict[str, Any]:
         """LMDB's environment information (``map_size``, ``last_pgno``, ``num_readers``...)."""

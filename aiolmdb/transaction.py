@@ -272,12 +272,20 @@ class Snapshot(AsyncTransaction):
     async def _call(self, fn: Callable[..., R], args: tuple[Any, ...], write: bool) -> R:
         if write:
             raise ReadOnlyError("cannot write in a read snapshot: use env.begin(write=True)")
+        if self._held.ended:  # ended by the environment's close
+            self._phase = _Phase.DONE
         self._check_usable()
         return await self._engine.run_blocking(self._held.run, fn, *args)
 
     def _end(self) -> None:
         self._phase = _Phase.DONE
         self._held.release()
+
+    @property
+    def active(self) -> bool:
+        """True between begin and its end (``close()``, the block's exit, or the
+        environment's close)."""
+        return self._phase is _Phase.ACTIVE and not self._held.ended
 
     async def close(self) -> None:
         """End the snapshot and free its reader slot (idempotent; leaving ``async with``

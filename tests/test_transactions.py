@@ -262,7 +262,7 @@ async def snapshot_audits(
         async with env.begin() as snap:
             balances = await snap[accounts].get_multi(ACCOUNTS)
             assert sum(b or 0 for b in balances.values()) == TOTAL
-            listed = [pair async for pair in snap[accounts].items(chunk_size=5)]
+            listed = [pair async for pair in snap[accounts].items(batch_size=5)]
             assert dict(listed) == balances
             n = await snap[log].count()
             last = await snap[log].last()
@@ -970,7 +970,7 @@ async def test_write_txn_iteration_sees_its_own_writes(env: Environment) -> None
             expected = {i: i for i in range(0, 20, 2)} | {i: i * 100 for i in range(1, 20, 4)}
             del expected[4]
             expected[6] = 600
-            items = [p async for p in n.items(chunk_size=3)]
+            items = [p async for p in n.items(batch_size=3)]
             assert items == sorted(expected.items())
             assert [k async for k in n.keys(5, 13)] == [k for k in sorted(expected) if 5 <= k < 13]
             assert [v async for v in n.values(reverse=True, limit=4)] == [
@@ -978,7 +978,7 @@ async def test_write_txn_iteration_sees_its_own_writes(env: Environment) -> None
             ]
             # Writes made during the iteration show up in the chunks read after them.
             seen = []
-            async for key, _ in n.items(chunk_size=2):
+            async for key, _ in n.items(batch_size=2):
                 seen.append(key)
                 if key == 0:
                     await n.put(3, 3)
@@ -1158,7 +1158,7 @@ async def test_snapshot_isolation(env: Environment) -> None:
                 ("b", [1, 2]),
                 ("c", "keep"),
             ]
-            assert [k async for k in snap[nums].keys(chunk_size=1)] == [1, 2, 3]
+            assert [k async for k in snap[nums].keys(batch_size=1)] == [1, 2, 3]
             assert [v async for v in snap[nums].values(reverse=True)] == [30, 20, 10]
             assert await snap[nums].count() == 3
             assert await snap[nums].first() == (1, 10)
@@ -1210,7 +1210,7 @@ async def test_snapshot_concurrent_gets(env: Environment) -> None:
             assert list(results[:200]) == [i * 3 for i in range(200)]
             assert results[200] == {i: i * 3 for i in range(100, 200)}
             assert results[201] == 200
-            assert [p async for p in view.items(chunk_size=7)] == [(i, i * 3) for i in range(200)]
+            assert [p async for p in view.items(batch_size=7)] == [(i, i * 3) for i in range(200)]
         assert await nums.get(5) == 0
         await assert_no_reader_held(env)
 
