@@ -495,7 +495,7 @@ async def test_env_stat_used_without_await_is_deprecated(env: Environment) -> No
         assert call["entries"] == 1
     assert caught[0].filename == __file__
     assert dict(call) == await env.stat()  # read once: no second warning
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match="await env.stat"):
         assert "psize" in env.stat()
     await env.close()
     with pytest.raises(aiolmdb.ClosedError):
