@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         """The keyword options of delete (see AsyncOps.delete)."""
 
         if_version: int | None
+        if_value: Any
         raise_on_conflict: bool
 
     class RangeOptions(TypedDict, Generic[K], total=False):
@@ -283,7 +284,8 @@ class AsyncOps(
         if the stored value encodes to the same bytes as ``x``. Conditions are checked on the
         writer thread, in the write's own transaction. Returns False when nothing was stored
         (a condition failed, or in a dupsort database that exact pair exists);
-        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead.
+        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead (without a
+        condition a put always stores: it has nothing to conflict with).
         """
         fn, args = _ops.put_call(key, value, options)
         return await self._write(fn, *args)
@@ -314,8 +316,11 @@ class AsyncOps(
         dupsort database one of the key's values; in a plain one, the key only if it holds
         that value); without it, every value of the key goes. Options: ``if_version=v``
         (versioned databases) deletes only if the entry's version is still ``v``;
-        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` when a condition
-        (``value`` or ``if_version``) fails instead of returning False."""
+        ``if_value=x`` only if the stored value encodes to the same bytes as ``x`` (as
+        ``put``'s; not in a dupsort database); ``raise_on_conflict=True`` raises
+        :class:`~aiolmdb.ConflictError` when a condition (``value``, ``if_value``,
+        ``if_version``) fails instead of returning False. Without a condition there is
+        nothing to conflict with: an absent key returns False."""
         fn, args = _ops.delete_call(key, value, options)
         return await self._write(fn, *args)
 
