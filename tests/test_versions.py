@@ -588,7 +588,7 @@ async def test_raise_on_conflict_is_symmetric(env: aiolmdb.Environment, kind: st
     """raise_on_conflict=True turns exactly the False that a failed condition returns into
     ConflictError, for put and delete alike; without a condition there is nothing to
     conflict with."""
-    flags: dict[str, bool] = {kind: True} if kind != "plain" else {}
+    flags: dict[str, Any] = {kind: True} if kind != "plain" else {}
     db = await env.open_db(kind, **flags)
     # No condition: a put always stores (also a new key); a delete of an absent key is False.
     assert await db.put(b"new", b"a", raise_on_conflict=True)
