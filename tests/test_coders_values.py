@@ -290,7 +290,8 @@ def _sample(coder: Coder[Any]) -> Any:
         (
             "lz4.frame",
             lambda: JSONCoder().compressed(codec="lz4"),
-            "CompressedCoder needs the 'lz4' package: pip install 'aiolmdb[lz4]' (or: pip install lz4)",
+            "CompressedCoder needs the 'lz4' package: pip install 'aiolmdb[lz4]' "
+            "(or: pip install lz4)",
         ),
     ],
 )
