@@ -132,6 +132,25 @@ def open(
         raise
 
 
+def _encoded_prefix(coder: Coder[Any], prefix: Any) -> bytes:
+    """``changes(db=database, prefix=key)``'s prefix encoded by the database's key coder (a
+    short key, encoded once, on the loop). Stored bytes that the coder cannot encode were
+    aiolmdb 0.x's meaning: still accepted, deprecated."""
+    try:
+        return bytes(coder.serialize(prefix))
+    except (TypeError, ValueError) as exc:
+        if not isinstance(prefix, bytes):
+            raise type(exc)(f"cannot encode prefix {prefix!r} with {coder!r}: {exc}") from exc
+    warnings.warn(
+        "changes(db=database, prefix=...) takes a key of that database, encoded by its key "
+        "coder, as items(prefix=...) does; stored bytes its coder cannot encode are "
+        "deprecated: pass the key",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return prefix
+
+
 class StatCall(Mapping[str, Any]):
     """What ``env.stat()`` returns: awaitable (the statistics as a dict, read on a reader
     thread); used as a mapping without ``await`` it reads them on the spot, deprecated."""
@@ -415,7 +434,7 @@ class Environment:
         since: int | None = None,
         *,
         db: str | bytes | AsyncDatabase[Any, Any] | None = None,
-        prefix: bytes | None = None,
+        prefix: Any = None,
         follow: bool = True,
     ) -> ChangeFeed:
         """Follow the change log: ``async for change in env.changes(since):``.
@@ -425,7 +444,9 @@ class Environment:
         change after ``seq`` (``0``: the whole log), then new ones as they commit. Commits of
         this process wake it at once, other processes' within about 50 ms. ``db`` keeps one
         database's changes (a name, or an :class:`AsyncDatabase`, whose coders then decode
-        keys and values); ``prefix`` keeps keys whose stored bytes start with it (and drops).
+        keys and values); ``prefix`` keeps the keys whose encoding starts with the encoded
+        prefix, as ``prefix=`` of ``items()`` does (and drops): a key of ``db``, encoded by its
+        key coder when ``db`` is an :class:`AsyncDatabase`, else ``bytes`` (stored bytes).
         ``follow=False`` ends the iteration once it has caught up with the log instead.
         Raises :class:`~aiolmdb.errors.ChangesTrimmedError` when retention already trimmed
         changes after ``since``, and ValueError if the environment has no log. Closing the
@@ -434,8 +455,6 @@ class Environment:
         self._engine.check_open()
         if since is not None and (type(since) is not int or since < 0):
             raise ValueError(f"since must be an int >= 0 or None, got {since!r}")
-        if prefix is not None and not isinstance(prefix, bytes):
-            raise TypeError(f"prefix must be bytes (a stored key's start), got {prefix!r}")
         name: str | Literal[False] | None = False
         database = None
         if isinstance(db, AsyncDatabase):
@@ -443,6 +462,13 @@ class Environment:
                 raise ValueError("that database belongs to another environment")
             name = db.name
             database = db
+            if prefix is not None:
+                prefix = _encoded_prefix(db.key_coder, prefix)
+        elif prefix is not None and not isinstance(prefix, bytes):
+            raise TypeError(
+                f"prefix must be bytes (a stored key's start) unless db= is an AsyncDatabase, "
+                f"whose key coder encodes it; got {prefix!r}"
+            )
         elif db is not None:
             encoded = encode_name(db)
             assert encoded is not None
