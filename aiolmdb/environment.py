@@ -365,13 +365,15 @@ class Environment:
     @overload
     def begin(self, write: bool) -> Snapshot | WriteTransaction: ...
     def begin(self, write: bool = False) -> Snapshot | WriteTransaction:
-        """An interactive transaction spanning every database: use ``async with``.
+        """An interactive transaction spanning every database: ``async with`` it, or await it.
 
         ``async with env.begin() as snap:`` is a read snapshot: ``await snap[db].get(k)``,
         ``get_multi``, ``async for`` over ``snap[db].items(...)``, all seeing one consistent
         state. ``async with env.begin(write=True) as txn:`` is an exclusive write transaction
         held across awaits: ``await txn[db].get(k)``, ``await txn[db].put(k, v)``; it commits
         when the block ends normally and rolls back on an exception or cancellation.
+        ``txn = await env.begin(...)`` begins it without a block: end it yourself with
+        ``await txn.commit()``/``await txn.abort()``, or ``await snap.close()``.
         """
         self._engine.check_open()
         return WriteTransaction(self, self._engine) if write else Snapshot(self, self._engine)
