@@ -479,11 +479,11 @@ async def test_scans_of_a_database_holding_large_values(
     values[b"small"] = b"s"
     spy = CopySpy(monkeypatch)
     expected = sorted(values.items())
-    assert await collect(db.items(chunk_size=2)) == expected
+    assert await collect(db.items(batch_size=2)) == expected
     assert spy.calls == 6
-    assert await collect(db.items(reverse=True, chunk_size=2)) == expected[::-1]
-    assert await collect(db.values(b"k1", b"k4", chunk_size=2)) == [v for k, v in expected[1:4]]
-    batches = await collect(db.items(b"k2", chunk_size=3).batches(2))
+    assert await collect(db.items(reverse=True, batch_size=2)) == expected[::-1]
+    assert await collect(db.values(b"k1", b"k4", batch_size=2)) == [v for k, v in expected[1:4]]
+    batches = await collect(db.items(b"k2", batch_size=3).batches(2))
     assert [pair for batch in batches for pair in batch] == expected[2:]
     assert await collect(db.keys()) == [k for k, _ in expected]
     assert await db.first() == expected[0]
