@@ -153,3 +153,28 @@ def test_every_listed_awaitable_exists() -> None:
 def test_get_chunks_is_an_iterator_everywhere(cls: type) -> None:
     """get_chunks is a plain method returning an iterator of pieces (async on the async side)."""
     assert kind(cls, "get_chunks") == "plain"
+
+
+async def test_get_chunks_and_coders_of_a_run_view(env: Environment) -> None:
+    db = env.get_default_database()
+    await db.put(b"k", b"abcdefg")
+
+    def fn(txn: Transaction[bytes, bytes]) -> tuple[list[bytes], Any]:
+        pieces = list(txn.get_chunks(b"k", 3))
+        with pytest.raises(KeyError):
+            txn.get_chunks(b"absent")
+        with pytest.raises(ValueError, match="chunk_size"):
+            txn.get_chunks(b"k", 0)
+        return pieces, txn.value_coder
+
+    pieces, coder = await db.run(fn)
+    assert pieces == [b"abc", b"def", b"g"]
+    assert pieces == [p async for p in db.get_chunks(b"k", 3)]
+    assert coder is db.value_coder
+
+
+async def test_env_stat_result_as_a_mapping(env: Environment) -> None:
+    call = env.stat()
+    assert "await" in repr(call)  # its repr says how to use it, and reads nothing
+    with pytest.warns(DeprecationWarning, match="await env.stat"):
+        assert len(call) == len(await env.stat())

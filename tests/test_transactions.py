@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -1594,3 +1595,17 @@ async def test_a_view_of_another_environment_is_refused(env: Environment, tmp_pa
         async with env.begin() as snap:
             with pytest.raises(ValueError, match="another environment"):
                 snap[foreign]
+
+
+async def test_a_snapshot_dropped_without_close_frees_its_reader_slot(
+    env: Environment, db: Db
+) -> None:
+    async def scenario() -> None:
+        snap = await env.begin()
+        assert await snap[db].get(b"k") is None
+        assert len(reader_txnids(env)) == 1
+        del snap
+        gc.collect()
+        await assert_no_reader_held(env)
+
+    await bounded(scenario())
