@@ -378,7 +378,7 @@ def _active_readers(table: str) -> list[dict[str, Any]]:
 
 def _stat_report(env: Environment, infos: list[DbInfo]) -> dict[str, Any]:
     info = env.info()
-    psize = int(env.stat()["psize"])
+    psize = int(env.lmdb_environment.stat()["psize"])
     used = (int(info["last_pgno"]) + 1) * psize
     readers = _active_readers(env.readers())
     return {
@@ -624,7 +624,7 @@ async def cmd_dump(args: argparse.Namespace) -> int:
             # refused before it loads anything.
             selected.sort(key=lambda db: db.name != LOG_NAME)
         info = env.info()
-        psize = int(env.stat()["psize"])
+        psize = int(env.lmdb_environment.stat()["psize"])
         total = sum(db.stat["entries"] for db in selected)
         if any(db.name is None for db in selected):
             total -= len(catalogue)

@@ -44,14 +44,21 @@ def show_bytes(buffer: Buffer, limit: int = 48) -> str:
     return repr(data)
 
 
-def require(module: str, extra: str, coder: str) -> ModuleType:
-    """Import an optional dependency, or fail with the ``pip install`` line that brings it."""
+def require(module: str, package: str, extra: str, coder: str) -> ModuleType:
+    """Import ``module``, an optional dependency, or fail with the ``pip install`` lines that
+    bring it: aiolmdb's ``extra``, or the distribution ``package`` itself."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
-            f"{coder} needs the {module.split('.')[0]!r} package: pip install 'aiolmdb[{extra}]'"
-        ) from exc
+        raise ImportError(missing(coder, package, extra)) from exc
+
+
+def missing(user: str, package: str, extra: str) -> str:
+    """The message of a missing optional package: what needs it and the pip lines."""
+    return (
+        f"{user} needs the {package!r} package: pip install 'aiolmdb[{extra}]' "
+        f"(or: pip install {package})"
+    )
 
 
 class Coder(abc.ABC, Generic[T]):

@@ -22,6 +22,7 @@ coder without it refuses the value, naming the id, instead of guessing.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 import zlib
 from collections.abc import Callable, Sequence
@@ -53,12 +54,18 @@ _LEVELS = {"zlib": (-1, 9, 1), "zstd": (-(1 << 17), 22, 3), "lz4": (0, 16, 0)}
 
 def _zstd(coder: str) -> ModuleType:
     if sys.version_info >= (3, 14):  # pragma: no cover - the standard library has it
-        return require("compression.zstd", "zstd", coder)
-    return require("backports.zstd", "zstd", coder)
+        try:
+            return importlib.import_module("compression.zstd")
+        except ImportError as exc:
+            raise ImportError(
+                f"{coder} needs the standard library's compression.zstd, missing from this "
+                "Python 3.14 build: use a Python built with zstd support"
+            ) from exc
+    return require("backports.zstd", "backports.zstd", "zstd", coder)
 
 
 def _lz4(coder: str) -> ModuleType:
-    return require("lz4.frame", "lz4", coder)
+    return require("lz4.frame", "lz4", "lz4", coder)
 
 
 def decompress(buffer: Buffer, coder: str, zstd_dict: ZstdDict | None = None) -> Buffer:

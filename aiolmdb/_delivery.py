@@ -15,14 +15,10 @@ This module touches nothing but the futures and the loop it is given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import inspect
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
-
-import lmdb
 
 from .errors import TransactionError
 
@@ -182,29 +178,3 @@ def broken_error(cause: BaseException | None) -> BaseException:
     )
     err.__cause__ = cause
     return err
-
-
-class HeldRead(Protocol):
-    """An object holding a read transaction across awaits (a snapshot, a value stream): the
-    transaction, the lock a reader thread holds while it uses it, and its own release."""
-
-    _lock: threading.Lock
-    _txn: Any
-
-    def release(self) -> None:
-        """End the read transaction (idempotent)."""
-
-
-def end_held_read(holder: HeldRead, submit_quiet: Callable[[Callable[[], None]], Any]) -> None:
-    """End ``holder``'s read transaction; if a reader thread is using it right now, queue
-    ``holder.release`` to run right after it instead (never wait for it on the loop)."""
-    if not holder._lock.acquire(blocking=False):
-        submit_quiet(holder.release)
-        return
-    try:
-        txn, holder._txn = holder._txn, None
-    finally:
-        holder._lock.release()
-    if txn is not None:
-        with contextlib.suppress(lmdb.Error):  # the environment may have closed under it
-            txn.abort()

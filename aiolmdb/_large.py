@@ -30,15 +30,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import inspect
-import threading
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 
 from . import _versions
-from ._delivery import end_held_read
-from .errors import SnapshotExpiredError
+from ._held import HeldRead
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -256,24 +254,14 @@ async def _append(data: bytearray, piece: Any, unyielded: int) -> int:
 
 
 class ValueStream:
-    """One stored value read in chunks from a buffered read transaction held across awaits.
+    """One stored value read in chunks from a buffered read transaction held across awaits
+    (a :class:`~aiolmdb._held.HeldRead`).
 
     Like a snapshot it holds a reader slot (and the value's pages) until it ends, and growing
     the map invalidates it (:class:`~aiolmdb.SnapshotExpiredError`).
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_ctx",
-        "_done",
-        "_encoded",
-        "_engine",
-        "_generation",
-        "_key",
-        "_lock",
-        "_skip",
-        "_txn",
-    )
+    __slots__ = ("_ctx", "_encoded", "_engine", "_held", "_key", "_skip")
 
     def __init__(self, engine: Engine, ctx: DbContext[Any, Any], key: object) -> None:
         self._engine = engine
@@ -281,14 +269,11 @@ class ValueStream:
         self._key = key
         self._encoded: Any = None
         self._skip = _versions.PREFIX_SIZE if ctx.versioned else 0
-        self._txn: Any = None
-        self._generation = -1
-        self._done = False
-        self._lock = threading.Lock()
+        self._held = HeldRead(engine, "value stream", "read it again")
 
     async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
-        """The value's bytes in pieces of ``chunk_size`` (the last one shorter); KeyError if
-        the key is absent."""
+        """The value's bytes in pieces of ``chunk_size`` bytes (the last one shorter);
+        KeyError if the key is absent."""
         engine = self._engine
         try:
             size = await engine.run_blocking(self._begin)
@@ -298,26 +283,20 @@ class ValueStream:
             end = offset + size
             while offset < end:
                 n = min(chunk_size, end - offset)
-                yield await engine.run_blocking(self._read, offset, n)
+                yield await engine.run_blocking(self._held.run, self._read, offset, n)
                 offset += n
         finally:
             self.release()
 
     def _begin(self) -> int | None:
-        # Reader thread, inside the gate: no resize can run while this begins.
+        # Reader thread, inside the gate (a run_blocking job).
         from ._ops import encode_key  # (_ops imports this module)
 
         ctx = self._ctx
         self._encoded = encode_key(ctx.kc, self._key, ctx.max_key_size)
-        txn = self._engine.begin_in_gate(buffers=True)
-        with self._lock:
-            if self._done:  # released (e.g. cancelled) while starting
-                txn.abort()
-                return None
-            self._txn = txn
-            self._generation = self._engine.map_generation
-        self._engine.track_snapshot(self)
-        buf = txn.get(self._encoded, None, ctx.dbi)
+        if not self._held.begin(buffers=True):  # released (e.g. cancelled) while starting
+            return None
+        buf = self._held.run(_get, self._encoded, ctx.dbi)
         if buf is None:
             return None
         if len(buf) < self._skip:
@@ -327,20 +306,15 @@ class ValueStream:
             )
         return len(buf) - self._skip
 
-    def _read(self, offset: int, n: int) -> bytes:
-        with self._lock:
-            txn = self._txn
-            if txn is None:
-                raise RuntimeError("the value stream has ended")
-            if self._generation != self._engine.map_generation:
-                raise SnapshotExpiredError(
-                    "the map was grown while this value was being read, which invalidates "
-                    "the read; read it again"
-                )
-            buf = txn.get(self._encoded, None, self._ctx.dbi)
-            return take(buf[offset : offset + n])
+    def _read(self, txn: Any, offset: int, n: int) -> bytes:
+        buf = txn.get(self._encoded, None, self._ctx.dbi)
+        return take(buf[offset : offset + n])
 
     def release(self) -> None:
         """End the read transaction (idempotent)."""
-        self._done = True
-        end_held_read(self, self._engine.submit_quiet)
+        self._held.release()
+
+
+def _get(txn: Any, key: bytes, dbi: Any) -> Any:
+    """The stored value under ``key`` (a view into the map in a buffered transaction)."""
+    return txn.get(key, None, dbi)

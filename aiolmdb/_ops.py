@@ -553,7 +553,7 @@ def get_multi_entries(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, 
 
 
 _PUT_OPTIONS = frozenset({"overwrite", "if_version", "if_value", "raise_on_conflict"})
-_DELETE_OPTIONS = frozenset({"if_version", "raise_on_conflict"})
+_DELETE_OPTIONS = frozenset({"if_version", "if_value", "raise_on_conflict"})
 
 
 def _refuse_unknown(op: str, options: Mapping[str, Any], known: frozenset[str]) -> None:
@@ -588,6 +588,10 @@ def delete_call(
     _refuse_unknown("delete", options, _DELETE_OPTIONS)
     if_version = options.get("if_version")
     raise_on_conflict = options.get("raise_on_conflict", False)
+    if "if_value" in options:  # put's name for the condition a value is in a plain database
+        if value is not MISSING:
+            raise TypeError("delete() takes a value or if_value=, not both")
+        return delete_if_value, (key, options["if_value"], if_version, raise_on_conflict)
     if if_version is None and not raise_on_conflict:
         return delete, (key, value)
     return delete_if, (key, value, if_version, raise_on_conflict)
@@ -639,8 +643,10 @@ def put_if(
     if not overwrite:
         actual = _stored_version(ctx, key, stored)
         reason = "" if stored is None else "it exists (overwrite=False)"
-    else:
+    elif conditional:
         actual, reason = _unmet(ctx, key, stored, if_version, expected, "if_value")
+    else:  # raise_on_conflict alone: no condition, so nothing to conflict with
+        actual, reason = None, ""
     if reason:
         count_conflict()
         if raise_on_conflict:
@@ -714,6 +720,25 @@ def delete_if(
             raise conflict(key, if_version, actual, reason)
         return False
     return bool(txn.delete(encoded, db=db))
+
+
+def delete_if_value(
+    txn: Txn,
+    ctx: DbContext[K, V],
+    key: K,
+    if_value: Any,
+    if_version: int | None,
+    raise_on_conflict: bool,
+) -> bool:
+    """``delete(key, if_value=x)``: delete only if the stored value encodes as ``x`` does (as
+    ``delete(key, x)`` in a plain database; refused in a dupsort one, as ``put``'s
+    ``if_value`` is, since there a value names one pair rather than a condition)."""
+    if ctx.dupsort:
+        raise ValueError(
+            "if_value is not supported in a dupsort database: delete(key, value) deletes "
+            "that one pair"
+        )
+    return delete_if(txn, ctx, key, if_value, if_version, raise_on_conflict)
 
 
 def restore_entries(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, Entry[V]]]) -> int:

@@ -10,7 +10,7 @@ of ``_ops`` and ``_scan``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from . import _large, _ops, _scan
@@ -19,7 +19,7 @@ from ._versions import Entry
 from .coders import Coder
 from .ranges import OnEnd, OnItem, RangeIterator, StreamFn, scan_args
 
-__all__ = ["AsyncOps", "RangeSurface", "count_spec", "pairs_of"]
+__all__ = ["AsyncOps", "RangeSurface", "check_chunk_size", "count_spec", "pairs_of", "pieces"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
+    from ._catalogue import DatabaseEntry
     from ._ops import Txn
+    from .environment import Environment
 
     # An operation as the surface hands it over: fn(txn, ctx, *args).
     Op: TypeAlias = Callable[Concatenate[Txn, DbContext[K, V], P], R]
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
         """The keyword options of delete (see AsyncOps.delete)."""
 
         if_version: int | None
+        if_value: Any
         raise_on_conflict: bool
 
     class RangeOptions(TypedDict, Generic[K], total=False):
@@ -62,12 +65,26 @@ if TYPE_CHECKING:
         reverse: bool
         limit: int | None
         offset: int
-        chunk_size: int | None
+        batch_size: int | None
+        chunk_size: int | None  # deprecated: batch_size
 
 
 def count_spec(start: Any, stop: Any, prefix: Any) -> _scan.ScanSpec:
     """The range ``count(start, stop, prefix=)`` counts."""
     return _scan.ScanSpec(_scan.ITEMS, start, stop, prefix, False)
+
+
+def check_chunk_size(chunk_size: object) -> None:
+    """get_chunks' piece size: a positive int (bytes)."""
+    if type(chunk_size) is not int or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def pieces(data: bytes, chunk_size: int) -> Iterator[bytes]:
+    """``data`` in pieces of ``chunk_size`` bytes (the last one shorter)."""
+    view = memoryview(data)
+    for start in range(0, len(data), chunk_size):
+        yield bytes(view[start : start + chunk_size])
 
 
 def pairs_of(items: Iterable[tuple[K, V]] | Mapping[K, V]) -> list[tuple[K, V]]:
@@ -76,10 +93,37 @@ def pairs_of(items: Iterable[tuple[K, V]] | Mapping[K, V]) -> list[tuple[K, V]]:
 
 
 class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
-    """``items``/``keys``/``values``/``entries`` of a database view; ``_range`` makes the
-    iterator."""
+    """What every database view shares, written once: its properties (``name``,
+    ``environment``, ``dupsort``, ``versioned``, the coders) and ``items``/``keys``/``values``/
+    ``entries``; ``_range`` makes the iterator. Subclasses set ``_entry`` (the database's
+    catalogue entry) and ``_env``."""
 
     __slots__ = ()
+
+    _entry: DatabaseEntry
+    _env: Environment
+    key_coder: Coder[K]
+    value_coder: Coder[V]
+
+    @property
+    def name(self) -> str | None:
+        """The database's name (None for the default database)."""
+        return self._entry.label
+
+    @property
+    def environment(self) -> Environment:
+        """The environment this database belongs to."""
+        return self._env
+
+    @property
+    def dupsort(self) -> bool:
+        """True if the database keeps several sorted values per key (``dupsort=True``)."""
+        return self._entry.dupsort
+
+    @property
+    def versioned(self) -> bool:
+        """True if every entry carries a version (``versioned=True``)."""
+        return self._entry.versioned
 
     def _range(self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]) -> Any:
         raise NotImplementedError  # pragma: no cover - provided by subclasses
@@ -92,8 +136,9 @@ class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
         Options: ``prefix`` keeps keys whose encoding starts with the encoded prefix;
         ``reverse=True`` walks the range from its end; ``offset`` skips that many entries first
         (on the reader thread, without decoding them); ``limit`` caps the count;
-        ``chunk_size`` (default 4096; the first chunks are smaller, from 64) is how many
-        entries one read takes. In a dupsort database every pair is yielded. See
+        ``batch_size`` (default 4096; the first reads take fewer, from 64) is how many
+        entries one read takes (``chunk_size``, its old name, is deprecated: a chunk counts
+        bytes, in ``get_chunks``). In a dupsort database every pair is yielded. See
         :mod:`aiolmdb.ranges` for ordering and consistency.
         """
         return cast(ItemsT, self._range(_scan.ITEMS, start, stop, options))
@@ -134,14 +179,6 @@ class AsyncOps(
     from (``_context``)."""
 
     __slots__ = ()
-
-    key_coder: Coder[K]
-    value_coder: Coder[V]
-
-    @property
-    def dupsort(self) -> bool:
-        """True if the database keeps several sorted values per key (``dupsort=True``)."""
-        raise NotImplementedError  # pragma: no cover - provided by subclasses
 
     async def _context(self) -> DbContext[K, V]:
         """The database's context, once it is open (waits for the open)."""
@@ -196,8 +233,7 @@ class AsyncOps(
         :class:`~aiolmdb.SnapshotExpiredError`. In a transaction's or snapshot's view it reads
         the value in that transaction, whole, and hands it out in pieces.
         """
-        if type(chunk_size) is not int or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        check_chunk_size(chunk_size)
         return self._value_chunks(key, chunk_size)
 
     async def _value_chunks(self, key: K, chunk_size: int) -> AsyncGenerator[bytes, None]:
@@ -205,9 +241,8 @@ class AsyncOps(
         data = await self._read(_ops.get_stored, key)
         if data is None:
             raise KeyError(key)
-        view = memoryview(data)
-        for start in range(0, len(data), chunk_size):
-            yield bytes(view[start : start + chunk_size])
+        for piece in pieces(data, chunk_size):
+            yield piece
 
     async def first(self) -> tuple[K, V] | None:
         """The ``(key, value)`` pair with the smallest key, or None if the database is empty."""
@@ -249,7 +284,8 @@ class AsyncOps(
         if the stored value encodes to the same bytes as ``x``. Conditions are checked on the
         writer thread, in the write's own transaction. Returns False when nothing was stored
         (a condition failed, or in a dupsort database that exact pair exists);
-        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead.
+        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead (without a
+        condition a put always stores: it has nothing to conflict with).
         """
         fn, args = _ops.put_call(key, value, options)
         return await self._write(fn, *args)
@@ -280,8 +316,11 @@ class AsyncOps(
         dupsort database one of the key's values; in a plain one, the key only if it holds
         that value); without it, every value of the key goes. Options: ``if_version=v``
         (versioned databases) deletes only if the entry's version is still ``v``;
-        ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` when a condition
-        (``value`` or ``if_version``) fails instead of returning False."""
+        ``if_value=x`` only if the stored value encodes to the same bytes as ``x`` (as
+        ``put``'s; not in a dupsort database); ``raise_on_conflict=True`` raises
+        :class:`~aiolmdb.ConflictError` when a condition (``value``, ``if_value``,
+        ``if_version``) fails instead of returning False. Without a condition there is
+        nothing to conflict with: an absent key returns False."""
         fn, args = _ops.delete_call(key, value, options)
         return await self._write(fn, *args)
 

@@ -42,7 +42,7 @@ class MsgpackCoder(ParameterlessCoder[Any]):
 
     def __init__(self) -> None:
         """Create the coder; ``ImportError`` with the pip line if msgspec is missing."""
-        msgspec = require("msgspec", "msgpack", "MsgpackCoder")
+        msgspec = require("msgspec", "msgspec", "msgpack", "MsgpackCoder")
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
 
@@ -96,7 +96,7 @@ class MsgspecCoder(Coder[T], Generic[T]):
         Raises ``ValueError`` for an unknown format, ``TypeError`` for a type msgspec cannot
         decode into, ``ImportError`` with the pip line if msgspec is missing.
         """
-        msgspec = require("msgspec", "msgspec", "MsgspecCoder")
+        msgspec = require("msgspec", "msgspec", "msgspec", "MsgspecCoder")
         if format not in ("msgpack", "json"):
             raise ValueError(f"MsgspecCoder format must be 'msgpack' or 'json', got {format!r}")
         module = msgspec.msgpack if format == "msgpack" else msgspec.json

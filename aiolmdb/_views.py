@@ -15,8 +15,9 @@ import lmdb
 
 from . import _ops, _scan
 from ._ops import MISSING, DbContext
-from ._surface import RangeSurface, count_spec, pairs_of
+from ._surface import RangeSurface, check_chunk_size, count_spec, pairs_of, pieces
 from ._versions import Entry
+from .coders import Coder
 from .errors import ReadOnlyError
 from .ranges import iterate_sync, scan_args
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from ._ops import Txn
     from ._surface import DeleteOptions, PutOptions, RangeOptions
     from .database import AsyncDatabase
-    from .environment import Environment
 
 __all__ = ["DatabaseView", "Transaction", "run_in_transaction"]
 
@@ -46,15 +46,38 @@ class DatabaseView(
     """One database seen through a transaction: synchronous, coder-aware operations.
 
     Only valid inside the function given to ``run``; values it returns are decoded copies, so
-    they stay valid after the transaction ends.
+    they stay valid after the transaction ends. Its coders start as the database's; you may
+    replace them on the view, for the rest of the transaction.
     """
 
-    __slots__ = ("_ctx", "_txn", "_writable")
+    __slots__ = ("_ctx", "_entry", "_env", "_txn", "_writable")
 
-    def __init__(self, txn: Txn, writable: bool, ctx: DbContext[K, V]) -> None:
+    def __init__(
+        self, txn: Txn, writable: bool, ctx: DbContext[K, V], database: AsyncDatabase[K, V]
+    ) -> None:
         self._txn = txn
         self._writable = writable
         self._ctx = ctx
+        self._entry = database._entry
+        self._env = database.environment
+
+    @property
+    def key_coder(self) -> Coder[K]:
+        """The coder of keys in this view; you may replace it (for this transaction)."""
+        return self._ctx.kc
+
+    @key_coder.setter
+    def key_coder(self, coder: Coder[K]) -> None:
+        self._ctx = self._ctx.with_coders(coder, self._ctx.vc)
+
+    @property
+    def value_coder(self) -> Coder[V]:
+        """The coder of values in this view; you may replace it (for this transaction)."""
+        return self._ctx.vc
+
+    @value_coder.setter
+    def value_coder(self, coder: Coder[V]) -> None:
+        self._ctx = self._ctx.with_coders(self._ctx.kc, coder)
 
     def _writing(self, what: str) -> DbContext[K, V]:
         if not self._writable:
@@ -120,6 +143,19 @@ class DatabaseView(
         """Store fn(old) under key (old is default when absent) and return it."""
         return _ops.update(self._txn, self._writing("update"), key, fn, default)
 
+    def get_chunks(self, key: K, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The stored bytes of ``key``'s value in pieces of ``chunk_size`` bytes (as
+        ``AsyncDatabase.get_chunks``, read in this transaction); KeyError if absent."""
+        check_chunk_size(chunk_size)
+        data = _ops.get_stored(self._txn, self._ctx, key)
+        if data is None:
+            raise KeyError(key)
+        return pieces(data, chunk_size)
+
+    def stat(self) -> dict[str, Any]:
+        """LMDB's statistics for this database (as ``AsyncDatabase.stat``)."""
+        return _ops.stat(self._txn, self._ctx)
+
     def first(self) -> tuple[K, V] | None:
         """The pair with the smallest key, or None."""
         return _scan.first_or_last(self._txn, self._ctx, False)
@@ -155,12 +191,15 @@ class Transaction(DatabaseView[K, V]):
     copies; do not keep it, or cursors of it, beyond ``fn``).
     """
 
-    __slots__ = ("_env", "_views")
+    __slots__ = ("_views",)
 
-    def __init__(self, txn: Txn, writable: bool, ctx: DbContext[K, V], env: Environment) -> None:
-        super().__init__(txn, writable, ctx)
-        self._env = env
-        self._views: dict[int, DatabaseView[Any, Any]] = {}
+    def __init__(
+        self, txn: Txn, writable: bool, ctx: DbContext[K, V], database: AsyncDatabase[K, V]
+    ) -> None:
+        super().__init__(txn, writable, ctx, database)
+        # One view per database for the whole transaction (with the database, so its id is
+        # not reused meanwhile): coders set on a view stay set.
+        self._views: dict[int, tuple[AsyncDatabase[Any, Any], DatabaseView[Any, Any]]] = {}
 
     @property
     def raw(self) -> lmdb.Transaction:
@@ -178,12 +217,13 @@ class Transaction(DatabaseView[K, V]):
 
     def __getitem__(self, database: AsyncDatabase[K2, V2]) -> DatabaseView[K2, V2]:
         """A view of ``database`` (of this environment) inside this transaction."""
+        found = self._views.get(id(database))
+        if found is not None:
+            return found[1]
         if database.environment is not self._env:
             raise ValueError("that database belongs to another environment")
-        view: DatabaseView[K2, V2] | None = self._views.get(id(database))
-        if view is None:
-            view = DatabaseView(self._txn, self._writable, database._context_now())
-            self._views[id(database)] = view
+        view = DatabaseView(self._txn, self._writable, database._context_now(), database)
+        self._views[id(database)] = (database, view)
         return view
 
 
@@ -200,10 +240,9 @@ async def run_in_transaction(
         raise TypeError(f"run() needs a callable taking the transaction; got {fn!r}")
     ctx = await database._context()
     await wait_all_opened()  # so txn[db] finds every database open
-    env = database.environment
 
     def build(txn: Txn) -> Transaction[K, V]:
-        return Transaction(txn, write, ctx, env)
+        return Transaction(txn, write, ctx, database)
 
     if write:
         return await engine.submit_write(_ops.call, (fn, build))

@@ -114,26 +114,6 @@ class AsyncDatabase(AsyncOps[K, V]):
             f"<AsyncDatabase {shown} key_coder={self.key_coder!r} value_coder={self.value_coder!r}>"
         )
 
-    @property
-    def name(self) -> str | None:
-        """The database's name (None for the default database)."""
-        return self._entry.label
-
-    @property
-    def environment(self) -> Environment:
-        """The environment this database belongs to."""
-        return self._env
-
-    @property
-    def dupsort(self) -> bool:
-        """True if the database keeps several sorted values per key (``dupsort=True``)."""
-        return self._entry.dupsort
-
-    @property
-    def versioned(self) -> bool:
-        """True if every entry carries a version (``versioned=True``)."""
-        return self._entry.versioned
-
     # ----------------------------------------------------------------- readiness
     def __await__(self) -> Generator[Any, None, AsyncDatabase[K, V]]:
         return self._await_self().__await__()

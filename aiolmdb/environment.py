@@ -8,7 +8,7 @@ import contextlib
 import datetime
 import os
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import lmdb
@@ -29,7 +29,7 @@ from .coders import Coder, IdentityCoder
 from .database import AsyncDatabase
 from .transaction import Snapshot, WriteTransaction
 
-__all__ = ["Environment", "open"]
+__all__ = ["Environment", "StatCall", "open"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -130,6 +130,67 @@ def open(
     except BaseException:
         env.close()
         raise
+
+
+def _encoded_prefix(coder: Coder[Any], prefix: Any) -> bytes:
+    """``changes(db=database, prefix=key)``'s prefix encoded by the database's key coder (a
+    short key, encoded once, on the loop). Stored bytes that the coder cannot encode were
+    aiolmdb 0.x's meaning: still accepted, deprecated."""
+    try:
+        return bytes(coder.serialize(prefix))
+    except (TypeError, ValueError) as exc:
+        if not isinstance(prefix, bytes):
+            raise type(exc)(f"cannot encode prefix {prefix!r} with {coder!r}: {exc}") from exc
+    warnings.warn(
+        "changes(db=database, prefix=...) takes a key of that database, encoded by its key "
+        "coder, as items(prefix=...) does; stored bytes its coder cannot encode are "
+        "deprecated: pass the key",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return prefix
+
+
+class StatCall(Mapping[str, Any]):
+    """What ``env.stat()`` returns: awaitable (the statistics as a dict, read on a reader
+    thread); used as a mapping without ``await`` it reads them on the spot, deprecated."""
+
+    __slots__ = ("_engine", "_lmdb", "_read")
+
+    def __init__(self, engine: Engine, env: lmdb.Environment) -> None:
+        self._engine = engine
+        self._lmdb = env
+        self._read: dict[str, Any] | None = None
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]:
+        return self._stat().__await__()
+
+    async def _stat(self) -> dict[str, Any]:
+        return dict(await self._engine.run_blocking(self._lmdb.stat))
+
+    def _now(self) -> dict[str, Any]:
+        if self._read is None:
+            warnings.warn(
+                "env.stat() is a coroutine like db.stat(): use 'await env.stat()' (reading its "
+                "result without await is deprecated)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self._engine.check_open()
+            self._read = dict(self._lmdb.stat())
+        return self._read
+
+    def __getitem__(self, key: str) -> Any:
+        return self._now()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return len(self._now())
+
+    def __repr__(self) -> str:
+        return "<env.stat(): await it>"
 
 
 class Environment:
@@ -304,22 +365,28 @@ class Environment:
     @overload
     def begin(self, write: bool) -> Snapshot | WriteTransaction: ...
     def begin(self, write: bool = False) -> Snapshot | WriteTransaction:
-        """An interactive transaction spanning every database: use ``async with``.
+        """An interactive transaction spanning every database: ``async with`` it, or await it.
 
         ``async with env.begin() as snap:`` is a read snapshot: ``await snap[db].get(k)``,
         ``get_multi``, ``async for`` over ``snap[db].items(...)``, all seeing one consistent
         state. ``async with env.begin(write=True) as txn:`` is an exclusive write transaction
         held across awaits: ``await txn[db].get(k)``, ``await txn[db].put(k, v)``; it commits
         when the block ends normally and rolls back on an exception or cancellation.
+        ``txn = await env.begin(...)`` begins it without a block: end it yourself with
+        ``await txn.commit()``/``await txn.abort()``, or ``await snap.close()``.
         """
         self._engine.check_open()
         return WriteTransaction(self, self._engine) if write else Snapshot(self, self._engine)
 
     # ----------------------------------------------------------------- environment-wide
-    def stat(self) -> dict[str, Any]:
-        """LMDB's statistics for the default database (``psize``, ``depth``, ``entries``...)."""
+    def stat(self) -> StatCall:
+        """LMDB's statistics for the default database (``psize``, ``depth``, ``entries``...):
+        ``await env.stat()``, read on a reader thread, as ``await db.stat()``.
+
+        Using the result as a dict without ``await`` (aiolmdb 0.x) still works in this release
+        with a :class:`DeprecationWarning`; it reads on the calling thread."""
         self._engine.check_open()
-        return dict(self._lmdb.stat())
+        return StatCall(self._engine, self._lmdb)
 
     def info(self) -> dict[str, Any]:
         """LMDB's environment information (``map_size``, ``last_pgno``, ``num_readers``...)."""
@@ -369,7 +436,7 @@ class Environment:
         since: int | None = None,
         *,
         db: str | bytes | AsyncDatabase[Any, Any] | None = None,
-        prefix: bytes | None = None,
+        prefix: Any = None,
         follow: bool = True,
     ) -> ChangeFeed:
         """Follow the change log: ``async for change in env.changes(since):``.
@@ -379,7 +446,9 @@ class Environment:
         change after ``seq`` (``0``: the whole log), then new ones as they commit. Commits of
         this process wake it at once, other processes' within about 50 ms. ``db`` keeps one
         database's changes (a name, or an :class:`AsyncDatabase`, whose coders then decode
-        keys and values); ``prefix`` keeps keys whose stored bytes start with it (and drops).
+        keys and values); ``prefix`` keeps the keys whose encoding starts with the encoded
+        prefix, as ``prefix=`` of ``items()`` does (and drops): a key of ``db``, encoded by its
+        key coder when ``db`` is an :class:`AsyncDatabase`, else ``bytes`` (stored bytes).
         ``follow=False`` ends the iteration once it has caught up with the log instead.
         Raises :class:`~aiolmdb.errors.ChangesTrimmedError` when retention already trimmed
         changes after ``since``, and ValueError if the environment has no log. Closing the
@@ -388,8 +457,6 @@ class Environment:
         self._engine.check_open()
         if since is not None and (type(since) is not int or since < 0):
             raise ValueError(f"since must be an int >= 0 or None, got {since!r}")
-        if prefix is not None and not isinstance(prefix, bytes):
-            raise TypeError(f"prefix must be bytes (a stored key's start), got {prefix!r}")
         name: str | Literal[False] | None = False
         database = None
         if isinstance(db, AsyncDatabase):
@@ -397,6 +464,13 @@ class Environment:
                 raise ValueError("that database belongs to another environment")
             name = db.name
             database = db
+            if prefix is not None:
+                prefix = _encoded_prefix(db.key_coder, prefix)
+        elif prefix is not None and not isinstance(prefix, bytes):
+            raise TypeError(
+                f"prefix must be bytes (a stored key's start) unless db= is an AsyncDatabase, "
+                f"whose key coder encodes it; got {prefix!r}"
+            )
         elif db is not None:
             encoded = encode_name(db)
             assert encoded is not None

@@ -20,7 +20,8 @@ try:
     from prometheus_client.registry import Collector
 except ImportError as exc:
     raise ImportError(
-        "aiolmdb.prometheus needs prometheus_client: pip install 'aiolmdb[prometheus]'"
+        "aiolmdb.prometheus needs the 'prometheus_client' package: "
+        "pip install 'aiolmdb[prometheus]' (or: pip install prometheus_client)"
     ) from exc
 
 import lmdb

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -54,7 +55,7 @@ StreamFn = Callable[..., Any]
 OnItem = Callable[[Any], None]
 OnEnd = Callable[[BaseException | None], None]
 
-_OPTIONS = frozenset({"prefix", "reverse", "limit", "offset", "chunk_size"})
+_OPTIONS = frozenset({"prefix", "reverse", "limit", "offset", "batch_size", "chunk_size"})
 
 
 def scan_args(
@@ -65,7 +66,7 @@ def scan_args(
     if unknown:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     limit = options.get("limit")
-    size = check_range_args(limit, options.get("chunk_size"))
+    size = check_range_args(limit, _batch_size(options))
     offset = options.get("offset", 0)
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise ValueError(f"offset must be a non-negative int, got {offset!r}")
@@ -74,15 +75,31 @@ def scan_args(
     return spec, limit, size
 
 
-def check_range_args(limit: int | None, chunk_size: int | None) -> int:
-    """Validate limit and chunk_size; return the chunk size to use."""
+def _batch_size(options: RangeOptions[Any]) -> int | None:
+    """The ``batch_size`` option, or the deprecated ``chunk_size`` it replaced (``chunk_size``
+    now means bytes only: ``get_chunks``)."""
+    if "chunk_size" not in options:
+        return options.get("batch_size")
+    if "batch_size" in options:
+        raise TypeError("give batch_size only (chunk_size is its deprecated name)")
+    warnings.warn(
+        "the chunk_size= option of items()/keys()/values()/entries() is deprecated: use "
+        "batch_size= (entries per read; chunk_size counts bytes, in get_chunks)",
+        DeprecationWarning,
+        stacklevel=5,  # the caller of items() and its kin
+    )
+    return options["chunk_size"]
+
+
+def check_range_args(limit: int | None, batch_size: int | None) -> int:
+    """Validate limit and batch_size; return the batch size to use (entries per read)."""
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
-    if chunk_size is None:
+    if batch_size is None:
         return DEFAULT_CHUNK_SIZE
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return chunk_size
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return batch_size
 
 
 # One chunk as read_chunk returns it: (column, paired, resume, done): the entries to yield
@@ -162,7 +179,7 @@ class RangeIterator(Generic[T]):
         return next(it)  # type: ignore[no-any-return]
 
     def batches(self, size: int | None = None) -> AsyncIterator[list[T]]:
-        """Iterate in lists of up to ``size`` entries (default: the chunk size) instead.
+        """Iterate in lists of up to ``size`` entries (default: the ``batch_size``) instead.
 
         Must be called before iteration starts.
         """

@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._delivery import end_held_read
 from ._engine import ABORT, COMMIT, SessionCommand, WriteSession
+from ._held import HeldRead
 from ._ops import DbContext
 from ._surface import AsyncOps
 from ._views import DatabaseView, Transaction
 from .coders import Coder
-from .errors import (
-    ClosedError,
-    ReadOnlyError,
-    SnapshotExpiredError,
-    TransactionError,
-)
+from .errors import ClosedError, ReadOnlyError, TransactionError
 
 if TYPE_CHECKING:
     from ._engine import Engine
-    from ._ops import Txn
     from ._surface import Op, P
     from .database import AsyncDatabase
     from .environment import Environment
@@ -54,26 +48,19 @@ class AsyncDatabaseView(AsyncOps[K, V]):
 
     Every operation is awaitable and runs inside that transaction: in a write transaction on
     the writer thread (one hop per await), in a snapshot on a reader thread. Its coders start
-    as the database's; you may replace them on the view.
+    as the database's; you may replace them on the view, for the rest of the transaction
+    (``txn[db]`` is the same view each time within one transaction).
     """
 
-    __slots__ = ("_database", "_txn", "key_coder", "value_coder")
+    __slots__ = ("_database", "_entry", "_env", "_txn", "key_coder", "value_coder")
 
     def __init__(self, txn: AsyncTransaction, database: AsyncDatabase[K, V]) -> None:
         self._txn = txn
         self._database = database
+        self._entry = database._entry
+        self._env = database.environment
         self.key_coder: Coder[K] = database.key_coder
         self.value_coder: Coder[V] = database.value_coder
-
-    @property
-    def dupsort(self) -> bool:
-        """True for a dupsort database."""
-        return self._database.dupsort
-
-    @property
-    def versioned(self) -> bool:
-        """True for a versioned database."""
-        return self._database.versioned
 
     async def _context(self) -> DbContext[K, V]:
         ctx = await self._database._context()
@@ -97,22 +84,35 @@ class _Phase(enum.Enum):
 class AsyncTransaction:
     """Base of :class:`WriteTransaction` and :class:`Snapshot`: ``txn[db]`` views."""
 
-    __slots__ = ("__weakref__", "_engine", "_env", "_phase")
+    __slots__ = ("__weakref__", "_engine", "_env", "_phase", "_views")
 
     def __init__(self, env: Environment, engine: Engine) -> None:
         self._env = env
         self._engine = engine
         self._phase = _Phase.NEW
+        # One view per database for the whole transaction, so coders set on it stay set
+        # (the view keeps its database alive, so the id is not reused meanwhile).
+        self._views: dict[int, AsyncDatabaseView[Any, Any]] = {}
 
     def __getitem__(self, database: AsyncDatabase[K, V]) -> AsyncDatabaseView[K, V]:
-        """The view of ``database`` (of this environment) inside this transaction."""
-        if database.environment is not self._env:
-            raise ValueError("that database belongs to another environment")
-        return AsyncDatabaseView(self, database)
+        """The view of ``database`` (of this environment) inside this transaction: the same
+        object each time, so coders set on it last as long as the transaction."""
+        view: AsyncDatabaseView[K, V] | None = self._views.get(id(database))
+        if view is None:
+            if database.environment is not self._env:
+                raise ValueError("that database belongs to another environment")
+            view = self._views[id(database)] = AsyncDatabaseView(self, database)
+        return view
+
+    async def begin(self) -> None:
+        """Begin the transaction (``async with`` and ``await`` do this)."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
     def _check_usable(self) -> None:
         if self._phase is _Phase.NEW:
-            raise TransactionError("the transaction has not begun: use 'async with env.begin()'")
+            raise TransactionError(
+                "the transaction has not begun: use 'async with env.begin()' or 'await env.begin()'"
+            )
         if self._phase is _Phase.DONE:
             raise TransactionError("the transaction has already ended")
         self._engine.check_open()
@@ -133,7 +133,9 @@ class WriteTransaction(AsyncTransaction):
     For read-modify-write logic that must await between steps. It runs on the writer thread
     (LMDB requires it), one hop per await; other writers wait their turn until it ends, so keep
     it short. Leaving the block normally commits; an exception, including cancellation, rolls
-    back. ``await txn.commit()`` / ``await txn.abort()`` end it explicitly. Writing with a plain
+    back. ``await txn.commit()`` / ``await txn.abort()`` end it explicitly.
+    ``txn = await env.begin(write=True)`` begins it without a block: then end it yourself
+    with ``commit()`` or ``abort()``. Writing with a plain
     ``db.put`` from the task that holds it raises :class:`~aiolmdb.DeadlockError`. If a command
     fills the map (``lmdb.MapFullError``) the transaction can only roll back; the map is grown
     afterwards, so running it again fits.
@@ -145,8 +147,16 @@ class WriteTransaction(AsyncTransaction):
         super().__init__(env, engine)
         self._session: WriteSession | None = None
 
-    async def __aenter__(self) -> WriteTransaction:
+    def __await__(self) -> Generator[Any, None, WriteTransaction]:
+        return self._begun().__await__()
+
+    async def _begun(self) -> WriteTransaction:
         await self.begin()
+        return self
+
+    async def __aenter__(self) -> WriteTransaction:
+        if self._phase is not _Phase.ACTIVE:  # 'async with await env.begin(...)' takes it over
+            await self.begin()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -158,7 +168,8 @@ class WriteTransaction(AsyncTransaction):
             await self.abort()
 
     async def begin(self) -> None:
-        """Wait for the writer and begin the transaction (``async with`` does this)."""
+        """Wait for the writer and begin the transaction (``async with`` and ``await`` do
+        this)."""
         if self._phase is not _Phase.NEW:
             raise TransactionError("the transaction has already begun")
         engine = self._engine
@@ -221,70 +232,72 @@ class Snapshot(AsyncTransaction):
 
     Commits made after it began are not visible in it. Each await is one hop to a reader
     thread. It holds an LMDB reader slot (and old pages) until it ends, so keep it reasonably
-    short; it is released on exit, including on cancellation. Growing the map invalidates it
+    short; it ends on exit, including on cancellation. ``snap = await env.begin()`` begins it
+    without a block: then end it with ``await snap.close()``. Growing the map invalidates it
     (:class:`~aiolmdb.SnapshotExpiredError`): begin a new one.
     """
 
-    __slots__ = ("_generation", "_lock", "_txn")
+    __slots__ = ("_held",)
 
     def __init__(self, env: Environment, engine: Engine) -> None:
         super().__init__(env, engine)
-        self._txn: Txn | None = None
-        self._generation = -1
-        self._lock = threading.Lock()
+        self._held = HeldRead(engine, "snapshot", "begin a new snapshot")
 
-    async def __aenter__(self) -> Snapshot:
+    def __await__(self) -> Generator[Any, None, Snapshot]:
+        return self._begun().__await__()
+
+    async def _begun(self) -> Snapshot:
         await self.begin()
         return self
 
+    async def __aenter__(self) -> Snapshot:
+        if self._phase is not _Phase.ACTIVE:  # 'async with await env.begin()' takes it over
+            await self.begin()
+        return self
+
     async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
+        self._end()
 
     async def begin(self) -> None:
-        """Begin the snapshot (``async with`` does this)."""
+        """Begin the snapshot (``async with`` and ``await`` do this)."""
         if self._phase is not _Phase.NEW:
             raise TransactionError("the snapshot has already begun")
         self._phase = _Phase.ACTIVE
         try:
-            await self._engine.run_blocking(self._begin)
+            await self._engine.run_blocking(self._held.begin)
         except BaseException:
-            self.release()
+            self._end()
             raise
-        self._engine.track_snapshot(self)
-
-    def _begin(self) -> None:
-        # Reader thread, inside the gate: no resize can run between these two lines.
-        txn = self._engine.begin_in_gate()
-        with self._lock:
-            if self._phase is _Phase.DONE:  # released (e.g. cancelled) while starting
-                txn.abort()
-                return
-            self._txn = txn
-            self._generation = self._engine.map_generation
 
     async def _call(self, fn: Callable[..., R], args: tuple[Any, ...], write: bool) -> R:
         if write:
             raise ReadOnlyError("cannot write in a read snapshot: use env.begin(write=True)")
+        if self._held.ended:  # ended by the environment's close
+            self._phase = _Phase.DONE
         self._check_usable()
-        return await self._engine.run_blocking(self._run, fn, args)
+        return await self._engine.run_blocking(self._held.run, fn, *args)
 
-    def _run(self, fn: Callable[..., R], args: tuple[Any, ...]) -> R:
-        with self._lock:
-            txn = self._txn
-            if txn is None:
-                raise TransactionError("the snapshot has already ended")
-            if self._generation != self._engine.map_generation:
-                raise SnapshotExpiredError(
-                    "the map was grown while this snapshot was open, which invalidates it; "
-                    "begin a new snapshot"
-                )
-            return fn(txn, *args)
+    def _end(self) -> None:
+        self._phase = _Phase.DONE
+        self._held.release()
+
+    @property
+    def active(self) -> bool:
+        """True between begin and its end (``close()``, the block's exit, or the
+        environment's close)."""
+        return self._phase is _Phase.ACTIVE and not self._held.ended
+
+    async def close(self) -> None:
+        """End the snapshot and free its reader slot (idempotent; leaving ``async with``
+        does this)."""
+        self._end()
 
     def release(self) -> None:
-        """End the snapshot and free its reader slot (idempotent; exit does this)."""
-        self._phase = _Phase.DONE
-        end_held_read(self, self._engine.submit_quiet)
-
-    def __del__(self) -> None:
-        if getattr(self, "_txn", None) is not None:
-            self.release()
+        """Deprecated: ``await snap.close()`` (every method that ends a transaction is a
+        coroutine)."""
+        warnings.warn(
+            "Snapshot.release() is deprecated: use 'await snap.close()'",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self._end()

@@ -64,6 +64,7 @@ DB_OPERATIONS: list[Callable[[aiolmdb.AsyncDatabase[bytes, bytes]], Any]] = [
     lambda d: d.put(b"k", b"v"),
     lambda d: d.put(b"k", b"v", if_value=b"old"),
     lambda d: d.delete(b"k", raise_on_conflict=True),
+    lambda d: d.delete(b"k", if_value=b"v"),
     lambda d: d.put_multi([(b"k", b"v")]),
     lambda d: d.delete(b"k"),
     lambda d: d.delete_multi([b"k"]),

@@ -203,7 +203,7 @@ async def test_kept_errors_of_failed_reads_hold_no_reader_slot(open_env: OpenEnv
     kept: list[BaseException] = []
 
     async def scan() -> None:
-        async for _ in bad.items(chunk_size=10):
+        async for _ in bad.items(batch_size=10):
             pass
 
     async def in_snapshot() -> None:

@@ -487,11 +487,28 @@ async def test_many_named_databases(env: Environment) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+async def test_env_stat_used_without_await_is_deprecated(env: Environment) -> None:
+    """aiolmdb 0.x's synchronous ``env.stat()[...]`` still works, with a warning."""
+    await env.get_default_database().put(b"a", b"1")
+    call = env.stat()
+    with pytest.warns(DeprecationWarning, match="await env.stat") as caught:
+        assert call["entries"] == 1
+    assert caught[0].filename == __file__
+    assert dict(call) == await env.stat()  # read once: no second warning
+    with pytest.warns(DeprecationWarning, match="await env.stat"):
+        assert "psize" in env.stat()
+    await env.close()
+    with pytest.raises(aiolmdb.ClosedError):
+        env.stat()
+
+
 async def test_stat_info_path_flags(env: Environment, path: Path) -> None:
     assert env.path == str(path)
-    assert env.stat()["entries"] == 0
+    assert (await env.stat())["entries"] == 0
     await env.get_default_database().put_multi([(b"a", b"1"), (b"b", b"2")])
-    stat = env.stat()
+    stat = await env.stat()
+    assert type(stat) is dict
+    assert stat == await env.get_default_database().stat()
     assert stat["entries"] == 2
     assert stat["psize"] >= 4096
     info = env.info()

@@ -23,6 +23,7 @@ from aiolmdb import (
     ReadOnlyError,
     SnapshotExpiredError,
     StringCoder,
+    TransactionError,
     _large,
 )
 from aiolmdb._large import LARGE_VALUE, READ_SIZE, BufferedReads, copy_out, take
@@ -478,11 +479,11 @@ async def test_scans_of_a_database_holding_large_values(
     values[b"small"] = b"s"
     spy = CopySpy(monkeypatch)
     expected = sorted(values.items())
-    assert await collect(db.items(chunk_size=2)) == expected
+    assert await collect(db.items(batch_size=2)) == expected
     assert spy.calls == 6
-    assert await collect(db.items(reverse=True, chunk_size=2)) == expected[::-1]
-    assert await collect(db.values(b"k1", b"k4", chunk_size=2)) == [v for k, v in expected[1:4]]
-    batches = await collect(db.items(b"k2", chunk_size=3).batches(2))
+    assert await collect(db.items(reverse=True, batch_size=2)) == expected[::-1]
+    assert await collect(db.values(b"k1", b"k4", batch_size=2)) == [v for k, v in expected[1:4]]
+    batches = await collect(db.items(b"k2", batch_size=3).batches(2))
     assert [pair for batch in batches for pair in batch] == expected[2:]
     assert await collect(db.keys()) == [k for k, _ in expected]
     assert await db.first() == expected[0]
@@ -526,8 +527,8 @@ async def test_a_value_stream_released_before_it_began_holds_nothing(
     assert await engine.run_blocking(stream._begin) is None
     await let_tasks_start()
     assert reader_txnids(env) == []
-    with pytest.raises(RuntimeError, match="ended"):
-        await engine.run_blocking(stream._read, 0, 1)
+    with pytest.raises(TransactionError, match="value stream has already ended"):
+        await engine.run_blocking(stream._held.run, stream._read, 0, 1)
 
 
 async def test_a_value_stream_released_while_copying_ends_after_the_copy(
@@ -550,7 +551,7 @@ async def test_a_value_stream_released_while_copying_ends_after_the_copy(
         submit_quiet(run)
 
     engine.submit_quiet = later
-    with stream._lock:  # as if a chunk were being copied
+    with stream._held._lock:  # as if a chunk were being copied
         stream.release()
         assert reader_txnids(env) != []
     await asyncio.wait_for(released.wait(), TIMEOUT)

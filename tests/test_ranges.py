@@ -195,14 +195,14 @@ async def test_range_arguments_match_model(
     await db.put_multi(BYTES_PAIRS)
     for reverse in (False, True):
         for limit in LIMITS:
-            for chunk_size in (None, 1, 3):
+            for batch_size in (None, 1, 3):
                 kw: dict[str, Any] = {
                     "start": start,
                     "stop": stop,
                     "prefix": prefix,
                     "reverse": reverse,
                     "limit": limit,
-                    "chunk_size": chunk_size,
+                    "batch_size": batch_size,
                 }
                 expected = model(BYTES_PAIRS, ID, ID, start, stop, prefix, reverse, limit)
                 assert await collect(db.items(**kw)) == expected, kw
@@ -225,11 +225,11 @@ async def test_range_arguments_in_run_and_snapshot(
             "prefix": prefix,
             "reverse": reverse,
             "limit": limit,
-            "chunk_size": chunk_size,
+            "batch_size": batch_size,
         }
         for reverse in (False, True)
         for limit in (None, 0, 2)
-        for chunk_size in (None, 2)
+        for batch_size in (None, 2)
     ]
 
     def scan(txn: Transaction[bytes, bytes]) -> list[tuple[Any, ...]]:
@@ -281,7 +281,7 @@ async def test_limit_is_a_cap_not_a_size(db: Db) -> None:
     n = len(BYTES_PAIRS)
     assert len(await collect(db.items(limit=n))) == n
     assert len(await collect(db.items(limit=n + 1))) == n
-    assert len(await collect(db.keys(limit=n - 1, chunk_size=1))) == n - 1
+    assert len(await collect(db.keys(limit=n - 1, batch_size=1))) == n - 1
     assert await collect(db.items(limit=0, reverse=True)) == []
     assert await collect(db.items(prefix=b"a", limit=0).batches(2)) == []
 
@@ -337,7 +337,7 @@ bound = st.none() | st.lists(st.sampled_from(ALPHABET), max_size=4).map(bytes)
     reverse=st.booleans(),
     limit=st.none() | st.integers(0, 300),
     offset=st.sampled_from([0, 0, 1, 2]) | st.integers(0, 400),
-    chunk_size=st.sampled_from([None, 1, 2, 5, 64]),
+    batch_size=st.sampled_from([None, 1, 2, 5, 64]),
 )
 async def test_random_ranges_match_model(
     env: Environment,
@@ -348,7 +348,7 @@ async def test_random_ranges_match_model(
     reverse: bool,
     limit: int | None,
     offset: int,
-    chunk_size: int | None,
+    batch_size: int | None,
 ) -> None:
     db = await env.open_db("hyp", dupsort=dupsort)
     pairs = HYP_DUP_PAIRS if dupsort else HYP_PLAIN_PAIRS
@@ -361,7 +361,7 @@ async def test_random_ranges_match_model(
         "reverse": reverse,
         "limit": limit,
         "offset": offset,
-        "chunk_size": chunk_size,
+        "batch_size": batch_size,
     }
     in_range = model(pairs, ID, ID, start, stop, prefix, reverse)
     end = None if limit is None else offset + limit
@@ -398,7 +398,7 @@ async def test_uint_keys_iterate_in_numeric_order(
     ordered = sorted(keys)
     assert await collect(db.keys()) == ordered
     assert await collect(db.keys(reverse=True)) == ordered[::-1]
-    assert await collect(db.items(chunk_size=2)) == [(k, f"v{k}") for k in ordered]
+    assert await collect(db.items(batch_size=2)) == [(k, f"v{k}") for k in ordered]
     assert await collect(db.keys(start=2, stop=256)) == [2, 3, 10, 255]
     assert await collect(db.keys(start=2, stop=256, reverse=True)) == [255, 10, 3, 2]
     assert await collect(db.keys(start=4, stop=11)) == [10]
@@ -433,7 +433,7 @@ async def test_string_keys_iterate_in_utf8_byte_order(env: Environment) -> None:
     for start, stop, prefix in [("a", "zz", None), ("aa", None, "a"), (None, "日", None)]:
         for reverse in (False, True):
             assert await collect(
-                db.items(start, stop, prefix=prefix, reverse=reverse, chunk_size=3)
+                db.items(start, stop, prefix=prefix, reverse=reverse, batch_size=3)
             ) == model(pairs, sc, sc, start, stop, prefix, reverse)
 
 
@@ -457,19 +457,19 @@ async def test_large_scan_in_order_across_chunk_borders(env: Environment) -> Non
     assert (await db.stat())["entries"] == BIG
     assert await collect(db.items()) == pairs
     assert await collect(db.items(reverse=True)) == pairs[::-1]
-    for chunk_size in (7, 1000, 4096):
-        assert await collect(db.keys(chunk_size=chunk_size)) == list(range(BIG))
-        assert await collect(db.values(chunk_size=chunk_size, reverse=True)) == [
+    for batch_size in (7, 1000, 4096):
+        assert await collect(db.keys(batch_size=batch_size)) == list(range(BIG))
+        assert await collect(db.values(batch_size=batch_size, reverse=True)) == [
             3 * k for k in reversed(range(BIG))
         ]
-    assert await collect(db.items(1000, 24_000, chunk_size=7)) == pairs[1000:24_000]
+    assert await collect(db.items(1000, 24_000, batch_size=7)) == pairs[1000:24_000]
     assert (
-        await collect(db.items(1000, 24_000, chunk_size=7, reverse=True))
+        await collect(db.items(1000, 24_000, batch_size=7, reverse=True))
         == (pairs[1000:24_000][::-1])
     )
-    assert await collect(db.keys(5, 4000, chunk_size=1)) == list(range(5, 4000))
-    assert await collect(db.keys(5, 4000, chunk_size=1, reverse=True)) == list(range(3999, 4, -1))
-    assert await collect(db.keys(limit=20_001, chunk_size=7)) == list(range(20_001))
+    assert await collect(db.keys(5, 4000, batch_size=1)) == list(range(5, 4000))
+    assert await collect(db.keys(5, 4000, batch_size=1, reverse=True)) == list(range(3999, 4, -1))
+    assert await collect(db.keys(limit=20_001, batch_size=7)) == list(range(20_001))
     assert await collect(db.keys(limit=999, reverse=True)) == list(range(BIG - 1, BIG - 1000, -1))
     assert await db.first() == (0, 0)
     assert await db.last() == (BIG - 1, 3 * (BIG - 1))
@@ -480,16 +480,16 @@ async def test_large_scan_with_chunk_size_one(env: Environment, inline_reads: bo
     # One entry per read: every entry is a chunk border (the full 25k only inline, where a
     # read costs no thread hop, to keep the threaded run fast).
     n = BIG if inline_reads else 3001
-    assert await collect(db.keys(stop=n, chunk_size=1)) == list(range(n))
-    assert await collect(db.keys(stop=n, chunk_size=1, reverse=True)) == list(range(n))[::-1]
+    assert await collect(db.keys(stop=n, batch_size=1)) == list(range(n))
+    assert await collect(db.keys(stop=n, batch_size=1, reverse=True)) == list(range(n))[::-1]
 
 
 async def test_large_scan_in_run(env: Environment) -> None:
     db = await big_db(env)
 
     def scan(txn: Transaction[int, int]) -> tuple[list[int], list[tuple[int, int]], int]:
-        keys = list(txn.keys(chunk_size=7))
-        items = list(txn.items(100, 20_000, reverse=True, chunk_size=1))
+        keys = list(txn.keys(batch_size=7))
+        items = list(txn.items(100, 20_000, reverse=True, batch_size=1))
         return keys, items, txn.count()
 
     keys, items, count = await db.run(scan)
@@ -508,12 +508,12 @@ async def test_batches_sizes_and_total(env: Environment) -> None:
     assert [len(b) for b in batches_k] == [1000, 1000, 500]
     assert [k for b in batches_k for k in b] == list(range(BIG - 1, BIG - 2501, -1))
 
-    default = await collect(db.values(stop=3000, chunk_size=1024).batches())
+    default = await collect(db.values(stop=3000, batch_size=1024).batches())
     assert [len(b) for b in default] == [1024, 1024, 952]
     assert [len(b) for b in await collect(db.values(stop=9000).batches())] == [4096, 4096, 808]
     assert [v for b in default for v in b] == [3 * k for k in range(3000)]
 
-    sized = await collect(db.keys(stop=3000, chunk_size=500).batches())
+    sized = await collect(db.keys(stop=3000, batch_size=500).batches())
     assert [len(b) for b in sized] == [500] * 6
 
     odd = await collect(db.keys(start=10, stop=33).batches(7))
@@ -583,7 +583,7 @@ async def test_unknown_range_options_are_refused(db: Db) -> None:
 
 async def test_batches_errors(db: Db) -> None:
     await db.put_multi(BYTES_PAIRS)
-    with pytest.raises(ValueError, match="chunk_size"):
+    with pytest.raises(ValueError, match="batch_size"):
         db.items().batches(0)
     it = db.items()
     await anext(it)
@@ -622,10 +622,10 @@ async def test_dupsort_operations(env: Environment) -> None:
     items = [("j", "x"), ("k", "a"), ("k", "z"), ("k", "é"), ("l", "m")]
     assert await collect(db.items()) == items
     assert await collect(db.items(reverse=True)) == items[::-1]
-    assert await collect(db.items(chunk_size=1)) == items
-    assert await collect(db.items(chunk_size=1, reverse=True)) == items[::-1]
+    assert await collect(db.items(batch_size=1)) == items
+    assert await collect(db.items(batch_size=1, reverse=True)) == items[::-1]
     assert await collect(db.keys()) == ["j", "k", "l"]
-    assert await collect(db.keys(reverse=True, chunk_size=1)) == ["l", "k", "j"]
+    assert await collect(db.keys(reverse=True, batch_size=1)) == ["l", "k", "j"]
     assert await collect(db.values()) == ["x", "a", "z", "é", "m"]
     assert await collect(db.items(start="k", stop="l")) == items[1:4]
     assert await collect(db.items(prefix="k", reverse=True, limit=2)) == [("k", "é"), ("k", "z")]
@@ -637,9 +637,9 @@ async def test_dupsort_operations(env: Environment) -> None:
         return (
             txn.get_all("k"),
             txn.count_values("k"),
-            list(txn.keys(chunk_size=1)),
-            list(txn.keys(reverse=True, chunk_size=1)),
-            list(txn.items(chunk_size=2)),
+            list(txn.keys(batch_size=1)),
+            list(txn.keys(reverse=True, batch_size=1)),
+            list(txn.items(batch_size=2)),
             txn.count(),
         )
 
@@ -655,8 +655,8 @@ async def test_dupsort_operations(env: Environment) -> None:
         view = snap[db]
         assert view.dupsort
         assert await view.get_all("k") == ["a", "z", "é"]
-        assert await collect(view.keys(chunk_size=1)) == ["j", "k", "l"]
-        assert await collect(view.items(reverse=True, chunk_size=2)) == items[::-1]
+        assert await collect(view.keys(batch_size=1)) == ["j", "k", "l"]
+        assert await collect(view.items(reverse=True, batch_size=2)) == items[::-1]
 
     assert await db.delete("k", "z") is True
     assert await db.delete("k", "z") is False
@@ -685,8 +685,8 @@ async def test_dupsort_scan_across_chunk_borders(env: Environment) -> None:
     assert await db.get_all(1000) == list(range(0, 2000, 7))
     assert await db.get_all(13) == list(range(19))
     for reverse in (False, True):
-        for chunk_size in (None, 1, 7, 64):
-            kw: dict[str, Any] = {"reverse": reverse, "chunk_size": chunk_size}
+        for batch_size in (None, 1, 7, 64):
+            kw: dict[str, Any] = {"reverse": reverse, "batch_size": batch_size}
             expected = model(DUP_DATA, U32, U32, reverse=reverse)
             assert await collect(db.items(**kw)) == expected, kw
             assert await collect(db.values(**kw)) == [v for _, v in expected], kw
@@ -702,7 +702,7 @@ async def test_dupsort_scan_across_chunk_borders(env: Environment) -> None:
     assert [len(b) for b in batches] == [100, 100, 86]
     assert await db.first() == (0, 0)
     assert await db.last() == (1000, 1995)
-    in_run = await db.run(lambda txn: (list(txn.items(chunk_size=7)), list(txn.keys())))
+    in_run = await db.run(lambda txn: (list(txn.items(batch_size=7)), list(txn.keys())))
     assert in_run == (model(DUP_DATA, U32, U32), model_keys(DUP_DATA, U32, U32))
 
 
@@ -772,7 +772,7 @@ async def test_iteration_in_run_uses_coders(env: Environment) -> None:
 
     def fn(txn: Transaction[str, int]) -> tuple[Any, ...]:
         return (
-            list(txn.items(prefix="k01", chunk_size=3)),
+            list(txn.items(prefix="k01", batch_size=3)),
             list(txn.keys("k195")),
             list(txn.values(stop="k003", reverse=True)),
             list(txn.keys(limit=0)),
@@ -794,7 +794,7 @@ async def test_iteration_in_write_run_sees_its_own_writes(env: Environment) -> N
 
     def fn(txn: Transaction[int, int]) -> list[int]:
         seen = []
-        for k in txn.keys(chunk_size=2):
+        for k in txn.keys(batch_size=2):
             seen.append(k)
             if k == 20:
                 txn.put(85, 85)  # ahead: seen (chunks are read from this transaction)
@@ -812,7 +812,7 @@ async def test_snapshot_iteration_sees_the_state_at_its_start(env: Environment) 
     await db.put_multi(original)
     async with env.begin() as snap:
         view = snap[db]
-        it = view.items(chunk_size=50)
+        it = view.items(batch_size=50)
         got = [await anext(it) for _ in range(10)]
         # Writes committed by other tasks while the snapshot iterates.
         await asyncio.wait_for(
@@ -843,7 +843,7 @@ async def test_iteration_in_write_transaction(env: Environment) -> None:
         view = txn[db]
         await view.put(100, 100)
         await view.delete(3)
-        assert await collect(view.keys(chunk_size=3)) == [0, 1, 2, 4, 5, 6, 7, 8, 9, 100]
+        assert await collect(view.keys(batch_size=3)) == [0, 1, 2, 4, 5, 6, 7, 8, 9, 100]
         assert await collect(view.items(start=8, reverse=True)) == [(100, 100), (9, 9), (8, 8)]
     assert await collect(db.keys(start=8)) == [8, 9, 100]
 
@@ -865,7 +865,7 @@ async def test_abandoned_iterator_holds_no_reader_and_blocks_no_writer(
     kept: list[object] = []
     # More iterators than reader slots: a leaked slot per iterator would exhaust the table.
     for i in range(40):
-        it = db.items(chunk_size=16, reverse=bool(i % 2))
+        it = db.items(batch_size=16, reverse=bool(i % 2))
         if how == "break":
             async for _ in it:
                 break
@@ -886,7 +886,7 @@ async def test_abandoned_iterator_holds_no_reader_and_blocks_no_writer(
                 break
             kept.append(gen)
         else:
-            assert len(await collect(db.keys(chunk_size=16, limit=20))) == 20
+            assert len(await collect(db.keys(batch_size=16, limit=20))) == 20
     assert await db.get(b"000001") == b"x" * 40
     await wait_no_active_readers(env)
     # Writers go on, even a map resize (which waits until no read transaction is open).
@@ -906,7 +906,7 @@ async def test_abandoned_iterator_holds_no_reader_and_blocks_no_writer(
 async def test_no_reader_slot_held_between_chunks(env: Environment) -> None:
     db = await env.open_db("slots", key_coder=U32, value_coder=U32)
     await db.put_multi([(k, k) for k in range(500)])
-    it = db.keys(chunk_size=10)
+    it = db.keys(batch_size=10)
     seen = [await anext(it) for _ in range(25)]
     await wait_no_active_readers(env)  # mid-iteration, between chunks
     assert await asyncio.wait_for(db.put(10_000, 1), TIMEOUT) is True
@@ -939,7 +939,7 @@ async def test_writes_far_ahead_and_behind_during_iteration(
     inserted_behind: set[int] = set()
     seen: list[int] = []
     step = 0
-    async for k, v in db.items(reverse=reverse, chunk_size=8):
+    async for k, v in db.items(reverse=reverse, batch_size=8):
         assert v == k
         seen.append(k)
         if k % 10:
@@ -977,9 +977,9 @@ async def test_writes_far_ahead_and_behind_during_iteration(
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("chunk_size", [1, 3, None])
+@pytest.mark.parametrize("batch_size", [1, 3, None])
 async def test_writes_next_to_the_cursor_never_break_iteration(
-    open_env: OpenEnv, reverse: bool, chunk_size: int | None
+    open_env: OpenEnv, reverse: bool, batch_size: int | None
 ) -> None:
     """Inserting and deleting right around the cursor (including the entry just yielded, the
     resume point): no crash, no repeat, strictly monotonic, nothing inserted behind is seen."""
@@ -992,7 +992,7 @@ async def test_writes_next_to_the_cursor_never_break_iteration(
     inserted_behind: set[int] = set()
     deleted: set[int] = set()
     seen: list[int] = []
-    async for k, v in db.items(reverse=reverse, chunk_size=chunk_size):
+    async for k, v in db.items(reverse=reverse, batch_size=batch_size):
         assert v == k
         seen.append(k)
         if k % 10:
@@ -1024,9 +1024,9 @@ async def test_writes_next_to_the_cursor_never_break_iteration(
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("chunk_size", [1, 4])
+@pytest.mark.parametrize("batch_size", [1, 4])
 async def test_deleting_each_yielded_entry_still_yields_everything(
-    open_env: OpenEnv, reverse: bool, chunk_size: int
+    open_env: OpenEnv, reverse: bool, batch_size: int
 ) -> None:
     """The resume point (the last entry yielded) disappearing must not skip or repeat:
     plain keys, dupsort pairs (and whole keys at their last value), dupsort keys()."""
@@ -1041,7 +1041,7 @@ async def test_deleting_each_yielded_entry_still_yields_everything(
     await dupk.put_multi(dup_pairs)
 
     seen_plain = []
-    async for k, v in plain.items(reverse=reverse, chunk_size=chunk_size):
+    async for k, v in plain.items(reverse=reverse, batch_size=batch_size):
         seen_plain.append((k, v))
         assert await plain.delete(k)
     assert seen_plain == model(plain_pairs, U32, U32, reverse=reverse)
@@ -1052,7 +1052,7 @@ async def test_deleting_each_yielded_entry_still_yields_everything(
     last_in_scan = {k: v for k, v in model(dup_pairs, U32, U32, reverse=reverse)}
     kept: list[tuple[int, int]] = []
     seen_dup = []
-    async for k, v in dup.items(reverse=reverse, chunk_size=chunk_size):
+    async for k, v in dup.items(reverse=reverse, batch_size=batch_size):
         seen_dup.append((k, v))
         if v == last_in_scan[k] and k % 2 == 0:
             assert await dup.delete(k)
@@ -1065,7 +1065,7 @@ async def test_deleting_each_yielded_entry_still_yields_everything(
     assert await collect(dup.items()) == model(kept, U32, U32)
 
     seen_keys = []
-    async for k in dupk.keys(reverse=reverse, chunk_size=chunk_size):
+    async for k in dupk.keys(reverse=reverse, batch_size=batch_size):
         seen_keys.append(k)
         assert await dupk.delete(k)
     assert seen_keys == model_keys(dup_pairs, U32, U32, reverse=reverse)
@@ -1084,7 +1084,7 @@ async def test_dupsort_writes_far_ahead_during_iteration(open_env: OpenEnv, reve
     deleted_ahead: set[tuple[int, int]] = set()
     seen: list[tuple[int, int]] = []
     step = 0
-    async for pair in db.items(reverse=reverse, chunk_size=8):
+    async for pair in db.items(reverse=reverse, batch_size=8):
         seen.append(pair)
         if pair not in index:
             continue
@@ -1126,7 +1126,7 @@ async def test_dupsort_writes_far_ahead_during_iteration(open_env: OpenEnv, reve
 async def test_clearing_the_database_during_iteration_ends_it(env: Environment) -> None:
     db = await env.open_db("clear", key_coder=U32, value_coder=U32)
     await db.put_multi([(k, k) for k in range(1000)])
-    it = db.keys(chunk_size=10)
+    it = db.keys(batch_size=10)
     seen = [await anext(it) for _ in range(5)]
     await db.drop(delete=False)
     seen += await collect(it)
@@ -1159,14 +1159,14 @@ async def test_invalid_limit_and_chunk_size_raise_value_error(env: Environment) 
     bad: list[dict[str, Any]] = [
         {"limit": -1},
         {"limit": -100, "reverse": True},
-        {"chunk_size": 0},
-        {"chunk_size": -3},
-        {"limit": 5, "chunk_size": 0},
+        {"batch_size": 0},
+        {"batch_size": -3},
+        {"limit": 5, "batch_size": 0},
     ]
     async with env.begin() as snap:
         view = snap[db]
         for kw in bad:
-            what = "limit" if "limit" in kw and kw["limit"] < 0 else "chunk_size"
+            what = "limit" if "limit" in kw and kw["limit"] < 0 else "batch_size"
             for make in (db.items, db.keys, db.values, view.items, view.keys, view.values):
                 with pytest.raises(ValueError, match=what):
                     await drain(make, **kw)
@@ -1228,7 +1228,7 @@ async def test_iterator_on_closed_environment_raises_closed_error(env: Environme
     db = await env.open_db("closed", key_coder=U32, value_coder=U32)
     await db.put_multi([(k, k) for k in range(500)])
     fresh = db.items()
-    started = db.keys(chunk_size=10)
+    started = db.keys(batch_size=10)
     assert await anext(started) == 0
     batches = db.values(reverse=True).batches(10)
     await env.close()
@@ -1272,7 +1272,7 @@ async def test_reading_ahead_is_bounded(env: Environment, inline_reads: bool) ->
     counting = CountingCoder()
     db = await env.open_db("ahead", key_coder=counting, value_coder=U32)
     await db.put_multi([(k, k) for k in range(10_000)])
-    it = db.keys(chunk_size=10)
+    it = db.keys(batch_size=10)
     assert await anext(it) == 0
     await wait_no_active_readers(env)  # the reader thread's job has ended: no more decoding
     if inline_reads:
@@ -1289,7 +1289,7 @@ async def test_error_in_a_chunk_read_ahead_comes_in_order_and_iteration_resumes(
     that chunk again (here it decodes), so nothing is skipped or repeated."""
     db = await env.open_db("fail", key_coder=CountingCoder(fail_at=25), value_coder=U32)
     await db.put_multi([(k, k) for k in range(100)])
-    it = db.keys(chunk_size=10)
+    it = db.keys(batch_size=10)
     got = [await anext(it) for _ in range(20)]
     with pytest.raises(ValueError, match="cannot decode key 25"):
         await anext(it)
@@ -1314,7 +1314,7 @@ async def test_a_reader_thread_streaming_ends_its_transaction_every_few_chunks(
 
     monkeypatch.setattr(_scan, "read_chunk", recording)
     monkeypatch.setattr(ranges, "_AHEAD", 1000)  # the thread never waits for the caller
-    assert [k async for k in db.keys(chunk_size=50)] == list(range(2000))
+    assert [k async for k in db.keys(batch_size=50)] == list(range(2000))
     assert len(used) >= 2000 // 50
     per_txn = [sum(1 for u in used if u is txn) for txn in {id(u): u for u in used}.values()]
     assert max(per_txn) == ranges._CHUNKS_PER_TXN
@@ -1364,7 +1364,7 @@ async def test_cancelled_anext_does_not_skip_entries(
     keys = list(range(100))
     await db.put_multi([(k, k) for k in keys])
     async with env.begin() as snap:
-        it = snap[db].keys(chunk_size=10) if source == "snapshot" else db.keys(chunk_size=10)
+        it = snap[db].keys(batch_size=10) if source == "snapshot" else db.keys(batch_size=10)
         gate.calls = 0
         gate.trigger = trigger
         got: list[int] = []
@@ -1379,3 +1379,22 @@ async def test_cancelled_anext_does_not_skip_entries(
         rest = await collect(it)
     # Nothing may be skipped: the iteration either goes on where it was or ends.
     assert got + rest in (keys, got)
+
+
+async def test_chunk_size_is_the_deprecated_name_of_batch_size(db: Db) -> None:
+    """``chunk_size`` counts bytes (get_chunks); ranges count entries with ``batch_size``."""
+    await db.put_multi([(b"k%d" % i, b"v") for i in range(10)])
+    with pytest.warns(DeprecationWarning, match="batch_size") as caught:
+        it = db.keys(chunk_size=3)
+    assert caught[0].filename == __file__  # it points at the caller
+    assert len(await collect(it)) == 10
+
+    def in_txn(txn: Transaction[bytes, bytes]) -> int:
+        with pytest.warns(DeprecationWarning, match="batch_size"):
+            return len(list(txn.keys(chunk_size=3)))
+
+    assert await db.run(in_txn) == 10
+    with pytest.raises(TypeError, match="batch_size only"):
+        db.keys(batch_size=3, chunk_size=3)
+    with pytest.raises(ValueError, match="batch_size"):
+        db.keys(batch_size=0)

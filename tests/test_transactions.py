@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -262,7 +263,7 @@ async def snapshot_audits(
         async with env.begin() as snap:
             balances = await snap[accounts].get_multi(ACCOUNTS)
             assert sum(b or 0 for b in balances.values()) == TOTAL
-            listed = [pair async for pair in snap[accounts].items(chunk_size=5)]
+            listed = [pair async for pair in snap[accounts].items(batch_size=5)]
             assert dict(listed) == balances
             n = await snap[log].count()
             last = await snap[log].last()
@@ -970,7 +971,7 @@ async def test_write_txn_iteration_sees_its_own_writes(env: Environment) -> None
             expected = {i: i for i in range(0, 20, 2)} | {i: i * 100 for i in range(1, 20, 4)}
             del expected[4]
             expected[6] = 600
-            items = [p async for p in n.items(chunk_size=3)]
+            items = [p async for p in n.items(batch_size=3)]
             assert items == sorted(expected.items())
             assert [k async for k in n.keys(5, 13)] == [k for k in sorted(expected) if 5 <= k < 13]
             assert [v async for v in n.values(reverse=True, limit=4)] == [
@@ -978,7 +979,7 @@ async def test_write_txn_iteration_sees_its_own_writes(env: Environment) -> None
             ]
             # Writes made during the iteration show up in the chunks read after them.
             seen = []
-            async for key, _ in n.items(chunk_size=2):
+            async for key, _ in n.items(batch_size=2):
                 seen.append(key)
                 if key == 0:
                     await n.put(3, 3)
@@ -1158,7 +1159,7 @@ async def test_snapshot_isolation(env: Environment) -> None:
                 ("b", [1, 2]),
                 ("c", "keep"),
             ]
-            assert [k async for k in snap[nums].keys(chunk_size=1)] == [1, 2, 3]
+            assert [k async for k in snap[nums].keys(batch_size=1)] == [1, 2, 3]
             assert [v async for v in snap[nums].values(reverse=True)] == [30, 20, 10]
             assert await snap[nums].count() == 3
             assert await snap[nums].first() == (1, 10)
@@ -1185,7 +1186,9 @@ async def test_snapshot_holds_a_reader_slot_until_exit(env: Environment, db: Db)
             assert await snap[db].get(b"k") == b"v"
             assert len(reader_txnids(env)) == 1
         await assert_no_reader_held(env)
-        snap.release()  # idempotent
+        await snap.close()  # idempotent
+        with pytest.warns(DeprecationWarning, match="close"):
+            snap.release()  # the old spelling still ends it
         await assert_no_reader_held(env)
 
     await bounded(scenario())
@@ -1208,7 +1211,7 @@ async def test_snapshot_concurrent_gets(env: Environment) -> None:
             assert list(results[:200]) == [i * 3 for i in range(200)]
             assert results[200] == {i: i * 3 for i in range(100, 200)}
             assert results[201] == 200
-            assert [p async for p in view.items(chunk_size=7)] == [(i, i * 3) for i in range(200)]
+            assert [p async for p in view.items(batch_size=7)] == [(i, i * 3) for i in range(200)]
         assert await nums.get(5) == 0
         await assert_no_reader_held(env)
 
@@ -1404,5 +1407,205 @@ async def test_snapshot_is_consistent_across_databases(env: Environment) -> None
             checks += 1
         await writes
         assert await left.get("n") == await right.get("n") == 200
+
+    await bounded(scenario())
+
+
+# ----------------------------------------------------------------------------- await env.begin()
+async def test_await_begin_write_then_commit(env: Environment, db: Db) -> None:
+    async def scenario() -> None:
+        txn = await env.begin(write=True)
+        assert isinstance(txn, aiolmdb.WriteTransaction)
+        assert is_active(txn)
+        await txn[db].put(b"k", b"v")
+        await txn.commit()
+        assert not is_active(txn)
+        assert await db.get(b"k") == b"v"
+        with pytest.raises(TransactionError, match="already ended"):
+            await txn[db].get(b"k")
+        with pytest.raises(TransactionError, match="not active"):
+            await txn.commit()
+        txn = await env.begin(write=True)
+        await txn[db].put(b"k", b"rolled back")
+        await txn.abort()
+        assert await db.get(b"k") == b"v"
+
+    await bounded(scenario())
+
+
+async def test_await_begin_snapshot_then_close(env: Environment, db: Db) -> None:
+    await db.put(b"k", b"old")
+
+    async def scenario() -> None:
+        snap = await env.begin()
+        assert isinstance(snap, aiolmdb.Snapshot)
+        await db.put(b"k", b"new")
+        assert await snap[db].get(b"k") == b"old"  # it began at the await
+        assert len(reader_txnids(env)) == 1
+        await snap.close()
+        await assert_no_reader_held(env)
+        with pytest.raises(TransactionError, match="already ended"):
+            await snap[db].get(b"k")
+        await snap.close()  # idempotent
+
+    await bounded(scenario())
+
+
+async def test_awaiting_a_transaction_twice_fails(env: Environment, db: Db) -> None:
+    async def scenario() -> None:
+        snap = await env.begin()
+        with pytest.raises(TransactionError, match="already begun"):
+            await snap
+        await snap.close()
+        with pytest.raises(TransactionError, match="already begun"):
+            await snap  # ended: it cannot begin again either
+        txn = await env.begin(write=True)
+        with pytest.raises(TransactionError, match="already begun"):
+            await txn
+        assert is_active(txn)  # the failed await left it alone
+        await txn.abort()
+
+    await bounded(scenario())
+
+
+async def test_async_with_takes_over_an_awaited_transaction(env: Environment, db: Db) -> None:
+    async def scenario() -> None:
+        async with await env.begin(write=True) as txn:
+            await txn[db].put(b"k", b"v")
+        assert not is_active(txn)  # the block committed it
+        assert await db.get(b"k") == b"v"
+        async with await env.begin() as snap:
+            assert await snap[db].get(b"k") == b"v"
+        assert not is_active(snap)
+        await assert_no_reader_held(env)
+
+    await bounded(scenario())
+
+
+async def test_await_begin_write_cancelled_while_waiting_for_the_writer(
+    env: Environment, db: Db
+) -> None:
+    async def waiter() -> None:
+        txn = await env.begin(write=True)  # pragma: no cover - cancelled before it begins
+        await txn[db].put(b"waiter", b"1")
+        await txn.commit()
+
+    async def scenario() -> None:
+        async with env.begin(write=True) as holder:
+            task = asyncio.ensure_future(waiter())
+            await let_tasks_start()  # it waits for the writer, behind this transaction
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await holder[db].put(b"holder", b"1")
+        txn = await env.begin(write=True)  # the writer is free again
+        await txn[db].put(b"after", b"1")
+        await txn.commit()
+        assert await db.get_multi([b"holder", b"waiter", b"after"]) == {
+            b"holder": b"1",
+            b"waiter": None,
+            b"after": b"1",
+        }
+
+    await bounded(scenario())
+
+
+async def test_await_begin_snapshot_cancelled_while_beginning(env1: Environment) -> None:
+    env = env1
+    gate = Gate()
+    gated = await env.open_db("gated", value_coder=GateCoder(gate, on_decode=True))
+    await gated.put(b"held", b"gate")
+
+    async def scenario() -> None:
+        blocker = asyncio.ensure_future(env.run(lambda txn: txn[gated].get(b"held")))
+        await gate.wait_entered()
+        snap = env.begin()
+        task = asyncio.ensure_future(_await(snap))
+        await let_tasks_start()  # the await has queued its begin behind the blocker
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.release.set()
+        assert await bounded(blocker) == b"gate"
+        await reader_barrier(env)
+        await assert_no_reader_held(env)
+        assert not is_active(snap)
+        with pytest.raises(TransactionError):
+            await snap[gated].get(b"held")
+
+    try:
+        await bounded(scenario())
+    finally:
+        gate.release.set()
+
+
+async def _await(txn: aiolmdb.Snapshot | aiolmdb.WriteTransaction) -> None:
+    await txn
+
+
+# ----------------------------------------------------------------------------- views persist
+async def test_a_transaction_hands_out_one_view_per_database(env: Environment, db: Db) -> None:
+    """Coders set on ``txn[db]`` stay set for the rest of the transaction."""
+    other = await env.open_db("other")
+
+    async def scenario() -> None:
+        async with env.begin(write=True) as txn:
+            assert txn[db] is txn[db]
+            assert txn[other] is not txn[db]
+            view: Any = txn[db]  # its coders change type
+            view.value_coder = JSONCoder()
+            await txn[db].put(b"doc", {"a": 1})  # type: ignore[arg-type]
+            assert await view.get(b"doc") == {"a": 1}
+            assert db.value_coder is not view.value_coder  # the database's are unchanged
+        assert await db.get(b"doc") == b'{"a": 1}'
+        async with env.begin() as snap:
+            sview: Any = snap[db]
+            sview.key_coder = StringCoder()
+            assert await snap[db].get("doc") == b'{"a": 1}'  # type: ignore[arg-type]
+        async with env.begin() as snap2:  # a new transaction starts from the database's
+            assert snap2[db] is not snap[db]
+            assert snap2[db].key_coder is db.key_coder
+
+    await bounded(scenario())
+
+
+async def test_run_views_persist_their_coders(env: Environment, db: Db) -> None:
+    other = await env.open_db("other")
+
+    def fn(txn: Transaction[bytes, bytes]) -> Any:
+        assert txn[other] is txn[other]
+        view: Any = txn[other]  # its coders change type
+        view.value_coder = JSONCoder()
+        txn[other].put(b"doc", {"a": 1})  # type: ignore[arg-type]
+        whole: Any = txn
+        whole.key_coder = StringCoder()
+        txn.put("k", b"v")  # type: ignore[arg-type]
+        assert isinstance(whole.key_coder, StringCoder)
+        return txn[other].get(b"doc")
+
+    assert await env.run(fn, write=True) == {"a": 1}
+    assert await other.get(b"doc") == b'{"a": 1}'
+    assert await env.get_default_database().get(b"k") == b"v"
+    assert isinstance(env.get_default_database().key_coder, aiolmdb.IdentityCoder)
+
+
+async def test_a_view_of_another_environment_is_refused(env: Environment, tmp_path: Path) -> None:
+    async with aiolmdb.open(tmp_path / "other", map_size=MAP_SIZE) as other_env:
+        foreign = other_env.get_default_database()
+        async with env.begin() as snap:
+            with pytest.raises(ValueError, match="another environment"):
+                snap[foreign]
+
+
+async def test_a_snapshot_dropped_without_close_frees_its_reader_slot(
+    env: Environment, db: Db
+) -> None:
+    async def scenario() -> None:
+        snap = await env.begin()
+        assert await snap[db].get(b"k") is None
+        assert len(reader_txnids(env)) == 1
+        del snap
+        gc.collect()
+        await assert_no_reader_held(env)
 
     await bounded(scenario())

@@ -580,3 +580,85 @@ async def test_plain_databases_can_use_every_max_dbs_slot(tmp_path: Path) -> Non
     async with aiolmdb.open(path, map_size=MAP_SIZE, max_dbs=2, readonly=True) as env:
         assert await (await env.open_db("b")).get(b"k") == b"2"
         assert await (await env.open_db("a")).get(b"k") == b"1"
+
+
+# ----------------------------------------------------------------------------- raise_on_conflict
+@pytest.mark.parametrize("kind", ["plain", "versioned", "dupsort"])
+async def test_raise_on_conflict_is_symmetric(env: aiolmdb.Environment, kind: str) -> None:
+    """raise_on_conflict=True turns exactly the False that a failed condition returns into
+    ConflictError, for put and delete alike; without a condition there is nothing to
+    conflict with."""
+    flags: dict[str, Any] = {kind: True} if kind != "plain" else {}
+    db = await env.open_db(kind, **flags)
+    # No condition: a put always stores (also a new key); a delete of an absent key is False.
+    assert await db.put(b"new", b"a", raise_on_conflict=True)
+    assert await db.get(b"new") == b"a"
+    assert not await db.delete(b"absent", raise_on_conflict=True)
+    assert await db.delete(b"new", raise_on_conflict=True)
+    await db.put(b"k", b"a")
+    # overwrite=False (put) and the value (delete) are conditions: False, or ConflictError.
+    if kind != "dupsort":
+        assert not await db.put(b"k", b"b", overwrite=False)
+        with pytest.raises(ConflictError, match="exists"):
+            await db.put(b"k", b"b", overwrite=False, raise_on_conflict=True)
+    assert not await db.delete(b"k", b"zz")
+    with pytest.raises(ConflictError, match="absent" if kind == "dupsort" else "differs"):
+        await db.delete(b"k", b"zz", raise_on_conflict=True)
+    assert await db.get(b"k") == b"a"
+    if kind == "dupsort":  # a value names a pair: if_value is refused, for put and delete
+        with pytest.raises(ConflictError, match="pair exists"):
+            await db.put(b"k", b"a", raise_on_conflict=True)
+        for call in (
+            db.put(b"k", b"b", if_value=b"a"),
+            db.delete(b"k", if_value=b"a"),
+            db.delete(b"k", if_value=b"a", raise_on_conflict=True),
+        ):
+            with pytest.raises(ValueError, match="dupsort"):
+                await call
+        return
+    # if_value: the same condition on put and delete, on a differing and on an absent entry.
+    for key, reason in ((b"k", "differs"), (b"absent", "absent")):
+        assert not await db.put(key, b"b", if_value=b"zz")
+        assert not await db.delete(key, if_value=b"zz")
+        with pytest.raises(ConflictError, match=reason) as put_info:
+            await db.put(key, b"b", if_value=b"zz", raise_on_conflict=True)
+        with pytest.raises(ConflictError, match=reason) as delete_info:
+            await db.delete(key, if_value=b"zz", raise_on_conflict=True)
+        assert put_info.value.key == delete_info.value.key == key
+    assert await db.get(b"k") == b"a"
+    assert await db.delete(b"k", if_value=b"a", raise_on_conflict=True)
+    assert await db.get(b"k") is None
+    with pytest.raises(TypeError, match="not both"):
+        await db.delete(b"k", b"a", if_value=b"a")
+    if kind != "versioned":
+        for call in (db.put(b"k", b"b", if_version=1), db.delete(b"k", if_version=1)):
+            with pytest.raises(ValueError, match="versioned"):
+                await call
+        return
+    # if_version: the same on put and delete, on a stale and on an absent entry.
+    await db.put(b"k", b"a")
+    stale = await version(db, b"k")
+    await db.put(b"k", b"b")
+    for key in (b"k", b"absent"):
+        assert not await db.put(key, b"c", if_version=stale)
+        assert not await db.delete(key, if_version=stale)
+        with pytest.raises(ConflictError) as put_info:
+            await db.put(key, b"c", if_version=stale, raise_on_conflict=True)
+        with pytest.raises(ConflictError) as delete_info:
+            await db.delete(key, if_version=stale, raise_on_conflict=True)
+        assert (put_info.value.expected, put_info.value.actual) == (
+            delete_info.value.expected,
+            delete_info.value.actual,
+        )
+    current = await version(db, b"k")
+    assert await db.delete(b"k", if_version=current, if_value=b"b", raise_on_conflict=True)
+
+
+async def test_delete_if_value_in_a_run_view(env: aiolmdb.Environment) -> None:
+    db = env.get_default_database()
+    await db.put(b"k", b"a")
+
+    def fn(txn: aiolmdb.Transaction[bytes, bytes]) -> tuple[bool, bool]:
+        return txn.delete(b"k", if_value=b"zz"), txn.delete(b"k", if_value=b"a")
+
+    assert await db.run(fn, write=True) == (False, True)

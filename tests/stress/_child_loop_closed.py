@@ -35,7 +35,7 @@ async def start_work(path: str) -> aiolmdb.Environment:
     assert await db.put(b"acked", b"1")
 
     async def scan() -> None:
-        async for _ in db.items(chunk_size=16):
+        async for _ in db.items(batch_size=16):
             pass
 
     fire = ABANDONED.append

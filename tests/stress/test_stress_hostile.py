@@ -285,7 +285,7 @@ async def test_bad_input_fails_alone_for_every_coder_and_operation(
         Attempt("delete_multi(None)", db.delete_multi(None), TypeError),  # type: ignore[arg-type]
         Attempt("update fn raises", db.update(k0, lambda old: 1 // 0), ZeroDivisionError),
         Attempt("items(limit=-1)", _raises_now(lambda: db.items(limit=-1)), ValueError),
-        Attempt("keys(chunk_size=0)", _raises_now(lambda: db.keys(chunk_size=0)), ValueError),
+        Attempt("keys(batch_size=0)", _raises_now(lambda: db.keys(batch_size=0)), ValueError),
     ]
 
     # Good neighbours interleaved with the bad operations, all submitted at once.

@@ -240,7 +240,7 @@ async def test_map_grown_by_another_process_while_busy(
             # or (when its own writers filled the map first) grew its map to hold it.
             info = env.info()
             assert info["map_size"] > current
-            assert info["map_size"] >= (info["last_pgno"] + 1) * env.stat()["psize"]
+            assert info["map_size"] >= (info["last_pgno"] + 1) * (await env.stat())["psize"]
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*workers), TIMEOUT)

@@ -115,7 +115,7 @@ async def heavy_reading(db: aiolmdb.AsyncDatabase[bytes, bytes], tasks: int = 12
 
     async def scanner() -> int:
         count = 0
-        async for _ in db.items(prefix=b"k", chunk_size=97):
+        async for _ in db.items(prefix=b"k", batch_size=97):
             count += 1
         assert count == 2000
         return 1

@@ -272,7 +272,7 @@ class AioLmdbMachine(RuleBasedStateMachine):
         self, start: str | None, stop: str | None, reverse: bool, limit: int | None, chunk: int
     ) -> None:
         async def read() -> list[tuple[Any, Any]]:
-            it = self.db.items(start, stop, reverse=reverse, limit=limit, chunk_size=chunk)
+            it = self.db.items(start, stop, reverse=reverse, limit=limit, batch_size=chunk)
             return [pair async for pair in it]
 
         got = self.run(read())
