@@ -34,8 +34,8 @@ from ._versions import MARKER, VersionSource, marker_key
 from .errors import DatabaseDroppedError
 
 if TYPE_CHECKING:
+    from ._delivery import Txn
     from ._engine import Engine
-    from ._ops import Txn
 
 __all__ = ["DB_FLAGS", "Catalogue", "DatabaseEntry", "DatabaseInfo", "encode_name", "open_main"]
 

@@ -30,10 +30,13 @@ import lmdb
 from .errors import TransactionError
 
 if TYPE_CHECKING:
-    import lmdb
+    from typing import TypeAlias
 
     from ._config import EngineConfig
     from ._gate import Gate
+
+    # The engine opens every transaction with buffers=False: reads return bytes.
+    Txn: TypeAlias = lmdb.Transaction[bytes]
 
 __all__ = [
     "CLOSED",

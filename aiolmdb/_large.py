@@ -41,8 +41,9 @@ from ._delivery import end_held_read
 from .errors import SnapshotExpiredError
 
 if TYPE_CHECKING:
+    from ._delivery import Txn
     from ._engine import Engine
-    from ._ops import DB, DbContext, Txn
+    from ._ops import DB, DbContext
 
 __all__ = [
     "LARGE_VALUE",

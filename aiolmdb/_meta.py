@@ -24,7 +24,7 @@ import lmdb
 from ._txnrunner import before_engine
 
 if TYPE_CHECKING:
-    from ._ops import Txn
+    from ._delivery import Txn
 
 __all__ = [
     "LOG_NAME",

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
-import lmdb
-
 from ._delivery import Counted
 from ._large import LARGE_VALUE, BufferedReads, LargeValues, read_large
 from ._versions import (
@@ -36,10 +34,7 @@ R = TypeVar("R")
 
 DB = Any  # an lmdb _Database handle (py-lmdb does not export its type)
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    # The engine opens every transaction with buffers=False: reads return bytes.
-    Txn: TypeAlias = lmdb.Transaction[bytes]
+    from ._delivery import Txn
 _IDENTITY = IdentityCoder()
 
 

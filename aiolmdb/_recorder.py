@@ -65,7 +65,7 @@ from ._trim import TRIM_STEP, LogMode, Retention, trim
 from ._txnrunner import BeginChild
 
 if TYPE_CHECKING:
-    from ._ops import Txn
+    from ._delivery import Txn
 
 __all__ = ["Hook", "LoggedTxn", "Recorder"]
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from ._meta import TRIMMED_KEY
 
 if TYPE_CHECKING:
-    from ._ops import Txn
+    from ._delivery import Txn
 
 __all__ = [
     "DELETE",

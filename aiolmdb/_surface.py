@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
-    from ._ops import Txn
+    from ._delivery import Txn
 
     # An operation as the surface hands it over: fn(txn, ctx, *args).
     Op: TypeAlias = Callable[Concatenate[Txn, DbContext[K, V], P], R]

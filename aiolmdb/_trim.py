@@ -17,7 +17,7 @@ from ._meta import TRIMMED_KEY
 from ._records import HEAD, SEQ, trimmed_upto
 
 if TYPE_CHECKING:
-    from ._ops import Txn
+    from ._delivery import Txn
 
 __all__ = ["TRIM_STEP", "LogMode", "Retention", "log_options", "trim"]
 

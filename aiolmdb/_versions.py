@@ -35,8 +35,8 @@ from ._coder import Buffer, Coder, show_bytes
 from .errors import ConflictError
 
 if TYPE_CHECKING:
+    from ._delivery import Txn
     from ._meta import MetaHandles
-    from ._ops import Txn
 
 __all__ = [
     "COUNTER_KEY",

@@ -24,8 +24,8 @@ from .ranges import iterate_sync, scan_args
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._delivery import Txn
     from ._engine import Engine
-    from ._ops import Txn
     from ._surface import DeleteOptions, PutOptions, RangeOptions
     from .database import AsyncDatabase
     from .environment import Environment

@@ -28,8 +28,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._delivery import Txn
     from ._engine import Engine
-    from ._ops import Txn
     from ._surface import Op, P
     from .database import AsyncDatabase
     from .environment import Environment
