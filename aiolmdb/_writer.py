@@ -343,7 +343,6 @@ class Writer(Part):
             self._end_session(session, [(started, False, as_settable(exc))])
             return
         post(self._loop, [(started, True, None)])
-        grow = False
         while True:
             fut, fn, args = session.commands.get()
             if isinstance(fn, SessionCommand):
@@ -361,6 +360,9 @@ class Writer(Part):
                     txn.abort()
                     if fn is COMMIT:
                         result = (fut, False, broken_error(session.broken))
+                    if isinstance(session.broken, lmdb.MapFullError):
+                        # Before the end is reported: running the transaction again fits.
+                        self.runner.grow_map()
                 self.write_transactions += 1
                 self._end_session(session, [result])
                 break
@@ -369,9 +371,6 @@ class Writer(Part):
                 post(self._loop, [(fut, False, broken_error(session.broken))])
                 continue
             post(self._loop, [self._run_in_session(txn, begin_child, session, fut, fn, args)])
-            grow = grow or isinstance(session.broken, lmdb.MapFullError)
-        if grow:
-            self.runner.grow_map()  # so that running the transaction again fits
 
     def _end_session(
         self, session: WriteSession, results: list[tuple[asyncio.Future[Any] | None, bool, Any]]
