@@ -124,8 +124,9 @@ class MetaHandles:
             if self.meta is None or (log and self.log is None):
                 txn = begin()
                 try:
-                    exists = txn.get(LOG_NAME if log else META_NAME) is not None
-                    exists = exists and txn.get(META_NAME) is not None
+                    exists = txn.get(META_NAME) is not None
+                    if log:
+                        exists = exists and txn.get(LOG_NAME) is not None
                 finally:
                     txn.abort()
                     del txn  # py-lmdb frees the reader slot only with the Transaction

@@ -347,11 +347,6 @@ class Recorder:
             "aiolmdb.open(path, changelog=True)"
         )
 
-    @property
-    def recording(self) -> bool:
-        """Whether new write transactions record their changes."""
-        return self.active or bool(self.hooks)
-
     def first_seq(self, txn: Txn) -> int:
         """The first sequence number of a write transaction."""
         handles = self.meta_handles
