@@ -270,7 +270,7 @@ class Catalogue:
         entry = DatabaseEntry(name, db_flags, versioned, self._lmdb)
         if self._readonly:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
-            meta = self._handles.open_existing(self._lmdb.begin, log=False)
+            meta = self._handles.existing_meta(self._lmdb.begin)
             with self._lock:
                 dbi = self._lmdb.open_db(name, create=False, **db_flags)  # type: ignore[arg-type]
                 if meta is None:

@@ -17,6 +17,7 @@ it aborts: callers keep it with :meth:`MetaHandles.keep` only after the commit.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
@@ -79,7 +80,9 @@ class MetaHandles:
 
     def __init__(self, env: lmdb.Environment) -> None:
         self._env = env
-        self.lock = threading.Lock()
+        # Reentrant: a write transaction begun under it (opening or deleting a database) may
+        # open the metadata database's handle while beginning (the check for a log).
+        self.lock = threading.RLock()
         # None until an open found (or made) the database and, if in a write transaction,
         # that transaction committed.
         self.meta: Any = None
@@ -113,27 +116,36 @@ class MetaHandles:
         if log is not None:
             self.log = log
 
-    def open_existing(self, begin: Any, *, log: bool) -> Any:
-        """The metadata database's handle (and, with ``log``, the log's: ``(log, meta)``),
-        opened outside any transaction of ours if it exists (a handle opened in a read
-        transaction that aborts would be freed with it); None (or ``(None, None)``) if not.
-        ``begin()`` begins the read transaction that looks (through the read gate)."""
-        if self.meta is not None and (not log or self.log is not None):
-            return (self.log, self.meta) if log else self.meta
+    def existing_meta(self, begin: Callable[[], Txn]) -> Any:
+        """The metadata database's handle, opened outside any transaction of ours if the
+        database exists (a handle opened in a read transaction that aborts would be freed with
+        it), or None. ``begin()`` begins the read transaction that looks."""
+        if self.meta is None:
+            self._open_existing(begin, log=False)
+        return self.meta
+
+    def existing_log(self, begin: Callable[[], Txn]) -> tuple[Any, Any]:
+        """The log's and the metadata database's handles, as :meth:`existing_meta`; (None,
+        None) if the environment has no log."""
+        if self.log is None:
+            self._open_existing(begin, log=True)
+        return (self.log, self.meta) if self.log is not None else (None, None)
+
+    def _open_existing(self, begin: Callable[[], Txn], *, log: bool) -> None:
         with self.lock:
-            if self.meta is None or (log and self.log is None):
-                txn = begin()
-                try:
-                    exists = txn.get(META_NAME) is not None
-                    if log:
-                        exists = exists and txn.get(LOG_NAME) is not None
-                finally:
-                    txn.abort()
-                    del txn  # py-lmdb frees the reader slot only with the Transaction
-                if not exists:
-                    return (None, None) if log else None
-                if self.meta is None:
-                    self.meta = open_meta(self._env)
+            if self.meta is not None and (not log or self.log is not None):
+                return  # another thread opened them meanwhile
+            txn = begin()
+            try:
+                exists = txn.get(META_NAME) is not None
                 if log:
-                    self.log = open_log(self._env)
-        return (self.log, self.meta) if log else self.meta
+                    exists = exists and txn.get(LOG_NAME) is not None
+            finally:
+                txn.abort()
+                del txn  # py-lmdb frees the reader slot only with the Transaction
+            if not exists:
+                return
+            if self.meta is None:
+                self.meta = open_meta(self._env)
+            if log:
+                self.log = open_log(self._env)

@@ -335,7 +335,7 @@ class Recorder:
             if txn.get(META_NAME) is None:
                 return txn
             txn.abort()
-            meta = self.meta_handles.open_existing(self.env.begin, log=False)
+            meta = self.meta_handles.existing_meta(self.env.begin)
             txn = self.env.begin(write=True)
         if txn.get(MARKER_KEY, None, meta) is None:
             return txn
@@ -421,7 +421,7 @@ class Recorder:
     def handles(self, begin: Callable[[], Txn]) -> tuple[Any, Any]:
         """The log's and the metadata database's handles (None, None: no log); ``begin``
         begins a read transaction (through the gate) to look."""
-        return self.meta_handles.open_existing(begin, log=True)  # type: ignore[no-any-return]
+        return self.meta_handles.existing_log(begin)
 
     # ----------------------------------------------------------------- trimming
     def _maybe_trim(self, seq: int) -> None:

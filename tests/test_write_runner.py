@@ -205,3 +205,33 @@ async def test_a_delete_or_trim_whose_commit_finds_the_map_full_grows_it(
     assert failed == 1
     assert env.metrics().map_resizes == before + 1
     assert env.info()["map_size"] == 2 * size
+
+
+META_SCRIPT = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=128)
+with env.begin(write=True) as txn:
+    env.open_db(b"__aiolmdb__", txn=txn, create=True)
+env.close()
+"""
+
+
+async def test_delete_after_another_process_made_the_metadata_database(
+    open_env: OpenEnv,
+) -> None:
+    """The delete's write transaction holds the handle lock from its beginning; beginning it
+    checks that no log appeared, which opens the metadata database's handle (under that same
+    lock) when another process created the database after this one opened its own."""
+    env = open_env()
+    plain = await env.open_db("plain")
+    await plain.put(b"k", b"v")
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", META_SCRIPT, env.path],
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    await asyncio.wait_for(plain.drop(), TIMEOUT)
+    assert "plain" not in [info.name for info in await env.databases()]
+    assert await env.get_default_database().put(b"after", b"1") is True
