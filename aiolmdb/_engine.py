@@ -46,7 +46,7 @@ from ._delivery import CLOSED, CLOSING, FORKED, OPEN, State
 from ._gate import READERS_FULL_WAIT, Gate
 from ._metrics import BATCH_SIZE_BOUNDS, Buckets, Metrics
 from ._readers import FALLBACK, Fallback, Readers
-from ._txnrunner import PlainWrites, WriteSource
+from ._txnrunner import WriteSource
 from ._writer import ABORT, COMMIT, SessionCommand, Writer, WriteSession
 from .errors import ClosedError, ForkedError
 
@@ -77,9 +77,7 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Window
 class Engine:
     """Runs operations for one ``lmdb.Environment`` on a reader pool and one writer thread."""
 
-    def __init__(
-        self, env: lmdb.Environment, config: EngineConfig, source: WriteSource | None = None
-    ) -> None:
+    def __init__(self, env: lmdb.Environment, config: EngineConfig, source: WriteSource) -> None:
         self.env = env
         self.max_key_size: int = env.max_key_size()
         self._name: str = env.path()
@@ -92,7 +90,7 @@ class Engine:
 
         # Begins the writer's write transactions (the store's recorder: the change log and
         # on_commit hooks).
-        self._source = source if source is not None else PlainWrites(env)
+        self._source = source
         gate = self._gate = Gate(env, self._adopt_map_size)
         readers = self._readers = Readers(env, gate, config, self)
         # Last: it starts the writer thread.

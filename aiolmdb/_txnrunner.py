@@ -7,13 +7,14 @@ Beginning
     once, there, whether this transaction records its changes) and returns it with the
     function that begins a child of it. A child is always begun by its parent's function, so
     it records exactly when its parent does: no flag is read twice. Without the log or hooks
-    the source returns py-lmdb's transaction and ``functools.partial(env.begin, ...)``.
+    the source returns py-lmdb's transaction and ``functools.partial(env.begin, ...)``, as
+    :func:`plain_write` does for aiolmdb's own writes (``logged=False``: nothing to record).
 
 The policy (:meth:`WriteRunner.run`)
     ``work(txn, begin_child)`` runs in a fresh top-level transaction, which commits after it.
 
-    * ``MapResizedError`` (another process grew the map): adopt its size (``resize(0)``
-      through the gate) and run the work again.
+    * ``MapResizedError`` (another process grew the map; LMDB reports it when a transaction
+      begins): adopt its size (``resize(0)`` through the gate) and begin again.
     * ``MapFullError`` (the work or the commit did not fit): abort, double the map through the
       gate while ``map_growth`` is on and below ``max_map_size``, and run the work again; when
       it cannot grow, raise :meth:`WriteRunner.map_full_error`, whose message says which
@@ -46,7 +47,7 @@ import lmdb
 
 from ._config import EngineConfig
 
-__all__ = ["BeginChild", "PlainWrites", "RunAgain", "WriteRunner", "WriteSource", "before_engine"]
+__all__ = ["BeginChild", "RunAgain", "WriteRunner", "WriteSource", "before_engine"]
 
 log = logging.getLogger("aiolmdb")
 
@@ -66,22 +67,6 @@ class WriteSource(Protocol):
 
     def set_loop(self, loop: Any) -> None:
         """The event loop the engine was bound to (changes are delivered there)."""
-
-
-class PlainWrites:
-    """A :class:`WriteSource` of py-lmdb's own write transactions (nothing recorded)."""
-
-    __slots__ = ("_env",)
-
-    def __init__(self, env: lmdb.Environment) -> None:
-        self._env = env
-
-    def begin_write(self) -> tuple[Any, BeginChild]:
-        """py-lmdb's write transaction; children begun with ``env.begin(parent=txn)``."""
-        return plain_write(self._env)
-
-    def set_loop(self, loop: Any) -> None:
-        """Nothing to deliver."""
 
 
 def plain_write(env: lmdb.Environment) -> tuple[Any, BeginChild]:
@@ -115,9 +100,12 @@ class WriteRunner:
         py-lmdb's) and its child-beginning function, adopting a map another process grew."""
         while True:
             try:
-                return self._begin_write() if logged else plain_write(self._env)
+                return self._begin_once(logged)
             except lmdb.MapResizedError:
                 self._resize(0)
+
+    def _begin_once(self, logged: bool) -> tuple[Any, BeginChild]:
+        return self._begin_write() if logged else plain_write(self._env)
 
     def run(
         self,
@@ -134,7 +122,7 @@ class WriteRunner:
         while True:
             try:
                 with guard:
-                    txn, begin_child = self.begin(logged=logged)
+                    txn, begin_child = self._begin_once(logged)
                     try:
                         result = work(txn, begin_child)
                         txn.commit()
@@ -145,7 +133,7 @@ class WriteRunner:
             except RunAgain:
                 continue
             except lmdb.MapResizedError:
-                self._resize(0)  # another process grew the map: adopt its size
+                self._resize(0)  # outside the guard, as growing is
             except lmdb.MapFullError as exc:
                 if not self.grow_map():
                     raise self.map_full_error(exc) from exc
