@@ -1,4 +1,4 @@
-"""Versioned databases: the stored layout, the version counter and the metadata database.
+"""Versioned databases: the stored layout, the version counter, the versioned markers.
 
 A versioned database stores every value as ``version (8 bytes, unsigned big-endian) + the value
 coder's bytes``. Versions come from one counter per environment, kept in aiolmdb's metadata
