@@ -6,9 +6,10 @@ never on the event loop. ``await db.put(...)`` returns once the write is committ
 """
 
 from ._catalogue import DatabaseInfo
-from ._changelog import Change, Retention
 from ._feed import ChangeFeed
 from ._metrics import Histogram, Metrics
+from ._records import Change
+from ._trim import Retention
 from ._versions import Entry
 from .coders import (
     Coder,

@@ -7,8 +7,10 @@ transaction and one commit: the first queues one item for the writer, which take
 queued by the time it runs. A database that fails to open (``create=False``, ``max_dbs``, the
 wrong flags) fails alone: those errors leave the transaction usable; any other error makes each
 open of the group run again in a transaction of its own. Deleting a database also runs on the
-writer thread, alone. Listing the databases (:meth:`Catalogue.databases`) runs on a reader
-thread.
+writer thread, alone. Both go through the engine's write runner (``run_write``: a map grown by
+another process is adopted, a full one grown, and the work run again), holding the handle lock
+of :class:`~aiolmdb._meta.MetaHandles` from begin to commit. Listing the databases
+(:meth:`Catalogue.databases`) runs on a reader thread.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 import lmdb
 
-from ._changelog import LOG_NAME, Recorder
 from ._config import check_flag
 from ._large import LargeValues
-from ._versions import MARKER, META_NAME, VersionSource, marker_key
+from ._meta import LOG_NAME, META_NAME, MetaHandles
+from ._recorder import Recorder
+from ._txnrunner import BeginChild, before_engine
+from ._versions import MARKER, VersionSource, marker_key
 from .errors import DatabaseDroppedError
 
 if TYPE_CHECKING:
+    from ._delivery import Txn
     from ._engine import Engine
-    from ._ops import Txn
 
 __all__ = ["DB_FLAGS", "Catalogue", "DatabaseEntry", "DatabaseInfo", "encode_name", "open_main"]
 
@@ -194,35 +198,41 @@ class Catalogue:
     __slots__ = (
         "_engine",
         "_entries",
+        "_handles",
         "_lmdb",
         "_lock",
-        "_meta",
         "_pending",
         "_pending_lock",
         "_readonly",
+        "_recorder",
         "_versions",
         "main",
     )
 
     def __init__(
-        self, env: lmdb.Environment, engine: Engine, main: tuple[Any, dict[str, bool]]
+        self,
+        env: lmdb.Environment,
+        engine: Engine,
+        main: tuple[Any, dict[str, bool]],
+        handles: MetaHandles,
+        recorder: Recorder,
     ) -> None:
         self._lmdb = env
         self._engine = engine
         self._readonly = bool(env.flags().get("readonly"))
-        # LMDB: mdb_dbi_open must not run in two transactions of one process at once.
-        self._lock = threading.Lock()
+        # The metadata database's handle and the lock every handle is opened under.
+        self._handles = handles
+        self._lock = handles.lock
+        self._recorder = recorder
         self._entries: dict[bytes, DatabaseEntry] = {}
-        # The metadata database's handle, once an open found (or made) it, and the version
-        # counter over it (one per environment: its versioned databases share it).
-        self._meta: Any = None
+        # The version counter (one per environment: its versioned databases share it).
         self._versions: VersionSource | None = None
         # Opens queued for the writer, taken all at once by _open_pending.
         self._pending: list[_PendingOpen] = []
         self._pending_lock = threading.Lock()
         self.main = DatabaseEntry(None, {}, env=env)
         self.main.opened(*main)
-        engine.recorder.attach(self._lock, self.main.dbi, engine.call_solo, engine.resize)
+        recorder.attach(self.main.dbi, engine.call_solo, engine.run_write)
 
     def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
         """The entry of the named database ``name``, opening (or creating) it if needed.
@@ -260,9 +270,9 @@ class Catalogue:
         entry = DatabaseEntry(name, db_flags, versioned, self._lmdb)
         if self._readonly:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
+            meta = self._handles.existing_meta(self._lmdb.begin)
             with self._lock:
                 dbi = self._lmdb.open_db(name, create=False, **db_flags)  # type: ignore[arg-type]
-                meta = self._readonly_meta()
                 if meta is None:
                     marked = False
                 else:
@@ -324,88 +334,39 @@ class Catalogue:
     def _open_grouped(
         self, env: lmdb.Environment, group: list[_PendingOpen]
     ) -> list[tuple[bool, Any]]:
-        """The group in one transaction (growing the map as a write batch does); when that
-        fails as a whole, each open alone, so only those that cannot succeed fail."""
-        engine = self._engine
-        while True:
-            try:
-                try:
-                    return self._open_group(env, group)
-                except lmdb.MapResizedError:
-                    engine.resize(0)  # another process grew the map: adopt its size
-                    return self._open_group(env, group)
-            except lmdb.MapFullError:
-                if engine.grow_map():
-                    continue
-            except BaseException:
-                pass
-            break
+        """The group in one transaction (through the write runner: the map is adopted or
+        grown and the group run again); when that fails as a whole, each open alone, so only
+        those that cannot succeed fail."""
+        try:
+            return self._open_group(group)
+        except BaseException:
+            pass
         # Nothing was committed: each alone.
         results: list[tuple[bool, Any]] = []
         for item in group:
             try:
-                results.append((True, self._open_alone(env, item)))
-            except lmdb.MapFullError as exc:
-                results.append((False, engine.map_full_error(exc)))
+                ok, value = self._open_group([item])[0]
             except BaseException as exc:
                 results.append((False, exc))
+            else:
+                results.append((ok, value))
         return results
 
-    def _open_alone(self, env: lmdb.Environment, item: _PendingOpen) -> Opened:
-        """One open in a write transaction of its own."""
-        try:
-            ok, value = self._open_group(env, [item])[0]
-        except lmdb.MapResizedError:
-            self._engine.resize(0)  # another process grew the map: adopt its size
-            ok, value = self._open_group(env, [item])[0]
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
-
-    def _open_group(
-        self, env: lmdb.Environment, group: list[_PendingOpen]
-    ) -> list[tuple[bool, Any]]:
+    def _open_group(self, group: list[_PendingOpen]) -> list[tuple[bool, Any]]:
         """Open ``group`` in one write transaction, checking each stored versioned marker
         against ``versioned`` and writing it with a new versioned database (in the
         transaction that creates the database): ``(True, opened)`` or ``(False, error)`` per
         open. An error that may have made the transaction unusable is raised.
 
-        Under the lock; the map is resized only outside it (a listing holds the lock in a read
-        transaction, which a resize waits for)."""
-        with self._lock:
-            return self._open_group_locked(env, group)
-
-    def _open_group_locked(
-        self, env: lmdb.Environment, group: list[_PendingOpen]
-    ) -> list[tuple[bool, Any]]:
-        txn = env.begin(write=True)
-        try:
-            meta = self._meta
-            results: list[tuple[bool, Any]] = []
-            for item in group:
-                try:
-                    if meta is None:
-                        meta = self._meta_handle(env, txn, create=False)
-                    dbi, stored, meta = self._open_in(env, txn, item, meta)
-                except (
-                    ValueError,
-                    lmdb.NotFoundError,
-                    lmdb.DbsFullError,
-                    lmdb.IncompatibleError,
-                ) as exc:
-                    # Refused before LMDB changed anything: the others go on.
-                    results.append((False, exc))
-                else:
-                    results.append((True, (dbi, stored, item.versioned)))
-            txn.commit()
-        except BaseException:
-            txn.abort()
-            raise
-        finally:
-            del txn
-        recorder = self._engine.recorder
+        Under the handle lock from begin to commit; the map is resized only outside it (a
+        listing holds the lock in a read transaction, which a resize waits for)."""
+        handles = self._handles
+        meta, results = self._engine.run_write(
+            lambda txn, _: self._open_group_in(txn, group), logged=False, guard=self._lock
+        )
+        recorder = self._recorder
         if meta is not None:
-            self._meta = meta  # committed: valid from now on
+            handles.keep(meta=meta)  # committed: valid from now on
             recorder.name_handle(meta, None)
         for item, (ok, value) in zip(group, results, strict=True):
             if ok:
@@ -414,6 +375,31 @@ class Catalogue:
             (ok, (value[0], value[1], self._source() if value[2] else None) if ok else value)
             for ok, value in results
         ]
+
+    def _open_group_in(
+        self, txn: Txn, group: list[_PendingOpen]
+    ) -> tuple[Any, list[tuple[bool, Any]]]:
+        """The group's opens in ``txn``: the metadata database's handle (None: none yet) and
+        ``(True, (dbi, stored flags, versioned))`` or ``(False, error)`` per open."""
+        env = self._lmdb
+        meta = self._handles.meta
+        results: list[tuple[bool, Any]] = []
+        for item in group:
+            try:
+                if meta is None:
+                    meta = self._handles.meta_in(txn)
+                dbi, stored, meta = self._open_in(env, txn, item, meta)
+            except (
+                ValueError,
+                lmdb.NotFoundError,
+                lmdb.DbsFullError,
+                lmdb.IncompatibleError,
+            ) as exc:
+                # Refused before LMDB changed anything: the others go on.
+                results.append((False, exc))
+            else:
+                results.append((True, (dbi, stored, item.versioned)))
+        return meta, results
 
     def _open_in(
         self, env: lmdb.Environment, txn: Txn, item: _PendingOpen, meta: Any
@@ -427,7 +413,7 @@ class Catalogue:
             if marked or txn.get(name, None, self.main.dbi) is not None:
                 raise _layout_error(name.decode("utf-8", "backslashreplace"), marked)
         if versioned and meta is None:
-            meta = env.open_db(META_NAME, txn=txn, create=True)
+            meta = self._handles.meta_in(txn, create=True)
         dbi: Any = env.open_db(name, txn=txn, **item.flags)
         if versioned and not marked:
             txn.put(marker_key(name), MARKER, db=meta)
@@ -436,35 +422,8 @@ class Catalogue:
     def _source(self) -> VersionSource:
         """The environment's version counter (the metadata database's handle is known)."""
         if self._versions is None:
-            self._versions = VersionSource(self._meta)
+            self._versions = VersionSource(self._handles)
         return self._versions
-
-    def _readonly_meta(self) -> Any:
-        """The metadata database's handle in a read-only environment, or None. py-lmdb
-        opens it in a read transaction of its own that it commits (a handle opened in a read
-        transaction that ends otherwise is closed with it)."""
-        if self._meta is None:
-            with self._lmdb.begin() as txn:
-                if txn.get(META_NAME) is None:  # as in _meta_handle: spare a handle
-                    return None
-            try:
-                self._meta = self._lmdb.open_db(META_NAME, create=False)
-            except lmdb.NotFoundError:
-                return None
-        return self._meta
-
-    def _meta_handle(self, env: lmdb.Environment, txn: Txn, create: bool) -> Any:
-        """The metadata database's handle (opened in ``txn``), or None if there is none."""
-        if self._meta is not None:
-            return self._meta
-        if not create and txn.get(META_NAME) is None:
-            # Named databases are keys of the main database. Looking there first spares a
-            # handle: LMDB refuses even a failed open when every max_dbs slot is taken.
-            return None
-        try:
-            return env.open_db(META_NAME, txn=txn, create=create)
-        except lmdb.NotFoundError:
-            return None
 
     async def wait_all_opened(self) -> None:
         """Wait for every queued open (so a transaction's ``txn[db]`` finds them open)."""
@@ -480,9 +439,39 @@ class Catalogue:
         engine = self._engine
         engine.check_open()
         engine.check_not_holding("deleting a database")
-        await asyncio.wrap_future(engine.call_solo(_delete_database, entry, engine.recorder))
+        await asyncio.wrap_future(engine.call_solo(self._delete, entry))
         if entry.name is not None and self._entries.get(entry.name) is entry:
             del self._entries[entry.name]
+
+    def _delete(self, env: lmdb.Environment, entry: DatabaseEntry) -> None:
+        """Writer thread, between batches: delete a named database in its own transaction
+        (recording a drop when the change log is on), through the write runner.
+
+        LMDB closes the handle at the drop, even if the transaction then aborts (a full map
+        at the commit): a run again opens the database anew by its name, under the handle
+        lock held meanwhile."""
+        recorder = self._recorder
+        handles: list[Any] = []
+
+        def work(txn: Any, begin_child: BeginChild) -> None:
+            if handles:
+                dbi = env.open_db(entry.name, txn=txn, create=False)
+                recorder.name_handle(dbi, entry.name, entry.dupsort)
+            else:
+                dbi = entry.dbi
+            handles.append(dbi)
+            if entry.versions is not None and entry.name is not None:
+                txn.delete(marker_key(entry.name), db=self._handles.meta)
+            txn.drop(dbi, delete=True)
+
+        try:
+            self._engine.run_write(work, guard=self._lock)
+        finally:
+            for dbi in handles[1:]:
+                recorder.forget(dbi)
+        recorder.forget(entry.dbi)
+        entry.dropped = True
+        entry.dbi = None
 
     async def databases(self) -> list[DatabaseInfo]:
         """The default database first, then every named database, in key order."""
@@ -531,7 +520,7 @@ class Catalogue:
 
     def _versioned_names(self, env: lmdb.Environment, txn: Txn) -> set[bytes]:
         """The names the metadata database marks as versioned databases."""
-        meta = self._meta_handle(env, txn, create=False)
+        meta = self._handles.meta_in(txn)
         if meta is None:
             return set()
         names: set[bytes] = set()
@@ -595,26 +584,10 @@ def _layout_error(label: str | None, versioned: bool) -> ValueError:
 def open_main(env: lmdb.Environment) -> tuple[Any, dict[str, bool]]:
     """The default database's handle and stored flags (py-lmdb reads them in a read
     transaction): before the engine starts, so the catalogue's construction cannot fail."""
-    try:
-        dbi = env.open_db(None)
-    except lmdb.MapResizedError:
-        env.set_mapsize(0)  # another process grew the map; no transaction is open yet
-        dbi = env.open_db(None)
+    dbi = before_engine(env, env.open_db)
     return dbi, _stored_flags(env, dbi)
 
 
 def _stored_flags(env: lmdb.Environment, dbi: Any) -> dict[str, bool]:
     with env.begin() as txn:
         return {k: True for k, v in dbi.flags(txn).items() if v}
-
-
-def _delete_database(env: lmdb.Environment, entry: DatabaseEntry, recorder: Recorder) -> None:
-    """Writer thread, between batches: delete a named database in its own transaction
-    (recording a drop when the change log is on)."""
-    with recorder.begin(write=True) as txn:
-        txn.drop(entry.dbi, delete=True)
-        if entry.versions is not None and entry.name is not None:
-            txn.delete(marker_key(entry.name), db=entry.versions.meta)
-    recorder.forget(entry.dbi)
-    entry.dropped = True
-    entry.dbi = None

@@ -28,9 +28,10 @@ import lmdb
 
 from . import _dumpfmt
 from ._catalogue import DatabaseInfo
-from ._changelog import LOG_NAME, has_log, restore_records, stored_records
+from ._dumplog import restore_records, stored_records
+from ._meta import LOG_NAME, META_NAME, has_log
 from ._tuple import TupleCoder
-from ._versions import META_NAME, Entry, split, stored_value
+from ._versions import Entry, split, stored_value
 from .database import AsyncDatabase
 from .environment import Environment
 from .environment import open as open_environment

@@ -1,6 +1,7 @@
 """The options of ``aiolmdb.open``, checked once where they are given.
 
-:class:`EngineConfig` holds aiolmdb's own options (what the engine needs).
+:class:`EngineConfig` holds the engine's options (the store checks its own, such as the
+change log's, where it takes them).
 :func:`check_lmdb_options` checks the keyword arguments passed on to ``lmdb.open`` whose wrong
 values py-lmdb would reject without naming them, or accept. Every error names the option and
 shows the value given.
@@ -13,8 +14,6 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
-
-from ._changelog import Retention
 
 __all__ = ["DEFAULT_MAX_BATCH", "EngineConfig", "check_lmdb_options", "unknown_lmdb_options"]
 
@@ -57,9 +56,6 @@ class EngineConfig:
     inline_reads: bool = False
     map_growth: bool = True
     max_map_size: int | None = None
-    # None (no log), "keys" or "values"; open() also takes True ("values") and False.
-    changelog: Any = None
-    changelog_retention: Any = None
 
     def __post_init__(self) -> None:
         if self.executor is not None and not isinstance(self.executor, concurrent.futures.Executor):
@@ -74,29 +70,11 @@ class EngineConfig:
         object.__setattr__(self, "inline_reads", bool(self.inline_reads))
         object.__setattr__(self, "map_growth", bool(self.map_growth))
         _check_int("max_map_size", self.max_map_size, 1, optional=True)
-        object.__setattr__(self, "changelog", _changelog_mode(self.changelog))
-        retention = Retention.of(self.changelog_retention)
-        if retention is not None and self.changelog is None:
-            raise ValueError(
-                f"changelog_retention={self.changelog_retention!r} needs changelog=True"
-            )
-        object.__setattr__(self, "changelog_retention", retention)
 
     @property
     def reader_threads(self) -> int:
         """Threads of the default reader pool: ``readers``, or the CPU count between 2 and 8."""
         return self.readers or _default_readers()
-
-
-def _changelog_mode(value: object) -> str | None:
-    """``changelog=`` as the engine keeps it: None, "keys" or "values"."""
-    if value is None or value is False or (type(value) is int and value == 0):
-        return None
-    if value is True or (type(value) is int and value == 1):
-        return "values"
-    if value in ("keys", "values"):
-        return str(value)
-    raise ValueError(f'changelog must be True, False, "keys" or "values", got {value!r}')
 
 
 # lmdb.open's options whose wrong values py-lmdb accepts (any object is taken for its truth)

@@ -1,6 +1,9 @@
 """What the engine's parts share: the lifecycle state, the request types, and how results
 reach the event loop.
 
+A write operation reports the conflicts it met with its result (:class:`Counted`, or a
+:class:`~aiolmdb.ConflictError` raised), never through shared state.
+
 Every result travels as ``(future, ok, value)``; a thread hands a whole batch of them to the
 loop in ONE ``call_soon_threadsafe`` (:func:`post`), where :func:`deliver` resolves them. An
 exception is made ready for its caller first (:func:`as_settable`): the local variables of its
@@ -20,13 +23,18 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
+import lmdb
+
 from .errors import TransactionError
 
 if TYPE_CHECKING:
-    import lmdb
+    from typing import TypeAlias
 
     from ._config import EngineConfig
     from ._gate import Gate
+
+    # The engine opens every transaction with buffers=False: reads return bytes.
+    Txn: TypeAlias = lmdb.Transaction[bytes]
 
 __all__ = [
     "CLOSED",
@@ -36,8 +44,10 @@ __all__ = [
     "Op",
     "Part",
     "Request",
+    "Counted",
     "Result",
     "State",
+    "WriteRequest",
     "as_settable",
     "broken_error",
     "deliver",
@@ -48,8 +58,24 @@ __all__ = [
 Op = Callable[..., Any]
 # (future, fn, args): fn(txn, *args) is run and its result set on the future.
 Request = tuple["asyncio.Future[Any]", Op, tuple[Any, ...]]
+# A write: (future, fn, args, atomic). ``atomic``, set by whoever picked ``fn``: it makes at
+# most one change and fails, if at all, before making it, so it runs without a child
+# transaction.
+WriteRequest = tuple["asyncio.Future[Any]", Op, tuple[Any, ...], bool]
 # (future, ok, value): value is the result when ok, else the exception to set.
 Result = tuple["asyncio.Future[Any]", bool, Any]
+
+
+class Counted:
+    """An operation's result together with the conflicts it met (conditions of writes that
+    failed): the engine adds them to its count and delivers ``value``. Counted where the
+    result is taken, so a batch run again (map growth) counts each conflict once."""
+
+    __slots__ = ("conflicts", "value")
+
+    def __init__(self, value: Any, conflicts: int = 1) -> None:
+        self.value = value
+        self.conflicts = conflicts
 
 
 class State(enum.Enum):

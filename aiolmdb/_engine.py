@@ -8,8 +8,11 @@ of parts, each in its own module, which say how they work:
     Reads: batched in one read transaction per drain on the reader pool, or run inline on the
     loop thread; blocking and streaming jobs on reader threads.
 ``_writer``
-    Writes: buffered per loop iteration, group-committed by the writer thread; map growth;
+    Writes: buffered per loop iteration, group-committed by the writer thread (``_commit``);
     exclusive write transactions; the deadlock guard.
+``_txnrunner``
+    The one place the writer thread begins write transactions, and the one policy for a map
+    grown by another process or full (adopt, grow, run again).
 ``_gate``
     Every read transaction of the process passes it, so the writer can resize the map when no
     transaction is open; it counts reader-thread jobs for close.
@@ -18,6 +21,10 @@ of parts, each in its own module, which say how they work:
 
 Cancellation: an operation whose future is already cancelled when its batch starts is skipped.
 Once started it runs to completion; its result is dropped.
+
+The engine imports nothing above it: the store hands in what begins its write transactions
+(a :class:`~aiolmdb._txnrunner.WriteSource`: the change-log recorder), and each write request
+says whether its operation is atomic.
 
 This module is the facade: it builds the parts, binds their per-operation methods as its own
 attributes (a call costs what a method of its own would), and owns the lifecycle: the state
@@ -34,12 +41,12 @@ from typing import Any, NoReturn
 
 import lmdb
 
-from ._changelog import Recorder
 from ._config import EngineConfig
 from ._delivery import CLOSED, CLOSING, FORKED, OPEN, State
 from ._gate import READERS_FULL_WAIT, Gate
 from ._metrics import BATCH_SIZE_BOUNDS, Buckets, Metrics
 from ._readers import FALLBACK, Fallback, Readers
+from ._txnrunner import WriteSource
 from ._writer import ABORT, COMMIT, SessionCommand, Writer, WriteSession
 from .errors import ClosedError, ForkedError
 
@@ -70,7 +77,7 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Window
 class Engine:
     """Runs operations for one ``lmdb.Environment`` on a reader pool and one writer thread."""
 
-    def __init__(self, env: lmdb.Environment, config: EngineConfig) -> None:
+    def __init__(self, env: lmdb.Environment, config: EngineConfig, source: WriteSource) -> None:
         self.env = env
         self.max_key_size: int = env.max_key_size()
         self._name: str = env.path()
@@ -81,12 +88,13 @@ class Engine:
         self._snapshots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
-        # The change log and on_commit hooks (writes go through it when either is on).
-        self.recorder = Recorder(env, config)
+        # Begins the writer's write transactions (the store's recorder: the change log and
+        # on_commit hooks).
+        self._source = source
         gate = self._gate = Gate(env, self._adopt_map_size)
         readers = self._readers = Readers(env, gate, config, self)
         # Last: it starts the writer thread.
-        writer = self._writer = Writer(env, gate, config, self, self.recorder)
+        writer = self._writer = Writer(env, gate, config, self, self._source)
         _engines.add(self)
 
         # The parts' methods, bound as the engine's own (the per-operation ones first).
@@ -107,9 +115,9 @@ class Engine:
         self.end_read = gate.end_read
         self.begin_in_gate = gate.begin_in_gate
         self.resize = gate.resize
-        # Writer thread only (opening databases between batches).
-        self.grow_map = writer.committer.grow_map
-        self.map_full_error = writer.committer.map_full_error
+        # Writer thread only (solo items: opening and deleting databases, the change log's
+        # upkeep): a write transaction under the one policy for a full or grown map.
+        self.run_write = writer.runner.run
 
     # ----------------------------------------------------------------- state
     @property
@@ -166,7 +174,7 @@ class Engine:
             write_batches=committer.batches,
             commits=committer.commits + writer.session_commits,
             write_transactions=writer.write_transactions,
-            conflicts=committer.conflicts,
+            conflicts=committer.conflicts + writer.session_conflicts,
             map_resizes=gate.map_generation,
             readers_full_waits=gate.readers_full_waits,
             write_batch_sizes=committer.batch_sizes.snapshot(),
@@ -205,7 +213,7 @@ class Engine:
         self._loop = loop
         self._readers.set_loop(loop)
         self._writer.set_loop(loop)
-        self.recorder.set_loop(loop)
+        self._source.set_loop(loop)
         return loop
 
     def _adopt_map_size(self) -> None:

@@ -17,13 +17,13 @@ import asyncio
 import collections
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._changelog import Change, last_seq, read_log
+from ._records import Change, last_seq, read_log
 from .errors import ChangesTrimmedError, ClosedError
 
 if TYPE_CHECKING:
-    from ._changelog import Recorder
     from ._engine import Engine
     from ._ops import DbContext
+    from ._recorder import Recorder
     from .database import AsyncDatabase
 
 __all__ = ["POLL_INTERVAL", "ChangeFeed"]
@@ -72,7 +72,7 @@ class ChangeFeed:
         """Fix where the feed starts now rather than at the first iteration (with
         ``since=None``: after the newest change at this moment); returns that sequence
         number. Changes committed after it returns are sure to be yielded."""
-        await self._engine.recorder.ready()
+        await self._recorder.ready()
         if self._after is None:
             found = await self._engine.run_blocking(self._read, None, None)
             assert found is not None

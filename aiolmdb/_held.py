@@ -25,8 +25,8 @@ import lmdb
 from .errors import SnapshotExpiredError, TransactionError
 
 if TYPE_CHECKING:
+    from ._delivery import Txn
     from ._engine import Engine
-    from ._ops import Txn
 
 __all__ = ["HeldRead"]
 

@@ -39,8 +39,9 @@ from . import _versions
 from ._held import HeldRead
 
 if TYPE_CHECKING:
+    from ._delivery import Txn
     from ._engine import Engine
-    from ._ops import DB, DbContext, Txn
+    from ._ops import DB, DbContext
 
 __all__ = [
     "LARGE_VALUE",

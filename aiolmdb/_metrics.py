@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import threading
 from collections.abc import Sequence
 from typing import Final
 
@@ -26,9 +25,6 @@ __all__ = [
     "Histogram",
     "Metrics",
     "ReaderCounts",
-    "conflicts_on_this_thread",
-    "count_conflict",
-    "set_conflicts_on_this_thread",
 ]
 
 # Upper bounds of the buckets (the last bucket, above them, is open).
@@ -175,24 +171,3 @@ class ReaderCounts:
         self.batches = 0
         self.reads = 0
         self.sizes = Buckets(BATCH_SIZE_BOUNDS)
-
-
-_conflicts = threading.local()
-
-
-def count_conflict() -> None:
-    """A conditional write's condition failed (counted per thread: writes run only on their
-    environment's writer thread, which collects its own count)."""
-    _conflicts.n = getattr(_conflicts, "n", 0) + 1
-
-
-def conflicts_on_this_thread() -> int:
-    """How many conditional writes failed their condition on this thread so far."""
-    n: int = getattr(_conflicts, "n", 0)
-    return n
-
-
-def set_conflicts_on_this_thread(n: int) -> None:
-    """Take back the conflicts counted since the count was ``n`` (a batch run again after
-    the map grew counts its conflicts once)."""
-    _conflicts.n = n

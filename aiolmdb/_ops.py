@@ -9,12 +9,10 @@ user code and the awaitable operations of every async view.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
-import lmdb
-
+from ._delivery import Counted
 from ._large import LARGE_VALUE, BufferedReads, LargeValues, read_large
-from ._metrics import count_conflict
 from ._versions import (
     PREFIX_SIZE,
     Entry,
@@ -36,10 +34,7 @@ R = TypeVar("R")
 
 DB = Any  # an lmdb _Database handle (py-lmdb does not export its type)
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    # The engine opens every transaction with buffers=False: reads return bytes.
-    Txn: TypeAlias = lmdb.Transaction[bytes]
+    from ._delivery import Txn
 _IDENTITY = IdentityCoder()
 
 
@@ -552,6 +547,10 @@ def get_multi_entries(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, 
     return out
 
 
+# A conditional write whose condition failed: False, with the conflict counted (the engine, or
+# the synchronous view, unwraps it). A raised ConflictError counts as one as well.
+NOT_WRITTEN: Final = Counted(False)
+
 _PUT_OPTIONS = frozenset({"overwrite", "if_version", "if_value", "raise_on_conflict"})
 _DELETE_OPTIONS = frozenset({"if_version", "if_value", "raise_on_conflict"})
 
@@ -566,7 +565,7 @@ def put_call(
     key: K, value: V, options: Mapping[str, Any]
 ) -> tuple[Callable[..., bool], tuple[Any, ...]]:
     """What ``put(key, value, **options)`` runs: the operation and its arguments after the
-    context. The plain (ATOMIC) put unless a condition is given."""
+    context. The plain put unless a condition is given; both are ATOMIC."""
     if not options:
         return put, (key, value, True)
     _refuse_unknown("put", options, _PUT_OPTIONS)
@@ -620,7 +619,8 @@ def put_if(
 ) -> bool:
     """``put`` with conditions: store only if the stored version is ``if_version`` and the
     stored value encodes as ``if_value`` does (each when given), or, with overwrite=False,
-    if the key is absent. False (or ConflictError) when a condition fails."""
+    if the key is absent. When a condition fails: ``NOT_WRITTEN`` (False, with the conflict
+    counted), or ConflictError with ``raise_on_conflict``."""
     _check_condition(ctx, if_version)
     conditional = if_version is not None or if_value is not MISSING
     if ctx.dupsort and conditional:
@@ -633,7 +633,6 @@ def put_if(
     if ctx.dupsort:  # raise_on_conflict alone: put, raising when nothing was stored
         if put(txn, ctx, key, value, overwrite):
             return True
-        count_conflict()
         raise conflict(key, None, None, "that pair exists")
     db = ctx.dbi
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
@@ -648,10 +647,9 @@ def put_if(
     else:  # raise_on_conflict alone: no condition, so nothing to conflict with
         actual, reason = None, ""
     if reason:
-        count_conflict()
         if raise_on_conflict:
             raise conflict(key, if_version, actual, reason)
-        return False
+        return NOT_WRITTEN  # type: ignore[return-value]  # the engine or the view unwraps it
     if ctx.versioned:
         data = pack(_draw(txn, ctx), data)
     txn.put(encoded, data, db=db)
@@ -698,13 +696,13 @@ def delete_if(
     raise_on_conflict: bool,
 ) -> bool:
     """``delete`` with conditions: only if the stored version is ``if_version`` (and, with a
-    value, the key holds it). False (or ConflictError) when it was not deleted."""
+    value, the key holds it). False when it was not deleted (``NOT_WRITTEN`` when a condition
+    failed: the conflict is counted), or ConflictError with ``raise_on_conflict``."""
     _check_condition(ctx, if_version)
     if ctx.dupsort:  # no version: raise_on_conflict for a pair that is absent
         if delete(txn, ctx, key, value):
             return True
         if raise_on_conflict and value is not MISSING:
-            count_conflict()
             raise conflict(key, None, None, "that pair is absent")
         return False
     db = ctx.dbi
@@ -714,11 +712,9 @@ def delete_if(
     actual, reason = _unmet(ctx, key, stored, if_version, expected, "the value given")
     if reason:
         conditional = if_version is not None or expected is not None
-        if conditional:
-            count_conflict()
         if raise_on_conflict and conditional:
             raise conflict(key, if_version, actual, reason)
-        return False
+        return NOT_WRITTEN if conditional else False  # type: ignore[return-value]
     return bool(txn.delete(encoded, db=db))
 
 
@@ -785,14 +781,11 @@ def stat(txn: Txn, ctx: DbContext[Any, Any]) -> dict[str, Any]:
     return dict(txn.stat(ctx.dbi))
 
 
-def call(txn: Txn, fn: Callable[[Any], R], make_view: Callable[[Txn], Any]) -> R:
-    """Run user code: fn(view) where view wraps txn (``run``)."""
-    return fn(make_view(txn))
-
-
 # Operations that make at most one LMDB change and raise, if at all, before making it (coder
 # and size errors come first; LMDB checks sizes before modifying). The writer runs them without
-# a child transaction: a failure leaves the batch's transaction as it was. (pop and replace are
+# a child transaction: a failure leaves the batch's transaction as it was. The surface says so
+# on the write's request (``submit_write(fn, args, fn in ATOMIC)``): the engine never sees this
+# set. (pop and replace are
 # not among them: they decode the old value after changing it, and decoding may fail.) In a
 # versioned database a write also bumps the version counter first: if the write then failed,
 # the counter would have skipped a version, which is harmless (versions need only grow).

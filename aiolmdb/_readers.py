@@ -51,7 +51,7 @@ from ._gate import Gate
 from ._metrics import ReaderCounts
 
 if TYPE_CHECKING:
-    from ._ops import Txn
+    from ._delivery import Txn
 
 __all__ = ["FALLBACK", "Fallback", "Readers"]
 

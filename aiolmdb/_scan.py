@@ -23,7 +23,7 @@ from ._versions import StoredValues
 from .coders import Coder, IdentityCoder
 
 if TYPE_CHECKING:
-    from ._ops import Txn
+    from ._delivery import Txn
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._catalogue import DatabaseEntry
-    from ._ops import Txn
+    from ._delivery import Txn
     from .environment import Environment
 
     # An operation as the surface hands it over: fn(txn, ctx, *args).

@@ -1,10 +1,11 @@
-"""Versioned databases: the stored layout, the version counter and the metadata database.
+"""Versioned databases: the stored layout, the version counter, the versioned markers.
 
 A versioned database stores every value as ``version (8 bytes, unsigned big-endian) + the value
 coder's bytes``. Versions come from one counter per environment, kept in aiolmdb's metadata
-database (``__aiolmdb__``, key ``last_version``). The writer thread draws one version per write
-transaction (the first versioned write of a group commit reads and bumps the counter; the
-others of that transaction reuse it, so a batch costs one get and one put, not one per write):
+database (``__aiolmdb__``, key ``last_version``; its handle's owner is ``_meta.MetaHandles``).
+The writer thread draws one version per write transaction (the first versioned write of a group
+commit reads and bumps the counter; the others of that transaction reuse it, so a batch costs
+one get and one put, not one per write):
 
 * the counter commits (or rolls back) with the entries it stamped, so it is never behind a
   stored version, whichever process wrote it (LMDB serialises write transactions);
@@ -34,11 +35,11 @@ from ._coder import Buffer, Coder, show_bytes
 from .errors import ConflictError
 
 if TYPE_CHECKING:
-    from ._ops import Txn
+    from ._delivery import Txn
+    from ._meta import MetaHandles
 
 __all__ = [
     "COUNTER_KEY",
-    "META_NAME",
     "PREFIX_SIZE",
     "MARKER",
     "Entry",
@@ -58,8 +59,6 @@ __all__ = [
 
 V = TypeVar("V")
 
-META_NAME = b"__aiolmdb__"
-"""aiolmdb's metadata database (reserved: ``open_db`` refuses the name)."""
 COUNTER_KEY = b"last_version"
 MARKER = b"versioned:1"
 _U64 = struct.Struct(">Q")
@@ -167,10 +166,12 @@ class VersionSource:
     calls it, so it needs no lock.
     """
 
-    __slots__ = ("_txn", "_version", "meta")
+    __slots__ = ("_handles", "_txn", "_version")
 
-    def __init__(self, meta: Any) -> None:
-        self.meta = meta
+    def __init__(self, handles: MetaHandles) -> None:
+        # The metadata database's owner (its handle is known before a versioned database
+        # opens).
+        self._handles = handles
         self._txn: object = None
         self._version = 0
 
@@ -178,7 +179,7 @@ class VersionSource:
         """The version of the writes of ``txn``."""
         if txn is self._txn:
             return self._version
-        version = next_version(txn, self.meta)
+        version = next_version(txn, self._handles.meta)
         # Kept alive by this reference, so no later transaction can have the same identity.
         self._txn = txn
         self._version = version
@@ -186,7 +187,7 @@ class VersionSource:
 
     def raise_to(self, txn: Txn, version: int) -> None:
         """Make the counter at least ``version`` (entries stored with their own versions)."""
-        raise_counter(txn, self.meta, version)
+        raise_counter(txn, self._handles.meta, version)
 
 
 def next_version(txn: Txn, meta: Any) -> int:

@@ -14,18 +14,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import lmdb
 
 from . import _ops, _scan
+from ._delivery import Counted
 from ._ops import MISSING, DbContext
 from ._surface import RangeSurface, check_chunk_size, count_spec, pairs_of, pieces
 from ._versions import Entry
 from .coders import Coder
-from .errors import ReadOnlyError
+from .errors import ConflictError, ReadOnlyError
 from .ranges import iterate_sync, scan_args
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._delivery import Txn
     from ._engine import Engine
-    from ._ops import Txn
     from ._surface import DeleteOptions, PutOptions, RangeOptions
     from .database import AsyncDatabase
 
@@ -50,16 +51,23 @@ class DatabaseView(
     replace them on the view, for the rest of the transaction.
     """
 
-    __slots__ = ("_ctx", "_entry", "_env", "_txn", "_writable")
+    __slots__ = ("_ctx", "_entry", "_env", "_tally", "_txn", "_writable")
 
     def __init__(
-        self, txn: Txn, writable: bool, ctx: DbContext[K, V], database: AsyncDatabase[K, V]
+        self,
+        txn: Txn,
+        writable: bool,
+        ctx: DbContext[K, V],
+        database: AsyncDatabase[K, V],
+        tally: _Tally | None = None,
     ) -> None:
         self._txn = txn
         self._writable = writable
         self._ctx = ctx
         self._entry = database._entry
         self._env = database.environment
+        # The conflicts met in this transaction (shared by its views), for the engine's count.
+        self._tally = tally if tally is not None else _Tally()
 
     @property
     def key_coder(self) -> Coder[K]:
@@ -78,6 +86,18 @@ class DatabaseView(
     @value_coder.setter
     def value_coder(self, coder: Coder[V]) -> None:
         self._ctx = self._ctx.with_coders(self._ctx.kc, coder)
+
+    def _conditional(self, fn: Callable[..., Any], ctx: DbContext[K, V], args: Any) -> bool:
+        """A put or delete that may have conditions: its result, its conflicts tallied."""
+        try:
+            result = fn(self._txn, ctx, *args)
+        except ConflictError:
+            self._tally.conflicts += 1
+            raise
+        if type(result) is Counted:
+            self._tally.conflicts += result.conflicts
+            return bool(result.value)
+        return bool(result)
 
     def _writing(self, what: str) -> DbContext[K, V]:
         if not self._writable:
@@ -111,7 +131,7 @@ class DatabaseView(
         exact pair exists in a dupsort database, or a condition failed); options as for
         ``AsyncDatabase.put``."""
         fn, args = _ops.put_call(key, value, options)
-        return fn(self._txn, self._writing("put"), *args)
+        return self._conditional(fn, self._writing("put"), args)
 
     def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every pair; returns how many were added."""
@@ -121,7 +141,7 @@ class DatabaseView(
         """Delete key (or one (key, value) pair of a dupsort database); True if it existed.
         Options as for ``AsyncDatabase.delete``."""
         fn, args = _ops.delete_call(key, value, options)
-        return fn(self._txn, self._writing("delete"), *args)
+        return self._conditional(fn, self._writing("delete"), args)
 
     def restore_entries(self, entries: Iterable[tuple[K, Entry[V]]]) -> int:
         """Store entries with the versions they carry (as ``AsyncDatabase.restore_entries``)."""
@@ -222,7 +242,9 @@ class Transaction(DatabaseView[K, V]):
             return found[1]
         if database.environment is not self._env:
             raise ValueError("that database belongs to another environment")
-        view = DatabaseView(self._txn, self._writable, database._context_now(), database)
+        view = DatabaseView(
+            self._txn, self._writable, database._context_now(), database, self._tally
+        )
         self._views[id(database)] = (database, view)
         return view
 
@@ -245,5 +267,26 @@ async def run_in_transaction(
         return Transaction(txn, write, ctx, database)
 
     if write:
-        return await engine.submit_write(_ops.call, (fn, build))
-    return await engine.submit_read(_ops.call, (fn, build))
+        return await engine.submit_write(_call, (fn, build), False)
+    return await engine.submit_read(_call, (fn, build))
+
+
+def _call(txn: Txn, fn: Callable[[Any], R], build: Callable[[Txn], Transaction[Any, Any]]) -> R:
+    """Run user code: ``fn(txn)`` with the transaction ``build`` makes; the result comes
+    back with the conflicts met in it, for the engine's count (a ConflictError raised out of
+    ``fn`` is counted by the engine as one)."""
+    view = build(txn)
+    result = fn(view)
+    conflicts = view._tally.conflicts
+    if conflicts:
+        return Counted(result, conflicts)  # type: ignore[return-value]  # the engine unwraps
+    return result
+
+
+class _Tally:
+    """The conflicts met by the operations of one ``run(fn)`` transaction."""
+
+    __slots__ = ("conflicts",)
+
+    def __init__(self) -> None:
+        self.conflicts = 0

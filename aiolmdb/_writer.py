@@ -7,7 +7,9 @@ Buffering
     :meth:`Writer.submit_write` buffers the writes made during one loop iteration and hands
     them to the writer thread at its end, in one queue item. The thread takes everything queued,
     up to ``max_batch``, and has the batch committed as one write transaction (group commit and
-    map growth: see ``_commit``). Futures are resolved only after that commit.
+    map growth: see ``_commit``). Futures are resolved only after that commit. A write says on
+    its request whether it is atomic (``submit_write``'s ``atomic``): the committer runs an
+    atomic one without a child transaction.
 
 Solo items and exclusive write transactions
     :meth:`Writer.call_solo` runs ``fn(env)`` on the thread between batches (opening a database,
@@ -19,6 +21,9 @@ Solo items and exclusive write transactions
 
 Cancellation: a write whose future is already cancelled when its batch starts is skipped; once
 started it runs to completion and its result is dropped.
+
+Every write transaction it begins goes through the write runner (``_txnrunner``): batches,
+sessions, and the solo items of the layers above (``run_write``).
 
 It touches the ``lmdb.Environment`` (write transactions; set_mapsize only through the gate),
 the committer, its own queue and thread, and the loop (results go back through
@@ -37,23 +42,24 @@ from typing import Any, Final, TypeVar
 
 import lmdb
 
-from ._changelog import Recorder
 from ._commit import Committer
 from ._config import EngineConfig
 from ._delivery import (
     CLOSING,
     OPEN,
+    Counted,
     EngineHooks,
     Op,
     Part,
-    Request,
     Result,
+    WriteRequest,
     as_settable,
     broken_error,
     post,
 )
 from ._gate import Gate
-from .errors import DeadlockError, TransactionError
+from ._txnrunner import BeginChild, WriteRunner, WriteSource
+from .errors import ConflictError, DeadlockError, TransactionError
 
 __all__ = ["ABORT", "COMMIT", "SessionCommand", "WriteSession", "Writer"]
 
@@ -138,7 +144,7 @@ class _Stop(enum.Enum):
 # The writer queue's last item: the thread ends after it.
 _STOP: Final = _Stop.STOP
 # What the writer queue holds: a burst of writes from one loop iteration, a solo item, the stop.
-_Item = list[Request] | _Solo | _Stop
+_Item = list[WriteRequest] | _Solo | _Stop
 
 
 class Writer(Part):
@@ -150,27 +156,24 @@ class Writer(Part):
         gate: Gate,
         config: EngineConfig,
         engine: EngineHooks,
-        recorder: Recorder,
+        source: WriteSource,
     ) -> None:
         super().__init__(env, gate, config, engine)
         self._writemap = bool(env.flags().get("writemap"))
-        self._resize = gate.resize
-        # Begins the write transactions of sessions (recording changes when the log is on).
-        self._begin = recorder.begin
-        committer = self.committer = Committer(env, config, gate.resize, recorder)
+        # Begins every write transaction of this thread (see _txnrunner).
+        runner = self.runner = WriteRunner(env, config, gate.resize, source)
+        committer = self.committer = Committer(env, runner)
         self._run_batch = committer.run_batch
-        self._grow_map = committer.grow_map
-        self._map_full_error = committer.map_full_error
-        self._note_conflicts = committer.note_conflicts
         # Metrics: writes handed to the queue (loop thread), taken from it, interactive
-        # write transactions ended and committed (writer thread).
+        # write transactions ended and committed, conflicts met in them (writer thread).
         self.flushed = 0
         self.taken = 0
         self.write_transactions = 0
         self.session_commits = 0
+        self.session_conflicts = 0
         self._loop_thread: int | None = None
         # Writes submitted during the current loop iteration, passed on by _flush_writes.
-        self._write_buf: list[Request] = []
+        self._write_buf: list[WriteRequest] = []
         self._writes: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._sessions: set[WriteSession] = set()
         # The exclusive write transaction that has begun and not ended (deadlock guard).
@@ -188,8 +191,11 @@ class Writer(Part):
         self._loop_thread = threading.get_ident()
 
     # ----------------------------------------------------------------- loop side
-    def submit_write(self, fn: Callable[..., R], args: tuple[Any, ...]) -> asyncio.Future[R]:
-        """Queue ``fn(write_txn, *args)`` for the next group commit."""
+    def submit_write(
+        self, fn: Callable[..., R], args: tuple[Any, ...], atomic: bool
+    ) -> asyncio.Future[R]:
+        """Queue ``fn(write_txn, *args)`` for the next group commit; ``atomic``: it makes at
+        most one change and fails, if at all, before making it (no child transaction)."""
         if self._state is not OPEN:
             self._raise_state()
         loop = asyncio.get_running_loop()
@@ -199,7 +205,7 @@ class Writer(Part):
             self.check_not_holding("a plain database write")
         fut = loop.create_future()
         buf = self._write_buf
-        buf.append((fut, fn, args))
+        buf.append((fut, fn, args, atomic))
         if len(buf) == 1:
             # Hand the writer everything this loop iteration submits at once, at its end (as
             # lmdb-js does): one wake-up, and the writer starts when the loop is about to go
@@ -332,16 +338,11 @@ class Writer(Part):
     ) -> None:
         """Writer thread (as a solo item): run one exclusive write transaction to its end."""
         try:
-            try:
-                txn = self._begin(write=True)
-            except lmdb.MapResizedError:
-                self._resize(0)
-                txn = self._begin(write=True)
+            txn, begin_child = self.runner.begin()
         except BaseException as exc:
             self._end_session(session, [(started, False, as_settable(exc))])
             return
         post(self._loop, [(started, True, None)])
-        grow = False
         while True:
             fut, fn, args = session.commands.get()
             if isinstance(fn, SessionCommand):
@@ -353,25 +354,23 @@ class Writer(Part):
                     except BaseException as exc:
                         txn.abort()
                         if isinstance(exc, lmdb.MapFullError):
-                            grow = True
-                            exc = self._map_full_error(exc)
+                            exc = self.runner.grow_after(exc)
                         result = (fut, False, as_settable(exc))
                 else:
                     txn.abort()
                     if fn is COMMIT:
                         result = (fut, False, broken_error(session.broken))
+                    if isinstance(session.broken, lmdb.MapFullError):
+                        # Before the end is reported: running the transaction again fits.
+                        self.runner.grow_map()
                 self.write_transactions += 1
-                self._note_conflicts()
                 self._end_session(session, [result])
                 break
             assert fut is not None  # only commands are sent without a future
             if session.broken is not None:
                 post(self._loop, [(fut, False, broken_error(session.broken))])
                 continue
-            post(self._loop, [self._run_in_session(txn, session, fut, fn, args)])
-            grow = grow or isinstance(session.broken, lmdb.MapFullError)
-        if grow:
-            self._grow_map()  # so that running the transaction again fits
+            post(self._loop, [self._run_in_session(txn, begin_child, session, fut, fn, args)])
 
     def _end_session(
         self, session: WriteSession, results: list[tuple[asyncio.Future[Any] | None, bool, Any]]
@@ -383,7 +382,8 @@ class Writer(Part):
 
     def _run_in_session(
         self,
-        txn: lmdb.Transaction,
+        txn: Any,
+        begin_child: BeginChild,
         session: WriteSession,
         fut: asyncio.Future[Any],
         fn: Op,
@@ -391,20 +391,29 @@ class Writer(Part):
     ) -> Result:
         if self._writemap:  # no nested transactions: a failure may leave partial writes
             try:
-                return (fut, True, fn(txn, *args))
+                value = fn(txn, *args)
             except BaseException as exc:
                 if isinstance(exc, lmdb.MapFullError):
-                    exc = self._map_full_error(exc)
+                    exc = self.runner.map_full_error(exc)
                 session.broken = exc
-                return (fut, False, as_settable(exc))
-        child = self._begin(write=True, parent=txn)
-        try:
-            value = fn(child, *args)
-        except BaseException as exc:
-            child.abort()
-            if isinstance(exc, lmdb.MapFullError):
-                exc = self._map_full_error(exc)  # LMDB's advice names the wrong setting
-                session.broken = exc  # LMDB leaves the whole transaction unusable
-            return (fut, False, as_settable(exc))
-        child.commit()
+                return self._failed(fut, exc)
+        else:
+            child = begin_child()
+            try:
+                value = fn(child, *args)
+            except BaseException as exc:
+                child.abort()
+                if isinstance(exc, lmdb.MapFullError):
+                    exc = self.runner.map_full_error(exc)  # LMDB's advice names the wrong setting
+                    session.broken = exc  # LMDB leaves the whole transaction unusable
+                return self._failed(fut, exc)
+            child.commit()
+        if type(value) is Counted:
+            self.session_conflicts += value.conflicts
+            value = value.value
         return (fut, True, value)
+
+    def _failed(self, fut: asyncio.Future[Any], exc: BaseException) -> Result:
+        if isinstance(exc, ConflictError):
+            self.session_conflicts += 1
+        return (fut, False, as_settable(exc))

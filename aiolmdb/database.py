@@ -165,7 +165,7 @@ class AsyncDatabase(AsyncOps[K, V]):
         ctx = self._ctx
         if ctx is None or self._entry.dropped:
             ctx = await self._context()
-        return await self._engine.submit_write(fn, (ctx, *args))
+        return await self._engine.submit_write(fn, (ctx, *args), fn in _ops.ATOMIC)
 
     def _stream(self, fn: StreamFn, args: tuple[Any, ...], on_item: OnItem, on_end: OnEnd) -> bool:
         # Range iterators read ahead this way. Not in inline mode (reads run on the loop
@@ -216,10 +216,10 @@ class AsyncDatabase(AsyncOps[K, V]):
         if not options and self._bytes_only and type(key) is bytes and type(value) is bytes:
             if not ctx.dupsort:
                 return await self._engine.submit_write(
-                    _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, True, ctx.large)
+                    _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, True, ctx.large), True
                 )
         fn, args = _ops.put_call(key, value, options)
-        return await self._engine.submit_write(fn, (ctx, *args))
+        return await self._engine.submit_write(fn, (ctx, *args), True)  # put or put_if
 
     async def _value_chunks(self, key: K, chunk_size: int) -> AsyncGenerator[bytes, None]:
         # One buffered read transaction held across the chunks: one value, pieces copied

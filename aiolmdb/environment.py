@@ -14,7 +14,6 @@ from typing import Any, Literal, TypeVar, overload
 import lmdb
 
 from ._catalogue import Catalogue, DatabaseInfo, encode_name, open_main
-from ._changelog import Change, Retention, has_log
 from ._config import (
     DEFAULT_MAX_BATCH,
     EngineConfig,
@@ -23,7 +22,11 @@ from ._config import (
 )
 from ._engine import Engine
 from ._feed import ChangeFeed
+from ._meta import MetaHandles, has_log
 from ._metrics import Metrics
+from ._recorder import Recorder
+from ._records import Change
+from ._trim import LogMode, Retention, log_options
 from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
 from .database import AsyncDatabase
@@ -97,9 +100,8 @@ def open(
         inline_reads=inline_reads,
         map_growth=map_growth,
         max_map_size=max_map_size,
-        changelog=changelog,
-        changelog_retention=changelog_retention,
     )
+    log_mode, retention = log_options(changelog, changelog_retention)
     check_lmdb_options(lmdb_kwargs)
     lmdb_kwargs.setdefault("max_dbs", DEFAULT_MAX_DBS)
     try:
@@ -120,13 +122,14 @@ def open(
         # Free reader slots left by crashed processes (they pin old pages and fill the table).
         env.reader_check()
     try:
-        if config.changelog is None and not lmdb_kwargs.get("readonly") and has_log(env):
+        readonly = lmdb_kwargs.get("readonly")
+        if log_mode is None and not readonly and has_log(env):
             raise ValueError(
                 f"{os.fspath(path)!r} records its changes in a change log: open it with "
                 "aiolmdb.open(path, changelog=True) (or readonly=True), or this process's "
                 "writes would be missing from the log"
             )
-        return Environment(env, config)
+        return Environment(env, config, log_mode, retention)
     except BaseException:
         env.close()
         raise
@@ -197,13 +200,22 @@ class Environment:
     """An open LMDB environment: hands out :class:`AsyncDatabase` objects and runs the engine
     (a pool of reader threads and one writer thread) that their operations go through."""
 
-    def __init__(self, env: lmdb.Environment, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        env: lmdb.Environment,
+        config: EngineConfig,
+        log_mode: LogMode = None,
+        retention: Retention | None = None,
+    ) -> None:
         self._lmdb = env
         self._path: str = env.path()
         main = open_main(env)
+        handles = MetaHandles(env)
+        # The change log and on_commit hooks: it begins the writer's write transactions.
+        self._recorder = recorder = Recorder(env, log_mode, retention, handles)
         # Last: it starts the writer thread, and nothing after it may fail.
-        self._engine = Engine(env, config)
-        self._catalogue = Catalogue(env, self._engine, main)
+        self._engine = Engine(env, config, recorder)
+        self._catalogue = Catalogue(env, self._engine, main, handles, recorder)
         self._default_db: AsyncDatabase[bytes, bytes] | None = None
 
     def __repr__(self) -> str:
@@ -475,9 +487,7 @@ class Environment:
             encoded = encode_name(db)
             assert encoded is not None
             name = encoded.decode("utf-8", "backslashreplace")
-        return ChangeFeed(
-            self._engine, self._engine.recorder, since, name, database, prefix, follow
-        )
+        return ChangeFeed(self._engine, self._recorder, since, name, database, prefix, follow)
 
     def on_commit(self, callback: Callable[[Sequence[Change]], object]) -> Callable[[], None]:
         """Call ``callback(changes)`` on the event loop after each commit of this process
@@ -488,7 +498,7 @@ class Environment:
         reported; an exception of the callback is logged on the ``aiolmdb`` logger.
         """
         self._engine.check_open()
-        return self._engine.recorder.add_hook(callback)
+        return self._recorder.add_hook(callback)
 
     # ----------------------------------------------------------------- closing
     async def close(self) -> None:
@@ -500,7 +510,7 @@ class Environment:
         """
         engine = self._engine
         done = engine.begin_close()
-        engine.recorder.wake()  # followers see the close and end
+        self._recorder.wake()  # followers see the close and end
         # Shielded: cancelling close() must not cancel the shutdown, which goes on regardless.
         await asyncio.shield(asyncio.wrap_future(done))
         engine.join_writer()

@@ -26,7 +26,7 @@ from . import _scan
 from ._ops import DbContext
 
 if TYPE_CHECKING:
-    from ._ops import Txn
+    from ._delivery import Txn
     from ._surface import AsyncOps, RangeOptions
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "RangeIterator"]

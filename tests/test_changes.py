@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aiolmdb
-from aiolmdb import Change, ChangesTrimmedError, Retention, _changelog
+from aiolmdb import Change, ChangesTrimmedError, Retention, _records, _trim
 
 
 async def take(feed: aiolmdb.ChangeFeed, count: int) -> list[Change]:
@@ -519,12 +519,15 @@ def test_trim_deletes_at_most_limit_per_transaction(tmp_path: Path) -> None:
         meta = env.open_db(b"__aiolmdb__")
         with env.begin(write=True) as txn:
             for seq in range(1, 2501):
-                txn.put(seq.to_bytes(8, "big"), _changelog.encode(1, b"a", b"k", b"", 0), db=log_db)
+                txn.put(seq.to_bytes(8, "big"), _records.encode(1, b"a", b"k", b"", 0), db=log_db)
         retention = Retention(entries=0)
-        steps = [_changelog.trim(env, log_db, meta, retention, 1000) for _ in range(4)]
+        steps = []
+        for _ in range(4):
+            with env.begin(write=True) as txn:
+                steps.append(_trim.trim(txn, log_db, meta, retention, 1000))
         assert steps == [1000, 1000, 500, 0]
         with env.begin() as txn:
-            assert _changelog.last_seq(txn, log_db, meta) == 2500  # kept as the trimmed mark
+            assert _records.last_seq(txn, log_db, meta) == 2500  # kept as the trimmed mark
     finally:
         env.close()
 

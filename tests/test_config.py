@@ -132,7 +132,7 @@ async def test_session_hold_and_release(env: Environment) -> None:
     engine.check_not_holding("anything")  # nothing held
     engine.hold_session(session)
     with pytest.raises(DeadlockError, match="a plain database write"):
-        await engine.submit_write(lambda txn: None, ())
+        await engine.submit_write(lambda txn: None, (), False)
     with pytest.raises(DeadlockError, match="deleting a database"):
         engine.check_not_holding("deleting a database")
 
@@ -193,7 +193,7 @@ async def test_every_part_sees_the_close(env: Environment) -> None:
     with pytest.raises(ClosedError):
         engine.read_inline(lambda txn: None, ())
     with pytest.raises(ClosedError):
-        engine.submit_write(lambda txn: None, ())
+        engine.submit_write(lambda txn: None, (), False)
     with pytest.raises(ClosedError):
         engine.run_blocking(lambda: None)
     with pytest.raises(ClosedError):

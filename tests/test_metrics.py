@@ -97,6 +97,32 @@ async def test_conflicts(open_env: OpenEnv) -> None:
     assert env.metrics().conflicts == 5
 
 
+async def test_conflicts_in_run_come_back_with_its_result(open_env: OpenEnv) -> None:
+    """run(fn, write=True): the conflicts met by fn's views come back with its result; one
+    raised out of fn counts once (not by the view and again by the engine)."""
+    env = open_env()
+    db = await env.open_db("p")
+    await db.put(b"k", b"a")
+
+    def met_two(txn: aiolmdb.Transaction[bytes, bytes]) -> str:
+        assert txn.put(b"k", b"b", if_value=b"zzz") is False
+        with pytest.raises(aiolmdb.ConflictError):  # caught by fn: still a conflict
+            txn[db].put(b"k", b"b", if_value=b"zzz", raise_on_conflict=True)
+        assert txn.put(b"k", b"b", if_value=b"a") is True  # holds: no conflict
+        return "done"
+
+    assert await db.run(met_two, write=True) == "done"
+    assert env.metrics().conflicts == 2
+
+    def raises(txn: aiolmdb.Transaction[bytes, bytes]) -> None:
+        txn.put(b"k", b"c", if_value=b"zzz", raise_on_conflict=True)
+
+    with pytest.raises(aiolmdb.ConflictError):
+        await db.run(raises, write=True)
+    assert env.metrics().conflicts == 3
+    assert await db.get(b"k") == b"b"
+
+
 @pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
 async def test_conflicts_counted_once_when_a_batch_runs_again(
     open_env: OpenEnv, writemap: bool

@@ -110,15 +110,15 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "commit-per-op",
         "_commit.py",
-        "results = self._commit(live)",
-        "results = self._commit_one_by_one(live)",
+        "ran = run(self._replaying(live) if self._writemap else self._nested(live))",
+        "ran = self._one_by_one(live)",
         "writes issued together share one transaction and one commit (group commit)",
     ),
     Mutation(
         "no-child-transaction",
         "_commit.py",
-        "if fn in ATOMIC:\n                    # One LMDB change",
-        "if True:\n                    # One LMDB change",
+        "for fut, fn, args, atomic in live:\n                if atomic:",
+        "for fut, fn, args, atomic in live:\n                if True:",
         "a failing operation of a batch rolls back alone (batch isolation)",
     ),
     Mutation(
@@ -188,7 +188,7 @@ MUTATIONS: list[Mutation] = [
     # ---- map growth
     Mutation(
         "map-growth-off",
-        "_commit.py",
+        "_txnrunner.py",
         "if not self._map_growth:\n            return False",
         "if True:\n            return False",
         "a full map grows and the batch runs again (map_growth=True)",
@@ -223,7 +223,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "map-full-unexplained",
-        "_commit.py",
+        "_txnrunner.py",
         'err = lmdb.MapFullError(f"{advice} (LMDB: {exc})")',
         "err = lmdb.MapFullError(str(exc))",
         "a write refused at max_map_size says which setting stopped the growth",

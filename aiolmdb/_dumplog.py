@@ -1,0 +1,60 @@
+"""The change log as stored, for the command line's ``dump`` and ``load``.
+
+Both run in a transaction of their own caller with no other handle being opened meanwhile (the
+CLI awaits one step at a time): a handle opened in a transaction is valid in it only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lmdb
+
+from ._meta import MARKER_KEY, TRIMMED_KEY, open_log, open_meta
+from ._records import SEQ, trimmed_upto
+
+__all__ = ["restore_records", "stored_records"]
+
+
+def stored_records(
+    env: lmdb.Environment, txn: lmdb.Transaction[Any], after: bytes | None, limit: int
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Reader thread: up to ``limit`` records of the log as stored, after the key ``after``
+    (None: from the first), and the trimmed high-water mark."""
+    log_db = open_log(env, txn)
+    meta = open_meta(env, txn)
+    out: list[tuple[bytes, bytes]] = []
+    cur = txn.cursor(log_db)
+    try:
+        found = cur.first() if after is None else cur.set_range(after)
+        if found and after is not None and cur.key() == after:
+            found = cur.next()
+        while found and len(out) < limit:
+            out.append((bytes(cur.key()), bytes(cur.value())))
+            found = cur.next()
+    finally:
+        cur.close()
+    return out, trimmed_upto(txn, meta)
+
+
+def restore_records(
+    env: lmdb.Environment,
+    txn: lmdb.Transaction[Any],
+    pairs: Sequence[tuple[bytes, bytes]],
+    trimmed: int,
+    mark: bool,
+) -> None:
+    """Writer thread: append records to the log as stored (creating it), raise the trimmed
+    high-water mark to ``trimmed``; ``mark``: record that the environment has a log (last, so
+    that the loading process, which opened it without one, can write until then)."""
+    log_db = open_log(env, txn, True)
+    meta = open_meta(env, txn, True)
+    for key, value in pairs:
+        if len(key) != SEQ.size:
+            raise ValueError(f"a change log record's key must be 8 bytes, got {key!r}")
+        txn.put(key, value, db=log_db, append=True)
+    if trimmed > trimmed_upto(txn, meta):
+        txn.put(TRIMMED_KEY, SEQ.pack(trimmed), db=meta)
+    if mark and txn.get(MARKER_KEY, None, meta) is None:
+        txn.put(MARKER_KEY, b"1", db=meta)
