@@ -56,6 +56,9 @@ _TAG = {"zlib": ZLIB, "zstd": ZSTD, "lz4": LZ4}
 # (lowest, highest, default) level of each codec.
 _LEVELS = {"zlib": (-1, 9, 1), "zstd": (-(1 << 17), 22, 3), "lz4": (0, 16, 0)}
 
+# Decompression produces its output this many bytes at a time.
+_PIECE = 1 << 20
+
 MAX_SIZE = 64 << 20
 """The default ``max_size``: the most bytes one value may decompress to (docs/guide/coders.md
 says why 64 MiB)."""
@@ -141,12 +144,23 @@ def _zlib_decompress(buffer: Buffer, max_size: int | None) -> bytes:
     if max_size is None:
         return zlib.decompress(buffer)
     stream = zlib.decompressobj()
-    out = stream.decompress(buffer, max_size + 1)
-    if len(out) > max_size:
+    step = min(_PIECE, max_size + 1)
+    pieces = [stream.decompress(buffer, step)]
+    total = len(pieces[0])
+    # Output may still be pending with the input all consumed: ask until a short piece.
+    while (
+        not stream.eof and total <= max_size and (stream.unconsumed_tail or len(pieces[-1]) == step)
+    ):
+        piece = stream.decompress(stream.unconsumed_tail, step)
+        if not piece:
+            break
+        pieces.append(piece)
+        total += len(piece)
+    if total > max_size:
         raise _TooLarge("zlib", max_size, None)
     if not stream.eof:
         raise zlib.error("Error -5 while decompressing data: incomplete or truncated stream")
-    return out
+    return _joined(pieces)
 
 
 def _zstd_decompress(
@@ -172,41 +186,49 @@ def _zstd_decompress(
                     f"compressed(codec='zstd', zstd_dict=<dictionary {wanted}>)"
                 )
         stream = zstd.ZstdDecompressor(zstd_dict=zstd_dict if wanted else None)
-        out = stream.decompress(buffer, -1 if max_size is None else max_size + 1)
+        return _drain("zstd", stream, buffer, max_size)
     except zstd.ZstdError as exc:
         raise ValueError(f"not valid zstd data ({exc})") from exc
-    return _whole_frame("zstd", stream, out, max_size)
 
 
 def _lz4_decompress(lz4: ModuleType, buffer: Buffer, max_size: int | None) -> bytes:
-    """One LZ4 frame's content, at most ``max_size`` bytes of it."""
+    """One LZ4 frame's content, at most ``max_size`` bytes of it. Streaming also spares the
+    allocation of whatever size a damaged header claims, which one-shot decompression makes
+    first."""
     try:
         claimed = int(lz4.get_frame_info(buffer)["content_size"]) or None
         if max_size is not None and claimed is not None and claimed > max_size:
             raise _TooLarge("LZ4", max_size, claimed)
-        stream = lz4.LZ4FrameDecompressor()
-        out = stream.decompress(buffer, -1 if max_size is None else max_size + 1)
+        return _drain("LZ4", lz4.LZ4FrameDecompressor(), buffer, max_size)
     except RuntimeError as exc:
         raise ValueError(f"not valid LZ4 data ({exc})") from exc
-    except MemoryError as exc:
-        # Without a bound, lz4 allocates whatever size a (damaged) header claims first.
-        raise ValueError(
-            "not valid LZ4 data, or too large for this process's memory: its header "
-            "claims more bytes than can be allocated"
-        ) from exc
-    return _whole_frame("LZ4", stream, out, max_size)
 
 
-def _whole_frame(codec: str, stream: Any, out: bytes, max_size: int | None) -> bytes:
-    """``out`` if the decompressor ``stream`` read exactly one whole frame within the bound."""
-    if max_size is not None and len(out) > max_size:
+def _drain(codec: str, stream: Any, buffer: Buffer, max_size: int | None) -> bytes:
+    """One frame decompressed by ``stream`` (a zstd or LZ4 decompressor) a piece at a time, so
+    that memory never grows more than a piece past ``max_size``; the frame must be whole and
+    alone."""
+    step = _PIECE if max_size is None else min(_PIECE, max_size + 1)
+    pieces = [stream.decompress(buffer, step)]
+    total = len(pieces[0])
+    while not stream.eof and not stream.needs_input:
+        if max_size is not None and total > max_size:
+            break
+        piece = stream.decompress(b"", step)
+        pieces.append(piece)
+        total += len(piece)
+    if max_size is not None and total > max_size:
         raise _TooLarge(codec, max_size, None)
     if not stream.eof:
         raise ValueError(f"not valid {codec} data (the frame is truncated)")
     if stream.unused_data:
         extra = len(stream.unused_data)
         raise ValueError(f"not valid {codec} data ({extra} bytes after the frame)")
-    return out
+    return _joined(pieces)
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _zstd_dict(value: object, codec: str, coder: str) -> ZstdDict | None:

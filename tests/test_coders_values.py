@@ -731,8 +731,10 @@ def _bomb(codec: Codec, size: int) -> bytes:
 def _no_header_size(codec: Codec, size: int) -> bytes:
     """A bomb whose frame does not say its size: only streaming finds it out."""
     if codec == "zstd":
+        # Fed in pieces, the compressor cannot write the size in the header.
         out = zstd.ZstdCompressor(level=19)
-        return bytes(out.compress(bytes(size), out.FLUSH_FRAME))
+        frame = b"".join(out.compress(bytes(1 << 20), out.CONTINUE) for _ in range(size >> 20))
+        return bytes(frame + out.flush(out.FLUSH_FRAME))
     return bytes(lz4_frame.compress(bytes(size), store_size=False))
 
 
@@ -745,8 +747,9 @@ def _needs(codec: str) -> None:
 @pytest.mark.parametrize("sized", [True, False])
 def test_a_decompression_bomb_is_refused_within_the_bound(codec: Codec, sized: bool) -> None:
     """64 MiB of zeros against a 1 MiB bound: a ValueError naming the codec and the bound, and
-    the process's Python memory never grows past the bound (the output is made in a streaming
-    way, capped), whether or not the frame's header says the size."""
+    the process's Python memory grows by the bound and a few MiB of working buffers at most
+    (the output is made a piece at a time), whether or not the frame's header says the size;
+    without the bound it would reach 64 MiB."""
     _needs(codec)
     if not sized and codec == "zlib":
         pytest.skip("a zlib stream never says its size")
@@ -761,7 +764,7 @@ def test_a_decompression_bomb_is_refused_within_the_bound(codec: Codec, sized: b
         tracemalloc.stop()
     label = {"zlib": "zlib", "zstd": "zstd", "lz4": "LZ4"}[codec]
     assert f"its {label} " in str(info.value)
-    assert peak < 3 << 20, peak
+    assert peak < (1 << 20) + (3 << 20), peak
 
 
 @pytest.mark.parametrize("codec", ["zlib", "zstd", "lz4"])
