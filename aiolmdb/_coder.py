@@ -122,6 +122,7 @@ class Coder(abc.ABC, Generic[T]):
         codec: Codec = "zlib",
         threshold: int = 0,
         zstd_dict: ZstdDict | Buffer | None = None,
+        max_size: int | None = 64 << 20,
     ) -> Coder[T]:
         """Return a coder that compresses the output of this coder.
 
@@ -130,6 +131,8 @@ class Coder(abc.ABC, Generic[T]):
         Values whose encoding is shorter than ``threshold`` bytes are stored uncompressed.
         ``zstd_dict`` (zstd only) is a trained dictionary (a ``ZstdDict`` or its bytes, see
         :func:`~aiolmdb.train_zstd_dict`), needed again to read what it compressed.
+        ``max_size`` is the most bytes one stored value may decompress to (64 MiB; ``None``:
+        no bound): a larger one raises ``ValueError`` instead of filling memory.
 
         With the defaults (zlib, ``threshold=0``) this is ``ZlibCoder(self, level)``, whose
         bytes are plain zlib streams, as in aiolmdb 0.1. Otherwise it is a
@@ -139,8 +142,10 @@ class Coder(abc.ABC, Generic[T]):
         from ._compress import CompressedCoder, ZlibCoder
 
         if codec == "zlib" and threshold == 0 and zstd_dict is None:
-            return ZlibCoder(self, 1 if level is None else level)
-        return CompressedCoder(self, level, codec=codec, threshold=threshold, zstd_dict=zstd_dict)
+            return ZlibCoder(self, 1 if level is None else level, max_size=max_size)
+        return CompressedCoder(
+            self, level, codec=codec, threshold=threshold, zstd_dict=zstd_dict, max_size=max_size
+        )
 
 
 class ParameterlessCoder(Coder[T]):

@@ -17,6 +17,11 @@ is known. Every compressed coder reads every form (with the codec's package inst
 the codec, level and threshold of a database can change while it holds data. A zstd frame made
 with a dictionary needs that dictionary to be read: its header names the dictionary's id, so a
 coder without it refuses the value, naming the id, instead of guessing.
+
+Decompression is bounded: a coder decompresses at most ``max_size`` bytes (64 MiB unless
+given), streaming, and refuses a value whose frame header claims more, or whose output passes
+the bound, with a ``ValueError``. A few kilobytes of hostile zstd can otherwise claim gigabytes
+of memory (a decompression bomb), and the caller would get a bare ``MemoryError`` at best.
 """
 
 from __future__ import annotations
@@ -51,6 +56,39 @@ _TAG = {"zlib": ZLIB, "zstd": ZSTD, "lz4": LZ4}
 # (lowest, highest, default) level of each codec.
 _LEVELS = {"zlib": (-1, 9, 1), "zstd": (-(1 << 17), 22, 3), "lz4": (0, 16, 0)}
 
+# Decompression produces its output this many bytes at a time.
+_PIECE = 1 << 20
+
+MAX_SIZE = 64 << 20
+"""The default ``max_size``: the most bytes one value may decompress to (docs/guide/coders.md
+says why 64 MiB)."""
+
+
+class _TooLarge(ValueError):
+    """A value that decompresses to more than the coder's ``max_size``."""
+
+    def __init__(self, codec: str, max_size: int, claimed: int | None) -> None:
+        what = (
+            f"its {codec} header claims {claimed} bytes"
+            if claimed is not None
+            else f"its {codec} data decompresses to more"
+        )
+        super().__init__(
+            f"{what}, over this coder's max_size={max_size} bytes (a decompression bomb, or a "
+            "value larger than expected: pass a larger max_size= to compressed() to read it)"
+        )
+
+
+def check_max_size(value: object, coder: str) -> int | None:
+    """The ``max_size`` argument checked: a positive int, or None for no bound."""
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise TypeError(f"{coder} max_size must be an int or None, not {type_name(value)}")
+    if value < 1:
+        raise ValueError(f"{coder} max_size must be >= 1 (or None for no bound), got {value}")
+    return value
+
 
 def _zstd(coder: str) -> ModuleType:
     if sys.version_info >= (3, 14):  # pragma: no cover - the standard library has it
@@ -68,13 +106,17 @@ def _lz4(coder: str) -> ModuleType:
     return require("lz4.frame", "lz4", "lz4", coder)
 
 
-def decompress(buffer: Buffer, coder: str, zstd_dict: ZstdDict | None = None) -> Buffer:
+def decompress(
+    buffer: Buffer, coder: str, zstd_dict: ZstdDict | None = None, max_size: int | None = MAX_SIZE
+) -> Buffer:
     """The inner coder's bytes from a stored value in any of the forms above.
 
     ``zstd_dict`` is the dictionary zstd frames that name one must have been made with.
-    Raises ``ValueError`` naming the coder and what is wrong with the bytes (a zstd frame's
-    dictionary id when it is not ``zstd_dict``'s), ``ImportError`` (with the pip line) for a
-    form whose codec's package is missing.
+    ``max_size`` bounds the decompressed size (None: no bound): the output is produced in a
+    streaming way and never grows past it. Raises ``ValueError`` naming the coder and what is
+    wrong with the bytes (a zstd frame's dictionary id when it is not ``zstd_dict``'s; the
+    codec and the bound for a value over it), ``ImportError`` (with the pip line) for a form
+    whose codec's package is missing.
     """
     view = memoryview(buffer)
     tag = view[0] if view.nbytes else ZLIB
@@ -82,23 +124,10 @@ def decompress(buffer: Buffer, coder: str, zstd_dict: ZstdDict | None = None) ->
         if tag == RAW:
             return view[1:]
         if tag == ZSTD:
-            return _zstd_decompress(_zstd(coder), buffer, zstd_dict)
+            return _zstd_decompress(_zstd(coder), buffer, zstd_dict, max_size)
         if tag == LZ4:
-            lz4 = _lz4(coder)
-            try:
-                data, used = lz4.decompress(buffer, return_bytes_read=True)
-            except RuntimeError as exc:
-                raise ValueError(f"not valid LZ4 data ({exc})") from exc
-            except MemoryError as exc:
-                # A damaged header can claim any content size, and lz4 allocates it first.
-                raise ValueError(
-                    "not valid LZ4 data, or too large for this process's memory: its header "
-                    "claims more bytes than can be allocated"
-                ) from exc
-            if used != view.nbytes:
-                raise ValueError(f"not valid LZ4 data ({view.nbytes - used} bytes after the frame)")
-            return cast(bytes, data)
-        return zlib.decompress(buffer)
+            return _lz4_decompress(_lz4(coder), buffer, max_size)
+        return _zlib_decompress(buffer, max_size)
     except zlib.error as exc:
         raise ValueError(
             f"{coder} cannot decode {show_bytes(buffer)}: not valid zlib data ({exc}); the "
@@ -109,26 +138,97 @@ def decompress(buffer: Buffer, coder: str, zstd_dict: ZstdDict | None = None) ->
         raise ValueError(f"{coder} cannot decode {show_bytes(buffer)}: {exc}") from exc
 
 
-def _zstd_decompress(zstd: ModuleType, buffer: Buffer, zstd_dict: ZstdDict | None) -> bytes:
-    """Decompress a zstd frame, with ``zstd_dict`` if the frame's header names its id."""
+def _zlib_decompress(buffer: Buffer, max_size: int | None) -> bytes:
+    """A zlib stream's content, at most ``max_size`` bytes of it (bytes after the stream's end
+    are ignored, as ``zlib.decompress`` does)."""
+    if max_size is None:
+        return zlib.decompress(buffer)
+    stream = zlib.decompressobj()
+    step = min(_PIECE, max_size + 1)
+    pieces = [stream.decompress(buffer, step)]
+    total = len(pieces[0])
+    # Output may still be pending with the input all consumed: ask until a short piece.
+    while (
+        not stream.eof and total <= max_size and (stream.unconsumed_tail or len(pieces[-1]) == step)
+    ):
+        piece = stream.decompress(stream.unconsumed_tail, step)
+        if not piece:
+            break
+        pieces.append(piece)
+        total += len(piece)
+    if total > max_size:
+        raise _TooLarge("zlib", max_size, None)
+    if not stream.eof:
+        raise zlib.error("Error -5 while decompressing data: incomplete or truncated stream")
+    return _joined(pieces)
+
+
+def _zstd_decompress(
+    zstd: ModuleType, buffer: Buffer, zstd_dict: ZstdDict | None, max_size: int | None
+) -> bytes:
+    """One zstd frame's content, with ``zstd_dict`` if the frame's header names its id, at
+    most ``max_size`` bytes of it."""
     try:
-        wanted = zstd.get_frame_info(buffer).dictionary_id
-        if wanted == 0:
-            return cast(bytes, zstd.decompress(buffer))
-        if zstd_dict is None:
-            raise ValueError(
-                f"it was compressed with zstd dictionary {wanted} and this coder has none; "
-                f"read it with compressed(codec='zstd', zstd_dict=<dictionary {wanted}>)"
-            )
-        if zstd_dict.dict_id != wanted:
-            raise ValueError(
-                f"it was compressed with zstd dictionary {wanted}, not with this coder's "
-                f"dictionary {zstd_dict.dict_id}; read it with "
-                f"compressed(codec='zstd', zstd_dict=<dictionary {wanted}>)"
-            )
-        return cast(bytes, zstd.decompress(buffer, zstd_dict=zstd_dict))
+        info = zstd.get_frame_info(buffer)
+        claimed, wanted = info.decompressed_size, info.dictionary_id
+        if max_size is not None and claimed is not None and claimed > max_size:
+            raise _TooLarge("zstd", max_size, claimed)
+        if wanted != 0:
+            if zstd_dict is None:
+                raise ValueError(
+                    f"it was compressed with zstd dictionary {wanted} and this coder has none; "
+                    f"read it with compressed(codec='zstd', zstd_dict=<dictionary {wanted}>)"
+                )
+            if zstd_dict.dict_id != wanted:
+                raise ValueError(
+                    f"it was compressed with zstd dictionary {wanted}, not with this coder's "
+                    f"dictionary {zstd_dict.dict_id}; read it with "
+                    f"compressed(codec='zstd', zstd_dict=<dictionary {wanted}>)"
+                )
+        stream = zstd.ZstdDecompressor(zstd_dict=zstd_dict if wanted else None)
+        return _drain("zstd", stream, buffer, max_size)
     except zstd.ZstdError as exc:
         raise ValueError(f"not valid zstd data ({exc})") from exc
+
+
+def _lz4_decompress(lz4: ModuleType, buffer: Buffer, max_size: int | None) -> bytes:
+    """One LZ4 frame's content, at most ``max_size`` bytes of it. Streaming also spares the
+    allocation of whatever size a damaged header claims, which one-shot decompression makes
+    first."""
+    try:
+        claimed = int(lz4.get_frame_info(buffer)["content_size"]) or None
+        if max_size is not None and claimed is not None and claimed > max_size:
+            raise _TooLarge("LZ4", max_size, claimed)
+        return _drain("LZ4", lz4.LZ4FrameDecompressor(), buffer, max_size)
+    except RuntimeError as exc:
+        raise ValueError(f"not valid LZ4 data ({exc})") from exc
+
+
+def _drain(codec: str, stream: Any, buffer: Buffer, max_size: int | None) -> bytes:
+    """One frame decompressed by ``stream`` (a zstd or LZ4 decompressor) a piece at a time, so
+    that memory never grows more than a piece past ``max_size``; the frame must be whole and
+    alone."""
+    step = _PIECE if max_size is None else min(_PIECE, max_size + 1)
+    pieces = [stream.decompress(buffer, step)]
+    total = len(pieces[0])
+    while not stream.eof and not stream.needs_input:
+        if max_size is not None and total > max_size:
+            break
+        piece = stream.decompress(b"", step)
+        pieces.append(piece)
+        total += len(piece)
+    if max_size is not None and total > max_size:
+        raise _TooLarge(codec, max_size, None)
+    if not stream.eof:
+        raise ValueError(f"not valid {codec} data (the frame is truncated)")
+    if stream.unused_data:
+        extra = len(stream.unused_data)
+        raise ValueError(f"not valid {codec} data ({extra} bytes after the frame)")
+    return _joined(pieces)
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _zstd_dict(value: object, codec: str, coder: str) -> ZstdDict | None:
@@ -179,9 +279,21 @@ class CompressedCoder(Coder[T]):
     dictionary's id; values made with another dictionary, or read by a coder without one, raise
     ``ValueError`` naming the id they need. Values stored without a dictionary, in any form,
     still read.
+
+    ``max_size`` bounds what one value may decompress to (64 MiB by default, None: no bound):
+    a value whose frame claims more, or whose data decompresses to more, raises ``ValueError``
+    naming the codec and the bound, and memory never grows past it (decompression bombs).
     """
 
-    __slots__ = ("_codec", "_compress", "_inner", "_level", "_threshold", "_zstd_dict")
+    __slots__ = (
+        "_codec",
+        "_compress",
+        "_inner",
+        "_level",
+        "_max_size",
+        "_threshold",
+        "_zstd_dict",
+    )
 
     def __init__(
         self,
@@ -191,6 +303,7 @@ class CompressedCoder(Coder[T]):
         codec: Codec = "zlib",
         threshold: int = 0,
         zstd_dict: ZstdDict | Buffer | None = None,
+        max_size: int | None = MAX_SIZE,
     ) -> None:
         """Wrap ``inner``; ``level`` is the codec's level (``None``: its default).
 
@@ -198,7 +311,8 @@ class CompressedCoder(Coder[T]):
         zstd ``-131072`` (fastest) to ``22`` (best), default 3; LZ4 ``0`` (fast) to ``16``
         (best), default 0. ``threshold`` (bytes, ``>= 0``): shorter values are stored as they
         are. ``zstd_dict`` (zstd only): a ``ZstdDict`` with an id, or its ``dict_content``
-        bytes. Raises ``TypeError`` or ``ValueError`` for a bad argument, ``ImportError`` if the
+        bytes. ``max_size``: the most bytes a value may decompress to (``None``: no bound).
+        Raises ``TypeError`` or ``ValueError`` for a bad argument, ``ImportError`` if the
         codec's package is missing.
         """
         name = type(self).__name__
@@ -217,6 +331,7 @@ class CompressedCoder(Coder[T]):
             raise TypeError(f"{name} threshold must be an int, not {type_name(threshold)}")
         if threshold < 0:
             raise ValueError(f"{name} threshold must be >= 0, got {threshold}")
+        self._max_size = check_max_size(max_size, name)
         self._zstd_dict = _zstd_dict(zstd_dict, codec, name)
         self._inner = inner
         self._codec: Codec = codec
@@ -249,6 +364,11 @@ class CompressedCoder(Coder[T]):
         """The zstd dictionary new values are compressed with, or ``None``."""
         return self._zstd_dict
 
+    @property
+    def max_size(self) -> int | None:
+        """The most bytes one value may decompress to (``None``: no bound)."""
+        return self._max_size
+
     def serialize(self, obj: T) -> bytes:
         """Serialize ``obj`` with the inner coder, then compress (or tag it as uncompressed)."""
         data = self._inner.serialize(obj)
@@ -261,18 +381,31 @@ class CompressedCoder(Coder[T]):
 
     def deserialize(self, buffer: Buffer) -> T:
         """Decompress whichever form was stored, then deserialize with the inner coder."""
-        return self._inner.deserialize(decompress(buffer, type(self).__name__, self._zstd_dict))
+        return self._inner.deserialize(
+            decompress(buffer, type(self).__name__, self._zstd_dict, self._max_size)
+        )
 
     def _params(self) -> str:
         params = f"level={self._level}, codec={self._codec!r}, threshold={self._threshold}"
         if self._zstd_dict is not None:
             params += f", zstd_dict=<ZstdDict id {self._zstd_dict.dict_id}>"
-        return params
+        return params + self._max_size_param()
+
+    def _max_size_param(self) -> str:
+        return "" if self._max_size == MAX_SIZE else f", max_size={self._max_size}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A ZstdDict does not pickle: its content does.
         content = None if self._zstd_dict is None else self._zstd_dict.dict_content
-        args = (type(self), self._inner, self._level, self._codec, self._threshold, content)
+        args = (
+            type(self),
+            self._inner,
+            self._level,
+            self._codec,
+            self._threshold,
+            content,
+            self._max_size,
+        )
         return (_make_compressed, args)
 
     def __repr__(self) -> str:
@@ -298,8 +431,9 @@ def _make_compressed(
     codec: Codec,
     threshold: int,
     content: bytes | None,
+    max_size: int | None = MAX_SIZE,
 ) -> CompressedCoder[Any]:
-    return cls(inner, level, codec=codec, threshold=threshold, zstd_dict=content)
+    return cls(inner, level, codec=codec, threshold=threshold, zstd_dict=content, max_size=max_size)
 
 
 def _compressor(
@@ -331,8 +465,9 @@ class ZlibCoder(CompressedCoder[T]):
 
     __slots__ = ()
 
-    def __init__(self, inner: Coder[T], level: int = 1) -> None:
-        """Wrap ``inner``; ``level`` is ``0`` (none) to ``9`` (best), or ``-1`` (zlib default).
+    def __init__(self, inner: Coder[T], level: int = 1, *, max_size: int | None = MAX_SIZE) -> None:
+        """Wrap ``inner``; ``level`` is ``0`` (none) to ``9`` (best), or ``-1`` (zlib default);
+        ``max_size`` bounds what a value may decompress to (``None``: no bound).
 
         Raises ``TypeError`` if ``inner`` is not a :class:`Coder` or ``level`` not an ``int``,
         ``ValueError`` if ``level`` is out of range.
@@ -343,17 +478,19 @@ class ZlibCoder(CompressedCoder[T]):
             raise ValueError(
                 f"ZlibCoder compression level must be 0..9 (or -1 for zlib's default), got {level}"
             )
-        super().__init__(inner, level)
+        super().__init__(inner, level, max_size=max_size)
 
     def serialize(self, obj: T) -> bytes:
         """Serialize ``obj`` with the inner coder, then compress."""
         return zlib.compress(self._inner.serialize(obj), self._level)
 
     def _params(self) -> str:
-        return f"level={self._level}"
+        return f"level={self._level}" + self._max_size_param()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self._inner, self._level))
+        if self._max_size == MAX_SIZE:
+            return (type(self), (self._inner, self._level))
+        return (partial(type(self), max_size=self._max_size), (self._inner, self._level))
 
 
 async def train_zstd_dict(

@@ -5,6 +5,7 @@ a database in both read modes."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib
 import json
@@ -12,6 +13,7 @@ import math
 import os
 import pickle
 import sys
+import tracemalloc
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,8 @@ from aiolmdb import (
 
 if TYPE_CHECKING:
     import msgspec
+
+    from aiolmdb._compress import Codec
 else:
     msgspec = pytest.importorskip("msgspec", reason="pip install 'aiolmdb[msgspec]'")
 
@@ -686,12 +690,15 @@ def test_nan_survives_msgpack_but_not_msgspec_json() -> None:
     assert MsgspecCoder(Any, format="json").serialize(math.nan) == b"null"  # type: ignore[arg-type]
 
 
-def test_lz4_header_claiming_a_huge_size_is_a_value_error() -> None:
-    """A damaged LZ4 header can claim a huge content size, which lz4 tries to allocate: the
-    result is a ValueError like any other damage, never a MemoryError or a wrong value."""
+@pytest.mark.parametrize("max_size", [None, 1 << 20])
+def test_lz4_header_claiming_a_huge_size_is_a_value_error(max_size: int | None) -> None:
+    """A damaged LZ4 header can claim a huge content size: with a bound the claim is refused
+    before anything is allocated; without one the frame is decoded as a stream, never
+    allocating the claim. Either way the result is a ValueError like any other damage, never a
+    MemoryError or a wrong value."""
     if lz4_frame is None:  # pragma: no cover
         pytest.skip("aiolmdb[lz4]")
-    coder = IdentityCoder().compressed(codec="lz4")
+    coder = IdentityCoder().compressed(codec="lz4", max_size=max_size)
     value = b"abcdefgh" * 40
     stored = coder.serialize(value)
     huge = 0
@@ -704,5 +711,102 @@ def test_lz4_header_claiming_a_huge_size_is_a_value_error() -> None:
             try:
                 assert coder.deserialize(bytes(damaged)) == value
             except ValueError as exc:
-                huge += "allocated" in str(exc)
-    assert huge  # some damage claimed more memory than there is, and said so
+                huge += "max_size=1048576" in str(exc)
+    # Some damage claimed more than the bound allows, and said so.
+    assert huge if max_size is not None else not huge
+
+
+# ----------------------------------------------------------------- decompression bombs
+
+
+def _bomb(codec: Codec, size: int) -> bytes:
+    """A stored value (form byte and frame) that decompresses to ``size`` zero bytes."""
+    if codec == "zstd":
+        return bytes(zstd.compress(bytes(size), level=19))
+    if codec == "lz4":
+        return bytes(lz4_frame.compress(bytes(size), store_size=True))
+    return zlib.compress(bytes(size), 9)
+
+
+def _no_header_size(codec: Codec, size: int) -> bytes:
+    """A bomb whose frame does not say its size: only streaming finds it out."""
+    if codec == "zstd":
+        # Fed in pieces, the compressor cannot write the size in the header.
+        out = zstd.ZstdCompressor(level=19)
+        frame = b"".join(out.compress(bytes(1 << 20), out.CONTINUE) for _ in range(size >> 20))
+        return bytes(frame + out.flush(out.FLUSH_FRAME))
+    return bytes(lz4_frame.compress(bytes(size), store_size=False))
+
+
+def _needs(codec: str) -> None:
+    if (codec == "zstd" and zstd is None) or (codec == "lz4" and lz4_frame is None):
+        pytest.skip(f"aiolmdb[{codec}]")  # pragma: no cover
+
+
+@pytest.mark.parametrize("codec", ["zlib", "zstd", "lz4"])
+@pytest.mark.parametrize("sized", [True, False])
+def test_a_decompression_bomb_is_refused_within_the_bound(codec: Codec, sized: bool) -> None:
+    """64 MiB of zeros against a 1 MiB bound: a ValueError naming the codec and the bound, and
+    the process's Python memory grows by the bound and a few MiB of working buffers at most
+    (the output is made a piece at a time), whether or not the frame's header says the size;
+    without the bound it would reach 64 MiB."""
+    _needs(codec)
+    if not sized and codec == "zlib":
+        pytest.skip("a zlib stream never says its size")
+    bomb = _bomb(codec, 64 << 20) if sized else _no_header_size(codec, 64 << 20)
+    coder = aiolmdb.JSONCoder().compressed(codec=codec, threshold=1, max_size=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"max_size=1048576 bytes") as info:
+            coder.deserialize(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    label = {"zlib": "zlib", "zstd": "zstd", "lz4": "LZ4"}[codec]
+    assert f"its {label} " in str(info.value)
+    assert peak < (1 << 20) + (3 << 20), peak
+
+
+@pytest.mark.parametrize("codec", ["zlib", "zstd", "lz4"])
+def test_a_value_at_the_bound_decodes_and_one_byte_more_does_not(codec: Codec) -> None:
+    _needs(codec)
+    coder = aiolmdb.IdentityCoder().compressed(codec=codec, threshold=1, max_size=4096)
+    assert coder.deserialize(coder.serialize(bytes(4096))) == bytes(4096)
+    with pytest.raises(ValueError, match="max_size=4096"):
+        coder.deserialize(coder.serialize(bytes(4097)))
+    unbounded = aiolmdb.IdentityCoder().compressed(codec=codec, threshold=1, max_size=None)
+    assert unbounded.deserialize(coder.serialize(bytes(1 << 20))) == bytes(1 << 20)
+
+
+async def test_a_bomb_read_through_a_database_names_the_key(env: aiolmdb.Environment) -> None:
+    """The error reaches the caller of get() naming the key, the codec and the bound; the
+    other reads of its batch are unaffected."""
+    raw = env.open_db("bombs")
+    await raw.put(b"bomb", _bomb("zlib", 8 << 20))
+    await raw.put(b"fine", aiolmdb.JSONCoder().compressed().serialize({"ok": 1}))
+    db = env.open_db("bombs", value_coder=aiolmdb.JSONCoder().compressed(max_size=1 << 20))
+    got: list[Any] = await asyncio.gather(db.get(b"bomb"), db.get(b"fine"), return_exceptions=True)
+    bad, good = got
+    assert isinstance(bad, ValueError)
+    for part in ("key b'bomb'", "zlib", "max_size=1048576"):
+        assert part in str(bad)
+    assert good == {"ok": 1}
+
+
+def test_max_size_is_checked_and_kept_by_repr_equality_and_pickle() -> None:
+    with pytest.raises(TypeError, match="max_size must be an int or None"):
+        aiolmdb.JSONCoder().compressed(max_size=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_size must be >= 1"):
+        aiolmdb.JSONCoder().compressed(codec="zlib", threshold=4, max_size=0)
+    default = aiolmdb.JSONCoder().compressed()
+    assert default.max_size == 64 << 20  # type: ignore[attr-defined]
+    assert "max_size" not in repr(default)
+    for coder in (
+        aiolmdb.JSONCoder().compressed(max_size=10),
+        aiolmdb.JSONCoder().compressed(threshold=8, max_size=None),
+    ):
+        assert "max_size=" in repr(coder)
+        assert coder != default
+        copy = pickle.loads(pickle.dumps(coder))
+        assert copy == coder
+        assert copy.max_size == coder.max_size  # type: ignore[attr-defined]
