@@ -5,12 +5,12 @@ write transaction and one commit on a dedicated writer thread; coders run on tho
 never on the event loop. ``await db.put(...)`` returns once the write is committed.
 """
 
-from ._catalogue import DatabaseInfo
-from ._feed import ChangeFeed
-from ._metrics import Histogram, Metrics
-from ._records import Change
-from ._trim import Retention
-from ._versions import Entry
+from ._engine.metrics import Histogram, Metrics
+from ._store.catalogue import DatabaseInfo
+from ._store.feed import ChangeFeed
+from ._store.records import Change
+from ._store.trim import Retention
+from ._store.versions import Entry
 from .coders import (
     Coder,
     CompressedCoder,

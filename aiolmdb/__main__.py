@@ -1,6 +1,6 @@
-"""``python -m aiolmdb`` and the ``aiolmdb`` console script (see :mod:`aiolmdb._cli`)."""
+"""``python -m aiolmdb`` and the ``aiolmdb`` console script (see :mod:`aiolmdb._cli.commands`)."""
 
-from ._cli import main
+from ._cli.commands import main
 
 __all__ = ["main"]
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
-from . import _large, _ops, _scan
-from ._ops import MISSING, DbContext
-from ._versions import Entry
+from ._store import large as _large
+from ._store import ops as _ops
+from ._store import scan as _scan
+from ._store.ops import MISSING, DbContext
+from ._store.versions import Entry
 from .coders import Coder
 from .ranges import OnEnd, OnItem, RangeIterator, StreamFn, scan_args
 
@@ -36,8 +38,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
-    from ._catalogue import DatabaseEntry
-    from ._delivery import Txn
+    from ._engine.delivery import Txn
+    from ._store.catalogue import DatabaseEntry
     from .environment import Environment
 
     # An operation as the surface hands it over: fn(txn, ctx, *args).

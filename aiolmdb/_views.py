@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
-from . import _ops, _scan
-from ._delivery import Counted
-from ._ops import MISSING, DbContext
+from ._engine.delivery import Counted
+from ._store import ops as _ops
+from ._store import scan as _scan
+from ._store.ops import MISSING, DbContext
+from ._store.versions import Entry
 from ._surface import RangeSurface, check_chunk_size, count_spec, pairs_of, pieces
-from ._versions import Entry
 from .coders import Coder
 from .errors import ConflictError, ReadOnlyError
 from .ranges import iterate_sync, scan_args
@@ -25,8 +26,8 @@ from .ranges import iterate_sync, scan_args
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._delivery import Txn
-    from ._engine import Engine
+    from ._engine.delivery import Txn
+    from ._engine.engine import Engine
     from ._surface import DeleteOptions, PutOptions, RangeOptions
     from .database import AsyncDatabase
 

@@ -52,11 +52,11 @@ import pickle
 import struct
 from typing import Any, ClassVar
 
-from ._coder import Buffer, Coder, ParameterlessCoder, nbytes, type_name
-from ._compress import CompressedCoder, ZlibCoder, train_zstd_dict
-from ._large import copy_out
-from ._tuple import TupleCoder
-from ._typed import MsgpackCoder, MsgspecCoder
+from ._codecs.coder import Buffer, Coder, ParameterlessCoder, nbytes, type_name
+from ._codecs.compress import CompressedCoder, ZlibCoder, train_zstd_dict
+from ._codecs.tuples import TupleCoder
+from ._codecs.typed import MsgpackCoder, MsgspecCoder
+from ._store.large import copy_out
 
 __all__ = [
     "Buffer",

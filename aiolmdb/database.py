@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _ops
-from ._engine import FALLBACK
-from ._large import ValueStream
-from ._ops import DbContext
+from ._engine.engine import FALLBACK
+from ._store import ops as _ops
+from ._store.large import ValueStream
+from ._store.ops import DbContext
 from ._surface import AsyncOps
 from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
@@ -21,8 +21,8 @@ from .coders import Coder, IdentityCoder
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._catalogue import Catalogue, DatabaseEntry
-    from ._engine import Engine
+    from ._engine.engine import Engine
+    from ._store.catalogue import Catalogue, DatabaseEntry
     from ._surface import Op, P, PutOptions
     from .environment import Environment
     from .ranges import OnEnd, OnItem, StreamFn

@@ -13,20 +13,20 @@ from typing import Any, Literal, TypeVar, overload
 
 import lmdb
 
-from ._catalogue import Catalogue, DatabaseInfo, encode_name, open_main
-from ._config import (
+from ._engine.config import (
     DEFAULT_MAX_BATCH,
     EngineConfig,
     check_lmdb_options,
     unknown_lmdb_options,
 )
-from ._engine import Engine
-from ._feed import ChangeFeed
-from ._meta import MetaHandles, has_log
-from ._metrics import Metrics
-from ._recorder import Recorder
-from ._records import Change
-from ._trim import LogMode, Retention, log_options
+from ._engine.engine import Engine
+from ._engine.metrics import Metrics
+from ._store.catalogue import Catalogue, DatabaseInfo, encode_name, open_main
+from ._store.feed import ChangeFeed
+from ._store.meta import MetaHandles, has_log
+from ._store.recorder import Recorder
+from ._store.records import Change
+from ._store.trim import LogMode, Retention, log_options
 from ._views import Transaction, run_in_transaction
 from .coders import Coder, IdentityCoder
 from .database import AsyncDatabase

@@ -26,7 +26,7 @@ except ImportError as exc:
 
 import lmdb
 
-from ._metrics import Histogram
+from ._engine.metrics import Histogram
 from .environment import Environment
 from .errors import ClosedError
 

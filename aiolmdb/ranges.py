@@ -22,11 +22,11 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _scan
-from ._ops import DbContext
+from ._store import scan as _scan
+from ._store.ops import DbContext
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from ._engine.delivery import Txn
     from ._surface import AsyncOps, RangeOptions
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "RangeIterator"]

@@ -14,16 +14,16 @@ import warnings
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._engine import ABORT, COMMIT, SessionCommand, WriteSession
-from ._held import HeldRead
-from ._ops import DbContext
+from ._engine.engine import ABORT, COMMIT, SessionCommand, WriteSession
+from ._engine.held import HeldRead
+from ._store.ops import DbContext
 from ._surface import AsyncOps
 from ._views import DatabaseView, Transaction
 from .coders import Coder
 from .errors import ClosedError, ReadOnlyError, TransactionError
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._engine.engine import Engine
     from ._surface import Op, P
     from .database import AsyncDatabase
     from .environment import Environment

@@ -17,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aiolmdb
-from aiolmdb import Change, ChangesTrimmedError, Retention, _records, _trim
+from aiolmdb import Change, ChangesTrimmedError, Retention
+from aiolmdb._store import records as _records
+from aiolmdb._store import trim as _trim
 
 
 async def take(feed: aiolmdb.ChangeFeed, count: int) -> list[Change]:

@@ -24,9 +24,11 @@ import lmdb
 import pytest
 
 import aiolmdb
-from aiolmdb import Change, _cli, _dumpfmt
+from aiolmdb import Change
 from aiolmdb.__main__ import main as module_main
-from aiolmdb._cli import main
+from aiolmdb._cli import commands as _cli
+from aiolmdb._cli import dumpfmt as _dumpfmt
+from aiolmdb._cli.commands import main
 
 Contents = dict[bytes | None, list[tuple[bytes, bytes]]]
 
@@ -870,7 +872,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def imported_from(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     """Make the CLI believe aiolmdb was imported from ``root`` (a checkout or site-packages)."""
-    monkeypatch.setattr(_cli, "__file__", str(root / "aiolmdb" / "_cli.py"))
+    monkeypatch.setattr(_cli, "__file__", str(root / "aiolmdb" / "_cli" / "commands.py"))
 
 
 def forget_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,7 +38,7 @@ from aiolmdb import (
 if TYPE_CHECKING:
     import msgspec
 
-    from aiolmdb._compress import Codec
+    from aiolmdb._codecs.compress import Codec
 else:
     msgspec = pytest.importorskip("msgspec", reason="pip install 'aiolmdb[msgspec]'")
 

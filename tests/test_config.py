@@ -14,8 +14,8 @@ from conftest import MAP_SIZE, TIMEOUT
 
 import aiolmdb
 from aiolmdb import ClosedError, DeadlockError, Environment
-from aiolmdb._config import DEFAULT_MAX_BATCH, EngineConfig
-from aiolmdb._engine import FALLBACK, WriteSession
+from aiolmdb._engine.config import DEFAULT_MAX_BATCH, EngineConfig
+from aiolmdb._engine.engine import FALLBACK, WriteSession
 
 # (option, bad value, error type): aiolmdb's own options.
 BAD_ENGINE_OPTIONS: list[tuple[str, Any, type[Exception]]] = [

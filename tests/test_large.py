@@ -24,9 +24,9 @@ from aiolmdb import (
     SnapshotExpiredError,
     StringCoder,
     TransactionError,
-    _large,
 )
-from aiolmdb._large import LARGE_VALUE, READ_SIZE, BufferedReads, copy_out, take
+from aiolmdb._store import large as _large
+from aiolmdb._store.large import LARGE_VALUE, READ_SIZE, BufferedReads, copy_out, take
 
 Db = AsyncDatabase[bytes, bytes]
 MiB = 1 << 20

@@ -10,7 +10,7 @@ from conftest import TIMEOUT, OpenEnv, WriterBlocker, gather_bounded, let_tasks_
 
 import aiolmdb
 from aiolmdb import Histogram
-from aiolmdb._metrics import BATCH_SIZE_BOUNDS, Buckets
+from aiolmdb._engine.metrics import BATCH_SIZE_BOUNDS, Buckets
 
 MiB = 1 << 20
 

@@ -32,9 +32,9 @@ from aiolmdb import (
     UInt16Coder,
     UInt32Coder,
     UInt64Coder,
-    _scan,
     ranges,
 )
+from aiolmdb._store import scan as _scan
 
 Db = AsyncDatabase[bytes, bytes]
 IntDb = AsyncDatabase[int, int]

@@ -26,7 +26,7 @@ import pytest
 from conftest import TIMEOUT, OpenEnv, WriterBlocker, gather_bounded
 
 import aiolmdb
-from aiolmdb import _txnrunner
+from aiolmdb._engine import txnrunner as _txnrunner
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -23,7 +23,7 @@ Cancellation: an operation whose future is already cancelled when its batch star
 Once started it runs to completion; its result is dropped.
 
 The engine imports nothing above it: the store hands in what begins its write transactions
-(a :class:`~aiolmdb._txnrunner.WriteSource`: the change-log recorder), and each write request
+(a :class:`~aiolmdb._engine.txnrunner.WriteSource`: the change-log recorder), and each write request
 says whether its operation is atomic.
 
 This module is the facade: it builds the parts, binds their per-operation methods as its own
@@ -41,14 +41,14 @@ from typing import Any, NoReturn
 
 import lmdb
 
-from ._config import EngineConfig
-from ._delivery import CLOSED, CLOSING, FORKED, OPEN, State
-from ._gate import READERS_FULL_WAIT, Gate
-from ._metrics import BATCH_SIZE_BOUNDS, Buckets, Metrics
-from ._readers import FALLBACK, Fallback, Readers
-from ._txnrunner import WriteSource
-from ._writer import ABORT, COMMIT, SessionCommand, Writer, WriteSession
-from .errors import ClosedError, ForkedError
+from ..errors import ClosedError, ForkedError
+from .config import EngineConfig
+from .delivery import CLOSED, CLOSING, FORKED, OPEN, State
+from .gate import READERS_FULL_WAIT, Gate
+from .metrics import BATCH_SIZE_BOUNDS, Buckets, Metrics
+from .readers import FALLBACK, Fallback, Readers
+from .txnrunner import WriteSource
+from .writer import ABORT, COMMIT, SessionCommand, Writer, WriteSession
 
 __all__ = [
     "ABORT",

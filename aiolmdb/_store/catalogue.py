@@ -9,7 +9,7 @@ wrong flags) fails alone: those errors leave the transaction usable; any other e
 open of the group run again in a transaction of its own. Deleting a database also runs on the
 writer thread, alone. Both go through the engine's write runner (``run_write``: a map grown by
 another process is adopted, a full one grown, and the work run again), holding the handle lock
-of :class:`~aiolmdb._meta.MetaHandles` from begin to commit. Listing the databases
+of :class:`~aiolmdb._store.meta.MetaHandles` from begin to commit. Listing the databases
 (:meth:`Catalogue.databases`) runs on a reader thread.
 """
 
@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 import lmdb
 
-from ._config import check_flag
-from ._large import LargeValues
-from ._meta import LOG_NAME, META_NAME, MetaHandles
-from ._recorder import Recorder
-from ._txnrunner import BeginChild, before_engine
-from ._versions import MARKER, VersionSource, marker_key
-from .errors import DatabaseDroppedError
+from .._engine.config import check_flag
+from .._engine.txnrunner import BeginChild, before_engine
+from ..errors import DatabaseDroppedError
+from .large import LargeValues
+from .meta import LOG_NAME, META_NAME, MetaHandles
+from .recorder import Recorder
+from .versions import MARKER, VersionSource, marker_key
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
-    from ._engine import Engine
+    from .._engine.delivery import Txn
+    from .._engine.engine import Engine
 
 __all__ = ["DB_FLAGS", "Catalogue", "DatabaseEntry", "DatabaseInfo", "encode_name", "open_main"]
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
-from ._delivery import Counted
-from ._large import LARGE_VALUE, BufferedReads, LargeValues, read_large
-from ._versions import (
+from .._engine.delivery import Counted
+from ..coders import Coder, IdentityCoder
+from ..errors import InvalidKeyError
+from .large import LARGE_VALUE, BufferedReads, LargeValues, read_large
+from .versions import (
     PREFIX_SIZE,
     Entry,
     StoredValues,
@@ -24,8 +26,6 @@ from ._versions import (
     pack_into,
     split,
 )
-from .coders import Coder, IdentityCoder
-from .errors import InvalidKeyError
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -34,7 +34,7 @@ R = TypeVar("R")
 
 DB = Any  # an lmdb _Database handle (py-lmdb does not export its type)
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from .._engine.delivery import Txn
 _IDENTITY = IdentityCoder()
 
 
@@ -58,7 +58,7 @@ class DbContext(Generic[K, V]):
 
     Made once a database is open (its handle and stored flags are known) and remade when a
     coder is replaced, so an operation gets everything it needs in one argument. In a
-    versioned database ``vc`` is a :class:`~aiolmdb._versions.StoredValues` around the
+    versioned database ``vc`` is a :class:`~aiolmdb._store.versions.StoredValues` around the
     user's coder (``coder``): every read path strips the version as it decodes.
     """
 

@@ -26,16 +26,16 @@ from typing import IO, Any
 
 import lmdb
 
-from . import _dumpfmt
-from ._catalogue import DatabaseInfo
-from ._dumplog import restore_records, stored_records
-from ._meta import LOG_NAME, META_NAME, has_log
-from ._tuple import TupleCoder
-from ._versions import Entry, split, stored_value
-from .database import AsyncDatabase
-from .environment import Environment
-from .environment import open as open_environment
-from .errors import Error as AiolmdbError
+from .._codecs.tuples import TupleCoder
+from .._store.catalogue import DatabaseInfo
+from .._store.dumplog import restore_records, stored_records
+from .._store.meta import LOG_NAME, META_NAME, has_log
+from .._store.versions import Entry, split, stored_value
+from ..database import AsyncDatabase
+from ..environment import Environment
+from ..environment import open as open_environment
+from ..errors import Error as AiolmdbError
+from . import dumpfmt as _dumpfmt
 
 __all__ = ["main"]
 
@@ -936,7 +936,8 @@ _NO_CHECKOUT = (
 def _source_checkout() -> str | None:
     """The source checkout this aiolmdb was imported from (the directory holding
     pyproject.toml and benchmarks/), or None for an installed wheel."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # This file is aiolmdb/_cli/commands.py: the checkout is three levels up.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for marker in ("pyproject.toml", os.path.join("benchmarks", "__main__.py")):
         if not os.path.isfile(os.path.join(root, marker)):
             return None
@@ -1000,7 +1001,7 @@ def _non_negative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``aiolmdb`` command."""
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,

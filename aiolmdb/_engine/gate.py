@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import lmdb
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from .delivery import Txn
 
 __all__ = ["READERS_FULL_WAIT", "Gate"]
 

@@ -45,7 +45,7 @@ from typing import Any, Protocol, TypeVar
 
 import lmdb
 
-from ._config import EngineConfig
+from .config import EngineConfig
 
 __all__ = ["BeginChild", "RunAgain", "WriteRunner", "WriteSource", "before_engine"]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 if TYPE_CHECKING:
     from backports.zstd import ZstdDict
 
-    from ._compress import Codec
+    from .compress import Codec
 
 T = TypeVar("T")
 
@@ -139,7 +139,7 @@ class Coder(abc.ABC, Generic[T]):
         :class:`CompressedCoder`. Both read every form either writes, so the codec, level and
         threshold can be changed on a database that holds data.
         """
-        from ._compress import CompressedCoder, ZlibCoder
+        from .compress import CompressedCoder, ZlibCoder
 
         if codec == "zlib" and threshold == 0 and zstd_dict is None:
             return ZlibCoder(self, 1 if level is None else level, max_size=max_size)

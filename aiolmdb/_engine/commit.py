@@ -12,7 +12,7 @@ batch again. When the map cannot grow (growth off, or at ``max_map_size``), the 
 committed one operation at a time so that exactly the ones that do not fit fail.
 
 Conflicts (failed conditions of conditional writes) come back with the results: a
-:class:`~aiolmdb._delivery.Counted` result, or a ``ConflictError`` raised. They are counted
+:class:`~aiolmdb._engine.delivery.Counted` result, or a ``ConflictError`` raised. They are counted
 from the results of the attempt that committed, so a batch run again counts each once.
 
 Runs on the writer thread only; it returns results and delivers nothing itself.
@@ -26,10 +26,10 @@ from typing import Any
 
 import lmdb
 
-from ._delivery import Counted, Result, WriteRequest, as_settable
-from ._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Buckets
-from ._txnrunner import BeginChild, RunAgain, WriteRunner
-from .errors import ConflictError
+from ..errors import ConflictError
+from .delivery import Counted, Result, WriteRequest, as_settable
+from .metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Buckets
+from .txnrunner import BeginChild, RunAgain, WriteRunner
 
 __all__ = ["Committer"]
 

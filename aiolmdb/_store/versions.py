@@ -30,13 +30,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _large
-from ._coder import Buffer, Coder, show_bytes
-from .errors import ConflictError
+from .._codecs.coder import Buffer, Coder, show_bytes
+from ..errors import ConflictError
+from . import large as _large
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
-    from ._meta import MetaHandles
+    from .._engine.delivery import Txn
+    from .meta import MetaHandles
 
 __all__ = [
     "COUNTER_KEY",

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
-from .errors import SnapshotExpiredError, TransactionError
+from ..errors import SnapshotExpiredError, TransactionError
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
-    from ._engine import Engine
+    from .delivery import Txn
+    from .engine import Engine
 
 __all__ = ["HeldRead"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import GenericAlias
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
-from ._coder import Buffer, Coder, ParameterlessCoder, require, show_bytes, type_name
+from .coder import Buffer, Coder, ParameterlessCoder, require, show_bytes, type_name
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import lmdb
 
-from ._meta import MARKER_KEY, TRIMMED_KEY, open_log, open_meta
-from ._records import SEQ, trimmed_upto
+from .meta import MARKER_KEY, TRIMMED_KEY, open_log, open_meta
+from .records import SEQ, trimmed_upto
 
 __all__ = ["restore_records", "stored_records"]
 

@@ -17,14 +17,14 @@ import asyncio
 import collections
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._records import Change, last_seq, read_log
-from .errors import ChangesTrimmedError, ClosedError
+from ..errors import ChangesTrimmedError, ClosedError
+from .records import Change, last_seq, read_log
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._ops import DbContext
-    from ._recorder import Recorder
-    from .database import AsyncDatabase
+    from .._engine.engine import Engine
+    from ..database import AsyncDatabase
+    from .ops import DbContext
+    from .recorder import Recorder
 
 __all__ = ["POLL_INTERVAL", "ChangeFeed"]
 

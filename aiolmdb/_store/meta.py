@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 
-from ._txnrunner import before_engine
+from .._engine.txnrunner import before_engine
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from .._engine.delivery import Txn
 
 __all__ = [
     "LOG_NAME",

@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 
-from . import _versions
-from ._held import HeldRead
+from .._engine.held import HeldRead
+from . import versions as _versions
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
-    from ._engine import Engine
-    from ._ops import DB, DbContext
+    from .._engine.delivery import Txn
+    from .._engine.engine import Engine
+    from .ops import DB, DbContext
 
 __all__ = [
     "LARGE_VALUE",
@@ -197,7 +197,7 @@ def read_large(txn: Txn, large: LargeValues, key: Any, db: DB) -> bytes | None:
 if TYPE_CHECKING:
     from typing import Protocol, TypeAlias
 
-    from ._coder import Buffer
+    from .._codecs.coder import Buffer
 
     class _Readable(Protocol):
         def read(self, size: int, /) -> Any: ...
@@ -256,7 +256,7 @@ async def _append(data: bytearray, piece: Any, unyielded: int) -> int:
 
 class ValueStream:
     """One stored value read in chunks from a buffered read transaction held across awaits
-    (a :class:`~aiolmdb._held.HeldRead`).
+    (a :class:`~aiolmdb._engine.held.HeldRead`).
 
     Like a snapshot it holds a reader slot (and the value's pages) until it ends, and growing
     the map invalidates it (:class:`~aiolmdb.SnapshotExpiredError`).
@@ -291,7 +291,7 @@ class ValueStream:
 
     def _begin(self) -> int | None:
         # Reader thread, inside the gate (a run_blocking job).
-        from ._ops import encode_key  # (_ops imports this module)
+        from .ops import encode_key  # (_ops imports this module)
 
         ctx = self._ctx
         self._encoded = encode_key(ctx.kc, self._key, ctx.max_key_size)

@@ -42,9 +42,10 @@ from typing import Any, Final, TypeVar
 
 import lmdb
 
-from ._commit import Committer
-from ._config import EngineConfig
-from ._delivery import (
+from ..errors import ConflictError, DeadlockError, TransactionError
+from .commit import Committer
+from .config import EngineConfig
+from .delivery import (
     CLOSING,
     OPEN,
     Counted,
@@ -57,9 +58,8 @@ from ._delivery import (
     broken_error,
     post,
 )
-from ._gate import Gate
-from ._txnrunner import BeginChild, WriteRunner, WriteSource
-from .errors import ConflictError, DeadlockError, TransactionError
+from .gate import Gate
+from .txnrunner import BeginChild, WriteRunner, WriteSource
 
 __all__ = ["ABORT", "COMMIT", "SessionCommand", "WriteSession", "Writer"]
 

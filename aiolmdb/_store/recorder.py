@@ -47,8 +47,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 
-from ._meta import MARKER_KEY, META_NAME, MetaHandles
-from ._records import (
+from .._engine.txnrunner import BeginChild
+from .meta import MARKER_KEY, META_NAME, MetaHandles
+from .records import (
     DELETE,
     DELETE_VALUE,
     DROP,
@@ -61,11 +62,10 @@ from ._records import (
     encode,
     last_seq,
 )
-from ._trim import TRIM_STEP, LogMode, Retention, trim
-from ._txnrunner import BeginChild
+from .trim import TRIM_STEP, LogMode, Retention, trim
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from .._engine.delivery import Txn
 
 __all__ = ["Hook", "LoggedTxn", "Recorder"]
 

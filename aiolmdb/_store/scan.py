@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
-from ._large import BufferedReads, read_large, take
-from ._ops import DbContext, decode_value, decode_values, encode_key, stored_values, value_error
-from ._versions import StoredValues
-from .coders import Coder, IdentityCoder
+from ..coders import Coder, IdentityCoder
+from .large import BufferedReads, read_large, take
+from .ops import DbContext, decode_value, decode_values, encode_key, stored_values, value_error
+from .versions import StoredValues
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from .._engine.delivery import Txn
 
 K = TypeVar("K")
 V = TypeVar("V")

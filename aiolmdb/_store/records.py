@@ -21,10 +21,10 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from ._meta import TRIMMED_KEY
+from .meta import TRIMMED_KEY
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from .._engine.delivery import Txn
 
 __all__ = [
     "DELETE",

@@ -13,11 +13,11 @@ import datetime
 import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ._meta import TRIMMED_KEY
-from ._records import HEAD, SEQ, trimmed_upto
+from .meta import TRIMMED_KEY
+from .records import HEAD, SEQ, trimmed_upto
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from .._engine.delivery import Txn
 
 __all__ = ["TRIM_STEP", "LogMode", "Retention", "log_options", "trim"]
 

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import lmdb
 
-from ._config import EngineConfig
-from ._delivery import (
+from .config import EngineConfig
+from .delivery import (
     OPEN,
     EngineHooks,
     Part,
@@ -47,11 +47,11 @@ from ._delivery import (
     drop_frame_locals,
     post,
 )
-from ._gate import Gate
-from ._metrics import ReaderCounts
+from .gate import Gate
+from .metrics import ReaderCounts
 
 if TYPE_CHECKING:
-    from ._delivery import Txn
+    from .delivery import Txn
 
 __all__ = ["FALLBACK", "Fallback", "Readers"]
 

@@ -35,12 +35,12 @@ from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
-from ._coder import Buffer, Coder, require, show_bytes, type_name
+from .coder import Buffer, Coder, require, show_bytes, type_name
 
 if TYPE_CHECKING:
     from backports.zstd import ZstdDict
 
-    from .database import AsyncDatabase
+    from ..database import AsyncDatabase
 
 T = TypeVar("T")
 

@@ -11,7 +11,8 @@ finished frames are dropped, since they hold the transaction (and with it a read
 
 :class:`Part` is the base of the parts that take operations (the readers and the writer): each
 keeps its own copy of the engine's state and loop, so that a submission checks them with one
-attribute lookup, as if they were its own. Only the :class:`~aiolmdb._engine.Engine` sets them.
+attribute lookup, as if they were its own. Only the engine
+(:class:`~aiolmdb._engine.engine.Engine`) sets them.
 This module touches nothing but the futures and the loop it is given.
 """
 
@@ -25,13 +26,13 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
 import lmdb
 
-from .errors import TransactionError
+from ..errors import TransactionError
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from ._config import EngineConfig
-    from ._gate import Gate
+    from .config import EngineConfig
+    from .gate import Gate
 
     # The engine opens every transaction with buffers=False: reads return bytes.
     Txn: TypeAlias = lmdb.Transaction[bytes]

@@ -1,0 +1,1 @@
+"""The ``aiolmdb`` command line."""

@@ -1,0 +1,1 @@
+"""The engine: threads, batching, group commit, the gate, delivery, metrics, config."""

@@ -1,0 +1,1 @@
+"""The store: operations, scans, versions, large values, the catalogue, metadata, change log."""
