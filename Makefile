@@ -18,6 +18,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check aiolmdb tests examples benchmarks tools
 	$(PY) -m ruff format --check aiolmdb tests examples benchmarks tools
+	$(VENV)/bin/lint-imports
 
 type: $(STAMP)
 	$(PY) -m mypy

@@ -99,3 +99,17 @@ __all__ = [
     "open",
     "train_zstd_dict",
 ]
+
+
+def _pin_public_modules() -> None:
+    """Public names defined in private modules report the module users import them from, as
+    httpx does: reprs, pickles and the docs keep naming ``aiolmdb`` when the implementation
+    moves. (The coders pin themselves to ``aiolmdb.coders``, where they are documented.)"""
+    for name in __all__:
+        obj = globals()[name]
+        module = getattr(obj, "__module__", None)
+        if isinstance(module, str) and module.startswith("aiolmdb._"):
+            obj.__module__ = __name__
+
+
+_pin_public_modules()

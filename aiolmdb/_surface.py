@@ -5,7 +5,7 @@ every view, synchronous or not: only what they return differs. :class:`AsyncOps`
 awaitable operation of a database, shared by :class:`~aiolmdb.AsyncDatabase` and the views of
 interactive transactions and snapshots; each is one line over ``_read``/``_write``, which a
 subclass implements (how it reaches a transaction). The operations themselves are the functions
-of ``_ops`` and ``_scan``.
+of ``_store.ops`` and ``_store.scan``.
 """
 
 from __future__ import annotations

@@ -775,24 +775,32 @@ DOC_CODERS: tuple[DocCoder, ...] = (
 )
 
 
-#: JSONCoder's reader in ``aiolmdb.coders``: ``orjson.loads``, or None (the standard library).
+#: JSONCoder's reader, a global of the module that defines it: ``orjson.loads``, or None (the
+#: standard library).
 ORJSON_HOOK = "_ORJSON_LOADS"
 
 
+def json_hooks(module: ModuleType) -> dict[str, Any]:
+    """The namespace JSONCoder reads its orjson hook from: the globals of the module defining
+    it, wherever a version of aiolmdb keeps it (``aiolmdb.coders`` up to 0.2)."""
+    hooks: dict[str, Any] = module.JSONCoder.deserialize.__globals__
+    return hooks
+
+
 @contextlib.contextmanager
-def stdlib_json(coders: ModuleType) -> Iterator[None]:
+def stdlib_json(hooks: dict[str, Any]) -> Iterator[None]:
     """While active, every JSONCoder of the process reads with the standard library.
 
     JSONCoder has no switch of its own (its results are the same either way; only the speed
-    differs), so this clears its orjson hook in ``aiolmdb.coders``, as its tests do. The
+    differs), so this clears its orjson hook (see :func:`json_hooks`), as its tests do. The
     harness runs one implementation at a time, so no other row reads JSON meanwhile.
     """
-    saved = getattr(coders, ORJSON_HOOK)
-    setattr(coders, ORJSON_HOOK, None)
+    saved = hooks[ORJSON_HOOK]
+    hooks[ORJSON_HOOK] = None
     try:
         yield
     finally:
-        setattr(coders, ORJSON_HOOK, saved)
+        hooks[ORJSON_HOOK] = saved
 
 
 class DocsAdapter(Adapter):
@@ -810,10 +818,10 @@ class DocsAdapter(Adapter):
     async def open(self, path: Path, cfg: BenchConfig) -> None:
         """Open an environment at ``path``, store the documents, measure what they take."""
         spec = self.spec
-        coders: ModuleType = self.mod.coders
-        if spec.json_reader is not None and not hasattr(coders, ORJSON_HOOK):
-            raise RuntimeError(f"aiolmdb.coders has no {ORJSON_HOOK} to choose the JSON reader")
-        if spec.json_reader == "orjson" and getattr(coders, ORJSON_HOOK) is None:
+        hooks = json_hooks(self.mod)
+        if spec.json_reader is not None and ORJSON_HOOK not in hooks:
+            raise RuntimeError(f"JSONCoder's module has no {ORJSON_HOOK} to choose the JSON reader")
+        if spec.json_reader == "orjson" and hooks[ORJSON_HOOK] is None:
             raise ImportError(
                 "JSONCoder reads with orjson once installed: pip install 'aiolmdb[fast]'"
             )
@@ -864,7 +872,7 @@ class DocsAdapter(Adapter):
     async def get_docs(self, keys: Sequence[bytes], concurrency: int) -> int:
         """Each task: ``await db.get(k)``; the coder decodes on aiolmdb's worker threads."""
         if self.spec.json_reader == "stdlib":
-            with stdlib_json(self.mod.coders):
+            with stdlib_json(json_hooks(self.mod)):
                 return await fan_out(self._worker, keys, concurrency)
         return await fan_out(self._worker, keys, concurrency)
 

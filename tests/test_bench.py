@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pytest
 
 import aiolmdb
-from aiolmdb import coders
+from aiolmdb._codecs import builtin
 from benchmarks import main
 from benchmarks.adapters import (
     DOC_CODERS,
@@ -491,7 +491,7 @@ def test_document_workloads_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
 
 def counting_orjson(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count JSONCoder's calls into orjson (JSONCoder reads through ``_ORJSON_LOADS``)."""
-    real = coders._ORJSON_LOADS
+    real = builtin._ORJSON_LOADS
     assert real is not None, "the test extra installs orjson"
     calls = [0]
 
@@ -499,7 +499,7 @@ def counting_orjson(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls[0] += 1
         return real(data)
 
-    monkeypatch.setattr(coders, "_ORJSON_LOADS", loads)
+    monkeypatch.setattr(builtin, "_ORJSON_LOADS", loads)
     return calls
 
 
@@ -507,7 +507,7 @@ async def test_the_stdlib_json_row_reads_without_orjson_and_the_orjson_row_with_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = counting_orjson(monkeypatch)
-    hook = coders._ORJSON_LOADS
+    hook = builtin._ORJSON_LOADS
     cfg = replace(BenchConfig(), n_docs=200, n_keys=200)
     specs = {spec.name: spec for spec in DOC_CODERS}
     keys = [make_key(i, cfg.key_size) for i in range(200)]
@@ -520,7 +520,7 @@ async def test_the_stdlib_json_row_reads_without_orjson_and_the_orjson_row_with_
             before = calls[0]
             assert await asyncio.wait_for(adapter.get_docs(keys, 64), 30) == 200
             assert calls[0] - before == expected_calls, name
-            assert coders._ORJSON_LOADS is hook  # switched back after the stdlib run
+            assert builtin._ORJSON_LOADS is hook  # switched back after the stdlib run
         finally:
             await adapter.close()
 
@@ -528,7 +528,7 @@ async def test_the_stdlib_json_row_reads_without_orjson_and_the_orjson_row_with_
 async def test_without_orjson_its_row_fails_to_open_with_the_pip_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(coders, "_ORJSON_LOADS", None)
+    monkeypatch.setattr(builtin, "_ORJSON_LOADS", None)
     (spec,) = [s for s in DOC_CODERS if s.name == "json-orjson"]
     adapter = docs_adapter(aiolmdb, spec)
     with pytest.raises(ImportError, match=r"pip install 'aiolmdb\[fast\]'"):

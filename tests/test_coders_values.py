@@ -32,8 +32,8 @@ from aiolmdb import (
     MsgspecCoder,
     TupleCoder,
     ZlibCoder,
-    coders,
 )
+from aiolmdb._codecs import builtin
 
 if TYPE_CHECKING:
     import msgspec
@@ -333,7 +333,7 @@ def test_reading_a_form_whose_package_is_missing(monkeypatch: pytest.MonkeyPatch
 
 
 def test_json_without_orjson_uses_the_standard_library(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(coders, "_ORJSON_LOADS", None)
+    monkeypatch.setattr(builtin, "_ORJSON_LOADS", None)
     assert JSONCoder().deserialize(b'{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
 
 
@@ -353,8 +353,8 @@ json_values = st.recursive(
 def _both_ways(monkeypatch: pytest.MonkeyPatch, stored: bytes) -> tuple[Any, Any]:
     """(decoded with orjson, decoded by the standard library), each a value or the error."""
     results = []
-    for loads in (coders._ORJSON_LOADS, None):
-        monkeypatch.setattr(coders, "_ORJSON_LOADS", loads)
+    for loads in (builtin._ORJSON_LOADS, None):
+        monkeypatch.setattr(builtin, "_ORJSON_LOADS", loads)
         try:
             results.append(typed(JSONCoder().deserialize(stored)))
         except (ValueError, RecursionError) as exc:
@@ -415,7 +415,7 @@ def test_json_is_read_by_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(data)
         return orjson.loads(data)
 
-    monkeypatch.setattr(coders, "_ORJSON_LOADS", counting)
+    monkeypatch.setattr(builtin, "_ORJSON_LOADS", counting)
     assert JSONCoder().deserialize(memoryview(b'{"a": 1}')) == {"a": 1}
     assert calls == [b'{"a": 1}']
     assert JSONCoder().deserialize(b"[12345678901234567890]") == [12345678901234567890]

@@ -25,8 +25,10 @@ from aiolmdb import (
     StringCoder,
     TransactionError,
 )
+from aiolmdb._codecs.copyout import LARGE_VALUE, copy_out
 from aiolmdb._store import large as _large
-from aiolmdb._store.large import LARGE_VALUE, READ_SIZE, BufferedReads, copy_out, take
+from aiolmdb._store import versions as _versions
+from aiolmdb._store.large import READ_SIZE, BufferedReads, take
 
 Db = AsyncDatabase[bytes, bytes]
 MiB = 1 << 20
@@ -46,17 +48,19 @@ def reader_txnids(env: Environment) -> list[str]:
 
 
 class CopySpy:
-    """Counts the large values copied without the GIL (wraps ``_large.copy_out``)."""
+    """Counts the large values copied without the GIL: wraps ``copy_out`` where the store
+    calls it (large-value reads, and cutting a version off a large value)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        original = _large.copy_out
+        original = copy_out
 
-        def spy(buf: Any) -> bytes:
+        def spy(buf: Any, prefix: bytes = b"") -> bytes:
             self.calls += 1
-            return original(buf)
+            return original(buf, prefix)
 
-        monkeypatch.setattr(_large, "copy_out", spy)
+        for module in (_large, _versions):
+            monkeypatch.setattr(module, "copy_out", spy)
 
 
 # ----------------------------------------------------------------- the copy itself

@@ -29,7 +29,7 @@ from typing import Any
 import lmdb
 
 import aiolmdb
-from aiolmdb import coders as coders_module
+from aiolmdb._codecs import builtin as coders_module
 
 MiB = 1 << 20
 

@@ -26,11 +26,10 @@ from typing import IO, Any
 
 import lmdb
 
-from .._codecs.tuples import TupleCoder
-from .._store.catalogue import DatabaseInfo
+from .. import DatabaseInfo, Entry, TupleCoder
 from .._store.dumplog import restore_records, stored_records
 from .._store.meta import LOG_NAME, META_NAME, has_log
-from .._store.versions import Entry, split, stored_value
+from .._store.versions import split, stored_value
 from ..database import AsyncDatabase
 from ..environment import Environment
 from ..environment import open as open_environment

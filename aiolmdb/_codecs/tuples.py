@@ -32,7 +32,8 @@ import struct
 import uuid
 from typing import Any
 
-from .coder import Buffer, ParameterlessCoder, show_bytes, type_name
+from .coder import ParameterlessCoder
+from .common import Buffer, show_bytes, type_name
 
 _BIG = (1 << 64) - 1  # from this magnitude on, an int takes the 0x1d / 0x0b form
 _POS = [bytes([0x14 + n]) for n in range(9)]

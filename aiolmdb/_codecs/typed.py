@@ -11,7 +11,8 @@ from __future__ import annotations
 from types import GenericAlias
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
-from .coder import Buffer, Coder, ParameterlessCoder, require, show_bytes, type_name
+from .coder import Coder, ParameterlessCoder
+from .common import Buffer, require, show_bytes, type_name
 
 T = TypeVar("T")
 

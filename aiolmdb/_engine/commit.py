@@ -6,7 +6,7 @@ before changing it, so it skips the nesting), then the batch commits once. With
 ``writemap=True`` LMDB has no nested transactions: a failing operation makes the batch run
 again without it.
 
-The batch runs through the write runner (``_txnrunner``), which begins the transaction (and,
+The batch runs through the write runner (``txnrunner``), which begins the transaction (and,
 through it, the children), adopts a map another process grew, and grows a full map and runs the
 batch again. When the map cannot grow (growth off, or at ``max_map_size``), the batch is
 committed one operation at a time so that exactly the ones that do not fit fail.

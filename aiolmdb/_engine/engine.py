@@ -1,22 +1,22 @@
 """The engine: a reader pool and one writer thread that batch operations.
 
-Every user operation is a small function ``fn(txn, *args)`` (see ``_ops``). The engine runs it
+Every user operation is a small function ``fn(txn, *args)`` (see ``_store.ops``). The engine runs it
 inside a transaction on a thread and resolves the caller's future on the event loop. It is made
 of parts, each in its own module, which say how they work:
 
-``_readers``
+``readers``
     Reads: batched in one read transaction per drain on the reader pool, or run inline on the
     loop thread; blocking and streaming jobs on reader threads.
-``_writer``
-    Writes: buffered per loop iteration, group-committed by the writer thread (``_commit``);
+``writer``
+    Writes: buffered per loop iteration, group-committed by the writer thread (``commit``);
     exclusive write transactions; the deadlock guard.
-``_txnrunner``
+``txnrunner``
     The one place the writer thread begins write transactions, and the one policy for a map
     grown by another process or full (adopt, grow, run again).
-``_gate``
+``gate``
     Every read transaction of the process passes it, so the writer can resize the map when no
     transaction is open; it counts reader-thread jobs for close.
-``_delivery``
+``delivery``
     The lifecycle state, the request types, and how results reach the loop.
 
 Cancellation: an operation whose future is already cancelled when its batch starts is skipped.

@@ -7,7 +7,7 @@ Buffering
     :meth:`Writer.submit_write` buffers the writes made during one loop iteration and hands
     them to the writer thread at its end, in one queue item. The thread takes everything queued,
     up to ``max_batch``, and has the batch committed as one write transaction (group commit and
-    map growth: see ``_commit``). Futures are resolved only after that commit. A write says on
+    map growth: see ``commit``). Futures are resolved only after that commit. A write says on
     its request whether it is atomic (``submit_write``'s ``atomic``): the committer runs an
     atomic one without a child transaction.
 
@@ -22,7 +22,7 @@ Solo items and exclusive write transactions
 Cancellation: a write whose future is already cancelled when its batch starts is skipped; once
 started it runs to completion and its result is dropped.
 
-Every write transaction it begins goes through the write runner (``_txnrunner``): batches,
+Every write transaction it begins goes through the write runner (``txnrunner``): batches,
 sessions, and the solo items of the layers above (``run_write``).
 
 It touches the ``lmdb.Environment`` (write transactions; set_mapsize only through the gate),

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
+from .._codecs.builtin import IdentityCoder
+from .._codecs.coder import Coder
+from .._codecs.copyout import LARGE_VALUE
 from .._engine.delivery import Counted
-from ..coders import Coder, IdentityCoder
-from ..errors import InvalidKeyError
-from .large import LARGE_VALUE, BufferedReads, LargeValues, read_large
+from .keys import encode_key
+from .large import BufferedReads, LargeValues, read_large
 from .versions import (
     PREFIX_SIZE,
     Entry,
@@ -108,29 +110,6 @@ class DbContext(Generic[K, V]):
 def _draw(txn: Txn, ctx: DbContext[Any, Any]) -> int:
     """The version of this write transaction's writes (a versioned database's context)."""
     return ctx.versions.draw(txn)  # type: ignore[union-attr]
-
-
-def key_error(key: object, encoded: Any, max_key_size: int) -> Exception | None:
-    """Diagnose LMDB's BadValsizeError for a key: an InvalidKeyError naming what is wrong."""
-    size = len(encoded)
-    if size == 0:
-        return InvalidKeyError(f"empty key ({key!r} encodes to 0 bytes); LMDB keys need >= 1 byte")
-    if size > max_key_size:
-        return InvalidKeyError(
-            f"key of {size} bytes is longer than this environment's max_key_size() "
-            f"({max_key_size} bytes)"
-        )
-    return None
-
-
-def encode_key(kc: Coder[Any], key: Any, max_key_size: int) -> Any:
-    """Serialize a key and check its size, raising InvalidKeyError with the reason."""
-    encoded = kc.serialize(key)
-    if not 0 < len(encoded) <= max_key_size:
-        err = key_error(key, encoded, max_key_size)
-        if err is not None:
-            raise err
-    return encoded
 
 
 def value_error(exc: ValueError, key: object) -> ValueError:

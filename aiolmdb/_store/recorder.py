@@ -4,7 +4,7 @@ With ``changelog=True`` the engine begins every write transaction of the writer 
 :meth:`Recorder.begin_write` (group commits, exclusive write transactions, deleting a
 database), which hands out a :class:`LoggedTxn` instead of py-lmdb's transaction. It has the
 same ``put``/``delete``/``pop``/``replace``/``drop`` and, for each change of a user database,
-appends a record (``_records``) to the reserved database ``__aiolmdb_changes__`` in the same
+appends a record (``records``) to the reserved database ``__aiolmdb_changes__`` in the same
 transaction, so the log can never disagree with the data: it commits or rolls back with the
 change.
 
@@ -28,7 +28,7 @@ Hooks and followers
     None). With neither, the engine gets py-lmdb's transactions directly: no cost.
 
 Retention
-    After commits, when the log may exceed ``changelog_retention``, a trim (``_trim``) is
+    After commits, when the log may exceed ``changelog_retention``, a trim (``trim``) is
     queued to the writer thread, between user batches, through the engine's write runner.
 
 Runs on the writer thread, except :meth:`Recorder.deliver` and the hooks' registration (loop)

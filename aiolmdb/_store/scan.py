@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
-from ..coders import Coder, IdentityCoder
+from .._codecs.builtin import IdentityCoder
+from .._codecs.coder import Coder
+from .keys import encode_key
 from .large import BufferedReads, read_large, take
-from .ops import DbContext, decode_value, decode_values, encode_key, stored_values, value_error
+from .ops import DbContext, decode_value, decode_values, stored_values, value_error
 from .versions import StoredValues
 
 if TYPE_CHECKING:

@@ -30,9 +30,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .._codecs.coder import Buffer, Coder, show_bytes
+from .._codecs.coder import Coder
+from .._codecs.common import Buffer, show_bytes
+from .._codecs.copyout import LARGE_VALUE, copy_out
 from ..errors import ConflictError
-from . import large as _large
 
 if TYPE_CHECKING:
     from .._engine.delivery import Txn
@@ -87,12 +88,16 @@ class Entry(Generic[V]):
     version: int
     """The entry's version."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A frozen dataclass with slots of its own has no state pickle can set back.
+        return (type(self), (self.value, self.version))
+
 
 def pack(version: int, data: Any) -> bytes:
     """The stored form of a versioned value: the version, then the coder's bytes (a large
     value copied without the GIL)."""
-    if len(data) >= _large.LARGE_VALUE:
-        return _large.copy_out(data, _U64.pack(version))
+    if len(data) >= LARGE_VALUE:
+        return copy_out(data, _U64.pack(version))
     return _U64.pack(version) + data  # type: ignore[no-any-return]
 
 
@@ -142,9 +147,9 @@ class StoredValues(Coder[V]):
                 f"not a versioned value ({show_bytes(buffer)} is shorter than its "
                 f"{PREFIX_SIZE}-byte version)"
             )
-        if len(buffer) >= _large.LARGE_VALUE:
+        if len(buffer) >= LARGE_VALUE:
             # Slicing would copy the value with the GIL held.
-            return self.inner.deserialize(_large.copy_out(memoryview(buffer)[PREFIX_SIZE:]))
+            return self.inner.deserialize(copy_out(memoryview(buffer)[PREFIX_SIZE:]))
         return self.inner.deserialize(buffer[PREFIX_SIZE:])
 
     def entry(self, buffer: Buffer) -> Entry[V]:
