@@ -22,6 +22,8 @@ from typing import Any
 
 import lmdb
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import aiolmdb
 from aiolmdb import Change
@@ -1486,6 +1488,77 @@ def test_a_counter_only_dump_raises_a_restored_backup(
     assert contents(env_path)[None] == []  # no data loaded
     clock.micros = 2_000
     assert asyncio.run(_put_version(env_path, b"a", b"2")) == 7_001
+
+
+_MOVES = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "put", "delete", "dump_load", "copy", "compact"]),
+        st.sampled_from([b"a", b"b"]),
+        # The clock of the machine the step runs on, in microseconds: a few values, so that
+        # one machine's clock is often behind another's.
+        st.sampled_from([10, 20, 30, 40]),
+    ),
+    max_size=10,
+)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=_MOVES)
+# Issue 25: the highest version belonged to a deleted entry, and the target's clock is behind.
+@example(
+    steps=[("put", b"a", 30), ("delete", b"a", 30), ("dump_load", b"a", 10), ("put", b"b", 20)]
+)
+def test_versions_never_repeat_across_moves(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: list[tuple[str, bytes, int]],
+) -> None:
+    """Writes and deletes, with the data moved by dump/load and copies between machines whose
+    clocks disagree: every write gets a version above every version issued before it."""
+    clock = Clock(monkeypatch, 1)
+    root = tmp_path_factory.mktemp("moves")
+    path = root / "env0"
+    issued = 0  # the highest version issued so far, in the life of the data
+
+    async def write(kind: str, key: bytes) -> int | None:
+        async with aiolmdb.open(path) as env:
+            db = await env.open_db("docs", versioned=True)
+            if kind == "delete":
+                await db.delete(key)
+                return None
+            await db.put(key, b"v")
+            entry = await db.get_entry(key)
+            assert entry is not None
+            return entry.version
+
+    async def copy(dest: Path, compact: bool) -> None:
+        async with aiolmdb.open(path) as env:
+            await env.copy(dest, compact=compact)
+
+    asyncio.run(write("put", b"a"))
+    issued = _counter(path)
+    for index, (kind, key, micros) in enumerate(steps, 1):
+        clock.micros = micros
+        dest = root / f"env{index}"
+        if kind == "dump_load":
+            dump_file = root / f"{index}.dump"
+            assert run(capsys, "dump", "--all", "-o", dump_file, path)[0] == 0
+            assert run(capsys, "load", dest, dump_file)[0] == 0
+            path = dest
+        elif kind in ("copy", "compact"):
+            dest.mkdir()
+            asyncio.run(copy(dest, kind == "compact"))
+            path = dest
+        else:
+            got = asyncio.run(write(kind, key))
+            if got is not None:
+                assert got > issued, f"version {got} issued again (highest so far {issued})"
+                issued = got
 
 
 @needs_c_tools
