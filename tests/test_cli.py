@@ -22,6 +22,8 @@ from typing import Any
 
 import lmdb
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import aiolmdb
 from aiolmdb import Change
@@ -29,6 +31,7 @@ from aiolmdb.__main__ import main as module_main
 from aiolmdb._cli import commands as _cli
 from aiolmdb._cli import dumpfmt as _dumpfmt
 from aiolmdb._cli.commands import main
+from aiolmdb._store import versions as _versions
 
 Contents = dict[bytes | None, list[tuple[bytes, bytes]]]
 
@@ -1307,6 +1310,255 @@ def test_load_versioned_dump_errors(capsys: pytest.CaptureFixture[str], tmp_path
     assert_error(err, "not a versioned value")
     with pytest.raises(ValueError, match="extra header"):
         _dumpfmt.format_header(extra={"bad key": "1"})
+
+
+class Clock:
+    """The versions' clock, set by hand (in microseconds): one machine's clock against
+    another's, without sleeping."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, micros: int) -> None:
+        self.micros = micros
+        monkeypatch.setattr(_versions, "clock", self)
+
+    def __call__(self) -> int:
+        return self.micros * 1000
+
+
+async def _put_version(path: Path, key: bytes, value: bytes) -> int:
+    """Put ``key`` in the versioned database ``docs`` of ``path``; the version it got."""
+    async with aiolmdb.open(path) as env:
+        db = await env.open_db("docs", versioned=True)
+        await db.put(key, value)
+        entry = await db.get_entry(key)
+        assert entry is not None
+        return entry.version
+
+
+def _counter(path: Path) -> int:
+    env = lmdb.open(str(path), max_dbs=8, readonly=True)
+    try:
+        with env.begin() as txn:
+            return _versions.stored_counter(env, txn)
+    finally:
+        env.close()
+
+
+def _deleted_top(path: Path, clock: Clock) -> int:
+    """A versioned database whose highest version ever issued was a deleted entry's, drawn
+    while the clock ran ahead; that version."""
+
+    async def write() -> int:
+        async with aiolmdb.open(path) as env:
+            db = await env.open_db("docs", versioned=True)
+            clock.micros = 1_000_000
+            await db.put(b"keep", b"k")
+            clock.micros = 5_000_000  # this machine's clock runs ahead
+            await db.put(b"doc", b"v1")
+            read = await db.get_entry(b"doc")  # a client keeps this version
+            assert read is not None
+            await db.delete(b"doc")
+            return read.version
+
+    return asyncio.run(write())
+
+
+def test_load_never_reissues_a_deleted_entrys_version(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25: the highest version belonged to a deleted entry, and the source's clock ran
+    ahead of the target's. After dump and load, a new write must not reissue it, or a client's
+    stale put(if_version=...) would overwrite the document."""
+    clock = Clock(monkeypatch, 0)
+    source = tmp_path / "source"
+    stale = _deleted_top(source, clock)
+    counter = _counter(source)
+    assert counter >= stale
+    dump_file = tmp_path / "all.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, source)[0] == 0
+    assert f"aiolmdb_last_version={counter}\n".encode() in dump_file.read_bytes()
+    # The target machine's clock is behind: it reaches the stale version's time only now.
+    clock.micros = 2_000_000
+    target = tmp_path / "target"
+    assert run(capsys, "load", target, dump_file) == (0, "", "")
+    assert _counter(target) == counter
+    clock.micros = stale
+    assert asyncio.run(_put_version(target, b"doc", b"v2")) > counter
+
+    async def stale_write() -> bool:
+        async with aiolmdb.open(target) as env:
+            db = await env.open_db("docs", versioned=True)
+            return await db.put(b"doc", b"stale", if_version=stale)
+
+    assert asyncio.run(stale_write()) is False
+
+
+def test_load_counter_is_the_highest_of_dump_stored_and_clock(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch, 100)
+
+    def dump(counter: int | None, version: int) -> Path:
+        extra = {"aiolmdb_versioned": "1"}
+        if counter is not None:
+            extra["aiolmdb_last_version"] = str(counter)
+        dump_file = tmp_path / "crafted.dump"
+        dump_file.write_bytes(
+            _dumpfmt.format_header(database=b"docs", extra=extra)
+            + _dumpfmt.format_pairs([(b"k", struct.pack(">Q", version) + b"v")])
+            + _dumpfmt.DATA_END
+        )
+        return dump_file
+
+    # The dumped counter is the highest.
+    assert run(capsys, "load", tmp_path / "a", dump(5_000, 300))[0] == 0
+    assert _counter(tmp_path / "a") == 5_000
+    # A stored version is (a dump edited by hand).
+    assert run(capsys, "load", tmp_path / "b", dump(200, 300))[0] == 0
+    assert _counter(tmp_path / "b") == 300
+    # The clock is.
+    clock.micros = 9_000
+    assert run(capsys, "load", tmp_path / "c", dump(5_000, 300))[0] == 0
+    assert _counter(tmp_path / "c") == 9_000
+    # A load never lowers the counter of the environment it loads into.
+    clock.micros = 100
+    assert run(capsys, "load", tmp_path / "c", dump(5_000, 300))[0] == 0
+    assert _counter(tmp_path / "c") == 9_000
+    # An old dump (no counter line) loads as before: up to the highest stored version.
+    assert run(capsys, "load", tmp_path / "d", dump(None, 300))[0] == 0
+    assert _counter(tmp_path / "d") == 300
+    assert asyncio.run(_put_version(tmp_path / "d", b"new", b"n")) == 301
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-1", str(2**64), "١٢"])
+def test_load_refuses_a_bad_counter(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, bad: str
+) -> None:
+    dump_file = tmp_path / "bad.dump"
+    header = _dumpfmt.format_header(database=b"p", extra={"aiolmdb_last_version": bad})
+    dump_file.write_bytes(header + _dumpfmt.format_pairs([(b"k", b"v")]) + _dumpfmt.DATA_END)
+    code, _, err = run(capsys, "load", tmp_path / "t", dump_file)
+    assert code == _cli.EXIT_ERROR
+    assert_error(err, f"aiolmdb_last_version={bad!r}", "'p'", "not a version")
+    # Refused before the block's data.
+    assert contents(tmp_path / "t").get(b"p") is None
+
+
+def test_every_dumped_block_carries_the_counter(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch, 0)
+    source = tmp_path / "source"
+    _deleted_top(source, clock)
+    counter = _counter(source)
+    line = f"aiolmdb_last_version={counter}".encode()
+    # One database alone (--db) carries it too, loaded under another name.
+    code, out, _ = run(capsys, "dump", "--db", "docs", source)
+    assert code == 0
+    assert line in out.encode()
+    dump_file = tmp_path / "docs.dump"
+    dump_file.write_bytes(out.encode())
+    clock.micros = 1
+    assert run(capsys, "load", "--db", "renamed", tmp_path / "t", dump_file)[0] == 0
+    assert _counter(tmp_path / "t") == counter
+    # --all: every block, the main database's included; an environment never versioned has none.
+    assert run(capsys, "dump", "--all", "-o", dump_file, source)[0] == 0
+    blocks = _dumpfmt.parse_dump(dump_file.read_bytes())
+    assert [h.extra.get("aiolmdb_last_version") for h, _ in blocks] == [str(counter)] * 2
+    plain = tmp_path / "plain"
+    assert run(capsys, "put", plain, "k", "v")[0] == 0
+    code, out, _ = run(capsys, "dump", "--all", plain)
+    assert code == 0
+    assert "aiolmdb_last_version" not in out
+
+
+def test_a_counter_only_dump_raises_a_restored_backup(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remedy docs/guide/versions.md gives for a backup restored while versions issued
+    after it may be above its counter and the clock: load a block holding only the counter."""
+    clock = Clock(monkeypatch, 1_000)
+    env_path = tmp_path / "env"
+    asyncio.run(_put_version(env_path, b"a", b"1"))
+    dump_file = tmp_path / "counter.dump"
+    dump_file.write_bytes(
+        _dumpfmt.format_header(extra={"aiolmdb_last_version": "7000"}) + _dumpfmt.DATA_END
+    )
+    assert run(capsys, "load", env_path, dump_file) == (0, "", "")
+    assert _counter(env_path) == 7_000
+    assert contents(env_path)[None] == []  # no data loaded
+    clock.micros = 2_000
+    assert asyncio.run(_put_version(env_path, b"a", b"2")) == 7_001
+
+
+_MOVES = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "put", "delete", "dump_load", "copy", "compact"]),
+        st.sampled_from([b"a", b"b"]),
+        # The clock of the machine the step runs on, in microseconds: a few values, so that
+        # one machine's clock is often behind another's.
+        st.sampled_from([10, 20, 30, 40]),
+    ),
+    max_size=10,
+)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=_MOVES)
+# Issue 25: the highest version belonged to a deleted entry, and the target's clock is behind.
+@example(
+    steps=[("put", b"a", 30), ("delete", b"a", 30), ("dump_load", b"a", 10), ("put", b"b", 20)]
+)
+def test_versions_never_repeat_across_moves(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: list[tuple[str, bytes, int]],
+) -> None:
+    """Writes and deletes, with the data moved by dump/load and copies between machines whose
+    clocks disagree: every write gets a version above every version issued before it."""
+    clock = Clock(monkeypatch, 1)
+    root = tmp_path_factory.mktemp("moves")
+    path = root / "env0"
+    issued = 0  # the highest version issued so far, in the life of the data
+
+    async def write(kind: str, key: bytes) -> int | None:
+        async with aiolmdb.open(path) as env:
+            db = await env.open_db("docs", versioned=True)
+            if kind == "delete":
+                await db.delete(key)
+                return None
+            await db.put(key, b"v")
+            entry = await db.get_entry(key)
+            assert entry is not None
+            return entry.version
+
+    async def copy(dest: Path, compact: bool) -> None:
+        async with aiolmdb.open(path) as env:
+            await env.copy(dest, compact=compact)
+
+    asyncio.run(write("put", b"a"))
+    issued = _counter(path)
+    for index, (kind, key, micros) in enumerate(steps, 1):
+        clock.micros = micros
+        dest = root / f"env{index}"
+        if kind == "dump_load":
+            dump_file = root / f"{index}.dump"
+            assert run(capsys, "dump", "--all", "-o", dump_file, path)[0] == 0
+            assert run(capsys, "load", dest, dump_file)[0] == 0
+            path = dest
+        elif kind in ("copy", "compact"):
+            dest.mkdir()
+            asyncio.run(copy(dest, kind == "compact"))
+            path = dest
+        else:
+            got = asyncio.run(write(kind, key))
+            if got is not None:
+                assert got > issued, f"version {got} issued again (highest so far {issued})"
+                issued = got
 
 
 @needs_c_tools

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import aiolmdb
 from aiolmdb import ConflictError, Entry, JSONCoder
+from aiolmdb._store import versions as _versions
 
 VDB = aiolmdb.AsyncDatabase[bytes, bytes]
 
@@ -465,6 +466,131 @@ async def test_versions_grow_after_compacting_copy(open_env: OpenEnv, tmp_path: 
         await cdb.put(b"fresh", b"new")
         assert await version(cdb, b"k0") > highest
         assert await version(cdb, b"fresh") > highest
+
+
+class Clock:
+    """The versions' clock, set by hand (in microseconds): one machine's clock against
+    another's, without sleeping."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, micros: int) -> None:
+        self.micros = micros
+        monkeypatch.setattr(_versions, "clock", self)
+
+    def __call__(self) -> int:
+        return self.micros * 1000
+
+
+async def counter(env: aiolmdb.Environment) -> int:
+    lmdb_env = env.lmdb_environment
+    return await env.run(lambda txn: _versions.stored_counter(lmdb_env, txn.raw))
+
+
+async def test_versions_follow_the_injected_clock(
+    env: aiolmdb.Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch, 5_000)
+    db = await vdb(env)
+    await db.put(b"a", b"1")
+    assert await version(db, b"a") == 5_000
+    clock.micros = 1_000  # the clock went back: the counter still grows
+    await db.put(b"a", b"2")
+    assert await version(db, b"a") == 5_001
+    assert await counter(env) == 5_001
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["plain", "compact"])
+async def test_copy_keeps_the_counter_of_a_deleted_entry(
+    open_env: OpenEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compact: bool
+) -> None:
+    """The metadata database is copied with the data: a copy opened where the clock is behind
+    the source's never reissues the version of an entry deleted before the copy."""
+    clock = Clock(monkeypatch, 1_000_000)
+    env = open_env()
+    db = await vdb(env)
+    await db.put(b"keep", b"k")
+    clock.micros = 5_000_000  # the source's clock runs ahead
+    await db.put(b"doc", b"v1")
+    stale = await version(db, b"doc")
+    await db.delete(b"doc")
+    target = tmp_path / "copy"
+    target.mkdir()
+    await env.copy(target, compact=compact)
+    clock.micros = 2_000_000
+    async with aiolmdb.open(target, map_size=MAP_SIZE) as copy:
+        assert await counter(copy) == stale
+        cdb = await vdb(copy)
+        await cdb.put(b"doc", b"v2")
+        assert await version(cdb, b"doc") == stale + 1
+        assert not await cdb.put(b"doc", b"stale", if_version=stale)
+
+
+async def test_restore_entries_never_lowers_the_counter(
+    env: aiolmdb.Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch, 5_000)
+    db = await vdb(env)
+    await db.put(b"a", b"1")
+    await db.restore_entries([(b"old", Entry(b"o", 10))])
+    assert await counter(env) == 5_000
+    clock.micros = 1
+    await db.put(b"b", b"2")
+    assert await version(db, b"b") == 5_001
+    await db.restore_entries([(b"new", Entry(b"n", 9_000)), (b"low", Entry(b"l", 7))])
+    assert await counter(env) == 9_000
+    await db.put(b"b", b"3")
+    assert await version(db, b"b") == 9_001
+
+
+async def test_write_after_restore_entries_in_one_transaction(
+    env: aiolmdb.Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write after restore_entries in the same transaction draws above the restored
+    versions (the transaction's version drawn before them is not reused)."""
+    Clock(monkeypatch, 1_000)
+    db = await vdb(env)
+
+    def work(txn: aiolmdb.Transaction[bytes, bytes]) -> None:
+        view = txn[db]
+        view.put(b"a", b"1")  # draws 1_000 for this transaction
+        view.restore_entries([(b"r", Entry(b"x", 8_000))])
+        view.put(b"r", b"rewritten")  # must go above 8_000, not back to 1_000
+
+    await env.run(work, write=True)
+    assert await version(db, b"a") == 1_000
+    assert await version(db, b"r") == 8_001
+    assert await counter(env) == 8_001
+
+    async with env.begin(write=True) as txn:
+        view = txn[db]
+        await view.put(b"a", b"2")
+        assert await view.restore_entries([(b"s", Entry(b"y", 9_000))]) == 1
+        await view.put(b"s", b"rewritten")
+    assert await version(db, b"s") == 9_001
+
+
+async def test_restored_backup_continues_from_its_counter_and_the_clock(
+    open_env: OpenEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup (a copy made earlier) reopened after later writes elsewhere: it draws above
+    its own counter and the clock, so above every later version drawn from the clock."""
+    clock = Clock(monkeypatch, 1_000_000)
+    env = open_env()
+    db = await vdb(env)
+    await db.put(b"doc", b"v1")
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    await env.copy(backup)
+    clock.micros = 3_000_000
+    await db.put(b"doc", b"v2")  # after the backup: lost with the original
+    later = await version(db, b"doc")
+    await env.close()
+    clock.micros = 3_000_500  # the restoring machine's clock is right
+    async with aiolmdb.open(backup, map_size=MAP_SIZE) as restored:
+        rdb = await vdb(restored)
+        assert await version(rdb, b"doc") == 1_000_000
+        assert not await rdb.put(b"doc", b"stale", if_version=later)
+        await rdb.put(b"doc", b"v3")
+        assert await version(rdb, b"doc") > later
 
 
 async def test_restore_entries_errors(env: aiolmdb.Environment) -> None:

@@ -29,7 +29,7 @@ import lmdb
 from .. import DatabaseInfo, Entry, TupleCoder
 from .._store.dumplog import restore_records, stored_records
 from .._store.meta import LOG_NAME, META_NAME, has_log
-from .._store.versions import split, stored_value
+from .._store.versions import MAX_VERSION, restore_counter, split, stored_counter, stored_value
 from ..database import AsyncDatabase
 from ..environment import Environment
 from ..environment import open as open_environment
@@ -59,6 +59,9 @@ VERSIONED_HEADER = {VERSIONED_KEY: "1"}
 # The change log's block carries the highest sequence number trimmed (the numbers go on
 # after it even when the log is empty).
 CHANGES_TRIMMED_KEY = "aiolmdb_changes_trimmed"
+# Every block carries the environment's version counter (when it has one): a deleted entry may
+# have had the highest version ever issued, and load must never issue it again.
+LAST_VERSION_KEY = "aiolmdb_last_version"
 
 
 class CLIError(Exception):
@@ -625,6 +628,9 @@ async def cmd_dump(args: argparse.Namespace) -> int:
             selected.sort(key=lambda db: db.name != LOG_NAME)
         info = env.info()
         psize = int(env.lmdb_environment.stat()["psize"])
+        lmdb_env = env.lmdb_environment
+        counter = await env.run(lambda txn: stored_counter(lmdb_env, txn.raw))
+        counter_line = {LAST_VERSION_KEY: str(counter)} if counter else {}
         total = sum(db.stat["entries"] for db in selected)
         if any(db.name is None for db in selected):
             total -= len(catalogue)
@@ -637,11 +643,12 @@ async def cmd_dump(args: argparse.Namespace) -> int:
             ) as progress,
         ):
             for db_info in selected:
-                extra = VERSIONED_HEADER if db_info.flags.get("versioned") else None
+                extra = dict(VERSIONED_HEADER) if db_info.flags.get("versioned") else {}
                 records: list[tuple[bytes, bytes]] = []
                 if db_info.name == LOG_NAME:
                     records, trimmed = await _log_records(env, None)
                     extra = {CHANGES_TRIMMED_KEY: str(trimmed)}
+                extra.update(counter_line)
                 out.write(
                     _dumpfmt.format_header(
                         database=db_info.name,
@@ -784,12 +791,15 @@ async def cmd_load(args: argparse.Namespace) -> int:
                         if args.db is not None and blocks > 1:
                             raise CLIError(f"{source} holds several databases: --db takes only one")
                         tick = lambda: progress.update(reader.bytes_read)  # noqa: E731
-                        if header.database == LOG_NAME and args.db is None:
-                            if logged:
-                                raise CLIError(
-                                    f"{source} holds a change log, and {args.path} has one "
-                                    "already: load the dump into a new environment"
-                                )
+                        is_log = header.database == LOG_NAME and args.db is None
+                        if is_log and logged:
+                            raise CLIError(
+                                f"{source} holds a change log, and {args.path} has one "
+                                "already: load the dump into a new environment"
+                            )
+                        # Before the block's data: a load stopped half-way issues no old version.
+                        await _restore_counter(env, header, source)
+                        if is_log:
                             await _load_log(env, header, reader.pair_chunks(), tick)
                             restored = True
                             header = reader.next_header()
@@ -806,6 +816,23 @@ async def cmd_load(args: argparse.Namespace) -> int:
         except _dumpfmt.DumpFormatError as exc:
             raise CLIError(f"{source}: {exc}") from None
     return EXIT_OK
+
+
+async def _restore_counter(env: Environment, header: _dumpfmt.DumpHeader, source: str) -> None:
+    """Raise the environment's version counter to the block's (and the clock): a dump without
+    the header line (older aiolmdb, mdb_dump) leaves it as the stored versions make it."""
+    text = header.extra.get(LAST_VERSION_KEY)
+    if text is None:
+        return
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_VERSION:
+        block = "the main database" if header.database is None else repr(header.database)
+        raise CLIError(
+            f"{source}: the block of {block} has {LAST_VERSION_KEY}={text!r}, which is not a "
+            "version (a number from 1 to 2**64-1): fix or remove that header line"
+        )
+    lmdb_env = env.lmdb_environment
+    dumped = int(text)
+    await env.run(lambda txn: restore_counter(lmdb_env, txn.raw, dumped), write=True)
 
 
 async def _load_log(

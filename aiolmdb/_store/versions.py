@@ -12,12 +12,16 @@ one get and one put, not one per write):
 * writes committed together share a version; no one outside the transaction can see the
   entries before the commit, so every committed write of an entry still gives it a version
   above every version committed before (an entry written twice in one transaction keeps the
-  transaction's version);
-* it is data, not LMDB's transaction id, so a compacting copy keeps it (transaction ids restart
-  at 1 there), and ``restore_entries`` (``aiolmdb load``) raises it to the highest version
-  loaded;
-* a new version is also at least the wall clock in microseconds, so an environment restored from
-  an older backup still issues versions above those it issued after that backup.
+  transaction's version, unless ``restore_entries`` raised the counter in between: the next
+  write then draws again);
+* it is data, not LMDB's transaction id, so a copy (plain or compacting) keeps it (transaction
+  ids restart at 1 in a compacting copy), ``restore_entries`` raises it to the highest version
+  restored, and ``aiolmdb dump`` writes it for ``aiolmdb load`` to restore
+  (:func:`stored_counter`, :func:`restore_counter`): a version is never issued twice in the life
+  of the data, even when the highest ever issued belonged to an entry since deleted;
+* a new version is also at least the wall clock in microseconds (:data:`clock`, replaceable in
+  tests), so an environment restored from an older backup still issues versions above those it
+  issued after that backup, as long as the counter had not run ahead of the clock.
 
 The metadata database also marks which databases are versioned (key ``db:`` + name), written in
 the transaction that creates the database, so every process opening it sees the same layout.
@@ -27,13 +31,17 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import lmdb
 
 from .._codecs.coder import Coder
 from .._codecs.common import Buffer, show_bytes
 from .._codecs.copyout import LARGE_VALUE, copy_out
 from ..errors import ConflictError
+from .meta import open_meta
 
 if TYPE_CHECKING:
     from .._engine.delivery import Txn
@@ -47,13 +55,16 @@ __all__ = [
     "StoredValues",
     "VersionSource",
     "check_version",
+    "clock",
     "conflict",
     "marker_key",
     "next_version",
     "pack",
     "pack_into",
     "raise_counter",
+    "restore_counter",
     "split",
+    "stored_counter",
     "stored_value",
     "version_of",
 ]
@@ -65,6 +76,10 @@ MARKER = b"versioned:1"
 _U64 = struct.Struct(">Q")
 PREFIX_SIZE = _U64.size
 MAX_VERSION = 2**64 - 1
+
+clock: Callable[[], int] = time.time_ns
+"""The wall clock versions are drawn from, in nanoseconds (read once per drawing write
+transaction). Tests replace this attribute to skew one environment's clock against another's."""
 
 
 def marker_key(name: bytes) -> bytes:
@@ -193,13 +208,16 @@ class VersionSource:
     def raise_to(self, txn: Txn, version: int) -> None:
         """Make the counter at least ``version`` (entries stored with their own versions)."""
         raise_counter(txn, self._handles.meta, version)
+        # A version drawn earlier in this transaction may now be at or below the counter: the
+        # next write draws again, so no write after the restored entries goes below them.
+        self._txn = None
 
 
 def next_version(txn: Txn, meta: Any) -> int:
     """Draw a new version and store it as the counter, in the caller's write transaction."""
     raw = txn.get(COUNTER_KEY, None, meta)
     last = 0 if raw is None else _U64.unpack(raw)[0]
-    version = time.time_ns() // 1000
+    version = clock() // 1000
     if version <= last:
         version = last + 1
     txn.put(COUNTER_KEY, _U64.pack(version), True, True, False, meta)
@@ -211,6 +229,24 @@ def raise_counter(txn: Txn, meta: Any, version: int) -> None:
     raw = txn.get(COUNTER_KEY, None, meta)
     if raw is None or _U64.unpack(raw)[0] < version:
         txn.put(COUNTER_KEY, _U64.pack(version), db=meta)
+
+
+def stored_counter(env: lmdb.Environment, txn: Any) -> int:
+    """The version counter of ``env`` read in ``txn`` (0 when nothing was ever versioned)."""
+    try:
+        meta = open_meta(env, txn)
+    except lmdb.NotFoundError:
+        return 0
+    raw = txn.get(COUNTER_KEY, None, meta)
+    return 0 if raw is None else int(_U64.unpack(raw)[0])
+
+
+def restore_counter(env: lmdb.Environment, txn: Any, dumped: int) -> int:
+    """Writer thread: raise the counter of ``env`` to at least ``dumped`` (a dump's counter) and
+    the clock, in ``txn``; the counter it holds after. Never lowers it."""
+    meta = open_meta(env, txn, True)
+    raise_counter(txn, meta, max(dumped, clock() // 1000))
+    return int(_U64.unpack(txn.get(COUNTER_KEY, None, meta))[0])
 
 
 def check_version(version: object, what: str = "if_version") -> int:
