@@ -1204,5 +1204,10 @@ def test_own_error_copies_the_class_or_wraps_it() -> None:
     assert wrapped.__cause__ is odd
     assert "_NeedsMore('odd')" in str(wrapped)
 
+    decode = own_error(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start"))
+    assert isinstance(decode, UnicodeDecodeError)
+    assert decode.reason == "invalid start"
+    assert str(decode).startswith("'utf-8' codec can't decode byte 0xff")
+
     stop = own_error(StopIteration(3))  # a future cannot carry StopIteration
     assert type(stop) is RuntimeError

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
@@ -203,8 +204,8 @@ def as_settable(exc: BaseException) -> BaseException:
 
 
 def own_error(cause: BaseException) -> BaseException:
-    """One caller's own exception for ``cause``, a failure shared by several operations (the
-    transaction they ran in could not begin or commit): a fresh instance of its class, with
+    """One caller's own exception for ``cause``, the failure of a transaction (it could not
+    begin or commit), which several operations may share: a fresh instance of its class, with
     its arguments and attributes, chained to it (``__cause__``), so ``except`` clauses match
     as before while no two callers raise (and add their frames to) the same object. A class
     that cannot be made so (a ``__new__`` that needs other arguments) is wrapped in an
@@ -215,8 +216,12 @@ def own_error(cause: BaseException) -> BaseException:
         fresh = cls.__new__(cls, *cause.args)
         if type(fresh) is not cls:
             raise TypeError(f"{cls.__name__}.__new__ made a {type(fresh).__name__}")
-        # __init__ is not called (it may take other arguments than args): its attributes
-        # are copied instead; the notes get a list of their own.
+        if not isinstance(cls.__init__, types.FunctionType):
+            # A built-in __init__ sets the fields of built-in classes from args (a
+            # UnicodeError's reason, say); one written in Python may take other arguments
+            # than args, so its attributes are copied instead.
+            cls.__init__(fresh, *cause.args)
+        # The notes get a list of their own.
         state = dict(vars(cause))
         if isinstance(state.get("__notes__"), list):
             state["__notes__"] = list(state["__notes__"])
