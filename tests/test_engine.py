@@ -952,3 +952,262 @@ def test_loop_ends_with_operations_in_flight(path: Path, write: bool) -> None:
         release.set()
         executor.shutdown(wait=True)
     assert env.closed
+
+
+# --------------------------------------------------------------------------------------------
+# a batch that fails as a whole
+# --------------------------------------------------------------------------------------------
+
+
+class _CommitFails:
+    """A write transaction (the runner's top-level one) whose commit raises ``error()`` when
+    an atomic put of the key ``poison`` ran in it; everything else is passed to py-lmdb's."""
+
+    def __init__(self, txn: Any, error: Callable[[], BaseException]) -> None:
+        self._txn = txn
+        self._error = error
+        self._poisoned = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._txn, name)
+
+    def put(self, key: bytes, *args: Any, **kwargs: Any) -> Any:
+        self._poisoned |= key == b"poison"
+        return self._txn.put(key, *args, **kwargs)
+
+    def commit(self) -> None:
+        if self._poisoned:
+            raise self._error()  # the runner aborts the transaction
+        self._txn.commit()
+
+
+def _inject(env: Environment, monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Any], Any]) -> None:
+    """Every top-level write transaction the runner begins from now on passes ``wrap``."""
+    runner = env._engine._writer.runner
+    real = runner._begin_write
+    monkeypatch.setattr(runner, "_begin_write", lambda: wrap(real()))
+
+
+def _markers(exc: BaseException) -> set[int]:
+    """The ``marker`` locals of the frames in the tracebacks of ``exc`` and its causes."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        tb = e.__traceback__
+        while tb is not None:
+            marker = tb.tb_frame.f_locals.get("marker")
+            if isinstance(marker, int):
+                found.add(marker)
+            tb = tb.tb_next
+        e = e.__cause__ or e.__context__
+    return found
+
+
+async def _caught(marker: int, aw: Any) -> BaseException | Any:
+    """Await ``aw`` in a frame of its own (its local ``marker`` names the caller)."""
+    try:
+        return await aw
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
+async def test_a_batch_whose_transaction_fails_once_runs_its_operations_alone(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch, writemap: bool
+) -> None:
+    """Beginning the batch's transaction fails once: every operation, atomic or not, is run
+    again alone and succeeds, instead of all failing with the batch."""
+    env = open_env(writemap=writemap)
+    db = env.get_default_database()
+    failed = 0
+
+    def fail_once(pair: Any) -> Any:
+        nonlocal failed
+        if failed:
+            return pair
+        failed += 1
+        pair[0].abort()
+        raise lmdb.DiskError("mdb_txn_begin: injected")
+
+    async with WriterBlocker(env) as blocker:
+        _inject(env, monkeypatch, fail_once)
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(db.put(key(i), value(i))) for i in range(5)
+        ]
+        tasks.append(asyncio.ensure_future(db.put_multi([(b"m1", b"1"), (b"m2", b"2")])))
+        tasks.append(asyncio.ensure_future(db.run(lambda t: t.put(b"r", b"3"), write=True)))
+        blocker.release_after_pending_tasks()
+        results = await gather_bounded(*tasks)
+    assert failed == 1
+    assert results == [True] * 5 + [2, True]
+    assert await db.get_multi([key(i) for i in range(5)] + [b"m1", b"m2", b"r"]) == {
+        **{key(i): value(i) for i in range(5)},
+        b"m1": b"1",
+        b"m2": b"2",
+        b"r": b"3",
+    }
+
+
+@pytest.mark.parametrize("writemap", [False, True], ids=["nested", "writemap"])
+async def test_a_failed_commit_fails_only_the_operation_that_fails_alone(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch, writemap: bool
+) -> None:
+    """The commit fails whenever one operation ran in the transaction: its neighbours land
+    when run alone, and it alone fails, with its own copy of its transaction's failure."""
+    env = open_env(writemap=writemap)
+    db = env.get_default_database()
+    causes: list[BaseException] = []
+
+    def failure() -> BaseException:
+        causes.append(lmdb.DiskError("mdb_txn_commit: injected"))
+        return causes[-1]
+
+    async with WriterBlocker(env) as blocker:
+        _inject(env, monkeypatch, lambda pair: (_CommitFails(pair[0], failure), pair[1]))
+        tasks = [
+            asyncio.ensure_future(_caught(i, db.put(b"poison" if i == 2 else key(i), b"v")))
+            for i in range(5)
+        ]
+        blocker.release_after_pending_tasks()
+        results = await gather_bounded(*tasks)
+    assert [r is True for r in results] == [True, True, False, True, True]
+    err = results[2]
+    assert type(err) is lmdb.DiskError
+    assert str(err) == "mdb_txn_commit: injected"
+    assert len(causes) == 2  # the batch's commit, then the poisoned put's own
+    assert err.__cause__ is causes[1]
+    assert err is not causes[1]
+    assert _markers(err) == {2}
+    assert await db.get_multi([key(i) for i in range(5)]) == {
+        key(i): None if i == 2 else b"v" for i in range(5)
+    }
+    assert await db.get(b"poison") is None
+
+
+async def test_callers_of_a_failed_batch_get_exceptions_of_their_own(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beginning a write transaction keeps failing with one exception object: each caller
+    gets its own instance of its class, chained to it, whose traceback (kept after the other
+    callers raised theirs) holds its own frames and no other caller's."""
+    env = open_env()
+    db = env.get_default_database()
+    shared = lmdb.DiskError("mdb_txn_begin: injected")
+    vars(shared)["detail"] = "disk 3"  # attributes travel with the copies
+    begun = 0
+
+    def always_fail(pair: Any) -> Any:
+        nonlocal begun
+        begun += 1
+        pair[0].abort()
+        raise shared
+
+    n = 6
+    async with WriterBlocker(env) as blocker:
+        _inject(env, monkeypatch, always_fail)
+        tasks = [
+            asyncio.ensure_future(
+                _caught(i, db.put(key(i), b"v") if i % 2 else db.put_multi([(key(i), b"v")]))
+            )
+            for i in range(n)
+        ]
+        blocker.release_after_pending_tasks()
+        errors = await gather_bounded(*tasks)
+    monkeypatch.undo()
+    assert begun == 1 + n  # the batch, then each operation alone
+    assert len({id(e) for e in errors}) == n
+    for i, err in enumerate(errors):
+        assert type(err) is lmdb.DiskError
+        assert err is not shared
+        assert err.args == shared.args
+        assert vars(err)["detail"] == "disk 3"
+        assert err.__cause__ is shared
+        assert _markers(err) == {i}
+    assert await db.count() == 0
+    assert await db.put(b"after", b"v") is True
+
+
+@threaded_only  # inline reads begin no batch transaction
+async def test_readers_of_a_failed_read_batch_get_exceptions_of_their_own(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-reader")
+    env = open_env(executor=executor)
+    try:
+        db = env.get_default_database()
+        await db.put(b"k", b"v")
+        readers = env._engine._readers
+        cause = lmdb.ReadersFullError("mdb_txn_begin: injected")
+        real_begin = readers._begin_read
+        begun = 0
+
+        def fail_once() -> Any:
+            nonlocal begun
+            begun += 1
+            if begun == 1:
+                raise cause
+            return real_begin()
+
+        monkeypatch.setattr(readers, "_begin_read", fail_once)
+        hold = threading.Event()
+        executor.submit(hold.wait, TIMEOUT)  # the reads queue up for one drain
+        tasks = [asyncio.ensure_future(_caught(i, db.get(b"k"))) for i in range(5)]
+        asyncio.get_running_loop().call_soon(hold.set)
+        errors = await gather_bounded(*tasks)
+        assert begun == 1
+        assert len({id(e) for e in errors}) == 5
+        for i, err in enumerate(errors):
+            assert type(err) is lmdb.ReadersFullError
+            assert err.args == cause.args
+            assert err.__cause__ is cause
+            assert _markers(err) == {i}
+        assert await db.get(b"k") == b"v"
+    finally:
+        await env.close()
+        executor.shutdown(wait=True)
+
+
+class _NeedsMore(Exception):
+    def __new__(cls, message: str, *, extra: int) -> _NeedsMore:
+        return super().__new__(cls, message)
+
+    def __init__(self, message: str, *, extra: int) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+class _InitOnly(Exception):
+    def __init__(self, message: str, key: bytes) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def test_own_error_copies_the_class_or_wraps_it() -> None:
+    from aiolmdb._engine.delivery import own_error
+
+    plain = _InitOnly("conflict on k", b"k")
+    vars(plain)["__notes__"] = ["a note"]  # as add_note (3.11+) keeps them
+    mine = own_error(plain)
+    assert type(mine) is _InitOnly
+    assert mine is not plain
+    assert mine.args == ("conflict on k",)
+    assert mine.key == b"k"
+    assert mine.__cause__ is plain
+    assert vars(mine)["__notes__"] == ["a note"]
+    assert vars(mine)["__notes__"] is not vars(plain)["__notes__"]
+
+    odd = _NeedsMore("odd", extra=1)
+    wrapped = own_error(odd)
+    assert type(wrapped) is aiolmdb.Error
+    assert wrapped.__cause__ is odd
+    assert "_NeedsMore('odd')" in str(wrapped)
+
+    decode = own_error(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start"))
+    assert isinstance(decode, UnicodeDecodeError)
+    assert decode.reason == "invalid start"
+    assert str(decode).startswith("'utf-8' codec can't decode byte 0xff")
+
+    stop = own_error(StopIteration(3))  # a future cannot carry StopIteration
+    assert type(stop) is RuntimeError

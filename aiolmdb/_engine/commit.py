@@ -8,8 +8,19 @@ again without it.
 
 The batch runs through the write runner (``txnrunner``), which begins the transaction (and,
 through it, the children), adopts a map another process grew, and grows a full map and runs the
-batch again. When the map cannot grow (growth off, or at ``max_map_size``), the batch is
-committed one operation at a time so that exactly the ones that do not fit fail.
+batch again.
+
+When the batch fails as a whole (its transaction cannot begin or commit, the map is full and
+cannot grow, the runner raises), nothing in it landed, and no operation is failed for it yet:
+the batch is run again one operation at a time, each in its own write transaction through the
+same runner (one policy for every such failure). An operation that succeeds alone succeeds
+(with a full map: exactly the ones that do not fit fail); one that fails in its own code gets
+its error as in a batch; one whose own transaction fails again gets its own copy of that
+failure (``delivery.own_error``): a fresh instance of the same class, with the same message
+and attributes, whose ``__cause__`` is the failure itself (an ``aiolmdb.Error`` wrapping it
+when the class cannot be made so). So ``except lmdb.Error`` and the like still match, and no
+caller's traceback gathers another caller's frames, as one object raised in every task would.
+A batch that commits pays nothing for this.
 
 Conflicts (failed conditions of conditional writes) come back with the results: a
 :class:`~aiolmdb._engine.delivery.Counted` result, or a ``ConflictError`` raised. They are counted
@@ -27,7 +38,7 @@ from typing import Any
 import lmdb
 
 from ..errors import ConflictError
-from .delivery import Counted, Result, WriteRequest, as_settable
+from .delivery import Counted, Result, WriteRequest, as_settable, own_error
 from .metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Buckets
 from .txnrunner import BeginChild, RunAgain, WriteRunner
 
@@ -70,18 +81,21 @@ class Committer:
         return results
 
     def _run_live(self, live: list[WriteRequest]) -> _Ran:
-        run = self._runner.run
         try:
-            try:
-                ran = run(self._replaying(live) if self._writemap else self._nested(live))
-                self.commits += 1
-                return ran
-            except lmdb.MapFullError:
-                return self._one_by_one(live)  # the map cannot grow
-        except BaseException as exc:
-            # begin/commit (or growing the map) failed: nothing in the batch landed. The
-            # writer thread itself must survive, or every later write would hang.
-            return [(fut, False, as_settable(exc)) for fut, _, _, _ in live], 0
+            ran = self._runner.run(self._replaying(live) if self._writemap else self._nested(live))
+        except BaseException:
+            # The transaction failed as a whole (begin, commit, a full map that cannot grow,
+            # the runner itself): nothing in it landed. Outside this handler, so the runs
+            # alone do not chain their errors to this one implicitly.
+            pass
+        else:
+            self.commits += 1
+            return ran
+        return self._one_by_one(live)
+
+    def _work(self, live: list[WriteRequest]) -> _BatchWork:
+        """The work of a batch (as run_batch builds it inline)."""
+        return self._replaying(live) if self._writemap else self._nested(live)
 
     @staticmethod
     def _nested(live: list[WriteRequest]) -> _BatchWork:
@@ -160,20 +174,19 @@ class Committer:
         return work
 
     def _one_by_one(self, live: list[WriteRequest]) -> _Ran:
-        """Map full and it cannot grow: commit each operation alone so that exactly the ones
-        that do not fit fail (with the runner's MapFullError) and everything that fits
-        lands."""
+        """The batch failed as a whole: run each operation again alone, in its own write
+        transaction through the same runner, so that those that succeed alone succeed (a
+        full map: everything that fits lands) and each that fails gets its own error. A
+        transaction that fails again reaches its caller as its own copy (``own_error``)."""
         results: list[Result] = []
         conflicts = 0
         run = self._runner.run
         for req in live:
             try:
-                ran, counted = run(
-                    self._replaying([req]) if self._writemap else self._nested([req])
-                )
+                ran, counted = run(self._work([req]))
                 self.commits += 1
             except BaseException as exc:
-                results.append((req[0], False, as_settable(exc)))
+                results.append((req[0], False, own_error(exc)))
             else:
                 results += ran
                 conflicts += counted

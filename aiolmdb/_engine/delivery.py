@@ -8,6 +8,9 @@ Every result travels as ``(future, ok, value)``; a thread hands a whole batch of
 loop in ONE ``call_soon_threadsafe`` (:func:`post`), where :func:`deliver` resolves them. An
 exception is made ready for its caller first (:func:`as_settable`): the local variables of its
 finished frames are dropped, since they hold the transaction (and with it a reader slot).
+A failure of a whole transaction (beginning it, committing it) reaches each of its callers as
+the caller's own copy (:func:`own_error`): an exception object raised in several tasks would
+gather each task's frames in its one traceback.
 
 :class:`Part` is the base of the parts that take operations (the readers and the writer): each
 keeps its own copy of the engine's state and loop, so that a submission checks them with one
@@ -21,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
 import lmdb
 
-from ..errors import TransactionError
+from ..errors import Error, TransactionError
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -53,6 +57,7 @@ __all__ = [
     "broken_error",
     "deliver",
     "drop_frame_locals",
+    "own_error",
     "post",
 ]
 
@@ -196,6 +201,40 @@ def as_settable(exc: BaseException) -> BaseException:
         err.__cause__ = exc
         return err
     return exc
+
+
+def own_error(cause: BaseException) -> BaseException:
+    """One caller's own exception for ``cause``, the failure of a transaction (it could not
+    begin or commit), which several operations may share: a fresh instance of its class, with
+    its arguments and attributes, chained to it (``__cause__``), so ``except`` clauses match
+    as before while no two callers raise (and add their frames to) the same object. A class
+    that cannot be made so (a ``__new__`` that needs other arguments) is wrapped in an
+    :class:`~aiolmdb.errors.Error` instead. The failure path only: never per operation."""
+    drop_frame_locals(cause)
+    cls = type(cause)
+    try:
+        fresh = cls.__new__(cls, *cause.args)
+        if type(fresh) is not cls:
+            raise TypeError(f"{cls.__name__}.__new__ made a {type(fresh).__name__}")
+        if not isinstance(cls.__init__, types.FunctionType):
+            # A built-in __init__ sets the fields of built-in classes from args (a
+            # UnicodeError's reason, say); one written in Python may take other arguments
+            # than args, so its attributes are copied instead.
+            cls.__init__(fresh, *cause.args)
+        # The notes get a list of their own.
+        state = dict(vars(cause))
+        if isinstance(state.get("__notes__"), list):
+            state["__notes__"] = list(state["__notes__"])
+        vars(fresh).update(state)
+    except Exception:
+        fresh = Error(
+            f"the transaction this operation ran in failed with {cause!r}, shared by the "
+            "operations that ran in it (it is this error's __cause__): catch aiolmdb.Error "
+            "here, or give the exception's class a __new__ that takes its args, so each "
+            "caller gets an instance of its own class"
+        )
+    fresh.__cause__ = cause
+    return as_settable(fresh)
 
 
 def broken_error(cause: BaseException | None) -> BaseException:

@@ -16,6 +16,10 @@ Jobs
     snapshot's command) and :meth:`Readers.submit_stream` (a range read that emits items while
     it goes on reading) run outside the batches.
 
+A read transaction that cannot begin fails every read of its batch: each gets its own copy of
+the failure (``delivery.own_error``: the same class and message, chained to it), never one
+shared object, and none is tried alone, since no read can make a begin fail.
+
 Cancellation: a read whose future is already cancelled when its batch starts is skipped; once
 started it runs to completion and its result is dropped.
 
@@ -45,6 +49,7 @@ from .delivery import (
     Result,
     as_settable,
     drop_frame_locals,
+    own_error,
     post,
 )
 from .gate import Gate
@@ -172,7 +177,9 @@ class Readers(Part):
         try:
             txn = self._begin_read()
         except BaseException as exc:
-            results = [(fut, False, exc) for fut, _, _ in batch]
+            # No read of the batch caused it, so none is tried alone (a full reader table
+            # already waited): each reader gets its own copy, chained to the one failure.
+            results = [(fut, False, own_error(exc)) for fut, _, _ in batch]
         else:
             try:
                 for fut, fn, args in batch:
