@@ -30,6 +30,8 @@ from .coders import (
 from .database import AsyncDatabase
 from .environment import Environment, open
 from .errors import (
+    ChangeRecordError,
+    ChangesPositionError,
     ChangesTrimmedError,
     ClosedError,
     ConflictError,
@@ -60,6 +62,8 @@ __all__ = [
     "AsyncTransaction",
     "Change",
     "ChangeFeed",
+    "ChangeRecordError",
+    "ChangesPositionError",
     "ChangesTrimmedError",
     "ClosedError",
     "Coder",

@@ -22,7 +22,7 @@ from ._engine.config import (
 from ._engine.engine import Engine
 from ._engine.metrics import Metrics
 from ._store.catalogue import Catalogue, DatabaseInfo, encode_name, open_main
-from ._store.feed import ChangeFeed
+from ._store.feed import ChangeFeed, read_log_id
 from ._store.meta import MetaHandles, has_log
 from ._store.recorder import Recorder
 from ._store.records import Change
@@ -450,6 +450,7 @@ class Environment:
         db: str | bytes | AsyncDatabase[Any, Any] | None = None,
         prefix: Any = None,
         follow: bool = True,
+        log_id: str | None = None,
     ) -> ChangeFeed:
         """Follow the change log: ``async for change in env.changes(since):``.
 
@@ -462,13 +463,20 @@ class Environment:
         prefix, as ``prefix=`` of ``items()`` does (and drops): a key of ``db``, encoded by its
         key coder when ``db`` is an :class:`AsyncDatabase`, else ``bytes`` (stored bytes).
         ``follow=False`` ends the iteration once it has caught up with the log instead.
-        Raises :class:`~aiolmdb.errors.ChangesTrimmedError` when retention already trimmed
-        changes after ``since``, and ValueError if the environment has no log. Closing the
-        environment ends the iteration.
+        ``log_id``: the log the position ``since`` came from (a feed's ``log_id``, stored
+        with its ``last_seq``); another log's position is refused.
+        The first read (or ``await feed.start()``) raises
+        :class:`~aiolmdb.errors.ChangesPositionError` when ``since`` is beyond the log's last
+        sequence number (a restored environment, or another environment's position) or
+        ``log_id`` is not this log's, :class:`~aiolmdb.errors.ChangesTrimmedError` when
+        retention already trimmed changes after ``since``, and ValueError if the environment
+        has no log. Closing the environment ends the iteration.
         """
         self._engine.check_open()
         if since is not None and (type(since) is not int or since < 0):
             raise ValueError(f"since must be an int >= 0 or None, got {since!r}")
+        if log_id is not None and not isinstance(log_id, str):
+            raise TypeError(f"log_id must be a str (a feed's log_id) or None, got {log_id!r}")
         name: str | Literal[False] | None = False
         database = None
         if isinstance(db, AsyncDatabase):
@@ -487,7 +495,26 @@ class Environment:
             encoded = encode_name(db)
             assert encoded is not None
             name = encoded.decode("utf-8", "backslashreplace")
-        return ChangeFeed(self._engine, self._recorder, since, name, database, prefix, follow)
+        return ChangeFeed(
+            self._engine,
+            self._recorder,
+            since,
+            name,
+            database,
+            prefix,
+            follow,
+            None if log_id is None else log_id.lower(),
+        )
+
+    async def changelog_id(self) -> str | None:
+        """The identity of the environment's change log, in hex: random, written when the
+        log was created, kept by ``copy()`` and by ``aiolmdb dump --all``/``load``. Store it
+        with a follower's position to detect a different log (``changes(since=, log_id=)``).
+        None for a log created by an aiolmdb older than identities that no process has
+        opened for writing with ``changelog=True`` since (that open creates one). Raises
+        ValueError if the environment has no log."""
+        self._engine.check_open()
+        return await read_log_id(self._engine, self._recorder)
 
     def on_commit(self, callback: Callable[[Sequence[Change]], object]) -> Callable[[], None]:
         """Call ``callback(changes)`` on the event loop after each commit of this process

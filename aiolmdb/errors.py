@@ -10,6 +10,8 @@ from __future__ import annotations
 import lmdb
 
 __all__ = [
+    "ChangeRecordError",
+    "ChangesPositionError",
     "ChangesTrimmedError",
     "ClosedError",
     "ConflictError",
@@ -69,6 +71,34 @@ class ChangesTrimmedError(Error):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.oldest))
+
+
+class ChangesPositionError(Error, ValueError):
+    """``env.changes(since=...)`` was given a position this log never reached (``since`` beyond
+    its last sequence number), or one that belongs to another log (``log_id=`` differs): the
+    environment was restored from an older backup, or the position came from another
+    environment. ``last_seq`` is the log's last sequence number, ``log_id`` its identity (hex).
+    Rebuild what the follower fed, then resume from ``changes(since=0)``."""
+
+    def __init__(self, message: str, last_seq: int, log_id: str | None) -> None:
+        super().__init__(message)
+        self.last_seq = last_seq
+        self.log_id = log_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.last_seq, self.log_id))
+
+
+class ChangeRecordError(Error, ValueError):
+    """A record of the change log is damaged (its lengths or kind disagree with its bytes).
+    ``seq`` is its sequence number."""
+
+    def __init__(self, message: str, seq: int) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.seq))
 
 
 class DatabaseDroppedError(Error):

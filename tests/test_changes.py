@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -601,3 +602,317 @@ async def test_writes_refused_once_another_process_adds_a_log(
     async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
         changes = [c async for c in env.changes(0, follow=False)]
         assert [(c.db, c.key) for c in changes] == [("c", b"other")]
+
+
+# ----------------------------------------------------------------- impossible positions
+async def test_since_beyond_the_end_is_refused(open_env: OpenEnv) -> None:
+    """A position past the log's last sequence number (a restored environment, another
+    environment's position) is refused at the first read, naming the last sequence; the last
+    sequence itself is caught up."""
+    env = open_env(changelog=True)
+    with pytest.raises(aiolmdb.ChangesPositionError) as empty:
+        await env.changes(since=1).start()  # an empty log's end is 0
+    assert empty.value.last_seq == 0
+    assert [c async for c in env.changes(since=0, follow=False)] == []
+    db = env.open_db("a")
+    await db.put_multi([(b"k%d" % i, b"v") for i in range(3)])
+    assert [c async for c in env.changes(since=3, follow=False)] == []
+    assert await env.changes(since=3).start() == 3
+    for refuse in (
+        lambda: take(env.changes(since=4), 1),
+        lambda: env.changes(since=4, follow=False).start(),
+        lambda: take(env.changes(since=1000, db="a", prefix=b"k"), 1),
+    ):
+        with pytest.raises(aiolmdb.ChangesPositionError) as caught:
+            await refuse()
+        assert caught.value.last_seq == 3
+        assert caught.value.log_id == await env.changelog_id()
+        message = str(caught.value)
+        assert "last sequence number is 3" in message
+        assert "restored" in message
+        assert "another environment" in message
+    assert isinstance(caught.value, ValueError)
+
+
+async def test_a_trimmed_log_ends_at_its_high_water_mark(open_env: OpenEnv) -> None:
+    """Retention may empty the log: its end is then the highest number trimmed."""
+    env = open_env(changelog=True, changelog_retention=Retention(entries=0))
+    db = env.open_db("a")
+    await db.put_multi([(b"%04d" % i, b"v") for i in range(300)])  # queues a trim
+    await env.run(lambda txn: None, write=True)  # trim steps run between writes
+    assert [c async for c in env.changes(since=300, follow=False)] == []
+    with pytest.raises(aiolmdb.ChangesPositionError, match="last sequence number is 300"):
+        await env.changes(since=301).start()
+
+
+async def test_a_restored_copy_refuses_the_followers_position(tmp_path: Path) -> None:
+    """A follower stored (log_id, seq); the environment is restored from an older copy: the
+    copy keeps the log's identity, and its position beyond the copy's end is refused."""
+    path, backup = tmp_path / "env", tmp_path / "backup"
+    backup.mkdir()
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+        db = env.open_db("a")
+        await db.put(b"1", b"v")
+        await env.copy(backup, compact=True)
+        await db.put_multi([(b"2", b"v"), (b"3", b"v")])
+        feed = env.changes(since=0, follow=False)
+        assert len([c async for c in feed]) == 3
+        position = (feed.log_id, feed.last_seq)
+        assert position[0] == await env.changelog_id()
+    async with aiolmdb.open(backup, map_size=MAP_SIZE, changelog=True) as env:
+        assert await env.changelog_id() == position[0]
+        with pytest.raises(aiolmdb.ChangesPositionError, match="last sequence number is 1"):
+            await env.changes(since=position[1], log_id=position[0]).start()
+
+
+async def test_log_identity(tmp_path: Path) -> None:
+    """Each log has its own random identity, kept across opens, on the feed from its first
+    read; a position with another log's identity is refused."""
+    ids = []
+    for name in ("one", "two"):
+        async with aiolmdb.open(tmp_path / name, map_size=MAP_SIZE, changelog=True) as env:
+            ids.append(await env.changelog_id())
+            await env.get_default_database().put(b"k", b"v")
+    one, two = ids
+    assert one is not None
+    assert two is not None
+    assert one != two
+    assert len(bytes.fromhex(one)) == 16
+    async with aiolmdb.open(tmp_path / "one", map_size=MAP_SIZE, readonly=True) as env:
+        assert await env.changelog_id() == one
+        feed = env.changes(since=0, follow=False)
+        unread = feed.log_id
+        assert unread is None  # not read yet
+        assert [c.key async for c in feed] == [b"k"]
+        assert feed.log_id == one
+        started = env.changes(since=1, log_id=one.upper())
+        assert await started.start() == 1
+        assert started.log_id == one
+        with pytest.raises(aiolmdb.ChangesPositionError) as caught:
+            await take(env.changes(since=0, log_id=two), 1)
+        assert (caught.value.last_seq, caught.value.log_id) == (1, one)
+        assert one in str(caught.value)
+        assert two in str(caught.value)
+        assert "another change log" in str(caught.value)
+        with pytest.raises(TypeError, match="log_id"):
+            env.changes(log_id=bytes.fromhex(one))  # type: ignore[arg-type]
+    async with aiolmdb.open(tmp_path / "none", map_size=MAP_SIZE) as env:
+        with pytest.raises(ValueError, match="no change log"):
+            await env.changelog_id()
+
+
+async def test_a_log_older_than_identities_gets_one_when_opened_for_writing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "env"
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+        await env.get_default_database().put(b"k", b"v")
+    raw = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=4)
+    with raw.begin(write=True) as txn:  # as an older aiolmdb left it
+        assert txn.delete(b"changelog_id", db=raw.open_db(b"__aiolmdb__", txn=txn))
+    raw.close()
+    async with aiolmdb.open(path, map_size=MAP_SIZE, readonly=True) as env:
+        assert await env.changelog_id() is None
+        feed = env.changes(since=0, follow=False)
+        assert len([c async for c in feed]) == 1
+        assert feed.log_id is None
+        with pytest.raises(aiolmdb.ChangesPositionError, match="another change log"):
+            await env.changes(since=1, log_id="00" * 16).start()
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+        made = await env.changelog_id()
+        assert made is not None
+        assert len(bytes.fromhex(made)) == 16
+        await env.get_default_database().put(b"k2", b"v")
+        assert [c.seq async for c in env.changes(since=0, follow=False)] == [1, 2]
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+        assert await env.changelog_id() == made
+
+
+# ----------------------------------------------------------------- damaged records
+_HEAD = _records.HEAD
+
+
+def _consistent(raw: bytes, change: Change, ts: int) -> bool:
+    """Whether ``change`` is exactly what ``raw`` stores: encoding it again gives ``raw``."""
+    _, code, name_len, _ = _HEAD.unpack_from(raw)
+    name = None if name_len == 0xFFFF else raw[_HEAD.size : _HEAD.size + name_len]
+    if change.db != _records.db_label(name):
+        return False
+    key = b"" if change.key is None else bytes(change.key)
+    value = b"" if change.value is None else bytes(change.value)
+    return _records.encode(code, name, key, value, ts) == raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"", "shorter than its 13-byte header"),
+        (_HEAD.pack(1, 1, 1, 1)[:-1], "shorter than its 13-byte header"),
+        (_HEAD.pack(1, 9, 0xFFFF, 1) + b"k", "kind 9"),
+        (_HEAD.pack(1, 0, 0xFFFF, 1) + b"k", "kind 0"),
+        (_HEAD.pack(1, _records.PUT_VALUE, 5, 1) + b"ab", "name length 5"),
+        (_HEAD.pack(1, _records.PUT_VALUE, 0, 1) + b"kv", "name length 0"),
+        (_HEAD.pack(1, _records.PUT_VALUE, 1, 4) + b"ak", "key length 4"),
+        (_HEAD.pack(1, _records.DELETE, 0xFFFF, 0), "key length 0"),
+        (_HEAD.pack(1, _records.PUT, 0xFFFF, 1) + b"kv", "carries no value"),
+        (_HEAD.pack(1, _records.DROP, 1, 1) + b"ak", "a drop carries no key"),
+        (_HEAD.pack(1, _records.DROP, 1, 0) + b"ax", "a drop carries no key"),
+    ],
+)
+def test_damaged_records_raise_naming_their_sequence(raw: bytes, why: str) -> None:
+    with pytest.raises(aiolmdb.ChangeRecordError) as caught:
+        _records.decode(42, raw)
+    assert caught.value.seq == 42
+    assert "change log record 42 is damaged" in str(caught.value)
+    assert why in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "key", "value"),
+    [
+        (_records.PUT_VALUE, b"db", b"key", b"value"),
+        (_records.PUT_VALUE, None, b"k", b""),
+        (_records.PUT, b"db", b"key", b""),
+        (_records.DELETE, None, b"key", b""),
+        (_records.DELETE_VALUE, b"d", b"k", b"v"),
+        (_records.DROP, b"db", b"", b""),
+        (_records.DROP, None, b"", b""),
+    ],
+)
+def test_valid_records_decode_exactly(
+    kind: int, name: bytes | None, key: bytes, value: bytes
+) -> None:
+    raw = _records.encode(kind, name, key, value, 7)
+    change, ts = _records.decode(3, raw)
+    assert ts == 7
+    assert _consistent(raw, change, ts)
+    for cut in range(len(raw)):  # truncating a record never yields another change silently
+        if cut < len(raw) - len(value) or kind not in (_records.PUT_VALUE, _records.DELETE_VALUE):
+            with pytest.raises(aiolmdb.ChangeRecordError) as caught:
+                _records.decode(3, raw[:cut])
+            assert caught.value.seq == 3
+        else:
+            shorter, _ = _records.decode(3, raw[:cut])
+            assert kind in (_records.PUT_VALUE, _records.DELETE_VALUE)
+            assert cut >= len(raw) - len(value)  # only the value can lose bytes unseen
+            assert shorter.key == change.key
+            assert shorter.db == change.db
+
+
+_RECORD = st.tuples(
+    st.sampled_from(sorted(_records.KIND_NAMES)),
+    st.one_of(st.none(), st.binary(min_size=1, max_size=6)),
+    st.binary(min_size=1, max_size=6),
+    st.binary(max_size=6),
+)
+
+
+@st.composite
+def _hostile(draw: st.DrawFn) -> bytes:
+    """A record's bytes: random, or a valid record cut, extended, or with a header byte
+    changed."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=40))
+    kind, name, key, value = draw(_RECORD)
+    if kind == _records.DROP:
+        key = value = b""
+    elif kind in (_records.PUT, _records.DELETE):
+        value = b""
+    raw = _records.encode(kind, name, key, value, draw(st.integers(0, 2**64 - 1)))
+    damage = draw(st.sampled_from(["cut", "extend", "header"]))
+    if damage == "cut":
+        return raw[: draw(st.integers(0, len(raw)))]
+    if damage == "extend":
+        return raw + draw(st.binary(min_size=1, max_size=4))
+    at = draw(st.integers(8, _HEAD.size - 1))  # kind, name length, key length
+    return raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1 :]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(records=st.lists(_hostile(), min_size=1, max_size=30))
+def test_fuzzed_records_in_the_log(
+    tmp_path_factory: pytest.TempPathFactory, records: list[bytes]
+) -> None:
+    """Hostile records written into ``__aiolmdb_changes__`` through raw py-lmdb: a follower
+    gets, for each, the Change its bytes store exactly, or ChangeRecordError naming its
+    sequence; never struct.error, KeyError or a wrong Change."""
+    path = tmp_path_factory.mktemp("fuzz")
+
+    async def create() -> None:
+        async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True):
+            pass
+
+    asyncio.run(create())
+    raw_env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=4)
+    with raw_env.begin(write=True) as txn:
+        log = raw_env.open_db(b"__aiolmdb_changes__", txn=txn)
+        for seq, raw in enumerate(records, 1):
+            txn.put(_records.SEQ.pack(seq), raw, db=log)
+    raw_env.close()
+
+    async def follow() -> None:
+        async with aiolmdb.open(path, map_size=MAP_SIZE, readonly=True) as env:
+            for seq, raw in enumerate(records, 1):
+                feed = env.changes(since=seq - 1, follow=False)
+                try:
+                    change = await anext(feed)
+                except aiolmdb.ChangeRecordError as exc:
+                    damaged = exc
+                else:
+                    assert change.seq == seq
+                    assert _consistent(raw, change, _HEAD.unpack_from(raw)[0]), (raw, change)
+                    continue
+                assert damaged.seq == seq
+                assert f"change log record {seq} is damaged" in str(damaged)
+
+    asyncio.run(follow())
+
+
+# ----------------------------------------------------------------- other processes' commits
+# Another process's logged write, as aiolmdb's recorder makes it (the change and its record in
+# one transaction), through py-lmdb alone: it starts in tens of milliseconds.
+_LOGGED_WRITE = """
+import sys, lmdb
+from aiolmdb._store.records import PUT_VALUE, SEQ, encode
+
+env = lmdb.open(sys.argv[1], map_size=int(sys.argv[2]), max_dbs=8)
+with env.begin(write=True) as txn:
+    log = env.open_db(b"__aiolmdb_changes__", txn=txn)
+    cur = txn.cursor(log)
+    seq = SEQ.unpack(cur.key())[0] + 1 if cur.last() else 1
+    txn.put(b"other", b"1", db=env.open_db(b"c", txn=txn))
+    txn.put(SEQ.pack(seq), encode(PUT_VALUE, b"c", b"other", b"1", 0), db=log)
+env.close()
+"""
+
+
+async def test_a_caught_up_follower_sees_another_process_commit(tmp_path: Path) -> None:
+    """A follower waiting, caught up, is woken only by this process's commits; another
+    process's commit reaches it through the poll of LMDB's last transaction id (within
+    POLL_INTERVAL, bounded here to 2 s after the other process has exited)."""
+    path = tmp_path / "env"
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+        await env.open_db("c").put(b"mine", b"0")
+        feed = env.changes()
+        await feed.start()
+        caught_up = threading.Event()
+        read = feed._read
+
+        def spy(*args: Any) -> Any:
+            found = read(*args)
+            if found is not None and not found[0]:
+                caught_up.set()  # a read found nothing new: the follower will wait
+            return found
+
+        feed._read = spy  # type: ignore[method-assign,assignment]
+        follower = asyncio.ensure_future(anext(feed))
+        assert await asyncio.to_thread(caught_up.wait, TIMEOUT)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _LOGGED_WRITE, str(path), str(MAP_SIZE)
+        )
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+        change = await asyncio.wait_for(follower, 2.0)
+        assert (change.seq, change.db, change.key, change.value) == (2, "c", b"other", b"1")

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -1605,6 +1606,60 @@ def test_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert_error(err, "--hex")
 
 
+def test_changes_refuses_a_position_beyond_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "logged"
+    asyncio.run(_logged_env(path))
+    code, out, _ = run(capsys, "changes", "--since", "3", path)  # the end: caught up
+    assert (code, out) == (0, "")
+    code, out, err = run(capsys, "changes", "--since", "4", path)
+    assert (code, out) == (2, "")
+    assert_error(err, "changes(since=4)", "last sequence number is 3", "restored")
+
+
+def _changelog_id(path: Path) -> str | None:
+    async def read() -> str | None:
+        async with aiolmdb.open(path, readonly=True, max_dbs=8) as env:
+            return await env.changelog_id()
+
+    return asyncio.run(read())
+
+
+def test_dump_load_keeps_the_log_identity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "logged"
+    asyncio.run(_logged_env(path))
+    identity = _changelog_id(path)
+    assert identity is not None
+    dump_file = tmp_path / "all.dump"
+    assert run(capsys, "dump", "--all", "-o", dump_file, path)[0] == 0
+    text = dump_file.read_bytes()
+    assert f"aiolmdb_changelog_id={identity}\n".encode() in text
+    target = tmp_path / "loaded"
+    assert run(capsys, "load", target, dump_file) == (0, "", "")
+    assert _changelog_id(target) == identity
+    assert run(capsys, "put", "--db", "a", target, "after", "load") == (0, "", "")
+    assert _changelog_id(target) == identity  # the first writer with the log keeps it
+    # A dump from before identities: the loaded log gets one at its first writable open.
+    old = tmp_path / "old.dump"
+    old.write_bytes(text.replace(f"aiolmdb_changelog_id={identity}\n".encode(), b""))
+    older = tmp_path / "older"
+    assert run(capsys, "load", older, old) == (0, "", "")
+    assert _changelog_id(older) is None
+    assert run(capsys, "put", "--db", "a", older, "after", "load") == (0, "", "")
+    made = _changelog_id(older)
+    assert made is not None
+    assert made != identity
+    # A damaged identity is refused, naming it.
+    bad = tmp_path / "bad.dump"
+    bad.write_bytes(text.replace(identity.encode(), b"xyz"))
+    code, _, err = run(capsys, "load", tmp_path / "bad", bad)
+    assert code == 2
+    assert_error(err, "aiolmdb_changelog_id", "'xyz'", "16 bytes in hex")
+
+
 def test_changes_without_a_log(text_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "changes", text_env)
     assert code == 2
@@ -1704,7 +1759,10 @@ def test_dump_load_of_a_trimmed_log_keeps_numbers_growing(
     dump_file = tmp_path / "all.dump"
     assert run(capsys, "dump", "--all", "-o", dump_file, path)[0] == 0
     text = dump_file.read_bytes()
-    assert b"aiolmdb_changes_trimmed=300\nHEADER=END\nDATA=END\n" in text  # no record left
+    assert re.search(  # no record left
+        rb"aiolmdb_changes_trimmed=300\naiolmdb_changelog_id=[0-9a-f]{32}\nHEADER=END\nDATA=END\n",
+        text,
+    )
     target = tmp_path / "loaded"
     assert run(capsys, "load", target, dump_file) == (0, "", "")
     assert run(capsys, "put", "--db", "a", target, "new", "v") == (0, "", "")

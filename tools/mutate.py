@@ -257,6 +257,28 @@ MUTATIONS: list[Mutation] = [
         "pass",
         "open() refuses max_batch < 1 (it would hang every read)",
     ),
+    # ---- change feed
+    Mutation(
+        "feed-no-cross-process-poll",
+        "_store/feed.py",
+        "done, _ = await asyncio.wait((waiter,), timeout=POLL_INTERVAL)",
+        "done, _ = await asyncio.wait((waiter,), timeout=None)",
+        "a caught-up follower sees other processes' commits (it polls LMDB's last_txnid)",
+    ),
+    Mutation(
+        "feed-since-beyond-end-accepted",
+        "_store/feed.py",
+        "if after is not None and after > last:",
+        "if False:",
+        "changes(since=N) beyond the log's end is refused, not followed from a gap",
+    ),
+    Mutation(
+        "log-record-key-length-unchecked",
+        "_store/records.py",
+        "if key_len == 0 or end > size:",
+        "if False:",
+        "a log record whose key is cut short raises naming its sequence, not a wrong Change",
+    ),
 ]
 
 

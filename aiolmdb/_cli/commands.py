@@ -27,7 +27,7 @@ from typing import IO, Any
 import lmdb
 
 from .. import DatabaseInfo, Entry, TupleCoder
-from .._store.dumplog import restore_records, stored_records
+from .._store.dumplog import parse_log_id, restore_records, stored_log_id, stored_records
 from .._store.meta import LOG_NAME, META_NAME, has_log
 from .._store.versions import MAX_VERSION, restore_counter, split, stored_counter, stored_value
 from ..database import AsyncDatabase
@@ -59,6 +59,8 @@ VERSIONED_HEADER = {VERSIONED_KEY: "1"}
 # The change log's block carries the highest sequence number trimmed (the numbers go on
 # after it even when the log is empty).
 CHANGES_TRIMMED_KEY = "aiolmdb_changes_trimmed"
+# ... and the log's identity (hex), which load keeps: followers see the same log.
+CHANGELOG_ID_KEY = "aiolmdb_changelog_id"
 # Every block carries the environment's version counter (when it has one): a deleted entry may
 # have had the highest version ever issued, and load must never issue it again.
 LAST_VERSION_KEY = "aiolmdb_last_version"
@@ -648,6 +650,9 @@ async def cmd_dump(args: argparse.Namespace) -> int:
                 if db_info.name == LOG_NAME:
                     records, trimmed = await _log_records(env, None)
                     extra = {CHANGES_TRIMMED_KEY: str(trimmed)}
+                    identity = await _log_identity(env)
+                    if identity is not None:
+                        extra[CHANGELOG_ID_KEY] = identity
                 extra.update(counter_line)
                 out.write(
                     _dumpfmt.format_header(
@@ -699,6 +704,12 @@ async def _log_records(
     sequence number trimmed."""
     lmdb_env = env.lmdb_environment
     return await env.run(lambda txn: stored_records(lmdb_env, txn.raw, after, DUMP_BATCH))
+
+
+async def _log_identity(env: Environment) -> str | None:
+    """The change log's identity (hex; None: a log older than identities)."""
+    lmdb_env = env.lmdb_environment
+    return await env.run(lambda txn: stored_log_id(lmdb_env, txn.raw))
 
 
 # ---------------------------------------------------------------------------- load
@@ -845,6 +856,13 @@ async def _load_log(
     text = header.extra.get(CHANGES_TRIMMED_KEY, "0")
     if not text.isdigit():
         raise CLIError(f"the change log's {CHANGES_TRIMMED_KEY}={text!r} is not a number")
+    identity = None
+    dumped_id = header.extra.get(CHANGELOG_ID_KEY)
+    if dumped_id is not None:
+        try:
+            identity = parse_log_id(dumped_id)
+        except ValueError as exc:
+            raise CLIError(f"{CHANGELOG_ID_KEY}: {exc}") from None
     batch: list[tuple[bytes, bytes]] = []
     for chunk in chunks:
         batch += chunk
@@ -852,17 +870,23 @@ async def _load_log(
             await _restore_log(env, batch, 0, mark=False)
             batch = []
             tick()
-    await _restore_log(env, batch, int(text), mark=False)
+    await _restore_log(env, batch, int(text), mark=False, identity=identity)
     tick()
 
 
 async def _restore_log(
-    env: Environment, pairs: list[tuple[bytes, bytes]], trimmed: int, *, mark: bool
+    env: Environment,
+    pairs: list[tuple[bytes, bytes]],
+    trimmed: int,
+    *,
+    mark: bool,
+    identity: bytes | None = None,
 ) -> None:
     lmdb_env = env.lmdb_environment
     try:
         await env.run(
-            lambda txn: restore_records(lmdb_env, txn.raw, pairs, trimmed, mark), write=True
+            lambda txn: restore_records(lmdb_env, txn.raw, pairs, trimmed, mark, identity),
+            write=True,
         )
     except (ValueError, lmdb.KeyExistsError) as exc:
         raise CLIError(f"cannot restore the change log: {exc}") from None

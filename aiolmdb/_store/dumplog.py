@@ -11,10 +11,10 @@ from typing import Any
 
 import lmdb
 
-from .meta import MARKER_KEY, TRIMMED_KEY, open_log, open_meta
-from .records import SEQ, trimmed_upto
+from .meta import LOG_ID_KEY, LOG_ID_SIZE, MARKER_KEY, TRIMMED_KEY, open_log, open_meta
+from .records import SEQ, log_id, trimmed_upto
 
-__all__ = ["restore_records", "stored_records"]
+__all__ = ["parse_log_id", "restore_records", "stored_log_id", "stored_records"]
 
 
 def stored_records(
@@ -38,16 +38,37 @@ def stored_records(
     return out, trimmed_upto(txn, meta)
 
 
+def stored_log_id(env: lmdb.Environment, txn: lmdb.Transaction[Any]) -> str | None:
+    """Reader thread: the log's identity in hex (None: a log older than identities)."""
+    return log_id(txn, open_meta(env, txn))
+
+
+def parse_log_id(text: str) -> bytes:
+    """A dumped identity (hex) as stored; ValueError saying what is wrong."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != LOG_ID_SIZE:
+        raise ValueError(
+            f"the change log's identity {text!r} is not {LOG_ID_SIZE} bytes in hex "
+            f"({2 * LOG_ID_SIZE} digits)"
+        )
+    return raw
+
+
 def restore_records(
     env: lmdb.Environment,
     txn: lmdb.Transaction[Any],
     pairs: Sequence[tuple[bytes, bytes]],
     trimmed: int,
     mark: bool,
+    identity: bytes | None = None,
 ) -> None:
     """Writer thread: append records to the log as stored (creating it), raise the trimmed
-    high-water mark to ``trimmed``; ``mark``: record that the environment has a log (last, so
-    that the loading process, which opened it without one, can write until then)."""
+    high-water mark to ``trimmed``, keep the dumped log's ``identity`` (so followers see the
+    same log); ``mark``: record that the environment has a log (last, so that the loading
+    process, which opened it without one, can write until then)."""
     log_db = open_log(env, txn, True)
     meta = open_meta(env, txn, True)
     for key, value in pairs:
@@ -56,5 +77,7 @@ def restore_records(
         txn.put(key, value, db=log_db, append=True)
     if trimmed > trimmed_upto(txn, meta):
         txn.put(TRIMMED_KEY, SEQ.pack(trimmed), db=meta)
+    if identity is not None:
+        txn.put(LOG_ID_KEY, identity, db=meta)
     if mark and txn.get(MARKER_KEY, None, meta) is None:
         txn.put(MARKER_KEY, b"1", db=meta)

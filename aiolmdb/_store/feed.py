@@ -7,6 +7,10 @@ reads the log, not a buffer in memory. Caught up, it waits for the next commit o
 thread whether LMDB's last transaction id moved (another process committed) before reading
 again. Nothing polls when nobody follows.
 
+The first read checks the position: ``since`` beyond the log's last sequence number, or a
+``log_id`` that is not this log's, raises :class:`~aiolmdb.errors.ChangesPositionError` (a
+restored environment, or another environment's position) rather than skip changes silently.
+
 Closing the environment ends the iteration (``StopAsyncIteration``): the changes already read
 are yielded first. Cancelling a follower leaves nothing behind.
 """
@@ -17,8 +21,8 @@ import asyncio
 import collections
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ChangesTrimmedError, ClosedError
-from .records import Change, last_seq, read_log
+from ..errors import ChangesPositionError, ChangesTrimmedError, ClosedError
+from .records import Change, last_seq, log_id, read_log
 
 if TYPE_CHECKING:
     from .._engine.engine import Engine
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
     from .ops import DbContext
     from .recorder import Recorder
 
-__all__ = ["POLL_INTERVAL", "ChangeFeed"]
+__all__ = ["POLL_INTERVAL", "ChangeFeed", "read_log_id"]
 
 POLL_INTERVAL = 0.05
 """How often (seconds) a caught-up follower checks for commits of other processes."""
@@ -38,7 +42,8 @@ class ChangeFeed:
     """An async iterator of :class:`~aiolmdb.Change`, in commit order (``env.changes()``).
 
     ``last_seq`` is the sequence number of the last change it has scanned (also of changes
-    filtered out by ``db=``/``prefix=``): store it to resume with ``changes(since=...)``.
+    filtered out by ``db=``/``prefix=``): store it with ``log_id`` to resume with
+    ``changes(since=last_seq, log_id=log_id)``.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class ChangeFeed:
         database: AsyncDatabase[Any, Any] | None,
         prefix: bytes | None,
         follow: bool = True,
+        expected_id: str | None = None,
     ) -> None:
         self._engine = engine
         self._follow = follow
@@ -61,6 +67,11 @@ class ChangeFeed:
         self._prefix = prefix
         self._buffer: collections.deque[Change] = collections.deque()
         self._seen_txnid: int | None = None
+        self._expected_id = expected_id
+        # Set by the first read, which checks the position (reader thread, before its result
+        # reaches the loop).
+        self._checked = False
+        self._log_id: str | None = None
 
     @property
     def last_seq(self) -> int | None:
@@ -68,15 +79,25 @@ class ChangeFeed:
         feed started with ``since=None``)."""
         return self._after
 
+    @property
+    def log_id(self) -> str | None:
+        """The identity (hex) of the log this feed reads, known from its first read (or
+        :meth:`start`); None before, or for a log created before aiolmdb gave logs one and
+        not opened for writing since."""
+        return self._log_id
+
     async def start(self) -> int:
         """Fix where the feed starts now rather than at the first iteration (with
-        ``since=None``: after the newest change at this moment); returns that sequence
-        number. Changes committed after it returns are sure to be yielded."""
+        ``since=None``: after the newest change at this moment) and check the position;
+        returns that sequence number. Changes committed after it returns are sure to be
+        yielded."""
         await self._recorder.ready()
         if self._after is None:
             found = await self._engine.run_blocking(self._read, None, None)
             assert found is not None
             self._after = found[1]
+        elif not self._checked:
+            await self._engine.run_blocking(self._check_only, self._after)
         return self._after
 
     def __aiter__(self) -> ChangeFeed:
@@ -130,14 +151,11 @@ class ChangeFeed:
         txnid = int(engine.env.info()["last_txnid"])
         if seen_txnid is not None and txnid == seen_txnid:
             return None
-        log_db, meta = self._recorder.handles(engine.begin_in_gate)
-        if log_db is None:
-            raise ValueError(
-                f"environment {engine.env.path()!r} has no change log: open it with "
-                "aiolmdb.open(path, changelog=True) to record one"
-            )
+        log_db, meta = _handles(engine, self._recorder)
         txn = engine.begin_in_gate()
         try:
+            if not self._checked:
+                self._check(txn, log_db, meta, after)
             if after is None:
                 result: tuple[list[Change], int] = ([], last_seq(txn, log_db, meta))
             else:
@@ -158,6 +176,46 @@ class ChangeFeed:
         self._seen_txnid = txnid
         return result
 
+    def _check_only(self, after: int) -> None:
+        """Reader thread: :meth:`_check` in a read transaction of its own."""
+        engine = self._engine
+        log_db, meta = _handles(engine, self._recorder)
+        txn = engine.begin_in_gate()
+        try:
+            self._check(txn, log_db, meta, after)
+        finally:
+            txn.abort()
+            del txn
+
+    def _check(self, txn: Any, log_db: Any, meta: Any, after: int | None) -> None:
+        """Reader thread, the feed's first read: learn the log's identity; refuse a position
+        beyond the log's end or from another log, whose changes would be skipped silently."""
+        found = log_id(txn, meta)
+        last = last_seq(txn, log_db, meta)
+        expected = self._expected_id
+        if expected is not None and found != expected:
+            raise ChangesPositionError(
+                f"changes(since={after}, log_id={expected!r}) is a position in another change "
+                f"log: this environment's log is {found!r}, with last sequence number {last} "
+                "(the environment was replaced, or the position belongs to another "
+                "environment); rebuild what the follower fed, then follow from "
+                "changes(since=0)",
+                last,
+                found,
+            )
+        if after is not None and after > last:
+            raise ChangesPositionError(
+                f"changes(since={after}) is beyond the end of the change log, whose last "
+                f"sequence number is {last} (log {found!r}): the environment was restored from "
+                "an older backup, or the position belongs to another environment; the changes "
+                "the follower saw after that are not in this log: rebuild what it fed, then "
+                "follow from changes(since=0)",
+                last,
+                found,
+            )
+        self._log_id = found
+        self._checked = True
+
     def _decode(self, changes: list[Change]) -> list[Change]:
         """Keys and values decoded by the coders of the database given as ``db=``."""
         ctx = self._context
@@ -177,3 +235,32 @@ class ChangeFeed:
                     ) from exc
             out.append(change._replace(key=key, value=value))
         return out
+
+
+def _handles(engine: Engine, recorder: Recorder) -> tuple[Any, Any]:
+    """Reader thread: the log's and the metadata database's handles; ValueError without a
+    log."""
+    log_db, meta = recorder.handles(engine.begin_in_gate)
+    if log_db is None:
+        raise ValueError(
+            f"environment {engine.env.path()!r} has no change log: open it with "
+            "aiolmdb.open(path, changelog=True) to record one"
+        )
+    return log_db, meta
+
+
+async def read_log_id(engine: Engine, recorder: Recorder) -> str | None:
+    """The identity (hex) of the environment's change log (``env.changelog_id()``); None
+    for a log created before identities and not opened for writing with the log since."""
+    await recorder.ready()
+
+    def read() -> str | None:
+        _, meta = _handles(engine, recorder)
+        txn = engine.begin_in_gate()
+        try:
+            return log_id(txn, meta)
+        finally:
+            txn.abort()
+            del txn
+
+    return await engine.run_blocking(read)

@@ -1,7 +1,8 @@
 """aiolmdb's own databases: the one owner of their handles and of the lock handles open under.
 
 Two reserved databases live beside the user's: the metadata database (``__aiolmdb__``: the
-version counter, the versioned-database markers, the change log's marker and trimmed mark) and
+version counter, the versioned-database markers, the change log's marker, identity and trimmed
+mark) and
 the change log (``__aiolmdb_changes__``). :class:`MetaHandles` keeps one environment's handles
 of both, once known, and the lock under which any handle of the environment is opened (LMDB:
 ``mdb_dbi_open`` must not run in two transactions of one process at once, and a transaction
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .._engine.delivery import Txn
 
 __all__ = [
+    "LOG_ID_KEY",
+    "LOG_ID_SIZE",
     "LOG_NAME",
     "MARKER_KEY",
     "META_NAME",
@@ -46,6 +49,12 @@ MARKER_KEY: Final = b"changelog"
 """Metadata key: the environment records its changes (refuses writers without the log)."""
 TRIMMED_KEY: Final = b"changes_trimmed"
 """Metadata key: the highest sequence number trimmed from the log."""
+LOG_ID_KEY: Final = b"changelog_id"
+"""Metadata key: the log's identity, random bytes written when the log is created (or, for a
+log older than identities, at the first writable open with the log); kept by copies and by
+``dump --all``/``load``, so a follower can tell one log from another."""
+LOG_ID_SIZE: Final = 16
+"""The identity's length in bytes."""
 
 
 def open_meta(env: lmdb.Environment, txn: Any = None, create: bool = False) -> Any:

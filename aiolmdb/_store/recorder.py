@@ -41,6 +41,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -48,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 import lmdb
 
 from .._engine.txnrunner import BeginChild
-from .meta import MARKER_KEY, META_NAME, MetaHandles
+from .meta import LOG_ID_KEY, LOG_ID_SIZE, MARKER_KEY, META_NAME, MetaHandles
 from .records import (
     DELETE,
     DELETE_VALUE,
@@ -285,8 +286,9 @@ class Recorder:
             self._setup_done = call_solo(self._setup)
 
     def _setup(self, env: lmdb.Environment) -> None:
-        """Writer thread, before any write: create the log and mark the environment as
-        having one (so that a process opening it without changelog=True is refused)."""
+        """Writer thread, before any write: create the log, give it its identity and mark the
+        environment as having one (so that a process opening it without changelog=True is
+        refused)."""
         assert self._run_write is not None
         handles = self.meta_handles
         meta, log_db = self._run_write(self._create, logged=False, guard=handles.lock)
@@ -298,6 +300,9 @@ class Recorder:
         meta, log_db = self.meta_handles.create_in(txn)
         if txn.get(MARKER_KEY, None, meta) is None:
             txn.put(MARKER_KEY, b"1", db=meta)
+        # Logs created before identities existed get theirs at the first writable open.
+        if txn.get(LOG_ID_KEY, None, meta) is None:
+            txn.put(LOG_ID_KEY, os.urandom(LOG_ID_SIZE), db=meta)
         return meta, log_db
 
     def name_handle(self, handle: Any, name: bytes | None, dupsort: bool = False) -> None:

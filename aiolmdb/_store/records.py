@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .meta import TRIMMED_KEY
+from ..errors import ChangeRecordError
+from .meta import LOG_ID_KEY, TRIMMED_KEY
 
 if TYPE_CHECKING:
     from .._engine.delivery import Txn
@@ -41,6 +42,7 @@ __all__ = [
     "decode",
     "encode",
     "last_seq",
+    "log_id",
     "read_log",
     "trimmed_upto",
 ]
@@ -89,17 +91,45 @@ def encode(kind: int, name: bytes | None, key: bytes, value: bytes, ts: int) -> 
 
 
 def decode(seq: int, raw: bytes) -> tuple[Change, int]:
-    """A stored record as a Change (bytes keys and values) and its commit time (µs)."""
+    """A stored record as a Change (bytes keys and values) and its commit time (µs).
+
+    Raises :class:`~aiolmdb.errors.ChangeRecordError` naming ``seq`` when the record's kind or
+    lengths disagree with its bytes: a damaged record never becomes a wrong Change."""
+    size = len(raw)
+    if size < HEAD.size:
+        raise _damaged(seq, f"it is {size} bytes, shorter than its {HEAD.size}-byte header")
     ts, code, name_len, key_len = HEAD.unpack_from(raw)
+    found = KIND_NAMES.get(code)
+    if found is None:
+        raise _damaged(seq, f"its kind {code} is none of 1-5")
+    kind, has_value = found
     at = HEAD.size
     name: str | None = None
     if name_len != _DEFAULT_DB:
+        if name_len == 0 or at + name_len > size:
+            raise _damaged(seq, f"its name length {name_len} does not fit its {size} bytes")
         name = raw[at : at + name_len].decode("utf-8", "backslashreplace")
         at += name_len
-    kind, has_value = KIND_NAMES[code]
-    key = None if code == DROP else raw[at : at + key_len]
-    value = raw[at + key_len :] if has_value else None
+    end = at + key_len
+    if code == DROP:
+        if key_len or end != size:
+            raise _damaged(seq, "a drop carries no key and no value")
+        return Change(seq, name, None, kind, None), ts
+    if key_len == 0 or end > size:
+        raise _damaged(seq, f"its key length {key_len} does not fit its {size} bytes")
+    if not has_value and end != size:
+        raise _damaged(seq, f"its kind {kind!r} carries no value, yet {size - end} bytes follow")
+    key = raw[at:end]
+    value = raw[end:] if has_value else None
     return Change(seq, name, key, kind, value), ts
+
+
+def _damaged(seq: int, why: str) -> ChangeRecordError:
+    return ChangeRecordError(
+        f"change log record {seq} is damaged: {why}; restore the environment from a backup, "
+        f"or skip that change knowingly with changes(since={seq})",
+        seq,
+    )
 
 
 def db_label(name: bytes | None) -> str | None:
@@ -114,6 +144,13 @@ def last_seq(txn: Txn, log_db: Any, meta: Any) -> int:
     finally:
         cur.close()
     return max(last, trimmed_upto(txn, meta))
+
+
+def log_id(txn: Txn, meta: Any) -> str | None:
+    """The log's identity in hex (None: a log created before aiolmdb gave logs one, not yet
+    opened for writing with the log since)."""
+    raw = txn.get(LOG_ID_KEY, None, meta)
+    return None if raw is None else bytes(raw).hex()
 
 
 def trimmed_upto(txn: Txn, meta: Any) -> int:
@@ -133,7 +170,8 @@ def read_log(
 ) -> tuple[list[Change], int, int]:
     """Reader thread: the changes after ``after`` (at most ``limit`` scanned), those of the
     database ``name`` only (False: all) and keys starting with ``prefix``; the last sequence
-    number scanned (``after`` if none) and the highest trimmed."""
+    number scanned (``after`` if none) and the highest trimmed. A damaged record ends the
+    chunk before it, and raises when it comes first."""
     trimmed = trimmed_upto(txn, meta)
     out: list[Change] = []
     last = after
@@ -145,8 +183,13 @@ def read_log(
             return out, last, trimmed
         for scanned, (key, raw) in enumerate(cur.iternext(keys=True, values=True), 1):
             seq = SEQ.unpack(key)[0]
+            try:
+                change, _ = decode(seq, raw)
+            except ChangeRecordError:
+                if last != after:
+                    break  # the changes before it first; the next read raises
+                raise
             last = seq
-            change, _ = decode(seq, raw)
             if (name is False or change.db == name) and (
                 prefix is None
                 or change.kind == "drop"
