@@ -110,8 +110,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "commit-per-op",
         "_engine/commit.py",
-        "ran = run(self._replaying(live) if self._writemap else self._nested(live))",
-        "ran = self._one_by_one(live)",
+        "ran = self._runner.run(self._replaying(live) if self._writemap else self._nested(live))",
+        "raise RuntimeError('one transaction per operation')",
         "writes issued together share one transaction and one commit (group commit)",
     ),
     Mutation(
