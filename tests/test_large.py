@@ -237,6 +237,8 @@ async def write_large(db: AsyncDatabase[Any, Any], how: str) -> None:
         assert await db.put(b"big", blob(BIG))
     elif how == "put":
         assert await db.put(b"big", blob(BIG), overwrite=True)  # ops.put
+    elif how == "put_multi":
+        assert await db.put_multi([(b"a", b"small"), (b"big", blob(BIG))]) == 2
     else:
         assert await db.put_chunks(b"big", io.BytesIO(blob(BIG)))
 
@@ -253,7 +255,7 @@ async def test_a_reopened_environment_copies_the_first_large_read_without_the_gi
         assert spy.calls == 1  # the very first read: no plain copy on the way to knowing
 
 
-@pytest.mark.parametrize("how", ["put_bytes", "put", "put_chunks"])
+@pytest.mark.parametrize("how", ["put_bytes", "put", "put_multi", "put_chunks"])
 @pytest.mark.parametrize("meta", ["new", "existing"], ids=["meta-new", "meta-existing"])
 @pytest.mark.parametrize("readonly", [False, True], ids=["writable", "readonly"])
 async def test_a_reopened_environment_reads_large_values_without_the_gil_at_once(

@@ -394,12 +394,16 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
         encoded = ser_k(key)
         if not 0 < len(encoded) <= max_key_size:
             encode_key(kc, key, max_key_size)
-        if dupsort:
+        if dupsort:  # its values are at most max_key_size bytes: never large
             added += tput(encoded, ser_v(value), dupdata=False, db=db)
-        elif version:
-            added += tput(encoded, pack(version, ser_v(value)), db=db)
+            continue
+        data = ser_v(value)
+        if len(data) >= LARGE_VALUE:  # what aiolmdb load writes with: it marks too
+            ctx.large.wrote(txn)
+        if version:
+            added += tput(encoded, pack(version, data), db=db)
         else:
-            added += tput(encoded, ser_v(value), db=db)
+            added += tput(encoded, data, db=db)
     return added
 
 
