@@ -457,11 +457,18 @@ class Catalogue:
         def mark(txn: Txn) -> None:
             meta = handles.meta
             if meta is not None:
-                if txn.get(key, None, meta) is None:
-                    # The raw transaction: the change log records user databases only.
-                    getattr(txn, "raw", txn).put(key, LARGE_MARK, db=meta)
-                return
-            if queued or entry.name is None:
+                try:
+                    present = txn.get(key, None, meta) is not None
+                except lmdb.Error:
+                    # A handle a reader thread opened after txn began is not txn's (LMDB
+                    # refuses it, leaving txn usable): a write of its own, below.
+                    present = None
+                if present is not None:
+                    if not present:
+                        # The raw transaction: the change log records user databases only.
+                        getattr(txn, "raw", txn).put(key, LARGE_MARK, db=meta)
+                    return
+            if queued or (meta is None and entry.name is None):
                 return
             queued.append(True)
             try:
@@ -548,8 +555,9 @@ class Catalogue:
             if entry.versions is not None and entry.name is not None:
                 txn.delete(marker_key(entry.name), db=self._handles.meta)
             if self._handles.meta is not None and entry.name is not None:
-                # A database made again under the name starts without large values.
-                txn.delete(large_key(entry.name), db=self._handles.meta)
+                # A database made again under the name starts without large values (the raw
+                # transaction: the change log records user databases only).
+                getattr(txn, "raw", txn).delete(large_key(entry.name), db=self._handles.meta)
             txn.drop(dbi, delete=True)
 
         try:

@@ -23,9 +23,10 @@ Knowing it from the first read
     The flag is stored with the database: a marker in the metadata database
     (:func:`~aiolmdb._store.meta.large_key`), read when the database is opened, so a fresh
     process copies without the GIL from its first read. The first large write of a database
-    writes the marker in its own write transaction, when the metadata database exists (one
+    writes the marker in the write's own transaction when the metadata database exists (one
     ``get`` per large write, a ``put`` only the first time); else a write transaction of its
-    own, queued to the writer after the batch, creates both. A large value met by a plain read
+    own, queued to the writer after the batch, creates both (never for the default database,
+    whose keys the new database's name would join). A large value met by a plain read
     (a database written by another tool, or before markers existed) raises the flag in memory
     only: a read, maybe in a read-only environment, writes nothing (that first read stalls).
 
