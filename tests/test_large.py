@@ -164,12 +164,16 @@ async def test_a_database_written_large_values_reads_them_without_the_gil(
 
 
 async def written_then_reopened(path: Path, text: str) -> Environment:
-    """An environment whose databases hold large values written by an earlier opening (so
-    that no database is known to hold them yet)."""
-    async with aiolmdb.open(path, map_size=64 * MiB) as env:
-        await env.get_default_database().put(b"big", blob(BIG))
-        coded = await env.open_db("coded", value_coder=StringCoder())
-        await coded.put(b"big", text)
+    """An environment whose databases hold large values written by another tool (raw
+    py-lmdb: no large-values marker, so no database is known to hold them yet)."""
+    raw = lmdb.open(str(path), map_size=64 * MiB, max_dbs=4)
+    try:
+        with raw.begin(write=True) as txn:
+            txn.put(b"big", blob(BIG))
+            coded = raw.open_db(b"coded", txn=txn)
+            txn.put(b"big", text.encode(), db=coded)
+    finally:
+        raw.close()
     return aiolmdb.open(path, map_size=64 * MiB)
 
 
@@ -197,6 +201,130 @@ async def test_the_first_large_read_flags_the_database(
         assert spy.calls == 1  # the first read was plain: that is how the database got flagged
     finally:
         await asyncio.wait_for(env.close(), TIMEOUT)
+    # A read stores nothing (it may be a read-only process): a fresh opening reads plainly once.
+    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+        coded = await env.open_db("coded", value_coder=StringCoder())
+        spy = CopySpy(monkeypatch)
+        assert await coded.get(b"big") == text
+        assert spy.calls == 0
+
+
+# ----------------------------------------------------------------- the stored marker
+def marker_in(source: Path | Environment, name: bytes) -> bool | None:
+    """Whether the large-values marker of database ``name`` is committed (None: there is no
+    metadata database), read with raw py-lmdb: from a closed environment's path, or through
+    an open (idle) one's py-lmdb environment."""
+    if isinstance(source, Environment):
+        return _marker_in(source.lmdb_environment, name)
+    raw = lmdb.open(str(source), map_size=64 * MiB, max_dbs=4, readonly=True)
+    try:
+        return _marker_in(raw, name)
+    finally:
+        raw.close()
+
+
+def _marker_in(raw: lmdb.Environment, name: bytes) -> bool | None:
+    with raw.begin() as txn:
+        if txn.get(b"__aiolmdb__") is None:
+            return None
+        meta = raw.open_db(b"__aiolmdb__", txn=txn, create=False)
+        return txn.get(b"large:" + name, None, meta) is not None
+
+
+async def write_large(db: AsyncDatabase[Any, Any], how: str) -> None:
+    """A large value written by ``how``: each of the write operations that flag a database."""
+    if how == "put_bytes":
+        assert await db.put(b"big", blob(BIG))
+    elif how == "put":
+        assert await db.put(b"big", blob(BIG), overwrite=True)  # ops.put
+    elif how == "put_multi":
+        assert await db.put_multi([(b"a", b"small"), (b"big", blob(BIG))]) == 2
+    else:
+        assert await db.put_chunks(b"big", io.BytesIO(blob(BIG)))
+
+
+async def test_a_reopened_environment_copies_the_first_large_read_without_the_gil(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+        await (await env.open_db("big")).put(b"big", blob(BIG))
+    async with aiolmdb.open(path, map_size=64 * MiB, inline_reads=False) as env:
+        db = await env.open_db("big")
+        spy = CopySpy(monkeypatch)
+        assert await db.get(b"big") == blob(BIG)
+        assert spy.calls == 1  # the very first read: no plain copy on the way to knowing
+
+
+@pytest.mark.parametrize("how", ["put_bytes", "put", "put_multi", "put_chunks"])
+@pytest.mark.parametrize("meta", ["new", "existing"], ids=["meta-new", "meta-existing"])
+@pytest.mark.parametrize("readonly", [False, True], ids=["writable", "readonly"])
+async def test_a_reopened_environment_reads_large_values_without_the_gil_at_once(
+    path: Path, monkeypatch: pytest.MonkeyPatch, how: str, meta: str, readonly: bool
+) -> None:
+    """The first large write stores the fact with the database (in its own transaction when
+    the metadata database exists, else in a write of its own that creates it): a fresh
+    opening, read-only too, copies the very first large read without the GIL."""
+    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+        if meta == "existing":
+            await env.open_db("versioned", versioned=True)  # makes the metadata database
+        db = await env.open_db("big")
+        await db.put(b"small", b"s")
+        assert marker_in(env, b"big") is (False if meta == "existing" else None)
+        await write_large(db, how)
+        await write_large(db, how)  # a second large write adds nothing
+    assert marker_in(path, b"big") is True
+    async with aiolmdb.open(path, map_size=64 * MiB, readonly=readonly) as env:
+        db = await env.open_db("big")
+        spy = CopySpy(monkeypatch)
+        assert await db.get(b"small") == b"s"
+        assert spy.calls == 0
+        assert await db.get(b"big") == blob(BIG)
+        assert spy.calls == 1
+
+
+async def test_a_plain_put_in_a_versioned_database_stores_the_marker_in_its_transaction(
+    path: Path,
+) -> None:
+    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+        db = await env.open_db("v", versioned=True)
+        await db.put_multi([(b"a", b"small")])
+        assert marker_in(env, b"v") is False
+        await db.put(b"big", blob(BIG))
+        # Committed with the value, not after it.
+        assert marker_in(env, b"v") is True
+
+
+async def test_the_default_database_is_marked_only_beside_existing_metadata(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating the metadata database would add its name to the default database's keys."""
+    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+        main = env.get_default_database()
+        await main.put(b"big", blob(BIG))
+        assert await collect(main.keys()) == [b"big"]
+    assert marker_in(path, b"") is None
+    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+        await env.open_db("v", versioned=True)  # makes the metadata database
+        await env.get_default_database().put(b"big", blob(BIG, 1))
+    assert marker_in(path, b"") is True
+    async with aiolmdb.open(path, map_size=64 * MiB, inline_reads=False) as env:
+        spy = CopySpy(monkeypatch)
+        assert await env.get_default_database().get(b"big") == blob(BIG, 1)
+        assert spy.calls == 1
+
+
+async def test_dropping_a_database_removes_its_marker(path: Path) -> None:
+    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+        db = await env.open_db("big")
+        await db.put(b"big", blob(BIG))
+        await env.open_db("other")  # waits for the queued marker write: it runs before
+    assert marker_in(path, b"big") is True
+    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+        db = await env.open_db("big")
+        await db.drop(delete=True)
+        db = await env.open_db("big")
+        await db.put(b"small", b"s")
+    assert marker_in(path, b"big") is False
 
 
 async def test_get_multi_of_a_bytes_database_flags_nothing(
@@ -224,6 +352,13 @@ async def test_the_first_large_entry_read_flags_the_database(
     async with aiolmdb.open(path, map_size=64 * MiB) as env:
         db = await env.open_db("v", versioned=True)
         await db.put(b"big", blob(BIG))
+    # Its large-values marker removed, as in a database written before markers existed.
+    raw = lmdb.open(str(path), map_size=64 * MiB, max_dbs=4)
+    try:
+        with raw.begin(write=True) as txn:
+            assert txn.delete(b"large:v", db=raw.open_db(b"__aiolmdb__", txn=txn))
+    finally:
+        raw.close()
     spy = CopySpy(monkeypatch)
     async with aiolmdb.open(path, map_size=64 * MiB) as env:
         db = await env.open_db("v", versioned=True)

@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,7 +29,7 @@ from .._engine.config import check_flag
 from .._engine.txnrunner import BeginChild, before_engine
 from ..errors import DatabaseDroppedError
 from .large import LargeValues
-from .meta import LOG_NAME, META_NAME, MetaHandles
+from .meta import LARGE_MARK, LOG_NAME, META_NAME, MetaHandles, large_key, open_meta
 from .recorder import Recorder
 from .versions import MARKER, VersionSource, marker_key
 
@@ -88,8 +88,9 @@ def encode_name(name: str | bytes | None) -> bytes | None:
     return encoded
 
 
-# What an open gives a DatabaseEntry: the handle, the flags LMDB stored, the version counter.
-Opened = tuple[Any, dict[str, bool], VersionSource | None]
+# What an open gives a DatabaseEntry: the handle, the flags LMDB stored, the version counter,
+# whether its large-values marker is stored.
+Opened = tuple[Any, dict[str, bool], VersionSource | None, bool]
 Opening = concurrent.futures.Future[Opened]
 
 
@@ -149,11 +150,18 @@ class DatabaseEntry:
         return None if self.name is None else self.name.decode("utf-8", "backslashreplace")
 
     def opened(
-        self, dbi: Any, stored_flags: dict[str, bool], versions: VersionSource | None = None
+        self,
+        dbi: Any,
+        stored_flags: dict[str, bool],
+        versions: VersionSource | None = None,
+        large: bool = False,
     ) -> None:
         """Take the handle and the flags the database really has (dupsort decides how
-        writes and scans work, so it must not come from what the caller asked for), and for
-        a versioned database the environment's version counter."""
+        writes and scans work, so it must not come from what the caller asked for), for
+        a versioned database the environment's version counter, and whether its
+        large-values marker is stored (large values are then read without the GIL at once)."""
+        if large:
+            self.large.found_stored()
         self.flags = stored_flags
         self.dupsort = bool(stored_flags.get("dupsort", False))
         self.versions = versions
@@ -231,7 +239,8 @@ class Catalogue:
         self._pending: list[_PendingOpen] = []
         self._pending_lock = threading.Lock()
         self.main = DatabaseEntry(None, {}, env=env)
-        self.main.opened(*main)
+        self.main.large.mark = self._marker(self.main)
+        self.main.opened(*main, None, self._main_marked())
         recorder.attach(self.main.dbi, engine.call_solo, engine.run_write)
 
     def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
@@ -268,19 +277,26 @@ class Catalogue:
                 raise _layout_error(entry.label, entry.versioned)
             return entry
         entry = DatabaseEntry(name, db_flags, versioned, self._lmdb)
+        entry.large.mark = self._marker(entry)
         if self._readonly:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
             meta = self._handles.existing_meta(self._lmdb.begin)
             with self._lock:
                 dbi = self._lmdb.open_db(name, create=False, **db_flags)  # type: ignore[arg-type]
                 if meta is None:
-                    marked = False
+                    marked = large = False
                 else:
                     with self._lmdb.begin() as txn:
                         marked = txn.get(marker_key(name), None, meta) is not None
+                        large = txn.get(large_key(name), None, meta) is not None
             if marked != versioned:
                 raise _layout_error(entry.label, marked)
-            entry.opened(dbi, _stored_flags(self._lmdb, dbi), self._source() if versioned else None)
+            entry.opened(
+                dbi,
+                _stored_flags(self._lmdb, dbi),
+                self._source() if versioned else None,
+                large,
+            )
         else:
             entry.opening = self._queue_open(name, {**db_flags, **flags}, versioned)
         self._entries[name] = entry
@@ -372,7 +388,12 @@ class Catalogue:
             if ok:
                 recorder.name_handle(value[0], item.name, bool(value[1].get("dupsort")))
         return [
-            (ok, (value[0], value[1], self._source() if value[2] else None) if ok else value)
+            (
+                ok,
+                (value[0], value[1], self._source() if value[2] else None, value[3])
+                if ok
+                else value,
+            )
             for ok, value in results
         ]
 
@@ -380,7 +401,8 @@ class Catalogue:
         self, txn: Txn, group: list[_PendingOpen]
     ) -> tuple[Any, list[tuple[bool, Any]]]:
         """The group's opens in ``txn``: the metadata database's handle (None: none yet) and
-        ``(True, (dbi, stored flags, versioned))`` or ``(False, error)`` per open."""
+        ``(True, (dbi, stored flags, versioned, large-values marker stored))`` or
+        ``(False, error)`` per open."""
         env = self._lmdb
         meta = self._handles.meta
         results: list[tuple[bool, Any]] = []
@@ -389,6 +411,7 @@ class Catalogue:
                 if meta is None:
                     meta = self._handles.meta_in(txn)
                 dbi, stored, meta = self._open_in(env, txn, item, meta)
+                large = meta is not None and txn.get(large_key(item.name), None, meta) is not None
             except (
                 ValueError,
                 lmdb.NotFoundError,
@@ -398,7 +421,7 @@ class Catalogue:
                 # Refused before LMDB changed anything: the others go on.
                 results.append((False, exc))
             else:
-                results.append((True, (dbi, stored, item.versioned)))
+                results.append((True, (dbi, stored, item.versioned, large)))
         return meta, results
 
     def _open_in(
@@ -418,6 +441,75 @@ class Catalogue:
         if versioned and not marked:
             txn.put(marker_key(name), MARKER, db=meta)
         return dbi, {k: True for k, v in dbi.flags(txn).items() if v}, meta
+
+    def _marker(self, entry: DatabaseEntry) -> Callable[[Txn], None]:
+        """``entry``'s ``LargeValues.mark``: store its large-values marker (writer thread, in
+        the transaction of a large write). With the metadata database known, in that
+        transaction (it commits with the value); else queued as a write of its own, once,
+        which creates the metadata database (a handle must not be opened in a batch that
+        may abort) -- but never for the default database, where the new database's name
+        would appear among the user's keys. A marker whose value then aborts only costs
+        buffered reads."""
+        key = large_key(entry.name)
+        handles = self._handles
+        queued: list[bool] = []
+
+        def mark(txn: Txn) -> None:
+            meta = handles.meta
+            if meta is not None:
+                try:
+                    present = txn.get(key, None, meta) is not None
+                except lmdb.Error:
+                    # A handle a reader thread opened after txn began is not txn's (LMDB
+                    # refuses it, leaving txn usable): a write of its own, below.
+                    present = None
+                if present is not None:
+                    if not present:
+                        # The raw transaction: the change log records user databases only.
+                        getattr(txn, "raw", txn).put(key, LARGE_MARK, db=meta)
+                    return
+            if queued or (meta is None and entry.name is None):
+                return
+            queued.append(True)
+            try:
+                self._engine.call_solo(self._store_marker, entry)
+            except Exception:  # closing: the flag stays in memory, as for a read
+                pass
+
+        return mark
+
+    def _store_marker(self, env: lmdb.Environment, entry: DatabaseEntry) -> None:
+        """Writer thread, between batches: write ``entry``'s large-values marker in a
+        transaction of its own, creating the metadata database if needed."""
+        handles = self._handles
+        key = large_key(entry.name)
+
+        def work(txn: Txn, _: BeginChild) -> Any:
+            meta = handles.meta_in(txn, create=True)
+            if txn.get(key, None, meta) is None:
+                txn.put(key, LARGE_MARK, db=meta)
+            return meta
+
+        meta = self._engine.run_write(work, logged=False, guard=self._lock)
+        if handles.meta is None:
+            handles.keep(meta=meta)  # committed: valid from now on
+            self._recorder.name_handle(meta, None)
+        entry.large.stored = True
+
+    def _main_marked(self) -> bool:
+        """Whether the default database's large-values marker is stored (read before any
+        operation, as ``open_main`` reads its flags); the handle opened here is not kept."""
+        env = self._lmdb
+        with self._lock:
+            txn = before_engine(env, env.begin)
+            with txn:
+                if txn.get(META_NAME) is None:
+                    return False
+                try:
+                    meta = open_meta(env, txn)
+                except lmdb.Error:
+                    return False
+                return txn.get(large_key(None), None, meta) is not None
 
     def _source(self) -> VersionSource:
         """The environment's version counter (the metadata database's handle is known)."""
@@ -462,6 +554,10 @@ class Catalogue:
             handles.append(dbi)
             if entry.versions is not None and entry.name is not None:
                 txn.delete(marker_key(entry.name), db=self._handles.meta)
+            if self._handles.meta is not None and entry.name is not None:
+                # A database made again under the name starts without large values (the raw
+                # transaction: the change log records user databases only).
+                getattr(txn, "raw", txn).delete(large_key(entry.name), db=self._handles.meta)
             txn.drop(dbi, delete=True)
 
         try:

@@ -17,8 +17,18 @@ Which reads take that path
     on). So a read that may meet a large value opens a second, buffered read transaction of the
     same snapshot (:class:`BufferedReads`; ids compared, else the plain read) for the time of
     one operation. That costs a transaction begin, so it is done only for databases known to
-    hold large values: :class:`LargeValues` is a flag per database, raised when this process
-    writes one (``put``) or reads one the plain way (that first read still stalls).
+    hold large values: :class:`LargeValues` is a flag per database.
+
+Knowing it from the first read
+    The flag is stored with the database: a marker in the metadata database
+    (:func:`~aiolmdb._store.meta.large_key`), read when the database is opened, so a fresh
+    process copies without the GIL from its first read. The first large write of a database
+    writes the marker in the write's own transaction when the metadata database exists (one
+    ``get`` per large write, a ``put`` only the first time); else a write transaction of its
+    own, queued to the writer after the batch, creates both (never for the default database,
+    whose keys the new database's name would join). A large value met by a plain read
+    (a database written by another tool, or before markers existed) raises the flag in memory
+    only: a read, maybe in a read-only environment, writes nothing (that first read stalls).
 
 Streams
     :class:`ValueStream` backs ``get_chunks``: one buffered read transaction held across the
@@ -29,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
@@ -55,13 +65,34 @@ __all__ = [
 
 class LargeValues:
     """Whether a database is known to hold large values (shared by its contexts), and the
-    environment a buffered read transaction is begun from (None: reads stay plain)."""
+    environment a buffered read transaction is begun from (None: reads stay plain).
 
-    __slots__ = ("env", "seen")
+    ``mark(txn)``, given by the catalogue, stores the fact with the database (see the module
+    docstring); ``stored`` says it is known stored (read at open, or committed since)."""
 
-    def __init__(self, env: lmdb.Environment | None = None) -> None:
+    __slots__ = ("env", "mark", "seen", "stored")
+
+    def __init__(
+        self,
+        env: lmdb.Environment | None = None,
+        mark: Callable[[Txn], None] | None = None,
+    ) -> None:
         self.env = env
         self.seen = False
+        self.stored = False
+        self.mark = mark
+
+    def wrote(self, txn: Txn) -> None:
+        """Writer thread: a large value was written in ``txn``: raise the flag, and store it
+        with the database unless it is known stored."""
+        self.seen = True
+        if not self.stored and self.mark is not None:
+            self.mark(txn)
+
+    def found_stored(self) -> None:
+        """The database's marker was found at open: large values from the first read."""
+        self.seen = True
+        self.stored = True
 
 
 def take(buf: Any) -> bytes:

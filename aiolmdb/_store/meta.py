@@ -1,15 +1,14 @@
 """aiolmdb's own databases: the one owner of their handles and of the lock handles open under.
 
 Two reserved databases live beside the user's: the metadata database (``__aiolmdb__``: the
-version counter, the versioned-database markers, the change log's marker, identity and trimmed
-mark) and
-the change log (``__aiolmdb_changes__``). :class:`MetaHandles` keeps one environment's handles
-of both, once known, and the lock under which any handle of the environment is opened (LMDB:
-``mdb_dbi_open`` must not run in two transactions of one process at once, and a transaction
-may open a handle only if no other was opened since it began). The catalogue, the version
-counter and the change log's recorder ask it; :func:`open_meta` and :func:`open_log` are the
-only places that open either database (the command line's dump and load use them too, in a
-transaction of their own).
+version counter, the versioned-database and large-values markers, the change log's marker,
+identity and trimmed mark) and the change log (``__aiolmdb_changes__``). :class:`MetaHandles`
+keeps one environment's handles of both, once known, and the lock under which any handle of the
+environment is opened (LMDB: ``mdb_dbi_open`` must not run in two transactions of one process
+at once, and a transaction may open a handle only if no other was opened since it began). The
+catalogue, the version counter and the change log's recorder ask it; :func:`open_meta` and
+:func:`open_log` are the only places that open either database (the command line's dump and
+load use them too, in a transaction of their own).
 
 A handle opened inside a write transaction is valid after that transaction commits and freed if
 it aborts: callers keep it with :meth:`MetaHandles.keep` only after the commit.
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from .._engine.delivery import Txn
 
 __all__ = [
+    "LARGE_MARK",
     "LOG_ID_KEY",
     "LOG_ID_SIZE",
     "LOG_NAME",
@@ -37,6 +37,7 @@ __all__ = [
     "TRIMMED_KEY",
     "MetaHandles",
     "has_log",
+    "large_key",
     "open_log",
     "open_meta",
 ]
@@ -55,6 +56,15 @@ log older than identities, at the first writable open with the log); kept by cop
 ``dump --all``/``load``, so a follower can tell one log from another."""
 LOG_ID_SIZE: Final = 16
 """The identity's length in bytes."""
+LARGE_MARK: Final = b"1"
+"""The value of a large-values marker (:func:`large_key`)."""
+
+
+def large_key(name: bytes | None) -> bytes:
+    """Metadata key: the database ``name`` (None: the default database) holds large values,
+    so a process reads it without the GIL from its first read. Named databases' names are
+    never empty, so the default database's key cannot clash with one of theirs."""
+    return b"large:" + (name or b"")
 
 
 def open_meta(env: lmdb.Environment, txn: Any = None, create: bool = False) -> Any:

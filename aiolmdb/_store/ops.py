@@ -316,7 +316,7 @@ def put(txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool) -> bo
         # In a dupsort database put adds a value; an exact pair that exists is reported False.
         return bool(txn.put(encoded, data, dupdata=False, overwrite=overwrite, db=ctx.dbi))
     if len(data) >= LARGE_VALUE:
-        ctx.large.seen = True
+        ctx.large.wrote(txn)
     if ctx.versioned:
         if not overwrite and txn.get(encoded, None, ctx.dbi) is not None:
             return False
@@ -339,7 +339,7 @@ def put_bytes(
     if not 0 < len(key) <= max_key_size:
         encode_key(_IDENTITY, key, max_key_size)
     if len(value) >= LARGE_VALUE:
-        large.seen = True
+        large.wrote(txn)
     return bool(txn.put(key, value, True, overwrite, False, db))
 
 
@@ -365,7 +365,7 @@ def put_stored(txn: Txn, ctx: DbContext[Any, Any], key: Any, data: bytearray) ->
     if ctx.dupsort:  # its values are at most max_key_size bytes: never large
         return bool(txn.put(encoded, data, dupdata=False, db=ctx.dbi))
     if len(data) >= LARGE_VALUE:
-        ctx.large.seen = True
+        ctx.large.wrote(txn)
     if ctx.versioned:
         pack_into(data, _draw(txn, ctx))
     return bool(txn.put(encoded, data, True, True, False, ctx.dbi))
@@ -394,12 +394,16 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
         encoded = ser_k(key)
         if not 0 < len(encoded) <= max_key_size:
             encode_key(kc, key, max_key_size)
-        if dupsort:
+        if dupsort:  # its values are at most max_key_size bytes: never large
             added += tput(encoded, ser_v(value), dupdata=False, db=db)
-        elif version:
-            added += tput(encoded, pack(version, ser_v(value)), db=db)
+            continue
+        data = ser_v(value)
+        if len(data) >= LARGE_VALUE:  # what aiolmdb load writes with: it marks too
+            ctx.large.wrote(txn)
+        if version:
+            added += tput(encoded, pack(version, data), db=db)
         else:
-            added += tput(encoded, ser_v(value), db=db)
+            added += tput(encoded, data, db=db)
     return added
 
 
