@@ -90,6 +90,8 @@ async def test_every_write_form_is_recorded(open_env: OpenEnv) -> None:
 async def test_rolled_back_writes_leave_no_record(open_env: OpenEnv) -> None:
     env = open_env(changelog=True)
     db = env.open_db("a")
+    seen: list[aiolmdb.Change] = []
+    env.on_commit(seen.extend)
 
     def fail(txn: aiolmdb.Transaction[bytes, bytes]) -> None:
         txn[db].put(b"lost", b"1")
@@ -116,6 +118,8 @@ async def test_rolled_back_writes_leave_no_record(open_env: OpenEnv) -> None:
     changes = await take(env.changes(0), 3)
     # Numbers are not consumed by what rolled back: they stay dense.
     assert [(c.seq, c.key) for c in changes] == [(1, b"a"), (2, b"b"), (3, b"c")]
+    # on_commit callbacks are given only what committed, too.
+    assert [(c.seq, c.key) for c in seen] == [(1, b"a"), (2, b"b"), (3, b"c")]
 
 
 async def test_writemap_replays_without_duplicates(open_env: OpenEnv) -> None:
@@ -867,6 +871,36 @@ def test_fuzzed_records_in_the_log(
                     continue
                 assert damaged.seq == seq
                 assert f"change log record {seq} is damaged" in str(damaged)
+
+    asyncio.run(follow())
+
+
+def test_the_changes_before_a_damaged_record_come_first(tmp_path: Path) -> None:
+    """A damaged record ends the chunk before it: the follower gets the good change, then
+    ChangeRecordError naming the damaged record's sequence."""
+    path = tmp_path / "env"
+
+    async def create() -> None:
+        async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True):
+            pass
+
+    asyncio.run(create())
+    raw_env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=4)
+    with raw_env.begin(write=True) as txn:
+        log = raw_env.open_db(b"__aiolmdb_changes__", txn=txn)
+        good = _records.encode(_records.PUT_VALUE, None, b"k", b"v", 5)
+        txn.put(_records.SEQ.pack(1), good, db=log)
+        txn.put(_records.SEQ.pack(2), b"\x00", db=log)
+    raw_env.close()
+
+    async def follow() -> None:
+        async with aiolmdb.open(path, map_size=MAP_SIZE, readonly=True) as env:
+            feed = env.changes(since=0, follow=False)
+            first = await anext(feed)
+            assert (first.seq, first.key, first.value) == (1, b"k", b"v")
+            with pytest.raises(aiolmdb.ChangeRecordError) as caught:
+                await anext(feed)
+            assert caught.value.seq == 2
 
     asyncio.run(follow())
 

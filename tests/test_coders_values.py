@@ -459,6 +459,24 @@ def test_stored_forms(codec: Any, magic: bytes) -> None:
         assert lz4_frame.decompress(long) == JSONCoder().serialize(DOC)
 
 
+@pytest.mark.parametrize(
+    ("codec", "magic"),
+    [
+        ("zlib", b"\x78"),
+        pytest.param("zstd", b"\x28\xb5\x2f\xfd", marks=NEEDS_ZSTD),
+        pytest.param("lz4", b"\x04\x22\x4d\x18", marks=NEEDS_LZ4),
+    ],
+)
+def test_threshold_is_the_shortest_value_compressed(codec: Any, magic: bytes) -> None:
+    """A value of exactly ``threshold`` bytes is compressed; one byte shorter is stored as is."""
+    coder = IdentityCoder().compressed(codec=codec, threshold=64)
+    data = b"a" * 64
+    stored = coder.serialize(data)
+    assert stored.startswith(magic)
+    assert coder.deserialize(stored) == data
+    assert coder.serialize(data[:-1]) == b"\x00" + data[:-1]
+
+
 def test_default_compressed_is_aiolmdb_0_1_zlib() -> None:
     coder = JSONCoder().compressed()
     assert type(coder) is ZlibCoder
@@ -776,6 +794,15 @@ def test_a_value_at_the_bound_decodes_and_one_byte_more_does_not(codec: Codec) -
         coder.deserialize(coder.serialize(bytes(4097)))
     unbounded = aiolmdb.IdentityCoder().compressed(codec=codec, threshold=1, max_size=None)
     assert unbounded.deserialize(coder.serialize(bytes(1 << 20))) == bytes(1 << 20)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_a_frame_claiming_more_than_the_bound_is_refused_by_its_header(codec: Codec) -> None:
+    """A frame whose header says its size is refused on that claim, before any output."""
+    _needs(codec)
+    coder = aiolmdb.IdentityCoder().compressed(codec=codec, threshold=1, max_size=4096)
+    with pytest.raises(ValueError, match="header claims 4097 bytes, over this coder's max_size"):
+        coder.deserialize(coder.serialize(bytes(4097)))
 
 
 async def test_a_bomb_read_through_a_database_names_the_key(env: aiolmdb.Environment) -> None:

@@ -75,6 +75,8 @@ def test_copy_out_is_an_exact_new_copy(size: int) -> None:
         assert type(out) is bytes
         assert out == bytes(source)
         assert hash(out) == hash(bytes(source))  # no stale cached hash in the new object
+        # The prefix (a versioned value's version) goes first, also in the GIL-free copy.
+        assert copy_out(source, b"version!") == b"version!" + bytes(source)
     if size >= 1 << 16:
         assert copy_out(data) is not data
 
