@@ -29,7 +29,14 @@ from .._engine.config import check_flag
 from .._engine.txnrunner import BeginChild, before_engine
 from ..errors import DatabaseDroppedError
 from .large import LargeValues
-from .meta import LARGE_MARK, LOG_NAME, META_NAME, MetaHandles, large_key, open_meta
+from .meta import (
+    LARGE_MARK,
+    LOG_NAME,
+    META_NAME,
+    MetaHandles,
+    large_key,
+    stored_before_engine,
+)
 from .recorder import Recorder
 from .versions import MARKER, VersionSource, marker_key
 
@@ -499,17 +506,8 @@ class Catalogue:
     def _main_marked(self) -> bool:
         """Whether the default database's large-values marker is stored (read before any
         operation, as ``open_main`` reads its flags); the handle opened here is not kept."""
-        env = self._lmdb
         with self._lock:
-            txn = before_engine(env, env.begin)
-            with txn:
-                if txn.get(META_NAME) is None:
-                    return False
-                try:
-                    meta = open_meta(env, txn)
-                except lmdb.Error:
-                    return False
-                return txn.get(large_key(None), None, meta) is not None
+            return stored_before_engine(self._lmdb, large_key(None))
 
     def _source(self) -> VersionSource:
         """The environment's version counter (the metadata database's handle is known)."""

@@ -40,6 +40,7 @@ __all__ = [
     "large_key",
     "open_log",
     "open_meta",
+    "stored_before_engine",
 ]
 
 META_NAME: Final = b"__aiolmdb__"
@@ -77,9 +78,9 @@ def open_log(env: lmdb.Environment, txn: Any = None, create: bool = False) -> An
     return env.open_db(LOG_NAME, txn=txn, create=create)
 
 
-def has_log(env: lmdb.Environment) -> bool:
-    """Whether the environment is marked as having a change log (read before the engine
-    starts, with no transaction of this process open)."""
+def stored_before_engine(env: lmdb.Environment, key: bytes) -> bool:
+    """Whether the metadata database holds ``key`` (read before the engine starts, with no
+    transaction of this process open; the handle opened here is not kept)."""
     txn = before_engine(env, env.begin)
     with txn:
         if txn.get(META_NAME) is None:
@@ -88,7 +89,12 @@ def has_log(env: lmdb.Environment) -> bool:
             meta = open_meta(env, txn)
         except lmdb.Error:
             return False
-        return txn.get(MARKER_KEY, None, meta) is not None
+        return txn.get(key, None, meta) is not None
+
+
+def has_log(env: lmdb.Environment) -> bool:
+    """Whether the environment is marked as having a change log (before the engine starts)."""
+    return stored_before_engine(env, MARKER_KEY)
 
 
 class MetaHandles:
