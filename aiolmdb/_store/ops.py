@@ -383,6 +383,7 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
     ser_v = ctx.vc.serialize
     # A versioned database: one version for the whole call (one atomic write).
     version = _draw(txn, ctx) if ctx.versioned and items else 0
+    large = LARGE_VALUE  # a local: the loop tests every value against it
     added = 0
     for index, pair in enumerate(items):
         try:
@@ -398,7 +399,7 @@ def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
             added += tput(encoded, ser_v(value), dupdata=False, db=db)
             continue
         data = ser_v(value)
-        if len(data) >= LARGE_VALUE:  # what aiolmdb load writes with: it marks too
+        if len(data) >= large:  # what aiolmdb load writes with: it marks too
             ctx.large.wrote(txn)
         if version:
             added += tput(encoded, pack(version, data), db=db)
