@@ -10,8 +10,10 @@ of ``_store.ops`` and ``_store.scan``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from ._store import large as _large
 from ._store import ops as _ops
@@ -21,11 +23,21 @@ from ._store.versions import Entry
 from .coders import Coder
 from .ranges import OnEnd, OnItem, RangeIterator, StreamFn, scan_args
 
-__all__ = ["AsyncOps", "RangeSurface", "check_chunk_size", "count_spec", "pairs_of", "pieces"]
+__all__ = [
+    "AsyncOps",
+    "RangeSurface",
+    "check_chunk_size",
+    "check_sync_callable",
+    "count_spec",
+    "is_async_callable",
+    "pairs_of",
+    "pieces",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R")
+D = TypeVar("D")
 P = ParamSpec("P")
 # What items(), keys() and values() return.
 ItemsT = TypeVar("ItemsT")
@@ -44,21 +56,6 @@ if TYPE_CHECKING:
 
     # An operation as the surface hands it over: fn(txn, ctx, *args).
     Op: TypeAlias = Callable[Concatenate[Txn, DbContext[K, V], P], R]
-
-    class PutOptions(TypedDict, Generic[V], total=False):
-        """The keyword options of put (see AsyncOps.put)."""
-
-        overwrite: bool
-        if_version: int | None
-        if_value: V
-        raise_on_conflict: bool
-
-    class DeleteOptions(TypedDict, total=False):
-        """The keyword options of delete (see AsyncOps.delete)."""
-
-        if_version: int | None
-        if_value: Any
-        raise_on_conflict: bool
 
     class RangeOptions(TypedDict, Generic[K], total=False):
         """The keyword options of items/keys/values (see RangeSurface.items)."""
@@ -89,9 +86,37 @@ def pieces(data: bytes, chunk_size: int) -> Iterator[bytes]:
         yield bytes(view[start : start + chunk_size])
 
 
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` gives a coroutine, as far as can be told without calling it: a
+    coroutine function, a ``functools.partial`` of one, an object with an async ``__call__``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if inspect.isroutine(fn) or isinstance(fn, type):
+        return False
+    return inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004
+
+
+def check_sync_callable(fn: object, where: str, instead: str) -> None:
+    """Refuse an async callable where a plain function runs on a worker thread (it would only
+    make an un-awaited coroutine there): a TypeError naming ``where`` and what to pass."""
+    if is_async_callable(fn):
+        raise TypeError(f"{where} got the async callable {fn!r}: {instead}")
+
+
 def pairs_of(items: Iterable[tuple[K, V]] | Mapping[K, V]) -> list[tuple[K, V]]:
     """put_multi's argument as a list of pairs (made on the caller's thread)."""
     return list(items.items()) if isinstance(items, Mapping) else list(items)
+
+
+# What to pass instead of an async callable, said by the TypeError refusing one.
+UPDATE_INSTEAD = (
+    "update() runs fn(old) on the writer thread inside the write transaction, so fn must be a "
+    "plain function returning the new value; to await things between the read and the write, "
+    "use 'async with env.begin(write=True) as txn' (await txn[db].get(k), then "
+    "await txn[db].put(k, v))"
+)
 
 
 class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
@@ -205,11 +230,30 @@ class AsyncOps(
         return RangeIterator(self, *scan_args(mode, start, stop, options))
 
     # ----------------------------------------------------------------- reads
-    async def get(self, key: K, default: V | None = None) -> V | None:
-        """The value stored under ``key`` (the first one in a dupsort database), or ``default``."""
+    @overload
+    async def get(self, key: K) -> V | None: ...
+    @overload
+    async def get(self, key: K, default: D) -> V | D: ...
+    async def get(self, key: K, default: Any = None) -> Any:
+        """The value stored under ``key`` (the first one in a dupsort database), or ``default``
+        (None unless given; typed ``V | None``, or ``V | D`` for a default of type ``D``)."""
         return await self._read(_ops.get, key, default)
 
-    async def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
+    async def exists(self, key: K) -> bool:
+        """True if ``key`` is stored (has a value, in a dupsort database at least one). Cheap:
+        the value is neither copied nor decoded."""
+        return await self._read(_ops.exists, key)
+
+    def __aiter__(self) -> RangeIterator[K]:
+        """``async for key in db``: every key in key order, each once (also in a dupsort
+        database), as iterating a dict gives its keys; the same as ``keys()``."""
+        return self._range(_scan.KEYS, None, None, {})
+
+    @overload
+    async def get_multi(self, keys: Iterable[K]) -> dict[K, V | None]: ...
+    @overload
+    async def get_multi(self, keys: Iterable[K], default: D) -> dict[K, V | D]: ...
+    async def get_multi(self, keys: Iterable[K], default: Any = None) -> dict[K, Any]:
         """Read many keys in one transaction: a dict holding every requested key, missing
         ones mapped to ``default``."""
         return await self._read(_ops.get_multi, list(keys), default)
@@ -277,11 +321,20 @@ class AsyncOps(
         return await self._read(_ops.stat)
 
     # ----------------------------------------------------------------- writes
-    async def put(self, key: K, value: V, **options: Unpack[PutOptions[V]]) -> bool:
+    async def put(
+        self,
+        key: K,
+        value: V,
+        *,
+        overwrite: bool = True,
+        if_version: int | None = None,
+        if_value: V = MISSING,
+        raise_on_conflict: bool = False,
+    ) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed (in a
         transaction: visible to it at once, durable at its commit).
 
-        Options: ``overwrite=False`` stores only if the key is absent; ``if_version=v``
+        ``overwrite=False`` stores only if the key is absent; ``if_version=v``
         (versioned databases) only if the entry's version is still ``v``; ``if_value=x`` only
         if the stored value encodes to the same bytes as ``x``. Conditions are checked on the
         writer thread, in the write's own transaction. Returns False when nothing was stored
@@ -289,7 +342,7 @@ class AsyncOps(
         ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead (without a
         condition a put always stores: it has nothing to conflict with).
         """
-        fn, args = _ops.put_call(key, value, options)
+        fn, args = _ops.put_call(key, value, overwrite, if_version, if_value, raise_on_conflict)
         return await self._write(fn, *args)
 
     async def put_chunks(self, key: K, source: _large.ChunkSource) -> bool:
@@ -313,17 +366,25 @@ class AsyncOps(
         """
         return await self._write(_ops.put_multi, pairs_of(items))
 
-    async def delete(self, key: K, value: V = MISSING, **options: Unpack[DeleteOptions]) -> bool:
+    async def delete(
+        self,
+        key: K,
+        value: V = MISSING,
+        *,
+        if_version: int | None = None,
+        if_value: V = MISSING,
+        raise_on_conflict: bool = False,
+    ) -> bool:
         """Delete ``key``; True if it existed. With ``value``, only that exact pair goes (in a
         dupsort database one of the key's values; in a plain one, the key only if it holds
-        that value); without it, every value of the key goes. Options: ``if_version=v``
+        that value); without it, every value of the key goes. ``if_version=v``
         (versioned databases) deletes only if the entry's version is still ``v``;
         ``if_value=x`` only if the stored value encodes to the same bytes as ``x`` (as
         ``put``'s; not in a dupsort database); ``raise_on_conflict=True`` raises
         :class:`~aiolmdb.ConflictError` when a condition (``value``, ``if_value``,
         ``if_version``) fails instead of returning False. Without a condition there is
         nothing to conflict with: an absent key returns False."""
-        fn, args = _ops.delete_call(key, value, options)
+        fn, args = _ops.delete_call(key, value, if_version, if_value, raise_on_conflict)
         return await self._write(fn, *args)
 
     async def delete_multi(self, keys: Iterable[K]) -> dict[K, bool]:
@@ -337,7 +398,11 @@ class AsyncOps(
         many were stored."""
         return await self._write(_ops.restore_entries, list(entries))
 
-    async def pop(self, key: K, default: V | None = None) -> V | None:
+    @overload
+    async def pop(self, key: K) -> V | None: ...
+    @overload
+    async def pop(self, key: K, default: D) -> V | D: ...
+    async def pop(self, key: K, default: Any = None) -> Any:
         """Delete ``key`` and return its old value, or ``default`` if it was absent."""
         return await self._write(_ops.pop, key, default)
 
@@ -345,11 +410,21 @@ class AsyncOps(
         """Store ``value`` under ``key`` and return the previous value, or None."""
         return await self._write(_ops.replace, key, value)
 
-    async def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
-        """Atomically store ``fn(old)`` under ``key`` and return it.
+    @overload
+    async def update(self, key: K, fn: Callable[[V | None], V]) -> V: ...
+    @overload
+    async def update(self, key: K, fn: Callable[[V], V], default: V) -> V: ...
+    async def update(self, key: K, fn: Callable[[Any], V], default: V | None = None) -> V:
+        """Atomically store ``fn(old)`` under ``key`` and return it: the tool for
+        read-modify-write (a counter, appending to a list, a balance).
 
         ``fn`` runs on the writer thread inside the write transaction (``old`` is ``default``
-        when the key is absent), so no other write can slip in between the read and the
-        write: a compare-and-set without a retry loop. Keep ``fn`` short and free of I/O.
+        when the key is absent, None unless given), so no other write, of this process or of
+        any other (LMDB has one writer at a time), can slip in between the read and the
+        write: no retry loop, no conflict. Keep ``fn`` a short plain function, free of I/O
+        (an async function is refused with TypeError). For a change that spans a round trip
+        to a user (an edit form, an HTTP ``If-Match``/ETag), read ``get_entry`` and write
+        with ``put(..., if_version=)`` instead: see the versions guide and the recipes page.
         """
+        check_sync_callable(fn, "update()", UPDATE_INSTEAD)
         return await self._write(_ops.update, key, fn, default)

@@ -9,7 +9,8 @@ database's coders; the transaction given by ``db.run`` is also bound to ``db`` i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import lmdb
 
@@ -18,24 +19,31 @@ from ._store import ops as _ops
 from ._store import scan as _scan
 from ._store.ops import MISSING, DbContext
 from ._store.versions import Entry
-from ._surface import RangeSurface, check_chunk_size, count_spec, pairs_of, pieces
+from ._surface import (
+    UPDATE_INSTEAD,
+    RangeSurface,
+    check_chunk_size,
+    check_sync_callable,
+    count_spec,
+    pairs_of,
+    pieces,
+)
 from .coders import Coder
 from .errors import ConflictError, ReadOnlyError
 from .ranges import iterate_sync, scan_args
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
     from ._engine.delivery import Txn
     from ._engine.engine import Engine
-    from ._surface import DeleteOptions, PutOptions, RangeOptions
+    from ._surface import RangeOptions
     from .database import AsyncDatabase
 
-__all__ = ["DatabaseView", "Transaction", "run_in_transaction"]
+__all__ = ["DatabaseView", "Transaction", "check_run", "run_in_transaction"]
 
 K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R")
+D = TypeVar("D")
 K2 = TypeVar("K2")
 V2 = TypeVar("V2")
 
@@ -110,11 +118,27 @@ class DatabaseView(
     def _range(self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]) -> Iterator[Any]:
         return iterate_sync(self._txn, self._ctx, *scan_args(mode, start, stop, options))
 
-    def get(self, key: K, default: V | None = None) -> V | None:
+    @overload
+    def get(self, key: K) -> V | None: ...
+    @overload
+    def get(self, key: K, default: D) -> V | D: ...
+    def get(self, key: K, default: Any = None) -> Any:
         """The value stored under key (the first one in a dupsort database), or default."""
         return _ops.get(self._txn, self._ctx, key, default)
 
-    def get_multi(self, keys: Iterable[K], default: V | None = None) -> dict[K, V | None]:
+    def exists(self, key: K) -> bool:
+        """True if key is stored (as ``AsyncDatabase.exists``: the value is not decoded)."""
+        return _ops.exists(self._txn, self._ctx, key)
+
+    def __iter__(self) -> Iterator[K]:
+        """``for key in txn[db]``: every key in key order, each once (as ``keys()``)."""
+        return self._range(_scan.KEYS, None, None, {})
+
+    @overload
+    def get_multi(self, keys: Iterable[K]) -> dict[K, V | None]: ...
+    @overload
+    def get_multi(self, keys: Iterable[K], default: D) -> dict[K, V | D]: ...
+    def get_multi(self, keys: Iterable[K], default: Any = None) -> dict[K, Any]:
         """A dict with every requested key; missing keys map to default."""
         found = _ops.get_multi(self._txn, self._ctx, list(keys), default)
         return found
@@ -127,21 +151,38 @@ class DatabaseView(
         """A dict with every requested key: its Entry, or None when absent."""
         return _ops.get_multi_entries(self._txn, self._ctx, list(keys))
 
-    def put(self, key: K, value: V, **options: Unpack[PutOptions[V]]) -> bool:
+    def put(
+        self,
+        key: K,
+        value: V,
+        *,
+        overwrite: bool = True,
+        if_version: int | None = None,
+        if_value: V = MISSING,
+        raise_on_conflict: bool = False,
+    ) -> bool:
         """Store value under key. False if not stored (key exists and overwrite=False, the
-        exact pair exists in a dupsort database, or a condition failed); options as for
+        exact pair exists in a dupsort database, or a condition failed); the keywords as for
         ``AsyncDatabase.put``."""
-        fn, args = _ops.put_call(key, value, options)
+        fn, args = _ops.put_call(key, value, overwrite, if_version, if_value, raise_on_conflict)
         return self._conditional(fn, self._writing("put"), args)
 
     def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
         """Store every pair; returns how many were added."""
         return _ops.put_multi(self._txn, self._writing("put_multi"), pairs_of(items))
 
-    def delete(self, key: K, value: V = MISSING, **options: Unpack[DeleteOptions]) -> bool:
+    def delete(
+        self,
+        key: K,
+        value: V = MISSING,
+        *,
+        if_version: int | None = None,
+        if_value: V = MISSING,
+        raise_on_conflict: bool = False,
+    ) -> bool:
         """Delete key (or one (key, value) pair of a dupsort database); True if it existed.
-        Options as for ``AsyncDatabase.delete``."""
-        fn, args = _ops.delete_call(key, value, options)
+        The keywords as for ``AsyncDatabase.delete``."""
+        fn, args = _ops.delete_call(key, value, if_version, if_value, raise_on_conflict)
         return self._conditional(fn, self._writing("delete"), args)
 
     def restore_entries(self, entries: Iterable[tuple[K, Entry[V]]]) -> int:
@@ -152,7 +193,11 @@ class DatabaseView(
         """Delete every key; a dict of key -> whether it existed."""
         return _ops.delete_multi(self._txn, self._writing("delete_multi"), list(keys))
 
-    def pop(self, key: K, default: V | None = None) -> V | None:
+    @overload
+    def pop(self, key: K) -> V | None: ...
+    @overload
+    def pop(self, key: K, default: D) -> V | D: ...
+    def pop(self, key: K, default: Any = None) -> Any:
         """Delete key and return its old value, or default."""
         return _ops.pop(self._txn, self._writing("pop"), key, default)
 
@@ -160,8 +205,13 @@ class DatabaseView(
         """Store value under key and return the old value, or None."""
         return _ops.replace(self._txn, self._writing("replace"), key, value)
 
-    def update(self, key: K, fn: Callable[[V | None], V], default: V | None = None) -> V:
+    @overload
+    def update(self, key: K, fn: Callable[[V | None], V]) -> V: ...
+    @overload
+    def update(self, key: K, fn: Callable[[V], V], default: V) -> V: ...
+    def update(self, key: K, fn: Callable[[Any], V], default: V | None = None) -> V:
         """Store fn(old) under key (old is default when absent) and return it."""
+        check_sync_callable(fn, "update()", UPDATE_INSTEAD)
         return _ops.update(self._txn, self._writing("update"), key, fn, default)
 
     def get_chunks(self, key: K, chunk_size: int = 1 << 20) -> Iterator[bytes]:
@@ -258,9 +308,8 @@ async def run_in_transaction(
     wait_all_opened: Callable[[], Any],
 ) -> R:
     """``run(fn)``: ``fn(txn)`` in one transaction on a worker thread (the writer's own
-    nested transaction of the current group commit for ``write=True``)."""
-    if not callable(fn):
-        raise TypeError(f"run() needs a callable taking the transaction; got {fn!r}")
+    nested transaction of the current group commit for ``write=True``); ``check_run`` first,
+    at the call."""
     ctx = await database._context()
     await wait_all_opened()  # so txn[db] finds every database open
 
@@ -272,12 +321,38 @@ async def run_in_transaction(
     return await engine.submit_read(_call, (fn, build))
 
 
+def check_run(fn: object, where: str, write: bool) -> None:
+    """``run(fn)``'s checks, made at the call (on the loop, before anything is awaited): a
+    callable, and not an async one."""
+    if not callable(fn):
+        raise TypeError(f"{where} needs a callable taking the transaction; got {fn!r}")
+    check_sync_callable(fn, where, run_instead(where, write))
+
+
+def run_instead(where: str, write: bool) -> str:
+    """What to pass to ``run()`` instead of an async callable."""
+    thread = "the writer thread" if write else "a reader thread"
+    begin = "env.begin(write=True)" if write else "env.begin()"
+    return (
+        f"{where} runs fn(txn) on {thread} inside the transaction, where nothing can be "
+        f"awaited: pass a plain function; to await things, use 'async with {begin} as txn' "
+        "(await txn[db].get(k), ...)"
+    )
+
+
 def _call(txn: Txn, fn: Callable[[Any], R], build: Callable[[Txn], Transaction[Any, Any]]) -> R:
     """Run user code: ``fn(txn)`` with the transaction ``build`` makes; the result comes
     back with the conflicts met in it, for the engine's count (a ConflictError raised out of
     ``fn`` is counted by the engine as one)."""
     view = build(txn)
     result = fn(view)
+    if isawaitable(result):  # an async callable run() could not spot: roll back, say so
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # no "never awaited" warning on top of this error
+        raise TypeError(
+            f"run()'s fn returned the awaitable {result!r}: {run_instead('run()', view.write)}"
+        )
     conflicts = view._tally.conflicts
     if conflicts:
         return Counted(result, conflicts)  # type: ignore[return-value]  # the engine unwraps

@@ -8,22 +8,20 @@ transactions; this class says how they reach the engine, and keeps hand-written 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._engine.engine import FALLBACK
 from ._store import ops as _ops
 from ._store.large import ValueStream
-from ._store.ops import DbContext
+from ._store.ops import MISSING, DbContext
 from ._surface import AsyncOps
-from ._views import Transaction, run_in_transaction
+from ._views import Transaction, check_run, run_in_transaction
 from .coders import Coder, IdentityCoder
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
     from ._engine.engine import Engine
     from ._store.catalogue import Catalogue, DatabaseEntry
-    from ._surface import Op, P, PutOptions
+    from ._surface import Op, P
     from .environment import Environment
     from .ranges import OnEnd, OnItem, StreamFn
 
@@ -32,6 +30,7 @@ __all__ = ["AsyncDatabase"]
 K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R")
+D = TypeVar("D")
 
 
 class AsyncDatabase(AsyncOps[K, V]):
@@ -177,8 +176,13 @@ class AsyncDatabase(AsyncOps[K, V]):
         return True
 
     # ----------------------------------------------------------------- fast paths
-    async def get(self, key: K, default: V | None = None) -> V | None:
-        """The value stored under ``key`` (the first one in a dupsort database), or ``default``."""
+    @overload
+    async def get(self, key: K) -> V | None: ...
+    @overload
+    async def get(self, key: K, default: D) -> V | D: ...
+    async def get(self, key: K, default: Any = None) -> Any:
+        """The value stored under ``key`` (the first one in a dupsort database), or ``default``
+        (None unless given; typed ``V | None``, or ``V | D`` for a default of type ``D``)."""
         ctx = self._ctx
         if ctx is None or self._entry.dropped:
             ctx = await self._context()
@@ -192,14 +196,23 @@ class AsyncDatabase(AsyncOps[K, V]):
                 fn, args = _ops.get, (ctx, key, default)
             result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
-                return result  # type: ignore[no-any-return]  # (no cast: the hottest path)
+                return result
         elif self._bytes_only and type(key) is bytes:
             fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default, ctx.large)
         else:
             fn, args = _ops.get, (ctx, key, default)
-        return await self._engine.submit_read(fn, args)  # type: ignore[no-any-return]
+        return await self._engine.submit_read(fn, args)
 
-    async def put(self, key: K, value: V, **options: Unpack[PutOptions[V]]) -> bool:
+    async def put(
+        self,
+        key: K,
+        value: V,
+        *,
+        overwrite: bool = True,
+        if_version: int | None = None,
+        if_value: V = MISSING,
+        raise_on_conflict: bool = False,
+    ) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed.
 
         With ``overwrite=False`` it stores only if the key is absent, with ``if_version=v``
@@ -213,12 +226,20 @@ class AsyncDatabase(AsyncOps[K, V]):
         if ctx is None or self._entry.dropped:
             ctx = await self._context()
         # _bytes_only is False for a versioned database: its values carry a version.
-        if not options and self._bytes_only and type(key) is bytes and type(value) is bytes:
-            if not ctx.dupsort:
+        if self._bytes_only and type(key) is bytes and type(value) is bytes:
+            # No condition given (the defaults, compared by identity: as cheap as a test of
+            # an empty **options was).
+            if (
+                overwrite is True
+                and if_version is None
+                and if_value is MISSING
+                and raise_on_conflict is False
+                and not ctx.dupsort
+            ):
                 return await self._engine.submit_write(
                     _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, True, ctx.large), True
                 )
-        fn, args = _ops.put_call(key, value, options)
+        fn, args = _ops.put_call(key, value, overwrite, if_version, if_value, raise_on_conflict)
         return await self._engine.submit_write(fn, (ctx, *args), True)  # put or put_if
 
     async def _value_chunks(self, key: K, chunk_size: int) -> AsyncGenerator[bytes, None]:
@@ -252,6 +273,7 @@ class AsyncDatabase(AsyncOps[K, V]):
         it, raising rolls back only its own changes and the exception reaches you. Without
         ``write``, any write raises :class:`~aiolmdb.ReadOnlyError`.
         """
+        check_run(fn, "db.run()", write)
         return run_in_transaction(self._engine, self, fn, write, self._catalogue.wait_all_opened)
 
 

@@ -27,7 +27,8 @@ from ._store.meta import MetaHandles, has_log
 from ._store.recorder import Recorder
 from ._store.records import Change
 from ._store.trim import LogMode, Retention, log_options
-from ._views import Transaction, run_in_transaction
+from ._surface import check_sync_callable
+from ._views import Transaction, check_run, run_in_transaction
 from .coders import Coder, IdentityCoder
 from .database import AsyncDatabase
 from .transaction import Snapshot, WriteTransaction
@@ -39,6 +40,13 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 DEFAULT_MAX_DBS = 128
+
+# What to pass to on_commit() instead of an async callback, said by the TypeError refusing one.
+ON_COMMIT_INSTEAD = (
+    "on_commit() calls callback(changes) on the event loop after each commit and awaits "
+    "nothing: pass a plain function (it may start a task with asyncio.create_task), or follow "
+    "the changes with 'async for change in env.changes()'"
+)
 
 
 def open(
@@ -334,12 +342,17 @@ class Environment:
 
     get_default_db = get_default_database  # aiolmdb 0.1's name
 
-    async def databases(self) -> list[DatabaseInfo]:
+    async def databases(self, *, include_internal: bool = False) -> list[DatabaseInfo]:
         """Every database of the environment: the default one first (``key`` None), then the
         named ones in key order, each with its stored flags and entry count. Read in one read
-        transaction on a reader thread."""
+        transaction on a reader thread.
+
+        aiolmdb's own databases (names beginning with ``__aiolmdb``: its metadata, the change
+        log) are left out unless ``include_internal=True``. The default database's
+        ``entries`` counts the user's keys only, not the records LMDB keeps there for the
+        named databases (its ``stat`` is LMDB's own, which counts them)."""
         self._engine.check_open()
-        return await self._catalogue.databases()
+        return await self._catalogue.databases(include_internal)
 
     async def database_info(self, name: str | bytes) -> DatabaseInfo | None:
         """The named database ``name``, or None if there is none; ValueError if ``name`` is
@@ -362,6 +375,7 @@ class Environment:
         commit: returning commits every database's changes at once, raising rolls all of
         them back and the exception reaches the caller unchanged.
         """
+        check_run(fn, "env.run()", write)
         return run_in_transaction(
             self._engine,
             self.get_default_database(),
@@ -522,9 +536,12 @@ class Environment:
         :class:`Change` list it made; returns a function that unregisters it.
 
         Needs no change log (``seq`` is then None). Writes that rolled back are not
-        reported; an exception of the callback is logged on the ``aiolmdb`` logger.
+        reported; an exception of the callback is logged on the ``aiolmdb`` logger. The
+        callback is a plain function: an async one is refused with TypeError (nothing would
+        await it).
         """
         self._engine.check_open()
+        check_sync_callable(callback, "on_commit()", ON_COMMIT_INSTEAD)
         return self._recorder.add_hook(callback)
 
     # ----------------------------------------------------------------- closing

@@ -76,7 +76,7 @@ async def test_bytes_like_keys_and_values(db: Db) -> None:
     value = await db.get(b"ba")
     assert value == b"mv"
     assert type(value) is bytes  # a copy, never a buffer into the map
-    assert await db.get(memoryview(b"ba")) == b"mv"  # type: ignore[arg-type]
+    assert await db.get(memoryview(b"ba")) == b"mv"  # type: ignore[call-overload]
 
 
 async def test_empty_value_is_allowed(db: Db) -> None:
@@ -808,14 +808,14 @@ async def test_misspelt_write_options_are_refused(env: aiolmdb.Environment) -> N
     db = env.get_default_database()
     await db.put(b"k", b"v")
     misspelt: Any = {"if_versoin": 3}
-    with pytest.raises(TypeError, match=r"put\(\) got unexpected keyword argument.*if_versoin"):
+    with pytest.raises(TypeError, match=r"put\(\) got an unexpected keyword argument.*if_versoin"):
         await db.put(b"k", b"new", **misspelt)
-    with pytest.raises(TypeError, match=r"delete\(\) got unexpected keyword argument"):
+    with pytest.raises(TypeError, match=r"delete\(\) got an unexpected keyword argument"):
         await db.delete(b"k", **misspelt)
-    with pytest.raises(TypeError, match=r"put\(\) got unexpected keyword argument"):
+    with pytest.raises(TypeError, match=r"put\(\) got an unexpected keyword argument"):
         await db.run(lambda txn: txn.put(b"k", b"new", **misspelt), write=True)
     async with env.begin(write=True) as txn:
-        with pytest.raises(TypeError, match=r"delete\(\) got unexpected keyword argument"):
+        with pytest.raises(TypeError, match=r"delete\(\) got an unexpected keyword argument"):
             await txn[db].delete(b"k", **misspelt)
     assert await db.get(b"k") == b"v"  # nothing was written
     assert await db.put(b"k", b"v2", overwrite=False) is False

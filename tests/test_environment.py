@@ -426,7 +426,8 @@ async def test_databases_lists_every_database_with_flags_and_entries(env: Enviro
     infos = await env.databases()
     assert [info.key for info in infos] == [None, b"dups", b"\xffraw"]
     by_key = {info.key: info for info in infos}
-    assert by_key[None].entries == 3  # "plain" and the two database records
+    assert by_key[None].entries == 1  # "plain": the two database records are not the user's
+    assert by_key[None].stat["entries"] == 3  # LMDB's own count includes them
     assert by_key[None].name is None
     assert by_key[b"dups"].flags == frozenset({"dupsort"})
     assert by_key[b"dups"].entries == 3
@@ -437,6 +438,25 @@ async def test_databases_lists_every_database_with_flags_and_entries(env: Enviro
     # What it lists opens as it is.
     again = await env.open_db(by_key[b"\xffraw"].key, create=False)
     assert await again.count() == 0
+
+
+async def test_databases_hides_aiolmdb_own_unless_asked(path: Path) -> None:
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+        users = await env.open_db("users", versioned=True)
+        await users.put(b"u", b"1")
+        await env.get_default_database().put(b"plain", b"v")
+        listed = await env.databases()
+        assert [info.name for info in listed] == [None, "users"]
+        assert listed[0].entries == 1  # "plain" only: not users', nor the log's records
+        every = await env.databases(include_internal=True)
+        names = [info.name for info in every]
+        assert names[0] is None
+        assert "users" in names
+        assert {"__aiolmdb__", "__aiolmdb_changes__"} <= set(names)
+        assert every[0].entries == 1
+        assert every[0].stat["entries"] == len(names)  # "plain" and every database's record
+        # One by name still finds an internal one (for tools that ask on purpose).
+        assert await env.database_info("__aiolmdb_changes__") is not None
 
 
 async def test_database_info(env: Environment) -> None:

@@ -1561,7 +1561,7 @@ async def test_a_transaction_hands_out_one_view_per_database(env: Environment, d
         async with env.begin() as snap:
             sview: Any = snap[db]
             sview.key_coder = StringCoder()
-            assert await snap[db].get("doc") == b'{"a": 1}'  # type: ignore[arg-type]
+            assert await snap[db].get("doc") == b'{"a": 1}'  # type: ignore[call-overload]
         async with env.begin() as snap2:  # a new transaction starts from the database's
             assert snap2[db] is not snap[db]
             assert snap2[db].key_coder is db.key_coder

@@ -329,7 +329,7 @@ def _db_info(found: DatabaseInfo) -> DbInfo:
 
 async def _databases(env: Environment) -> list[DbInfo]:
     """The main database first, then every named database, in key order."""
-    return [_db_info(found) for found in await env.databases()]
+    return [_db_info(found) for found in await env.databases(include_internal=True)]
 
 
 async def _lookup(env: Environment, name: str) -> DbInfo | None:

@@ -20,7 +20,7 @@ import concurrent.futures
 import struct
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import lmdb
@@ -30,6 +30,7 @@ from .._engine.txnrunner import BeginChild, before_engine
 from ..errors import DatabaseDroppedError
 from .large import LargeValues
 from .meta import (
+    INTERNAL_PREFIX,
     LARGE_MARK,
     LOG_NAME,
     META_NAME,
@@ -65,7 +66,9 @@ class DatabaseInfo:
     ``versioned`` for a versioned database: ``open_db(key, **dict.fromkeys(flags, True))``
     opens it."""
     entries: int
-    """How many entries it holds (every value counts in a dupsort database)."""
+    """How many entries it holds (every value counts in a dupsort database). For the default
+    database, the user's keys only: the records LMDB keeps there for the named databases are
+    left out (``stat["entries"]``, LMDB's own count, includes them)."""
     stat: Mapping[str, int] = field(repr=False, compare=False)
     """LMDB's statistics for it (``psize``, ``depth``, ``branch_pages``, ...)."""
 
@@ -567,17 +570,18 @@ class Catalogue:
         entry.dropped = True
         entry.dbi = None
 
-    async def databases(self) -> list[DatabaseInfo]:
-        """The default database first, then every named database, in key order."""
-        return await self._engine.run_blocking(self._list, None)
+    async def databases(self, include_internal: bool = False) -> list[DatabaseInfo]:
+        """The default database first, then every named database, in key order (aiolmdb's
+        own only with ``include_internal``)."""
+        return await self._engine.run_blocking(self._list, None, include_internal)
 
     async def info(self, name: bytes) -> DatabaseInfo | None:
         """The named database ``name``, or None if there is none; ValueError if ``name`` is
         a plain key of the default database."""
-        found = await self._engine.run_blocking(self._list, name)
+        found = await self._engine.run_blocking(self._list, name, True)
         return found[0] if found else None
 
-    def _list(self, only: bytes | None) -> list[DatabaseInfo]:
+    def _list(self, only: bytes | None, include_internal: bool) -> list[DatabaseInfo]:
         """Reader thread, in one read transaction: the default database and the named ones
         (keys of the default database that LMDB opens as databases), or just ``only``."""
         env = self._lmdb
@@ -592,13 +596,15 @@ class Catalogue:
                     pass  # wait below, without the lock (the writer may need it to resize)
                 else:
                     try:
-                        return self._list_in(env, txn, only)
+                        return self._list_in(env, txn, only, include_internal)
                     finally:
                         txn.abort()
                         del txn  # py-lmdb frees the reader slot only with the Transaction
             self._engine.begin_in_gate().abort()
 
-    def _list_in(self, env: lmdb.Environment, txn: Txn, only: bytes | None) -> list[DatabaseInfo]:
+    def _list_in(
+        self, env: lmdb.Environment, txn: Txn, only: bytes | None, include_internal: bool
+    ) -> list[DatabaseInfo]:
         marked = self._versioned_names(env, txn)
         if only is not None:
             try:
@@ -610,7 +616,7 @@ class Catalogue:
                 raise ValueError(
                     f"{only!r} is a key of the default database, not a database"
                 ) from None
-        return _list_all(env, txn, marked)
+        return _list_all(env, txn, marked, include_internal)
 
     def _versioned_names(self, env: lmdb.Environment, txn: Txn) -> set[bytes]:
         """The names the metadata database marks as versioned databases."""
@@ -631,10 +637,13 @@ class Catalogue:
         return names
 
 
-def _list_all(env: lmdb.Environment, txn: Txn, marked: set[bytes]) -> list[DatabaseInfo]:
+def _list_all(
+    env: lmdb.Environment, txn: Txn, marked: set[bytes], include_internal: bool
+) -> list[DatabaseInfo]:
     main = env.open_db(None, txn=txn)
     infos = [_info(txn, None, main, False)]
     cursor = txn.cursor(main)
+    records = 0  # the named databases' records in the default database, aiolmdb's included
     try:
         for key, value in cursor.iternext_nodup(keys=True, values=True):
             if len(value) != _DB_RECORD_SIZE or b"\0" in key:
@@ -648,9 +657,13 @@ def _list_all(env: lmdb.Environment, txn: Txn, marked: set[bytes]) -> list[Datab
                 ) from None
             except lmdb.Error:
                 continue  # a plain key, not a database
-            infos.append(_info(txn, bytes(key), handle, bytes(key) in marked))
+            records += 1
+            if include_internal or not key.startswith(INTERNAL_PREFIX):
+                infos.append(_info(txn, bytes(key), handle, bytes(key) in marked))
     finally:
         cursor.close()
+    # The default database's entries are the user's keys; its stat stays LMDB's own count.
+    infos[0] = replace(infos[0], entries=infos[0].entries - records)
     return infos
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .._engine.delivery import Txn
 
 __all__ = [
+    "INTERNAL_PREFIX",
     "LARGE_MARK",
     "LOG_ID_KEY",
     "LOG_ID_SIZE",
@@ -43,6 +44,8 @@ __all__ = [
     "stored_before_engine",
 ]
 
+INTERNAL_PREFIX: Final = b"__aiolmdb"
+"""The start of the names of aiolmdb's own databases: ``env.databases()`` hides them."""
 META_NAME: Final = b"__aiolmdb__"
 """aiolmdb's metadata database (reserved: ``open_db`` refuses the name)."""
 LOG_NAME: Final = b"__aiolmdb_changes__"

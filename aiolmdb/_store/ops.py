@@ -8,7 +8,8 @@ user code and the awaitable operations of every async view.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from inspect import isawaitable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from .._codecs.builtin import IdentityCoder
@@ -449,6 +450,15 @@ def delete_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, bool]
     return out
 
 
+def exists(txn: Txn, ctx: DbContext[K, Any], key: K) -> bool:
+    """Whether key is stored: a cursor lookup, the value neither copied nor decoded."""
+    cur = txn.cursor(ctx.dbi)
+    try:
+        return bool(cur.set_key(encode_key(ctx.kc, key, ctx.max_key_size)))
+    finally:
+        cur.close()
+
+
 def pop(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     """Delete key and return its old value, decoded, or default."""
     buf = txn.pop(encode_key(ctx.kc, key, ctx.max_key_size), db=ctx.dbi)
@@ -474,6 +484,15 @@ def update(txn: Txn, ctx: DbContext[K, V], key: K, fn: Callable[[V | D], V], def
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     buf = txn.get(encoded, None, ctx.dbi)
     new = fn(default if buf is None else decode_value(ctx.vc, buf, key))
+    if isawaitable(new):  # a callable returning an awaitable that the caller could not spot
+        close = getattr(new, "close", None)
+        if close is not None:
+            close()  # no "never awaited" warning on top of this error
+        raise TypeError(
+            f"update()'s fn returned the awaitable {new!r} for key {key!r}: fn runs on the "
+            "writer thread inside the transaction and must return the new value itself; "
+            "to await things, use 'async with env.begin(write=True) as txn'"
+        )
     data = ctx.vc.serialize(new)
     if ctx.versioned:
         data = pack(_draw(txn, ctx), data)
@@ -535,46 +554,32 @@ def get_multi_entries(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, 
 # the synchronous view, unwraps it). A raised ConflictError counts as one as well.
 NOT_WRITTEN: Final = Counted(False)
 
-_PUT_OPTIONS = frozenset({"overwrite", "if_version", "if_value", "raise_on_conflict"})
-_DELETE_OPTIONS = frozenset({"if_version", "if_value", "raise_on_conflict"})
-
-
-def _refuse_unknown(op: str, options: Mapping[str, Any], known: frozenset[str]) -> None:
-    unknown = options.keys() - known
-    if unknown:
-        raise TypeError(f"{op}() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-
 
 def put_call(
-    key: K, value: V, options: Mapping[str, Any]
+    key: K,
+    value: V,
+    overwrite: bool,
+    if_version: int | None,
+    if_value: Any,
+    raise_on_conflict: bool,
 ) -> tuple[Callable[..., bool], tuple[Any, ...]]:
-    """What ``put(key, value, **options)`` runs: the operation and its arguments after the
-    context. The plain put unless a condition is given; both are ATOMIC."""
-    if not options:
-        return put, (key, value, True)
-    _refuse_unknown("put", options, _PUT_OPTIONS)
-    overwrite = options.get("overwrite", True)
-    if_version = options.get("if_version")
-    if_value = options.get("if_value", MISSING)
-    raise_on_conflict = options.get("raise_on_conflict", False)
+    """What ``put(key, value, overwrite=, if_version=, if_value=, raise_on_conflict=)`` runs:
+    the operation and its arguments after the context. The plain put unless a condition is
+    given; both are ATOMIC."""
     if if_version is None and if_value is MISSING and not raise_on_conflict:
         return put, (key, value, overwrite)
     return put_if, (key, value, overwrite, if_version, if_value, raise_on_conflict)
 
 
 def delete_call(
-    key: K, value: Any, options: Mapping[str, Any]
+    key: K, value: Any, if_version: int | None, if_value: Any, raise_on_conflict: bool
 ) -> tuple[Callable[..., bool], tuple[Any, ...]]:
-    """What ``delete(key, value, **options)`` runs (as ``put_call``)."""
-    if not options:
-        return delete, (key, value)
-    _refuse_unknown("delete", options, _DELETE_OPTIONS)
-    if_version = options.get("if_version")
-    raise_on_conflict = options.get("raise_on_conflict", False)
-    if "if_value" in options:  # put's name for the condition a value is in a plain database
+    """What ``delete(key, value, if_version=, if_value=, raise_on_conflict=)`` runs (as
+    ``put_call``)."""
+    if if_value is not MISSING:  # put's name for the condition a value is in a plain database
         if value is not MISSING:
             raise TypeError("delete() takes a value or if_value=, not both")
-        return delete_if_value, (key, options["if_value"], if_version, raise_on_conflict)
+        return delete_if_value, (key, if_value, if_version, raise_on_conflict)
     if if_version is None and not raise_on_conflict:
         return delete, (key, value)
     return delete_if, (key, value, if_version, raise_on_conflict)

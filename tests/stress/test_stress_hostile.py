@@ -278,7 +278,7 @@ async def test_bad_input_fails_alone_for_every_coder_and_operation(
         ]
     # Not coder-specific, but hostile all the same.
     attempts += [
-        Attempt("get_multi(None)", db.get_multi(None), TypeError),  # type: ignore[arg-type]
+        Attempt("get_multi(None)", db.get_multi(None), TypeError),  # type: ignore[call-overload]
         Attempt("put_multi(None)", db.put_multi(None), TypeError),  # type: ignore[arg-type]
         Attempt("put_multi triple", db.put_multi([(new_key(), v, v)]), TypeError),  # type: ignore[list-item]
         Attempt("put_multi 1-tuple", db.put_multi([(new_key(),)]), TypeError),  # type: ignore[list-item]
