@@ -284,3 +284,50 @@ def test_a_wrong_example_fails_naming_its_page_and_line(tmp_path: Path) -> None:
         'bad.md:9 (block at line 7): error: Unsupported operand types for - ("None" and "int")'
         "  [operator]"
     ], proc.stdout
+
+
+# ----------------------------------------------------------------------------- page order
+def toctree_pages() -> list[str]:
+    """The pages of docs/index.md's toctrees, in order (as paths relative to docs/)."""
+    pages_in_order: list[str] = []
+    text = (DOCS / "index.md").read_text(encoding="utf-8")
+    for tree in re.findall(r"```\{toctree\}\n(.*?)```", text, flags=re.S):
+        for line in tree.splitlines():
+            if line.strip() and not line.startswith(":"):
+                pages_in_order.append(line.strip())
+    return pages_in_order
+
+
+def readme_pages() -> list[str]:
+    """The pages README.md's "Documentation" section links to, in order, as toctree entries."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Documentation", 1)[1].split("\n## ", 1)[0]
+    found = []
+    for target in re.findall(r"\]\(([^)#]+\.md)\)", section):
+        if target == "CHANGELOG.md":
+            found.append("changelog")  # docs/changelog.md includes it
+        else:
+            found.append(target.removeprefix("docs/").removesuffix(".md"))
+    return found
+
+
+def test_readme_lists_the_pages_in_the_sidebar_order() -> None:
+    toctree = toctree_pages()
+    assert toctree[:9] == [
+        "quickstart",
+        "guide/environments",
+        "guide/semantics",
+        "guide/coders",
+        "guide/ranges",
+        "guide/transactions",
+        "guide/versions",
+        "guide/changes",
+        "recipes",
+    ], "a newcomer's order: docs/index.md's toctree"
+    assert readme_pages() == toctree
+    on_disk = {
+        p.relative_to(DOCS).as_posix().removesuffix(".md")
+        for p in DOCS.rglob("*.md")
+        if "_build" not in p.relative_to(DOCS).parts
+    }
+    assert on_disk - {"index"} == set(toctree), "every page is in the toctree and the README"

@@ -69,7 +69,7 @@ LEVELS = {"zlib": (-1, 9, 1), "zstd": (-(1 << 17), 22, 3), "lz4": (0, 16, 0)}
 _PIECE = 1 << 20
 
 MAX_SIZE = 64 << 20
-"""The default ``max_size``: the most bytes one value may decompress to (docs/guide/coders.md
+"""The default ``max_size``: the most bytes one value may decompress to (docs/guide/codecs.md
 says why 64 MiB)."""
 
 
