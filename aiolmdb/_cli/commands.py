@@ -1391,8 +1391,8 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except (lmdb.Error, AiolmdbError, OSError, ValueError, UnicodeError) as exc:
-        _error(_describe(exc))
+    except (lmdb.Error, AiolmdbError, OSError, ValueError, UnicodeError, ImportError) as exc:
+        _error(_describe(exc))  # ImportError: an optional package, with its pip line
         return EXIT_ERROR
     except Exception as exc:
         _error(f"unexpected {type(exc).__name__}: {_describe(exc)}")

@@ -254,23 +254,28 @@ class ValueCodec:
         data = self.format.parse(arg, what)
         return data if self.compression is None else bytes(self.compression.serialize(data))
 
+    def _inner(self, data: bytes) -> bytes:
+        """The format's bytes of a stored value: decompressed when values are compressed."""
+        if self.compression is None:
+            return data
+        try:
+            return bytes(self.compression.deserialize(data))
+        except ValueError as exc:
+            if "zstd dictionary" in str(exc):
+                raise ValueError(f"{exc}; give it to the command with --zstd-dict FILE") from exc
+            raise
+
     def decode(self, data: bytes) -> Any:
         """The object stored (ValueError if the bytes are not in this format)."""
-        if self.compression is not None:
-            data = bytes(self.compression.deserialize(data))
-        return self.format.decode(data)
+        return self.format.decode(self._inner(data))
 
     def text(self, data: bytes) -> str:
         """The stored bytes as text (ValueError if they cannot be shown so)."""
-        if self.compression is not None:
-            data = bytes(self.compression.deserialize(data))
-        return self.format.text(data)
+        return self.format.text(self._inner(data))
 
     def json(self, data: bytes) -> Any:
         """The stored bytes as a JSON value (ValueError if they cannot be shown so)."""
-        if self.compression is not None:
-            data = bytes(self.compression.deserialize(data))
-        return self.format.json(data)
+        return self.format.json(self._inner(data))
 
 
 class Shown:
