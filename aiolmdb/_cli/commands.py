@@ -24,6 +24,7 @@ from typing import IO, Any
 import lmdb
 
 from .. import DatabaseInfo, Entry
+from .._codecs.common import missing
 from .._codecs.compress import MAX_SIZE, Codec
 from .._store.dumplog import parse_log_id, restore_records, stored_log_id, stored_records
 from .._store.meta import LOG_NAME, META_NAME, has_log
@@ -35,6 +36,7 @@ from ..environment import open as open_environment
 from ..errors import Error as AiolmdbError
 from . import dumpfmt as _dumpfmt
 from . import formats as _fmt
+from . import shell as _shell
 
 __all__ = ["main"]
 
@@ -1052,6 +1054,88 @@ async def cmd_copy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- shell
+async def _shell_run(argv: list[str]) -> int:
+    """One shell line's command, as ``main`` runs it, in the shell's event loop."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # COMMAND --help, usage errors (already on stderr)
+        return _exit_status(exc.code)
+    try:
+        status: int = await _run(args.handler, args)
+    except BrokenPipeError:
+        raise
+    except Exception as exc:
+        return _reported(exc)
+    return status
+
+
+def _command_options() -> dict[str, list[str]]:
+    """The options each command a shell line may run takes."""
+    parser = build_parser()
+    found: dict[str, list[str]] = {}
+    for action in parser._actions:  # argparse keeps its subcommands only there
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name in _shell.COMMANDS:
+                    found[name] = sorted(o for o in sub._option_string_actions if o[:2] == "--")
+    return found
+
+
+async def _database_names(path: str) -> list[str]:
+    """The named databases of ``path`` but aiolmdb's own, for completion (none when it cannot
+    be read: not there yet, say)."""
+    try:
+        async with _open_env(path) as env:
+            found = await _databases(env)
+    except (CLIError, lmdb.Error, AiolmdbError, OSError):
+        return []
+    internal = {META_NAME, LOG_NAME}
+    return [_name_text(db.name) for db in found if db.name is not None and db.name not in internal]
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """Raises ValueError with argparse's message instead of printing usage and exiting."""
+
+    def error(self, message: str) -> Any:
+        """Raise ValueError(message)."""
+        raise ValueError(message)
+
+
+def _check_value_options(argv: list[str]) -> None:
+    """``format value``'s options checked as a command would check them (ValueError)."""
+    parser = _QuietParser(add_help=False)
+    _add_value_options(parser)
+    try:
+        _formats(parser.parse_args(argv))
+    except CLIError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _prompt_io() -> dict[str, Any]:
+    """More PromptSession options (tests give it a pipe for input and a dummy output)."""
+    return {}
+
+
+async def cmd_shell(args: argparse.Namespace) -> int:
+    """``shell PATH``: the commands at a prompt (commands piped in: one per line)."""
+    host = _shell.ShellHost(
+        run=_shell_run,
+        options=_command_options(),
+        databases=lambda: _database_names(args.path),
+        value_options=_check_value_options,
+    )
+    shell = _shell.Shell(args.path, host)
+    if not _isatty(sys.stdin):
+        return await _shell.run_batch(shell)
+    try:
+        import prompt_toolkit  # noqa: F401 - only to say what is missing
+    except ImportError:
+        raise CLIError(missing("aiolmdb shell", "prompt_toolkit", "shell")) from None
+    history = None if args.no_history else (args.history or _shell.history_path())
+    return await _shell.run_interactive(shell, history, **_prompt_io())
+
+
 # ---------------------------------------------------------------------------- bench
 # The benchmark harness is not in the wheel: it lives in the repository's benchmarks/ package.
 # `aiolmdb bench` runs it when this aiolmdb was imported from a source checkout (an editable
@@ -1321,6 +1405,25 @@ def build_parser() -> argparse.ArgumentParser:
         "carry their version."
     )
 
+    sub = add(
+        "shell",
+        cmd_shell,
+        "an interactive shell on one environment (history, completion; the shell extra)",
+    )
+    sub.add_argument("path", metavar="PATH", help=path_help + "; put creates it")
+    sub.add_argument(
+        "--history",
+        metavar="FILE",
+        help="the history file (default: $XDG_STATE_HOME/aiolmdb/history, else ~/.aiolmdb_history)",
+    )
+    sub.add_argument("--no-history", action="store_true", help="keep no history file")
+    sub.epilog = (
+        "Lines are the commands without PATH (get KEY, scan --prefix P, put KEY VALUE...) and "
+        "the shell's own: use [DB], dbs, format [key|value FMT], help, quit. Commands piped in "
+        "(stdin not a terminal) run one per line, without prompt_toolkit; the exit status is "
+        "then the highest of theirs."
+    )
+
     sub = add("copy", cmd_copy, "hot backup of an environment")
     sub.add_argument("path", metavar="PATH", help=path_help)
     sub.add_argument("dest", metavar="DEST", help="new (or empty) directory for the copy")
@@ -1379,9 +1482,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         return asyncio.run(_run(handler, args))
-    except CLIError as exc:
-        _error(exc.message)
-        return exc.status
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
@@ -1391,12 +1491,20 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except (lmdb.Error, AiolmdbError, OSError, ValueError, UnicodeError, ImportError) as exc:
+    except Exception as exc:
+        return _reported(exc)
+
+
+def _reported(exc: Exception) -> int:
+    """A command's failure as one line on stderr; its exit status."""
+    if isinstance(exc, CLIError):
+        _error(exc.message)
+        return exc.status
+    if isinstance(exc, (lmdb.Error, AiolmdbError, OSError, ValueError, UnicodeError, ImportError)):
         _error(_describe(exc))  # ImportError: an optional package, with its pip line
         return EXIT_ERROR
-    except Exception as exc:
-        _error(f"unexpected {type(exc).__name__}: {_describe(exc)}")
-        return EXIT_ERROR
+    _error(f"unexpected {type(exc).__name__}: {_describe(exc)}")
+    return EXIT_ERROR
 
 
 async def _run(handler: Callable[[argparse.Namespace], Awaitable[int]], args: Any) -> int:
