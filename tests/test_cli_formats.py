@@ -13,12 +13,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 import aiolmdb
 from aiolmdb import JSONCoder, MsgpackCoder, StringCoder, TupleCoder, UInt64Coder
+from aiolmdb._cli import commands as _cli
 from aiolmdb._cli import formats as _formats
 from aiolmdb._cli.commands import main
 from aiolmdb._codecs.compress import zstd_module
@@ -559,3 +560,41 @@ def test_changes_follow_starts_from_now(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.communicate(timeout=60)
+
+
+def test_codec_implies_compressed_and_bytes_is_the_old_default(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "env"
+    assert run(capsys, "put", "--codec", "lz4", path, "k", "x" * 100)[0] == 0
+    assert run(capsys, "get", "--hex", path, "6b")[1].startswith("04224d18")  # an LZ4 frame
+    assert run(capsys, "get", "--compressed", path, "k")[1] == "x" * 100 + "\n"
+    assert run(capsys, "get", "--key-format", "bytes", "--compressed", path, "k")[0] == 0
+
+
+class LaterChange(NamedTuple):
+    """A change as a later aiolmdb may make it: a field more."""
+
+    seq: int
+    db: str | None
+    key: bytes | None
+    kind: str
+    value: bytes | None
+    txn: int
+
+
+def test_changes_copy_fields_they_do_not_know() -> None:
+    formats = _cli._formats(_cli.build_parser().parse_args(["changes", "p"]))
+    layouts = _cli._StoredLayouts(None)  # type: ignore[arg-type]  # the main database only
+    shown = formats.shown(escape=False)
+    record = asyncio.run(
+        _cli._change_record(LaterChange(9, None, b"k", "put", b"\xff", 4), shown, layouts)
+    )
+    assert record == {
+        "seq": 9,
+        "db": None,
+        "kind": "put",
+        "key": "k",
+        "value_b64": "/w==",
+        "txn": 4,
+    }

@@ -138,9 +138,10 @@ def _compression(args: argparse.Namespace) -> Coder[bytes] | None:
     """The compressed coder of ``--compressed`` (None without it): it reads every stored form
     (zlib, zstd, LZ4, uncompressed) and writes ``--codec``'s, as ``Coder.compressed`` does."""
     dict_file: str | None = getattr(args, "zstd_dict", None)
-    if not getattr(args, "compressed", False) and dict_file is None:
+    chosen: Codec | None = getattr(args, "codec", None)
+    if not getattr(args, "compressed", False) and dict_file is None and chosen is None:
         return None
-    codec: Codec = args.codec or ("zstd" if dict_file is not None else "zlib")
+    codec: Codec = chosen or ("zstd" if dict_file is not None else "zlib")
     zstd_dict = None
     if dict_file is not None:
         if codec != "zstd":
@@ -606,7 +607,10 @@ class _StoredLayouts:
             return None, raw
         versioned = self._versioned.get(name)
         if versioned is None:
-            info = await _lookup(self._env, name) if name else None
+            try:
+                info = None if name is None else await _lookup(self._env, name)
+            except CLIError:  # the name is a plain key now: the database is gone
+                info = None
             versioned = info is not None and bool(info.flags.get("versioned"))
             self._versioned[name] = versioned
         if not versioned:
@@ -1263,7 +1267,8 @@ def _add_value_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--codec",
         choices=("zlib", "zstd", "lz4"),
-        help="with --compressed, the codec put writes (default zlib, as Coder.compressed())",
+        help="the codec put writes compressed values with (default zlib, as "
+        "Coder.compressed()); implies --compressed",
     )
     parser.add_argument(
         "--zstd-dict",
