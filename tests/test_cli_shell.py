@@ -245,3 +245,29 @@ def test_shell_defaults_give_way_to_the_line(tmp_path: Path) -> None:
         "k",
     ]
     assert shell.argv("stat", []) == ["stat", path, "--db", "orders"]
+
+
+def test_own_commands_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "env"
+    asyncio.run(_fill(path))
+    script = [
+        "help",
+        "dbs",
+        "use counts",
+        "format key hex extra",
+        "format key hex",
+        "format value json --compressed --codec lz4",
+        "format",
+        "put 6b 5",
+        "use",
+        "get 6b --db counts",
+        "exit",
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(script) + "\n"))
+    assert main(["shell", str(path)]) == 2  # "format key hex extra"
+    out, err = capsys.readouterr()
+    assert out.startswith(_shell.HELP + "\n(main)\ncounts\norders\n")
+    assert out.endswith("key: hex\nvalue: json --compressed --codec lz4\n5\n")
+    assert err == "aiolmdb: error: format key takes a format only\n"
