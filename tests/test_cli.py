@@ -169,7 +169,7 @@ def stdin_bytes(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 # ---------------------------------------------------------------------------- entry points
 @pytest.mark.parametrize(
-    "command", ["stat", "get", "put", "delete", "scan", "dump", "load", "copy"]
+    "command", ["stat", "get", "put", "delete", "scan", "dump", "load", "copy", "changes", "shell"]
 )
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
@@ -180,7 +180,18 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str], command: 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for command in ("stat", "get", "put", "delete", "scan", "dump", "load", "copy", "bench"):
+    for command in (
+        "stat",
+        "get",
+        "put",
+        "delete",
+        "scan",
+        "dump",
+        "load",
+        "copy",
+        "bench",
+        "shell",
+    ):
         assert command in out
 
 
