@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -271,3 +274,41 @@ def test_own_commands_in_process(
     assert out.startswith(_shell.HELP + "\n(main)\ncounts\norders\n")
     assert out.endswith("key: hex\nvalue: json --compressed --codec lz4\n5\n")
     assert err == "aiolmdb: error: format key takes a format only\n"
+
+
+def test_ctrl_c_stops_a_running_command_not_the_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("prompt_toolkit")
+    path = tmp_path / "env"
+    asyncio.run(_fill(path))
+    started = threading.Event()
+    run_command = _cli._shell_run
+
+    async def run_and_tell(argv: list[str]) -> int:
+        if argv[0] == "changes":
+            started.set()
+        return await run_command(argv)
+
+    monkeypatch.setattr(_cli, "_shell_run", run_and_tell)
+
+    def interrupt() -> None:  # Ctrl-C once the command runs
+        if started.wait(60):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt, daemon=True)
+    interrupter.start()
+    terminal = FakeTerminal(monkeypatch)
+    try:
+        terminal.pipe.send_text(
+            "changes --follow\rget greeting\rput greeting hi\rget greeting\r\x04"
+        )
+        assert main(["shell", "--no-history", str(path)]) == 0
+    finally:
+        terminal.close()
+        interrupter.join(60)
+    out, err = capsys.readouterr()
+    assert started.is_set()
+    assert out == "hi\n"  # the commands after the interrupted one ran
+    assert "aiolmdb: interrupted" in err
+    assert "key not found: greeting" in err
