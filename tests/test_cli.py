@@ -31,6 +31,7 @@ from aiolmdb import Change
 from aiolmdb.__main__ import main as module_main
 from aiolmdb._cli import commands as _cli
 from aiolmdb._cli import dumpfmt as _dumpfmt
+from aiolmdb._cli import formats as _formats
 from aiolmdb._cli.commands import main
 from aiolmdb._store import versions as _versions
 
@@ -168,7 +169,7 @@ def stdin_bytes(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 # ---------------------------------------------------------------------------- entry points
 @pytest.mark.parametrize(
-    "command", ["stat", "get", "put", "delete", "scan", "dump", "load", "copy"]
+    "command", ["stat", "get", "put", "delete", "scan", "dump", "load", "copy", "changes", "shell"]
 )
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
@@ -179,7 +180,18 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str], command: 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for command in ("stat", "get", "put", "delete", "scan", "dump", "load", "copy", "bench"):
+    for command in (
+        "stat",
+        "get",
+        "put",
+        "delete",
+        "scan",
+        "dump",
+        "load",
+        "copy",
+        "bench",
+        "shell",
+    ):
         assert command in out
 
 
@@ -420,7 +432,9 @@ def test_bad_key_encodings(capsys: pytest.CaptureFixture[str], text_env: Path) -
     assert_error(err, "empty key")
 
 
-def test_non_utf8_output_suggests_hex(capsys: pytest.CaptureFixture[str], flat_env: Path) -> None:
+def test_non_utf8_output_falls_back_to_marked_base64(
+    capsys: pytest.CaptureFixture[str], flat_env: Path
+) -> None:
     key, value = every_byte_pairs()[65]
     code, out, err = run(capsys, "get", "--hex", flat_env, key.hex())
     assert (code, out) == (0, value.hex() + "\n")
@@ -429,8 +443,9 @@ def test_non_utf8_output_suggests_hex(capsys: pytest.CaptureFixture[str], flat_e
     code, out, err = run(capsys, "put", "--hex", flat_env, "41", "ff")
     assert code == 0
     code, out, err = run(capsys, "get", flat_env, "A")
-    assert (code, out) == (2, "")
-    assert_error(err, "not UTF-8", "--hex")
+    assert (code, out) == (0, "\\base64:/w==\n")
+    assert err.startswith("aiolmdb: warning: 1 key or value shown as base64")
+    assert "value b'\\xff' is not str" in err
 
 
 def test_put(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
@@ -468,8 +483,8 @@ def test_delete(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
 
 # ---------------------------------------------------------------------------- scan
 def test_escape_text() -> None:
-    assert _cli.escape_text("a\tb\nc\\d\re") == "a\\tb\\nc\\\\d\\re"
-    assert _cli.escape_text("plain") == "plain"
+    assert _formats.escape_text("a\tb\nc\\d\re") == "a\\tb\\nc\\\\d\\re"
+    assert _formats.escape_text("plain") == "plain"
 
 
 def test_scan_text_escapes(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
@@ -510,9 +525,19 @@ def test_scan_binary(capsys: pytest.CaptureFixture[str], flat_env: Path) -> None
     assert [tuple(bytes.fromhex(f) for f in line.split("\t")) for line in out.splitlines()] == (
         sorted(every_byte_pairs())
     )
-    code, out, err = run(capsys, "scan", flat_env)
-    assert code == 2
-    assert_error(err, "not UTF-8", "--hex")
+    code, out, err = run(capsys, "scan", flat_env)  # str: the fallback, marked, never an error
+    assert code == 0
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert len(lines) == 256
+    for (key, value), (shown_key, shown_value) in zip(
+        sorted(every_byte_pairs()), lines, strict=True
+    ):
+        for data, shown in ((key, shown_key), (value, shown_value)):
+            if shown.startswith(_formats.TEXT_MARK):
+                assert base64.b64decode(shown[len(_formats.TEXT_MARK) :]) == data
+            else:
+                assert shown.encode() == data.replace(b"\\", b"\\\\")  # the escaped UTF-8 ones
+    assert re.fullmatch(r"aiolmdb: warning: \d+ keys or values shown as base64 .*\n", err)
     code, _, err = run(capsys, "scan", "--hex", "--prefix", "xyz", flat_env)
     assert code == 2
     assert_error(err, "--prefix is not valid hex")
@@ -1135,18 +1160,17 @@ def test_reader_errors(data: bytes, message: str) -> None:
         _dumpfmt.parse_dump(data)
 
 
-def test_codec() -> None:
-    codec = _cli.Codec("text")
-    assert codec.parse("a\udcff", "key") == b"a\xff"  # bytes the OS passed, kept
-    assert codec.show(b"a\tb", "key", escape=True) == "a\\tb"
-    assert codec.show(b"a\tb", "key") == "a\tb"
-    with pytest.raises(_cli.CLIError, match="not UTF-8"):
-        codec.show(b"\xff" * 100, "value")
-    with pytest.raises(ValueError, match="unknown encoding"):
-        _cli.Codec("rot13")
-    assert _cli.Codec("base64").parse("YQ==", "key") == b"a"
-    with pytest.raises(_cli.CLIError, match="base64"):
-        _cli.Codec("base64").parse("é", "key")
+def test_str_and_byte_formats() -> None:
+    text = _formats.make_format("str")
+    assert text.parse("a\udcff", "key") == b"a\xff"  # bytes the OS passed, kept
+    assert text.text(b"a\tb") == "a\tb"
+    with pytest.raises(ValueError, match="not valid utf-8"):
+        text.text(b"\xff" * 100)
+    with pytest.raises(_formats.FormatError, match="unknown format 'rot13'"):
+        _formats.make_format("rot13")
+    assert _formats.make_format("base64").parse("YQ==", "key") == b"a"
+    with pytest.raises(_formats.FormatError, match="key is not valid base64"):
+        _formats.make_format("base64").parse("é", "key")
 
 
 @pytest.mark.parametrize("chunk_lines", [1, 2, 3, 4, 5, 7, 4096])
@@ -1214,9 +1238,10 @@ def test_tuple_key_argument_errors(
 
 
 def test_tuple_keys_over_other_keys(capsys: pytest.CaptureFixture[str], text_env: Path) -> None:
-    code, _, err = run(capsys, "scan", text_env, "--key-format", "tuple")
-    assert code == _cli.EXIT_ERROR
-    assert_error(err, "TupleCoder cannot decode", "drop --key-format tuple")
+    code, out, err = run(capsys, "scan", text_env, "--key-format", "tuple", "--limit", "1")
+    assert code == 0
+    assert out == _formats.TEXT_MARK + base64.b64encode(b"alpha").decode() + "\t1\n"
+    assert "key b'alpha' is not tuple: TupleCoder cannot decode" in err
 
 
 # ---------------------------------------------------------------------------- versioned databases
@@ -1252,7 +1277,7 @@ def test_get_and_scan_show_versions(capsys: pytest.CaptureFixture[str], tmp_path
     code, out, _ = run(capsys, "scan", "--db", "v", path)
     assert code == 0
     assert out.splitlines() == [
-        f"{k.decode()}\t{e.version}\t{_cli.escape_text(e.value.decode())}"
+        f"{k.decode()}\t{e.version}\t{_formats.escape_text(e.value.decode())}"
         for k, e in entries.items()
     ]
     assert run(capsys, "get", "--db", "p", path, "x") == (0, "y\n", "")
@@ -1601,9 +1626,16 @@ def test_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "changes", "--since", "1", "--db", "a", path)
     assert code == 0
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [3]
-    code, _, err = run(capsys, "changes", path)  # text: \xff is not UTF-8
-    assert code == 2
-    assert_error(err, "--hex")
+    code, out, err = run(capsys, "changes", path)  # str: \xff is not UTF-8, shown as base64
+    assert code == 0
+    assert json.loads(out.splitlines()[1]) == {
+        "seq": 2,
+        "db": None,
+        "kind": "put",
+        "key": "m",
+        "value_b64": "/w==",
+    }
+    assert "1 key or value shown as base64" in err
 
 
 def test_changes_refuses_a_position_beyond_the_log(

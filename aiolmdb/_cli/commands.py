@@ -8,10 +8,7 @@ error. Errors are one ``aiolmdb: error: ...`` line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import ast
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import os
@@ -26,15 +23,20 @@ from typing import IO, Any
 
 import lmdb
 
-from .. import DatabaseInfo, Entry, TupleCoder
+from .. import DatabaseInfo, Entry
+from .._codecs.common import missing
+from .._codecs.compress import MAX_SIZE, Codec
 from .._store.dumplog import parse_log_id, restore_records, stored_log_id, stored_records
 from .._store.meta import LOG_NAME, META_NAME, has_log
 from .._store.versions import MAX_VERSION, restore_counter, split, stored_counter, stored_value
+from ..coders import Coder, IdentityCoder
 from ..database import AsyncDatabase
 from ..environment import Environment
 from ..environment import open as open_environment
 from ..errors import Error as AiolmdbError
 from . import dumpfmt as _dumpfmt
+from . import formats as _fmt
+from . import shell as _shell
 
 __all__ = ["main"]
 
@@ -107,86 +109,83 @@ def _short(data: bytes, limit: int = 40) -> str:
     return shown + ("..." if len(data) > limit else "")
 
 
-# ---------------------------------------------------------------------------- encodings
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+# ---------------------------------------------------------------------------- formats
+@dataclass
+class Formats:
+    """The formats of one command: keys, values (with their compression), and how what they
+    cannot show is shown (:class:`~aiolmdb._cli.formats.Shown`)."""
+
+    keys: _fmt.Format
+    values: _fmt.ValueCodec
+
+    def shown(self, *, escape: bool) -> _fmt.Shown:
+        """A fresh :class:`Shown` (it counts the fallbacks of one output)."""
+        return _fmt.Shown(self.keys, self.values, escape)
 
 
-def escape_text(text: str) -> str:
-    """``text`` with backslash, tab, newline and carriage return written as ``\\\\``, ``\\t``,
-    ``\\n`` and ``\\r``, so that it fits on one field of a tab-separated line."""
-    return text.translate(_ESCAPES)
+def _format_name(text: str) -> str:
+    """``--key-format``/``--value-format``'s argument checked (argparse: exit 2 if unknown)."""
+    if text == "bytes":  # before 0.3 the default of --key-format: the --hex/--base64 bytes
+        return text
+    if text not in _fmt.FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {text!r}: use one of {', '.join(_fmt.FORMATS)}"
+        )
+    return text
 
 
-class Codec:
-    """How keys and values appear on the command line and in the output: ``text`` (UTF-8),
-    ``hex`` or ``base64``."""
-
-    def __init__(self, mode: str = "text") -> None:
-        if mode not in ("text", "hex", "base64"):
-            raise ValueError(f"unknown encoding {mode!r}")
-        self.mode = mode
-
-    def parse(self, arg: str, what: str) -> bytes:
-        """The bytes an argument stands for; CLIError if it is not valid in this encoding."""
-        if self.mode == "hex":
-            try:
-                return bytes.fromhex(arg)
-            except ValueError:
-                raise CLIError(f"{what} is not valid hex: {arg!r}") from None
-        if self.mode == "base64":
-            try:
-                return base64.b64decode(arg.encode("ascii"), validate=True)
-            except (binascii.Error, UnicodeEncodeError):
-                raise CLIError(f"{what} is not valid base64: {arg!r}") from None
-        # Text: UTF-8. Bytes the OS passed that are not UTF-8 arrive as surrogate escapes.
-        return arg.encode("utf-8", "surrogateescape")
-
-    def show(self, data: bytes, what: str, escape: bool = False) -> str:
-        """``data`` in this encoding (text: escaped with :func:`escape_text` if ``escape``)."""
-        if self.mode == "hex":
-            return data.hex()
-        if self.mode == "base64":
-            return base64.b64encode(data).decode("ascii")
+def _compression(args: argparse.Namespace) -> Coder[bytes] | None:
+    """The compressed coder of ``--compressed`` (None without it): it reads every stored form
+    (zlib, zstd, LZ4, uncompressed) and writes ``--codec``'s, as ``Coder.compressed`` does."""
+    dict_file: str | None = getattr(args, "zstd_dict", None)
+    chosen: Codec | None = getattr(args, "codec", None)
+    if not getattr(args, "compressed", False) and dict_file is None and chosen is None:
+        return None
+    codec: Codec = chosen or ("zstd" if dict_file is not None else "zlib")
+    zstd_dict = None
+    if dict_file is not None:
+        if codec != "zstd":
+            raise CLIError(f"--zstd-dict needs --codec zstd, not --codec {codec}")
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CLIError(
-                f"{what} {_short(data)} is not UTF-8 text: use --hex or --base64"
-            ) from None
-        return escape_text(text) if escape else text
+            with open(dict_file, "rb") as stream:
+                zstd_dict = stream.read()
+        except OSError as exc:
+            raise CLIError(f"cannot read the zstd dictionary {dict_file}: {exc.strerror}") from None
+    max_size = args.max_size or None  # 0: no bound
+    try:
+        return IdentityCoder().compressed(codec=codec, zstd_dict=zstd_dict, max_size=max_size)
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"--zstd-dict {dict_file}: {exc}") from None
 
 
-class TupleKeys:
-    """Keys as tuples (``--key-format tuple``): arguments are Python tuple literals such as
-    ``'("user", 42)'``, keys are printed as ``repr`` of their tuple (see TupleCoder)."""
-
-    def __init__(self) -> None:
-        self._coder = TupleCoder()
-
-    def parse(self, arg: str, what: str) -> bytes:
-        """The stored bytes of the tuple the argument spells; CLIError if it is not one."""
-        try:
-            value = ast.literal_eval(arg)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            raise CLIError(f"{what} is not a Python tuple literal: {arg!r}") from None
-        if not isinstance(value, tuple):
-            raise CLIError(f"{what} is not a tuple (write {arg}, with a comma): {arg!r}")
-        try:
-            return self._coder.serialize(value)
-        except (TypeError, ValueError) as exc:
-            raise CLIError(f"{what}: {exc}") from None
-
-    def show(self, data: bytes, what: str, escape: bool = False) -> str:
-        """The tuple stored in ``data``, as its ``repr``; CLIError if it is not a tuple key."""
-        try:
-            return repr(self._coder.deserialize(data))
-        except ValueError as exc:
-            raise CLIError(f"{what}: {exc}; drop --key-format tuple to see it") from None
+def _formats(args: argparse.Namespace) -> Formats:
+    """The key and value formats of a command: ``--key-format``/``--value-format``, then the
+    deprecated ``--hex``/``--base64`` for the side not given, then ``str``."""
+    legacy: str | None = getattr(args, "encoding", None)
+    key_name = getattr(args, "key_format", None)
+    value_name = getattr(args, "value_format", None)
+    key_name = (legacy or "str") if key_name in (None, "bytes") else key_name
+    value_name = (legacy or "str") if value_name is None else value_name
+    if value_name == "bytes":
+        raise CLIError("--value-format bytes is not a format: use str, hex or base64")
+    try:
+        keys = _fmt.make_format(key_name)
+        values = _fmt.make_format(value_name)
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    return Formats(keys, _fmt.ValueCodec(values, _compression(args)))
 
 
-def _key_codec(args: argparse.Namespace, codec: Codec) -> Codec | TupleKeys:
-    """How keys are read and shown: as tuples with ``--key-format tuple``, else like values."""
-    return TupleKeys() if args.key_format == "tuple" else codec
+def _warn_fallbacks(shown: _fmt.Shown) -> None:
+    warning = shown.warning()
+    if warning is not None:
+        _warn(warning)
+
+
+def _emit_json(record: dict[str, Any]) -> None:
+    _emit_text(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------- progress
@@ -477,32 +476,44 @@ def _not_found(what: str) -> int:
 
 async def cmd_get(args: argparse.Namespace) -> int:
     """``get PATH KEY``: print the value (every value, one per line, in a dupsort database)."""
-    codec = Codec(args.encoding)
-    key = _key_codec(args, codec).parse(args.key, "key")
+    formats = _formats(args)
+    key = formats.keys.parse(args.key, "key")
     async with _open_env(args.path) as env:
         db = await _open_database(env, args.db)
-        version = ""
+        versions: list[int | None] = []
         if db.dupsort:
             values = await db.get_all(key)
         elif db.versioned:
             entry = await db.get_entry(key)
             values = [] if entry is None else [entry.value]
-            version = "" if entry is None else f"{entry.version}\t"
+            versions = [] if entry is None else [entry.version]
         else:
             value = await db.get(key)
             values = [] if value is None else [value]
     if not values:
         return _not_found(f"key not found: {args.key}")
-    _emit_text("".join(version + codec.show(v, "value") + "\n" for v in values))
+    shown = formats.shown(escape=False)
+    if args.json:
+        for i, value in enumerate(values):
+            record: dict[str, Any] = {}
+            shown.key_json(key, record)
+            if versions:
+                record["version"] = versions[i]
+            shown.value_json(value, record)
+            _emit_json(record)
+    else:
+        version = f"{versions[0]}\t" if versions else ""
+        _emit_text("".join(version + shown.value_text(v) + "\n" for v in values))
+    _warn_fallbacks(shown)
     return EXIT_OK
 
 
 async def cmd_put(args: argparse.Namespace) -> int:
     """``put PATH KEY VALUE``: store a value (creating the environment or database if
     needed)."""
-    codec = Codec(args.encoding)
-    key = _key_codec(args, codec).parse(args.key, "key")
-    value = codec.parse(args.value, "value")
+    formats = _formats(args)
+    key = formats.keys.parse(args.key, "key")
+    value = formats.values.parse(args.value, "value")
     async with _open_env(args.path, write=True, create=True) as env:
         db = await _open_database(env, args.db, create=True)
         await db.put(key, value)
@@ -511,8 +522,7 @@ async def cmd_put(args: argparse.Namespace) -> int:
 
 async def cmd_delete(args: argparse.Namespace) -> int:
     """``delete PATH KEY``: delete a key (every value of it in a dupsort database)."""
-    codec = Codec(args.encoding)
-    key = _key_codec(args, codec).parse(args.key, "key")
+    key = _formats(args).keys.parse(args.key, "key")
     async with _open_env(args.path, write=True) as env:
         db = await _open_database(env, args.db)
         existed = await db.delete(key)
@@ -522,54 +532,130 @@ async def cmd_delete(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- scan
+def _key_range(
+    keys: _fmt.Format, start: bytes | None, stop: bytes | None, prefix: bytes | None
+) -> tuple[bytes | None, bytes | None]:
+    """``[start, stop)`` narrowed to the keys that start with ``prefix``, by the key format's
+    own coder (a tuple prefix selects whole elements, as ``items(prefix=)`` does)."""
+    if prefix is None:
+        return start, stop
+    end = keys.prefix_end(prefix)
+    start = prefix if start is None else max(start, prefix)
+    if end is not None:
+        stop = end if stop is None else min(stop, end)
+    return start, stop
+
+
 async def cmd_scan(args: argparse.Namespace) -> int:
-    """``scan PATH``: one ``key<TAB>value`` line per entry of a key range."""
-    codec = Codec(args.encoding)
-    keys = _key_codec(args, codec)
+    """``scan PATH``: one ``key<TAB>value`` line (or JSON line) per entry of a key range."""
+    formats = _formats(args)
+    keys = formats.keys
     start = None if args.start is None else keys.parse(args.start, "--start")
     stop = None if args.stop is None else keys.parse(args.stop, "--stop")
     prefix = None if args.prefix is None else keys.parse(args.prefix, "--prefix")
-    show, show_key = codec.show, keys.show
+    start, stop = _key_range(keys, start, stop, prefix)
+    shown = formats.shown(escape=not args.json)
+
+    def line(key: bytes, value: bytes, version: int | None) -> str:
+        if args.json:
+            record: dict[str, Any] = {}
+            shown.key_json(key, record)
+            if version is not None:
+                record["version"] = version
+            shown.value_json(value, record)
+            return json.dumps(record, ensure_ascii=False) + "\n"
+        middle = "\t" if version is None else f"\t{version}\t"
+        return shown.key_text(key) + middle + shown.value_text(value) + "\n"
+
     async with _open_env(args.path) as env:
         db = await _open_database(env, args.db)
-        if db.versioned:
-            versioned = db.entries(
-                start, stop, prefix=prefix, reverse=args.reverse, limit=args.limit
-            )
+        if start is not None and stop is not None and start >= stop:
+            pass  # an empty range (a prefix outside [START, STOP))
+        elif db.versioned:
+            versioned = db.entries(start, stop, reverse=args.reverse, limit=args.limit)
             async for found in versioned.batches(SCAN_BATCH):
-                lines = [
-                    f"{show_key(k, 'key', True)}\t{e.version}\t{show(e.value, 'value', True)}\n"
-                    for k, e in found
-                ]
-                _emit_text("".join(lines))
-            return EXIT_OK
-        entries = db.items(start, stop, prefix=prefix, reverse=args.reverse, limit=args.limit)
-        async for batch in entries.batches(SCAN_BATCH):
-            lines = [
-                show_key(k, "key", True) + "\t" + show(v, "value", True) + "\n" for k, v in batch
-            ]
-            _emit_text("".join(lines))
+                _emit_text("".join(line(k, e.value, e.version) for k, e in found))
+        else:
+            entries = db.items(start, stop, reverse=args.reverse, limit=args.limit)
+            async for batch in entries.batches(SCAN_BATCH):
+                _emit_text("".join(line(k, v, None) for k, v in batch))
+    _warn_fallbacks(shown)
     return EXIT_OK
 
 
 # ---------------------------------------------------------------------------- changes
+# The Change fields shown under their own rules; any other field (a later aiolmdb's) is
+# copied into the JSON line as it is.
+_CHANGE_FIELDS = frozenset({"seq", "db", "key", "kind", "value"})
+
+
+class _StoredLayouts:
+    """What a database stores before a value, by name: a versioned database its 8-byte
+    version (shown as ``version``). Looked up once per database, also for one that appears
+    while following. (Expiring databases, when they store an expiry with the value, belong
+    here too.)"""
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+        self._versioned: dict[str | None, bool] = {None: False}
+
+    async def split(
+        self, name: str | None, key: bytes | None, raw: bytes | None
+    ) -> tuple[int | None, bytes | None]:
+        """(version or None, the value) of a change's stored value."""
+        if raw is None or key is None:
+            return None, raw
+        versioned = self._versioned.get(name)
+        if versioned is None:
+            try:
+                info = None if name is None else await _lookup(self._env, name)
+            except CLIError:  # the name is a plain key now: the database is gone
+                info = None
+            versioned = info is not None and bool(info.flags.get("versioned"))
+            self._versioned[name] = versioned
+        if not versioned:
+            return None, raw
+        try:
+            version, value = split(key, raw)
+        except ValueError:
+            return None, raw  # shown as stored
+        return version, bytes(value)
+
+
+async def _change_record(change: Any, shown: _fmt.Shown, layouts: _StoredLayouts) -> dict[str, Any]:
+    """One change as the JSON object of its line."""
+    record: dict[str, Any] = {"seq": change.seq, "db": change.db, "kind": change.kind}
+    shown.key_json(change.key, record)
+    version, value = await layouts.split(change.db, change.key, change.value)
+    if version is not None:
+        record["version"] = version
+    shown.value_json(value, record)
+    for field in change._fields:
+        if field not in _CHANGE_FIELDS:
+            record[field] = _fmt.jsonable(getattr(change, field))
+    return record
+
+
 async def cmd_changes(args: argparse.Namespace) -> int:
     """``changes PATH``: the change log as JSON lines (``--follow``: then new changes)."""
-    codec = Codec(args.encoding)
+    formats = _formats(args)
+    prefix = None if args.prefix is None else formats.keys.parse(args.prefix, "--prefix")
+    # Without --follow, the whole log (there is nothing else to print); with it, as
+    # env.changes(): from now on. --since N starts after N either way.
+    since = args.since
+    if since is None and not args.follow:
+        since = 0
+    shown = formats.shown(escape=False)
     async with _open_env(args.path) as env:
-        since = 0 if args.since is None else args.since
-        feed = env.changes(since, db=args.db, follow=args.follow)
+        if args.db is not None and await _lookup(env, args.db) is None:
+            raise CLIError(f"no database {args.db!r} in {env.path}")
+        layouts = _StoredLayouts(env)
+        feed = env.changes(since, db=args.db, prefix=prefix, follow=args.follow)
         async for change in feed:
-            record = {
-                "seq": change.seq,
-                "db": change.db,
-                "kind": change.kind,
-                "key": None if change.key is None else codec.show(change.key, "key"),
-                "value": None if change.value is None else codec.show(change.value, "value"),
-            }
-            _emit_text(json.dumps(record) + "\n")
+            _emit_json(await _change_record(change, shown, layouts))
             if args.follow:
                 _flush_stdout()
+    _warn_fallbacks(shown)
     return EXIT_OK
 
 
@@ -972,6 +1058,88 @@ async def cmd_copy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- shell
+async def _shell_run(argv: list[str]) -> int:
+    """One shell line's command, as ``main`` runs it, in the shell's event loop."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # COMMAND --help, usage errors (already on stderr)
+        return _exit_status(exc.code)
+    try:
+        status: int = await _run(args.handler, args)
+    except BrokenPipeError:
+        raise
+    except Exception as exc:
+        return _reported(exc)
+    return status
+
+
+def _command_options() -> dict[str, list[str]]:
+    """The options each command a shell line may run takes."""
+    parser = build_parser()
+    found: dict[str, list[str]] = {}
+    for action in parser._actions:  # argparse keeps its subcommands only there
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name in _shell.COMMANDS:
+                    found[name] = sorted(o for o in sub._option_string_actions if o[:2] == "--")
+    return found
+
+
+async def _database_names(path: str) -> list[str]:
+    """The named databases of ``path`` but aiolmdb's own, for completion (none when it cannot
+    be read: not there yet, say)."""
+    try:
+        async with _open_env(path) as env:
+            found = await _databases(env)
+    except (CLIError, lmdb.Error, AiolmdbError, OSError):
+        return []
+    internal = {META_NAME, LOG_NAME}
+    return [_name_text(db.name) for db in found if db.name is not None and db.name not in internal]
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """Raises ValueError with argparse's message instead of printing usage and exiting."""
+
+    def error(self, message: str) -> Any:
+        """Raise ValueError(message)."""
+        raise ValueError(message)
+
+
+def _check_value_options(argv: list[str]) -> None:
+    """``format value``'s options checked as a command would check them (ValueError)."""
+    parser = _QuietParser(add_help=False)
+    _add_value_options(parser)
+    try:
+        _formats(parser.parse_args(argv))
+    except CLIError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _prompt_io() -> dict[str, Any]:
+    """More PromptSession options (tests give it a pipe for input and a dummy output)."""
+    return {}
+
+
+async def cmd_shell(args: argparse.Namespace) -> int:
+    """``shell PATH``: the commands at a prompt (commands piped in: one per line)."""
+    host = _shell.ShellHost(
+        run=_shell_run,
+        options=_command_options(),
+        databases=lambda: _database_names(args.path),
+        value_options=_check_value_options,
+    )
+    shell = _shell.Shell(args.path, host)
+    if not _isatty(sys.stdin):
+        return await _shell.run_batch(shell)
+    try:
+        import prompt_toolkit  # noqa: F401 - only to say what is missing
+    except ImportError:
+        raise CLIError(missing("aiolmdb shell", "prompt_toolkit", "shell")) from None
+    history = None if args.no_history else (args.history or _shell.history_path())
+    return await _shell.run_interactive(shell, history, **_prompt_io())
+
+
 # ---------------------------------------------------------------------------- bench
 # The benchmark harness is not in the wheel: it lives in the repository's benchmarks/ package.
 # `aiolmdb bench` runs it when this aiolmdb was imported from a source checkout (an editable
@@ -1035,7 +1203,8 @@ def run_bench(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------- parser
 _DESCRIPTION = """\
 Inspect, edit, dump, load and copy LMDB environments (through aiolmdb).
-Keys and values are UTF-8 text unless --hex or --base64 is given.
+Keys and values are UTF-8 text unless --key-format/--value-format say otherwise
+(str, hex, base64, uint64, uint32, uint16, tuple, json, msgpack).
 Exit status: 0 success, 1 key not found, 2 usage or other error."""
 
 
@@ -1047,6 +1216,74 @@ def _non_negative(text: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
     return number
+
+
+_FORMAT_HELP = (
+    "str (UTF-8 text, the default), hex, base64, uint64/uint32/uint16 (a decimal number, "
+    "stored by UInt64Coder...: big-endian), tuple (a Python tuple literal, TupleCoder), json "
+    "(JSONCoder), msgpack (given as JSON, MsgpackCoder)"
+)
+
+
+def _add_key_options(parser: argparse.ArgumentParser) -> None:
+    """``--key-format`` and the deprecated ``--hex``/``--base64``."""
+    parser.add_argument(
+        "--key-format",
+        metavar="FMT",
+        type=_format_name,
+        help="how keys are given and shown: " + _FORMAT_HELP,
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--hex",
+        dest="encoding",
+        action="store_const",
+        const="hex",
+        help="deprecated: --key-format hex --value-format hex",
+    )
+    group.add_argument(
+        "--base64",
+        dest="encoding",
+        action="store_const",
+        const="base64",
+        help="deprecated: --key-format base64 --value-format base64",
+    )
+
+
+def _add_value_options(parser: argparse.ArgumentParser) -> None:
+    """``--value-format`` and the compression options."""
+    parser.add_argument(
+        "--value-format",
+        metavar="FMT",
+        type=_format_name,
+        help="how values are given and shown (the same formats as --key-format)",
+    )
+    parser.add_argument(
+        "--compressed",
+        action="store_true",
+        help="values are stored by a compressed coder (Coder.compressed): read in any form it "
+        "writes (zlib, zstd, LZ4, uncompressed), written with --codec",
+    )
+    parser.add_argument(
+        "--codec",
+        choices=("zlib", "zstd", "lz4"),
+        help="the codec put writes compressed values with (default zlib, as "
+        "Coder.compressed()); implies --compressed",
+    )
+    parser.add_argument(
+        "--zstd-dict",
+        metavar="FILE",
+        help="the zstd dictionary (its bytes, dict_content) values were compressed with; "
+        "implies --compressed --codec zstd",
+    )
+    parser.add_argument(
+        "--max-size",
+        metavar="N",
+        type=_non_negative,
+        default=MAX_SIZE,
+        help=f"with --compressed, the most bytes a value may decompress to (default {MAX_SIZE}; "
+        "0: no bound)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1070,30 +1307,11 @@ def build_parser() -> argparse.ArgumentParser:
     db_option.add_argument(
         "--db", metavar="NAME", help="a named database instead of the main one (UTF-8 name)"
     )
-    encoding = argparse.ArgumentParser(add_help=False)
-    group = encoding.add_mutually_exclusive_group()
-    group.add_argument(
-        "--hex",
-        dest="encoding",
-        action="store_const",
-        const="hex",
-        default="text",
-        help="keys and values (arguments and output) are hex",
-    )
-    group.add_argument(
-        "--base64",
-        dest="encoding",
-        action="store_const",
-        const="base64",
-        help="keys and values (arguments and output) are base64",
-    )
-    encoding.add_argument(
-        "--key-format",
-        choices=("bytes", "tuple"),
-        default="bytes",
-        help="tuple: keys are TupleCoder tuples, given as Python literals such as "
-        "'(\"user\", 42)' and printed as such (default: bytes, in the chosen encoding)",
-    )
+    key_formats = argparse.ArgumentParser(add_help=False)
+    _add_key_options(key_formats)
+    formats = argparse.ArgumentParser(add_help=False)
+    _add_key_options(formats)
+    _add_value_options(formats)
     path_help = "the environment: a directory (or a single-file environment)"
 
     def add(name: str, handler: Any, help_text: str, *parents: argparse.ArgumentParser) -> Any:
@@ -1105,16 +1323,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("path", metavar="PATH", help=path_help)
     sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    sub = add("get", cmd_get, "print the value of a key", db_option, encoding)
+    json_lines = "print JSON lines: key, value (key_b64/value_b64: bytes FMT cannot show)"
+    sub = add("get", cmd_get, "print the value of a key", db_option, formats)
     sub.add_argument("path", metavar="PATH", help=path_help)
     sub.add_argument("key", metavar="KEY")
+    sub.add_argument("--json", action="store_true", help=json_lines)
 
-    sub = add("put", cmd_put, "store a value under a key", db_option, encoding)
+    sub = add("put", cmd_put, "store a value under a key", db_option, formats)
     sub.add_argument("path", metavar="PATH", help=path_help + "; created if missing")
     sub.add_argument("key", metavar="KEY")
     sub.add_argument("value", metavar="VALUE")
 
-    sub = add("delete", cmd_delete, "delete a key", db_option, encoding)
+    sub = add("delete", cmd_delete, "delete a key", db_option, key_formats)
     sub.add_argument("path", metavar="PATH", help=path_help)
     sub.add_argument("key", metavar="KEY")
 
@@ -1123,7 +1343,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_scan,
         "print key<TAB>value lines for a key range [START, STOP)",
         db_option,
-        encoding,
+        formats,
     )
     sub.add_argument("path", metavar="PATH", help=path_help)
     sub.add_argument("--prefix", metavar="P", help="only keys starting with P")
@@ -1131,9 +1351,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--stop", metavar="S", help="end key (exclusive)")
     sub.add_argument("--reverse", action="store_true", help="from the last key down")
     sub.add_argument("--limit", metavar="N", type=_non_negative, help="at most N entries")
+    sub.add_argument("--json", action="store_true", help=json_lines)
     sub.epilog = (
-        "In text mode a backslash, tab, newline and carriage return in a key or value are "
-        "written as \\\\, \\t, \\n and \\r."
+        "In str format a backslash, tab, newline and carriage return in a key or value are "
+        "written as \\\\, \\t, \\n and \\r. A key or value its format cannot show is "
+        f"written as {_fmt.TEXT_MARK}BASE64 (JSON lines: key_b64/value_b64), with a warning."
     )
 
     sub = add("dump", cmd_dump, "write databases in mdb_dump's text format", db_option)
@@ -1165,14 +1387,46 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_changes,
         "print the change log (changelog=True) as JSON lines: seq, db, kind, key, value",
         db_option,
-        encoding,
+        formats,
     )
     sub.add_argument("path", metavar="PATH", help=path_help)
     sub.add_argument(
-        "--since", metavar="N", type=_non_negative, help="only changes after sequence number N"
+        "--since",
+        metavar="N",
+        type=_non_negative,
+        help="the changes after sequence number N (0: the whole log)",
     )
     sub.add_argument(
-        "--follow", action="store_true", help="then print new changes as they commit (Ctrl-C ends)"
+        "--follow",
+        action="store_true",
+        help="wait for new changes and print them as they commit (Ctrl-C ends)",
+    )
+    sub.add_argument("--prefix", metavar="P", help="only keys starting with P (in --key-format)")
+    sub.epilog = (
+        "Where it starts: without --follow, the whole log (as --since 0), then it exits. With "
+        "--follow, like env.changes(): only changes committed after the command starts (add "
+        "--since 0 to replay the log first). A key or value its format cannot show is written "
+        "as key_b64/value_b64 (base64) instead of key/value; a versioned database's changes "
+        "carry their version."
+    )
+
+    sub = add(
+        "shell",
+        cmd_shell,
+        "an interactive shell on one environment (history, completion; the shell extra)",
+    )
+    sub.add_argument("path", metavar="PATH", help=path_help + "; put creates it")
+    sub.add_argument(
+        "--history",
+        metavar="FILE",
+        help="the history file (default: $XDG_STATE_HOME/aiolmdb/history, else ~/.aiolmdb_history)",
+    )
+    sub.add_argument("--no-history", action="store_true", help="keep no history file")
+    sub.epilog = (
+        "Lines are the commands without PATH (get KEY, scan --prefix P, put KEY VALUE...) and "
+        "the shell's own: use [DB], dbs, format [key|value FMT], help, quit. Commands piped in "
+        "(stdin not a terminal) run one per line, without prompt_toolkit; the exit status is "
+        "then the highest of theirs."
     )
 
     sub = add("copy", cmd_copy, "hot backup of an environment")
@@ -1233,9 +1487,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         return asyncio.run(_run(handler, args))
-    except CLIError as exc:
-        _error(exc.message)
-        return exc.status
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
@@ -1245,12 +1496,20 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except (lmdb.Error, AiolmdbError, OSError, ValueError, UnicodeError) as exc:
-        _error(_describe(exc))
-        return EXIT_ERROR
     except Exception as exc:
-        _error(f"unexpected {type(exc).__name__}: {_describe(exc)}")
+        return _reported(exc)
+
+
+def _reported(exc: Exception) -> int:
+    """A command's failure as one line on stderr; its exit status."""
+    if isinstance(exc, CLIError):
+        _error(exc.message)
+        return exc.status
+    if isinstance(exc, (lmdb.Error, AiolmdbError, OSError, ValueError, UnicodeError, ImportError)):
+        _error(_describe(exc))  # ImportError: an optional package, with its pip line
         return EXIT_ERROR
+    _error(f"unexpected {type(exc).__name__}: {_describe(exc)}")
+    return EXIT_ERROR
 
 
 async def _run(handler: Callable[[argparse.Namespace], Awaitable[int]], args: Any) -> int:
