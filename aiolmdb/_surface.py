@@ -10,6 +10,7 @@ of ``_store.ops`` and ``_store.scan``.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         if_version: int | None
         if_value: V
         raise_on_conflict: bool
+        ttl: float | datetime.timedelta | None
 
     class DeleteOptions(TypedDict, total=False):
         """The keyword options of delete (see AsyncOps.delete)."""
@@ -126,6 +128,13 @@ class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
     def versioned(self) -> bool:
         """True if every entry carries a version (``versioned=True``)."""
         return self._entry.versioned
+
+    @property
+    def ttl(self) -> float | None:
+        """An expiring database's default time to live in seconds (``open_db(name, ttl=)``);
+        None if its entries never expire."""
+        ttl_ms = self._entry.ttl_ms
+        return None if ttl_ms is None else ttl_ms / 1000
 
     def _range(self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]) -> Any:
         raise NotImplementedError  # pragma: no cover - provided by subclasses
@@ -287,7 +296,9 @@ class AsyncOps(
         writer thread, in the write's own transaction. Returns False when nothing was stored
         (a condition failed, or in a dupsort database that exact pair exists);
         ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead (without a
-        condition a put always stores: it has nothing to conflict with).
+        condition a put always stores: it has nothing to conflict with). ``ttl=seconds``
+        (an expiring database only) makes the entry expire that long after the write instead
+        of after the database's default; ``ttl=None`` makes it never expire.
         """
         fn, args = _ops.put_call(key, value, options)
         return await self._write(fn, *args)
@@ -305,13 +316,21 @@ class AsyncOps(
         data = await _large.assemble(source, room)
         return await self._write(_ops.put_stored, key, data)
 
-    async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
+    async def put_multi(
+        self,
+        items: Iterable[tuple[K, V]] | Mapping[K, V],
+        *,
+        ttl: float | datetime.timedelta | None = MISSING,
+    ) -> int:
         """Store every ``(key, value)`` pair (or a mapping's items) atomically: all or nothing.
 
         Returns how many pairs were added (in a dupsort database, exact pairs that already
-        existed do not count).
+        existed do not count). In an expiring database every pair expires after ``ttl``
+        seconds (default: the database's; None: never); ValueError elsewhere.
         """
-        return await self._write(_ops.put_multi, pairs_of(items))
+        if ttl is MISSING:
+            return await self._write(_ops.put_multi, pairs_of(items))
+        return await self._write(_ops.put_multi, pairs_of(items), _ops.ttl_arg(ttl))
 
     async def delete(self, key: K, value: V = MISSING, **options: Unpack[DeleteOptions]) -> bool:
         """Delete ``key``; True if it existed. With ``value``, only that exact pair goes (in a

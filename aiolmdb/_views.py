@@ -134,9 +134,13 @@ class DatabaseView(
         fn, args = _ops.put_call(key, value, options)
         return self._conditional(fn, self._writing("put"), args)
 
-    def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
-        """Store every pair; returns how many were added."""
-        return _ops.put_multi(self._txn, self._writing("put_multi"), pairs_of(items))
+    def put_multi(
+        self, items: Iterable[tuple[K, V]] | Mapping[K, V], *, ttl: float | None = MISSING
+    ) -> int:
+        """Store every pair; returns how many were added (``ttl``: as
+        ``AsyncDatabase.put_multi``'s)."""
+        ttl_ms = _ops.ttl_arg(ttl)
+        return _ops.put_multi(self._txn, self._writing("put_multi"), pairs_of(items), ttl_ms)
 
     def delete(self, key: K, value: V = MISSING, **options: Unpack[DeleteOptions]) -> bool:
         """Delete key (or one (key, value) pair of a dupsort database); True if it existed.

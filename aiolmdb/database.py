@@ -148,6 +148,7 @@ class AsyncDatabase(AsyncOps[K, V]):
                 entry.dupsort,
                 entry.versions,
                 entry.large,
+                entry.expiry,
             )
         return ctx
 
@@ -212,7 +213,8 @@ class AsyncDatabase(AsyncOps[K, V]):
         ctx = self._ctx
         if ctx is None or self._entry.dropped:
             ctx = await self._context()
-        # _bytes_only is False for a versioned database: its values carry a version.
+        # _bytes_only is False for a versioned or expiring database: its values carry a
+        # version or an expiry.
         if not options and self._bytes_only and type(key) is bytes and type(value) is bytes:
             if not ctx.dupsort:
                 return await self._engine.submit_write(
@@ -257,9 +259,10 @@ class AsyncDatabase(AsyncOps[K, V]):
 
 def _bytes_only(entry: DatabaseEntry, key_coder: Coder[Any], value_coder: Coder[Any]) -> bool:
     """Whether bytes operations may skip the coders: both coders the built-in IdentityCoder,
-    and values stored as they are (not behind a version)."""
+    and values stored as they are (not behind a version or an expiry)."""
     return (
         type(key_coder) is IdentityCoder
         and type(value_coder) is IdentityCoder
         and not entry.versioned
+        and entry.ttl_ms is None
     )
