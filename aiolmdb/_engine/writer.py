@@ -19,6 +19,13 @@ Solo items and exclusive write transactions
     one and waits for the writer otherwise would wait for itself: :meth:`Writer.check_not_holding`
     raises DeadlockError instead.
 
+Idle work
+    :meth:`Writer.set_idle` hands the writer work of the layers above that is due at times (the
+    store's sweeper of expired entries, an :class:`~aiolmdb._engine.txnrunner.IdleWork`). Before
+    it takes each queue item the writer asks it when it is due: when it is, it does one bounded
+    step, then takes what is queued before the next step; otherwise it waits for an item no
+    longer than until the work is due. Without idle work nothing changes.
+
 Cancellation: a write whose future is already cancelled when its batch starts is skipped; once
 started it runs to completion and its result is dropped.
 
