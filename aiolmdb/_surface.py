@@ -276,7 +276,9 @@ class AsyncOps(
     ) -> int:
         """The number of entries, or of those in the range ``[start, stop)`` / under
         ``prefix`` (every value counts in a dupsort database). The whole database's count
-        comes from LMDB's statistics; a range is counted from its keys, without decoding."""
+        comes from LMDB's statistics; a range is counted from its keys, without decoding. In
+        an expiring database only the entries that have not expired count: each value's
+        expiry is read (``stat()`` counts every stored entry)."""
         if start is None and stop is None and prefix is None:
             return await self._read(_ops.count)
         return await self._read(_scan.count_range, count_spec(start, stop, prefix))

@@ -8,6 +8,7 @@ database's coders; the transaction given by ``db.run`` is also bound to ``db`` i
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -135,7 +136,7 @@ class DatabaseView(
         return self._conditional(fn, self._writing("put"), args)
 
     def put_multi(
-        self, items: Iterable[tuple[K, V]] | Mapping[K, V], *, ttl: float | None = MISSING
+        self, items: Iterable[tuple[K, V]] | Mapping[K, V], *, ttl: float | datetime.timedelta | None = MISSING
     ) -> int:
         """Store every pair; returns how many were added (``ttl``: as
         ``AsyncDatabase.put_multi``'s)."""

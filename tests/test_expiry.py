@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from conftest import DB_OPERATIONS, MAP_SIZE, TIMEOUT, OpenEnv, collect, threaded_only
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import aiolmdb
 from aiolmdb._cli.commands import main
@@ -95,7 +97,6 @@ async def test_reads_never_return_an_expired_entry(env: aiolmdb.Environment, clo
     assert await db.count_values(b"b") == 1
     with pytest.raises(KeyError):
         await collect(db.get_chunks(b"a"))
-    assert await stored_entries(db) == 4  # not swept yet: only hidden
 
     clock.advance(1000)
     assert await collect(db.items()) == [(b"c", 3)]  # ttl=None never expires
@@ -295,10 +296,10 @@ async def test_the_writer_sweeps_between_batches_when_an_expiry_is_due(
     env = open_env()
     db = await env.open_db("cache", ttl=10)
     other = await env.open_db("other")
-    await db.put_multi([(b"k%d" % i, b"v") for i in range(20)])
-    clock.advance(11)
     swept: list[Sequence[aiolmdb.Change]] = []
     env.on_commit(lambda changes: swept.append(changes))
+    await db.put_multi([(b"k%d" % i, b"v") for i in range(20)])
+    clock.advance(11)
     # The writer looks at the earliest expiry before it takes each item: after this write's
     # batch it sweeps, so the next write is committed after the sweep.
     await other.put(b"x", b"1")
@@ -362,7 +363,9 @@ async def test_concurrent_writes_and_sweeps_keep_the_index_in_step(
     await asyncio.gather(*(writer(n) for n in range(8)), *sweeps)
     live = await db.count()
     assert live == len(await collect(db.keys()))
-    assert await index_entries(env) == await stored_entries(db)
+    await env.sweep_expired()  # then nothing is due: the writer leaves both counts alone
+    assert await stored_entries(db) == live
+    assert await index_entries(env) == live
     clock.advance(100)
     await env.sweep_expired()
     assert await stored_entries(db) == 0
@@ -479,3 +482,212 @@ def test_dump_and_load_keep_expiry(
     assert total == 2
     assert main(["scan", str(target), "--db", "cache"]) == 0
     assert capsys.readouterr().out == "c\t3\n"
+
+
+# ---------------------------------------------------------------------------- more paths
+async def test_ttl_combines_with_conditions(env: aiolmdb.Environment, clock: Clock) -> None:
+    db = await env.open_db("cache", ttl=10)
+    await db.put(b"k", b"1")
+    assert not await db.put(b"k", b"2", ttl=100, overwrite=False)
+    assert await db.put(b"k", b"2", ttl=100, if_value=b"1")
+    assert not await db.put(b"k", b"3", ttl=1, if_value=b"1")
+    assert await db.put(b"new", b"n", ttl=100, overwrite=False, raise_on_conflict=True)
+    clock.advance(50)
+    assert await db.get_multi([b"k", b"new"]) == {b"k": b"2", b"new": b"n"}
+    assert await db.delete(b"k", if_value=b"2")
+    assert not await db.delete(b"new", b"other")
+    assert await db.delete(b"new", b"n")
+    assert await index_entries(env) == 0
+
+
+async def test_transaction_views_stream_and_count_expiring_entries(
+    env: aiolmdb.Environment, clock: Clock
+) -> None:
+    db = await env.open_db("cache", ttl=10)
+    await db.put(b"a", b"alpha")
+    await db.put(b"b", b"beta", ttl=None)
+    clock.advance(10)
+    async with env.begin() as snap:
+        view = snap[db]
+        with pytest.raises(KeyError):
+            await collect(view.get_chunks(b"a"))
+        assert b"".join(await collect(view.get_chunks(b"b", 2))) == b"beta"
+        assert await view.count() == 1
+        assert await view.first() == (b"b", b"beta")
+
+    def read(txn: aiolmdb.Transaction[bytes, bytes]) -> tuple[list[bytes], int]:
+        return list(txn.keys()), txn.count()
+
+    assert await db.run(read) == ([b"b"], 1)
+
+
+async def test_a_read_only_environment_hides_expired_entries(path: Path, clock: Clock) -> None:
+    async with aiolmdb.open(path, map_size=MAP_SIZE) as env:
+        db = await env.open_db("cache", ttl=10)
+        await db.put(b"a", b"1")
+        await db.put(b"b", b"2", ttl=100)
+    clock.advance(10)
+    async with aiolmdb.open(path, map_size=MAP_SIZE, readonly=True) as env:
+        with pytest.raises(ValueError, match="open it with ttl=seconds"):
+            env.open_db("cache")
+        db = env.open_db("cache", ttl=10)
+        assert db.ttl == 10.0
+        assert await collect(db.items()) == [(b"b", b"2")]
+        assert await db.get(b"a") is None
+        assert await env.sweep_expired() == 0  # a read-only environment never sweeps
+
+
+@threaded_only
+async def test_a_failing_sweep_is_logged_and_writes_go_on(
+    open_env: OpenEnv,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = open_env()
+    db = await env.open_db("cache", ttl=10)
+    await db.put(b"a", b"1")
+    failures: list[int] = []
+
+    def broken(self: _expiry.Sweeper, txn: Any, budget: int) -> tuple[int, bool, int]:
+        failures.append(budget)
+        raise RuntimeError("disk on fire")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_expiry.Sweeper, "_sweep", broken)
+        clock.advance(10)
+        await db.put(b"b", b"2")  # the writer tries to sweep after this batch
+        await db.put(b"c", b"3")
+        assert failures
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            await env.sweep_expired()  # a sweep asked for reports its failure
+    assert "sweeping expired entries failed" in caplog.text
+    assert await collect(db.keys()) == [b"b", b"c"]
+    clock.advance(1)  # past the retry delay the writer tries again
+    await db.put(b"d", b"4")
+    assert await swept(env) == 1
+
+
+def test_loading_an_expiring_dump_checks_its_target(
+    tmp_path: Path,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = tmp_path / "target"
+
+    async def make_plain() -> None:
+        async with aiolmdb.open(target, map_size=MAP_SIZE) as env:
+            await (await env.open_db("cache")).put(b"k", b"v")
+
+    asyncio.run(make_plain())
+    header = "VERSION=3\nformat=bytevalue\ndatabase=cache\ntype=btree\n"
+
+    def load(text: str, *argv: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+        code = main(["load", str(target), *argv])
+        return code, capsys.readouterr().err
+
+    code, err = load(header + "aiolmdb_ttl=10.0\nHEADER=END\nDATA=END\n")
+    assert code == 2
+    assert "the dump's database is expiring" in err
+    code, err = load(header + "aiolmdb_ttl=soon\nHEADER=END\nDATA=END\n", "--db", "other")
+    assert code == 2
+    assert "aiolmdb_ttl='soon' is not a number of seconds" in err
+    code, err = load(header + "aiolmdb_ttl=10\nHEADER=END\n 6b\n 00\nDATA=END\n", "--db", "c2")
+    assert code == 2
+    assert "not an expiring value" in err
+
+
+# ---------------------------------------------------------------------------- the model
+_KEYS = st.sampled_from([b"a", b"b", b"c", b"d"])
+_TTLS = st.one_of(st.none(), st.just(-1), st.integers(min_value=1, max_value=30))
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _KEYS, _TTLS),
+        st.tuples(st.just("insert"), _KEYS, _TTLS),
+        st.tuples(st.just("delete"), _KEYS),
+        st.tuples(st.just("pop"), _KEYS),
+        st.tuples(st.just("update"), _KEYS),
+        st.tuples(st.just("advance"), st.integers(min_value=0, max_value=20)),
+        st.tuples(st.just("sweep")),
+        st.tuples(st.just("drop")),
+    ),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_OPS)
+def test_expiry_model(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    ops: list[tuple[Any, ...]],
+) -> None:
+    """A model of values and expiries (a fake clock in seconds): every read agrees with it,
+    and the index holds exactly one pair per stored entry that expires."""
+    clock = Clock(monkeypatch)
+
+    async def run() -> None:
+        path = tmp_path_factory.mktemp("model")
+        async with aiolmdb.open(path, map_size=MAP_SIZE, sync=False) as env:
+            db = await env.open_db("m", ttl=10, value_coder=aiolmdb.JSONCoder())
+            now = 0
+            model: dict[bytes, tuple[int, float]] = {}  # key -> (value, expiry or inf)
+
+            def live() -> dict[bytes, int]:
+                return {k: v for k, (v, at) in model.items() if at > now}
+
+            def expiry(ttl: int | None) -> float:
+                if ttl is None:
+                    return math.inf
+                return now + (10 if ttl == -1 else ttl)
+
+            for counter, op in enumerate(ops):
+                kind = op[0]
+                if kind in ("put", "insert"):
+                    key, ttl = op[1], op[2]
+                    options: dict[str, Any] = {} if ttl == -1 else {"ttl": ttl}
+                    if kind == "insert":
+                        options["overwrite"] = False
+                    stored = await db.put(key, counter, **options)
+                    assert stored == (kind == "put" or key not in live())
+                    if stored:
+                        model[key] = (counter, expiry(ttl))
+                elif kind == "delete":
+                    assert await db.delete(op[1]) == (op[1] in live())
+                    model.pop(op[1], None)
+                elif kind == "pop":
+                    assert await db.pop(op[1]) == live().get(op[1])
+                    model.pop(op[1], None)
+                elif kind == "update":
+                    key = op[1]
+                    old = live().get(key)
+                    assert await db.update(key, lambda v: (v or 0) + 1) == (old or 0) + 1
+                    at = model[key][1] if old is not None else expiry(-1)
+                    model[key] = ((old or 0) + 1, at)
+                elif kind == "advance":
+                    now += op[1]
+                    clock.advance(op[1])
+                elif kind == "sweep":
+                    await env.sweep_expired()
+                    model = {k: m for k, m in model.items() if m[1] > now}
+                else:
+                    await db.drop(delete=False)
+                    model.clear()
+                assert dict(await collect(db.items())) == live()
+            assert await db.count() == len(live())
+            # After a sweep: the live entries stored, one index pair each that expires.
+            await env.sweep_expired()
+            assert await stored_entries(db) == len(live())
+            expiring = sum(1 for key in live() if model[key][1] != math.inf)
+            assert await index_entries(env) == expiring
+            clock.advance(1000)
+            await env.sweep_expired()
+            forever = sum(1 for _, at in model.values() if at == math.inf)
+            assert await stored_entries(db) == forever
+            assert await index_entries(env) == 0
+
+    asyncio.run(run())
