@@ -136,7 +136,10 @@ class DatabaseView(
         return self._conditional(fn, self._writing("put"), args)
 
     def put_multi(
-        self, items: Iterable[tuple[K, V]] | Mapping[K, V], *, ttl: float | datetime.timedelta | None = MISSING
+        self,
+        items: Iterable[tuple[K, V]] | Mapping[K, V],
+        *,
+        ttl: float | datetime.timedelta | None = MISSING,
     ) -> int:
         """Store every pair; returns how many were added (``ttl``: as
         ``AsyncDatabase.put_multi``'s)."""
