@@ -296,7 +296,11 @@ class Environment:
         ``reverse_key``, ``create``, ...) and aiolmdb's ``versioned=True``: every entry of a
         versioned database carries a version (``get_entry``, ``put(..., if_version=)``; see
         the versions guide); it is set when the database is created and opening it with the
-        other setting raises ValueError. Returns at once, never waiting behind a write: LMDB
+        other setting raises ValueError. ``ttl=seconds`` (an int, float or timedelta) makes an
+        expiring database in the same way: its entries expire that long after they are
+        written (``put(..., ttl=)`` per entry; reads never return an expired entry, the writer
+        deletes them; see the expiry guide); reopening it with another ``ttl`` changes the
+        default for later writes. Returns at once, never waiting behind a write: LMDB
         opens named databases under its write lock, so the opening is queued to the writer
         thread. ``await env.open_db(...)`` (or the first operation) waits for it and raises its
         error, e.g. ``lmdb.NotFoundError`` with ``create=False``. In a read-only environment
