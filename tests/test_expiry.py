@@ -482,6 +482,10 @@ def test_dump_and_load_keep_expiry(
     assert total == 2
     assert main(["scan", str(target), "--db", "cache"]) == 0
     assert capsys.readouterr().out == "c\t3\n"
+    assert main(["get", str(target), "c", "--db", "cache"]) == 0
+    assert capsys.readouterr().out == "3\n"
+    assert main(["get", str(target), "b", "--db", "cache"]) == 1  # expired: not found
+    assert "key not found: b" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- more paths
