@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 from conftest import DB_OPERATIONS, MAP_SIZE, TIMEOUT, OpenEnv, collect, threaded_only
 from hypothesis import HealthCheck, given, settings
@@ -218,6 +219,8 @@ async def test_ttl_is_refused_where_it_cannot_apply(env: aiolmdb.Environment) ->
             await cache.put(b"k", b"v", ttl=wrong)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ttl must be a positive"):
         env.open_db("other", ttl=0)
+    with pytest.raises(ValueError, match="ttl must be below"):
+        env.open_db("other", ttl=1e300)
     with pytest.raises(ValueError, match="cannot be versioned or dupsort"):
         env.open_db("v", ttl=5, versioned=True)
     with pytest.raises(ValueError, match="cannot be versioned or dupsort"):
@@ -695,3 +698,64 @@ def test_expiry_model(
             assert await index_entries(env) == 0
 
     asyncio.run(run())
+
+
+def test_load_restores_expiries_over_existing_entries(
+    tmp_path: Path,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = tmp_path / "target"
+    now_ms = START * 1000
+
+    def block(*pairs: tuple[bytes, int, bytes]) -> str:
+        lines = "".join(
+            f" {key.hex()}\n {(at.to_bytes(8, 'big') + value).hex()}\n" for key, at, value in pairs
+        )
+        return (
+            "VERSION=3\nformat=bytevalue\ndatabase=cache\ntype=btree\naiolmdb_ttl=10\n"
+            f"HEADER=END\n{lines}DATA=END\n"
+        )
+
+    def load(text: str) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+        assert main(["load", str(target)]) == 0
+
+    load(block((b"a", now_ms + 5000, b"1"), (b"b", now_ms + 5000, b"2"), (b"old", now_ms, b"x")))
+    load(block((b"a", now_ms + 50_000, b"10"), (b"c", 0, b"3")))  # a again, later; c never
+    capsys.readouterr()
+
+    async def check() -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], int]:
+        async with aiolmdb.open(target, map_size=MAP_SIZE) as env:
+            db = await env.open_db("cache", ttl=10)
+            first = await collect(db.items())
+            assert await index_entries(env) == 2  # a (its latest expiry) and b
+            clock.advance(5)
+            return first, await collect(db.items()), await swept(env)
+
+    first, later, total = asyncio.run(check())
+    assert first == [(b"a", b"10"), (b"b", b"2"), (b"c", b"3")]  # "old" had expired
+    assert later == [(b"a", b"10"), (b"c", b"3")]
+    assert total == 1
+
+
+def test_a_damaged_value_is_reported_not_hidden(path: Path, clock: Clock) -> None:
+    async def create() -> None:
+        async with aiolmdb.open(path, map_size=MAP_SIZE) as env:
+            await (await env.open_db("cache", ttl=10)).put(b"ok", b"v")
+
+    asyncio.run(create())
+    raw = lmdb.open(str(path), max_dbs=8, map_size=MAP_SIZE)
+    with raw.begin(write=True) as txn:
+        txn.put(b"bad", b"short", db=raw.open_db(b"cache", txn=txn))
+    raw.close()
+
+    async def read() -> None:
+        async with aiolmdb.open(path, map_size=MAP_SIZE) as env:
+            db = await env.open_db("cache", ttl=10)
+            with pytest.raises(ValueError, match=r"key b'bad'.*not an expiring value"):
+                await db.get(b"bad")
+            assert await db.get(b"ok") == b"v"
+
+    asyncio.run(read())
