@@ -10,6 +10,7 @@ of ``_store.ops`` and ``_store.scan``.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
@@ -151,6 +152,13 @@ class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
     def versioned(self) -> bool:
         """True if every entry carries a version (``versioned=True``)."""
         return self._entry.versioned
+
+    @property
+    def ttl(self) -> float | None:
+        """An expiring database's default time to live in seconds (``open_db(name, ttl=)``);
+        None if its entries never expire."""
+        ttl_ms = self._entry.ttl_ms
+        return None if ttl_ms is None else ttl_ms / 1000
 
     def _range(self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]) -> Any:
         raise NotImplementedError  # pragma: no cover - provided by subclasses
@@ -311,7 +319,9 @@ class AsyncOps(
     ) -> int:
         """The number of entries, or of those in the range ``[start, stop)`` / under
         ``prefix`` (every value counts in a dupsort database). The whole database's count
-        comes from LMDB's statistics; a range is counted from its keys, without decoding."""
+        comes from LMDB's statistics; a range is counted from its keys, without decoding. In
+        an expiring database only the entries that have not expired count: each value's
+        expiry is read (``stat()`` counts every stored entry)."""
         if start is None and stop is None and prefix is None:
             return await self._read(_ops.count)
         return await self._read(_scan.count_range, count_spec(start, stop, prefix))
@@ -330,6 +340,7 @@ class AsyncOps(
         if_version: int | None = None,
         if_value: V = MISSING,
         raise_on_conflict: bool = False,
+        ttl: float | datetime.timedelta | None = MISSING,
     ) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed (in a
         transaction: visible to it at once, durable at its commit).
@@ -340,9 +351,13 @@ class AsyncOps(
         writer thread, in the write's own transaction. Returns False when nothing was stored
         (a condition failed, or in a dupsort database that exact pair exists);
         ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError` instead (without a
-        condition a put always stores: it has nothing to conflict with).
+        condition a put always stores: it has nothing to conflict with). ``ttl=seconds``
+        (an expiring database only) makes the entry expire that long after the write instead
+        of after the database's default; ``ttl=None`` makes it never expire.
         """
-        fn, args = _ops.put_call(key, value, overwrite, if_version, if_value, raise_on_conflict)
+        fn, args = _ops.put_call(
+            key, value, overwrite, if_version, if_value, raise_on_conflict, ttl
+        )
         return await self._write(fn, *args)
 
     async def put_chunks(self, key: K, source: _large.ChunkSource) -> bool:
@@ -358,13 +373,21 @@ class AsyncOps(
         data = await _large.assemble(source, room)
         return await self._write(_ops.put_stored, key, data)
 
-    async def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
+    async def put_multi(
+        self,
+        items: Iterable[tuple[K, V]] | Mapping[K, V],
+        *,
+        ttl: float | datetime.timedelta | None = MISSING,
+    ) -> int:
         """Store every ``(key, value)`` pair (or a mapping's items) atomically: all or nothing.
 
         Returns how many pairs were added (in a dupsort database, exact pairs that already
-        existed do not count).
+        existed do not count). In an expiring database every pair expires after ``ttl``
+        seconds (default: the database's; None: never); ValueError elsewhere.
         """
-        return await self._write(_ops.put_multi, pairs_of(items))
+        if ttl is MISSING:
+            return await self._write(_ops.put_multi, pairs_of(items))
+        return await self._write(_ops.put_multi, pairs_of(items), _ops.ttl_arg(ttl))
 
     async def delete(
         self,

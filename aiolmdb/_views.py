@@ -8,6 +8,7 @@ database's coders; the transaction given by ``db.run`` is also bound to ``db`` i
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -160,16 +161,26 @@ class DatabaseView(
         if_version: int | None = None,
         if_value: V = MISSING,
         raise_on_conflict: bool = False,
+        ttl: float | datetime.timedelta | None = MISSING,
     ) -> bool:
         """Store value under key. False if not stored (key exists and overwrite=False, the
         exact pair exists in a dupsort database, or a condition failed); the keywords as for
         ``AsyncDatabase.put``."""
-        fn, args = _ops.put_call(key, value, overwrite, if_version, if_value, raise_on_conflict)
+        fn, args = _ops.put_call(
+            key, value, overwrite, if_version, if_value, raise_on_conflict, ttl
+        )
         return self._conditional(fn, self._writing("put"), args)
 
-    def put_multi(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> int:
-        """Store every pair; returns how many were added."""
-        return _ops.put_multi(self._txn, self._writing("put_multi"), pairs_of(items))
+    def put_multi(
+        self,
+        items: Iterable[tuple[K, V]] | Mapping[K, V],
+        *,
+        ttl: float | datetime.timedelta | None = MISSING,
+    ) -> int:
+        """Store every pair; returns how many were added (``ttl``: as
+        ``AsyncDatabase.put_multi``'s)."""
+        ttl_ms = _ops.ttl_arg(ttl)
+        return _ops.put_multi(self._txn, self._writing("put_multi"), pairs_of(items), ttl_ms)
 
     def delete(
         self,

@@ -7,6 +7,7 @@ transactions; this class says how they reach the engine, and keeps hand-written 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -147,6 +148,7 @@ class AsyncDatabase(AsyncOps[K, V]):
                 entry.dupsort,
                 entry.versions,
                 entry.large,
+                entry.expiry,
             )
         return ctx
 
@@ -212,6 +214,7 @@ class AsyncDatabase(AsyncOps[K, V]):
         if_version: int | None = None,
         if_value: V = MISSING,
         raise_on_conflict: bool = False,
+        ttl: float | datetime.timedelta | None = MISSING,
     ) -> bool:
         """Store ``value`` under ``key``; returns once the write is committed.
 
@@ -220,12 +223,14 @@ class AsyncDatabase(AsyncOps[K, V]):
         only if the stored value's bytes are ``x``'s: checked on the writer thread, in the
         write's transaction. False when nothing was stored (also: that exact pair exists in a
         dupsort database); ``raise_on_conflict=True`` raises :class:`~aiolmdb.ConflictError`
-        instead.
+        instead. ``ttl=seconds`` (an expiring database only) makes the entry expire that long
+        after the write instead of after the database's default; ``ttl=None``: never.
         """
         ctx = self._ctx
         if ctx is None or self._entry.dropped:
             ctx = await self._context()
-        # _bytes_only is False for a versioned database: its values carry a version.
+        # _bytes_only is False for a versioned or expiring database: its values carry a
+        # version or an expiry.
         if self._bytes_only and type(key) is bytes and type(value) is bytes:
             # No condition: every keyword at its default (compared by identity, the
             # cheapest test; the bytes fast path pays it only for bytes).
@@ -234,12 +239,15 @@ class AsyncDatabase(AsyncOps[K, V]):
                 and if_version is None
                 and if_value is MISSING
                 and raise_on_conflict is False
+                and ttl is MISSING
                 and not ctx.dupsort
             ):
                 return await self._engine.submit_write(
                     _ops.put_bytes, (ctx.dbi, ctx.max_key_size, key, value, True, ctx.large), True
                 )
-        fn, args = _ops.put_call(key, value, overwrite, if_version, if_value, raise_on_conflict)
+        fn, args = _ops.put_call(
+            key, value, overwrite, if_version, if_value, raise_on_conflict, ttl
+        )
         return await self._engine.submit_write(fn, (ctx, *args), True)  # put or put_if
 
     async def _value_chunks(self, key: K, chunk_size: int) -> AsyncGenerator[bytes, None]:
@@ -279,9 +287,10 @@ class AsyncDatabase(AsyncOps[K, V]):
 
 def _bytes_only(entry: DatabaseEntry, key_coder: Coder[Any], value_coder: Coder[Any]) -> bool:
     """Whether bytes operations may skip the coders: both coders the built-in IdentityCoder,
-    and values stored as they are (not behind a version)."""
+    and values stored as they are (not behind a version or an expiry)."""
     return (
         type(key_coder) is IdentityCoder
         and type(value_coder) is IdentityCoder
         and not entry.versioned
+        and entry.ttl_ms is None
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import os
 import warnings
@@ -22,6 +23,7 @@ from ._engine.config import (
 from ._engine.engine import Engine
 from ._engine.metrics import Metrics
 from ._store.catalogue import Catalogue, DatabaseInfo, encode_name, open_main
+from ._store.expiry import Sweeper
 from ._store.feed import ChangeFeed, read_log_id
 from ._store.meta import MetaHandles, has_log
 from ._store.recorder import Recorder
@@ -223,7 +225,10 @@ class Environment:
         self._recorder = recorder = Recorder(env, log_mode, retention, handles)
         # Last: it starts the writer thread, and nothing after it may fail.
         self._engine = Engine(env, config, recorder)
-        self._catalogue = Catalogue(env, self._engine, main, handles, recorder)
+        # Deletes expired entries on the writer thread, between batches.
+        self._sweeper = Sweeper(self._engine.run_write)
+        self._engine.set_idle(self._sweeper)
+        self._catalogue = Catalogue(env, self._engine, main, handles, recorder, self._sweeper)
         self._default_db: AsyncDatabase[bytes, bytes] | None = None
 
     def __repr__(self) -> str:
@@ -299,7 +304,11 @@ class Environment:
         ``reverse_key``, ``create``, ...) and aiolmdb's ``versioned=True``: every entry of a
         versioned database carries a version (``get_entry``, ``put(..., if_version=)``; see
         the versions guide); it is set when the database is created and opening it with the
-        other setting raises ValueError. Returns at once, never waiting behind a write: LMDB
+        other setting raises ValueError. ``ttl=seconds`` (an int, float or timedelta) makes an
+        expiring database in the same way: its entries expire that long after they are
+        written (``put(..., ttl=)`` per entry; reads never return an expired entry, the writer
+        deletes them; see the expiry guide); reopening it with another ``ttl`` changes the
+        default for later writes. Returns at once, never waiting behind a write: LMDB
         opens named databases under its write lock, so the opening is queued to the writer
         thread. ``await env.open_db(...)`` (or the first operation) waits for it and raises its
         error, e.g. ``lmdb.NotFoundError`` with ``create=False``. In a read-only environment
@@ -317,6 +326,11 @@ class Environment:
                 raise ValueError(
                     "the default database cannot be versioned (it also holds the names of the "
                     "named databases): open a named one with versioned=True"
+                )
+            if flags.get("ttl") is not None:
+                raise ValueError(
+                    "the default database cannot expire (it also holds the names of the "
+                    "named databases): open a named one with ttl=seconds"
                 )
             if flags:
                 raise ValueError(
@@ -426,7 +440,21 @@ class Environment:
         waits: the counters are kept by the threads that do the work, without locks. See the
         observability guide for exporting them."""
         self._engine.check_open()
-        return self._engine.metrics()
+        return dataclasses.replace(self._engine.metrics(), expired=self._sweeper.swept)
+
+    async def sweep_expired(self) -> int:
+        """Delete every expired entry of the expiring databases opened in this environment
+        now, in bounded steps on the writer thread, and return how many were deleted.
+
+        The writer does this by itself between writes when the earliest expiry is due;
+        reads never return an expired entry either way. This is for a moment you choose
+        (before a copy, in tests with a replaced clock). Each step is a write transaction:
+        the change log records the deletes."""
+        engine = self._engine
+        engine.check_open()
+        engine.check_not_holding("sweeping expired entries")
+        await self._catalogue.wait_all_opened()
+        return await asyncio.wrap_future(engine.call_solo(self._sweeper.sweep_all))
 
     def max_key_size(self) -> int:
         """The longest key LMDB accepts in this environment, in bytes."""

@@ -44,6 +44,7 @@ _COUNTERS = (
     ("conflicts", "Conditional writes whose condition failed."),
     ("map_resizes", "Map resizes by this process."),
     ("readers_full_waits", "Waits for a free slot in LMDB's reader table."),
+    ("expired", "Expired entries deleted by sweeps."),
 )
 _GAUGES = (
     ("map_size", "The map size, in bytes."),

@@ -27,6 +27,7 @@ from .. import DatabaseInfo, Entry
 from .._codecs.common import missing
 from .._codecs.compress import MAX_SIZE, Codec
 from .._store.dumplog import parse_log_id, restore_records, stored_log_id, stored_records
+from .._store.expiry import INDEX_NAME, restore_stored, stored_entries
 from .._store.meta import LOG_NAME, META_NAME, has_log
 from .._store.versions import MAX_VERSION, restore_counter, split, stored_counter, stored_value
 from ..coders import Coder, IdentityCoder
@@ -63,6 +64,9 @@ VERSIONED_HEADER = {VERSIONED_KEY: "1"}
 CHANGES_TRIMMED_KEY = "aiolmdb_changes_trimmed"
 # ... and the log's identity (hex), which load keeps: followers see the same log.
 CHANGELOG_ID_KEY = "aiolmdb_changelog_id"
+# The dump header line of an expiring database: its default ttl in seconds (its values are
+# dumped as stored, expiry first; expired ones are left out).
+TTL_KEY = "aiolmdb_ttl"
 # Every block carries the environment's version counter (when it has one): a deleted entry may
 # have had the highest version ever issued, and load must never issue it again.
 LAST_VERSION_KEY = "aiolmdb_last_version"
@@ -323,7 +327,10 @@ def _name_text(name: bytes) -> str:
 
 
 def _db_info(found: DatabaseInfo) -> DbInfo:
-    return DbInfo(found.key, dict.fromkeys(sorted(found.flags), True), dict(found.stat))
+    flags: dict[str, Any] = dict.fromkeys(sorted(found.flags), True)
+    if found.ttl is not None:
+        flags["ttl"] = found.ttl  # open_db(**flags) opens it
+    return DbInfo(found.key, flags, dict(found.stat))
 
 
 async def _databases(env: Environment) -> list[DbInfo]:
@@ -701,8 +708,9 @@ async def cmd_dump(args: argparse.Namespace) -> int:
         else:
             every = await _databases(env)
             catalogue = {db.name for db in every if db.name is not None}
-            # aiolmdb's metadata is not data: load rebuilds it from the versioned blocks.
-            every = [db for db in every if db.name != META_NAME]
+            # aiolmdb's metadata and expiry index are not data: load rebuilds them from the
+            # versioned and expiring blocks.
+            every = [db for db in every if db.name not in (META_NAME, INDEX_NAME)]
             selected = every if args.all else every[:1]
             if catalogue and not args.all:
                 _warn(
@@ -722,7 +730,7 @@ async def cmd_dump(args: argparse.Namespace) -> int:
         total = sum(db.stat["entries"] for db in selected)
         if any(db.name is None for db in selected):
             total -= len(catalogue)
-        if args.db is not None and selected[0].name == META_NAME:
+        if args.db is not None and selected[0].name in (META_NAME, INDEX_NAME):
             raise CLIError(f"{args.db!r} is aiolmdb's metadata database, not data")
         with (
             _output(args.output) as out,
@@ -732,6 +740,8 @@ async def cmd_dump(args: argparse.Namespace) -> int:
         ):
             for db_info in selected:
                 extra = dict(VERSIONED_HEADER) if db_info.flags.get("versioned") else {}
+                if db_info.flags.get("ttl") is not None:
+                    extra[TTL_KEY] = repr(float(db_info.flags["ttl"]))
                 records: list[tuple[bytes, bytes]] = []
                 if db_info.name == LOG_NAME:
                     records, trimmed = await _log_records(env, None)
@@ -765,6 +775,16 @@ async def cmd_dump(args: argparse.Namespace) -> int:
                 else:
                     db = await env.open_db(db_info.name, create=False, **db_info.flags)
                     skip = set()
+                if db.ttl is not None:
+                    # Values as stored (expiry first), as for versions below.
+                    assert db_info.name is not None  # the default database never expires
+                    stored = await _expiring_records(env, db_info.name, None)
+                    while stored:
+                        out.write(_dumpfmt.format_pairs(stored, args.printable))
+                        progress.advance(len(stored))
+                        stored = await _expiring_records(env, db_info.name, stored[-1][0])
+                    out.write(_dumpfmt.DATA_END)
+                    continue
                 if db.versioned:
                     # Values as stored (version first): mdb_load loads them as raw bytes,
                     # aiolmdb load restores the versions.
@@ -790,6 +810,14 @@ async def _log_records(
     sequence number trimmed."""
     lmdb_env = env.lmdb_environment
     return await env.run(lambda txn: stored_records(lmdb_env, txn.raw, after, DUMP_BATCH))
+
+
+async def _expiring_records(
+    env: Environment, name: bytes, after: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    """An expiring database's entries after the key ``after`` as stored (a batch)."""
+    lmdb_env = env.lmdb_environment
+    return await env.run(lambda txn: stored_entries(lmdb_env, txn.raw, name, after, DUMP_BATCH))
 
 
 async def _log_identity(env: Environment) -> str | None:
@@ -835,6 +863,14 @@ async def _load_target(env: Environment, header: _dumpfmt.DumpHeader, name: str 
         flags["versioned"] = True
         if name is None:
             raise CLIError("a versioned database's dump loads into a named database (--db NAME)")
+    ttl_text = header.extra.get(TTL_KEY)
+    if ttl_text is not None:
+        try:
+            flags["ttl"] = float(ttl_text)
+        except ValueError:
+            raise CLIError(f"{TTL_KEY}={ttl_text!r} is not a number of seconds") from None
+        if name is None:
+            raise CLIError("an expiring database's dump loads into a named database (--db NAME)")
     if name is None:
         main = (await _databases(env))[0].flags
         if main != flags:
@@ -849,6 +885,12 @@ async def _load_target(env: Environment, header: _dumpfmt.DumpHeader, name: str 
         return await env.open_db(encoded, **flags)
     if bool(info.flags.get("versioned")) != versioned:
         which = "versioned" if versioned else "not versioned"
+        raise CLIError(
+            f"database {label} exists and the dump's database is {which}, this one is not: "
+            "load it into another database (--db NAME)"
+        )
+    if (info.flags.get("ttl") is None) != (ttl_text is None):
+        which = "expiring" if ttl_text is not None else "not expiring"
         raise CLIError(
             f"database {label} exists and the dump's database is {which}, this one is not: "
             "load it into another database (--db NAME)"
@@ -990,6 +1032,21 @@ def _entries_of(chunk: list[tuple[bytes, bytes]]) -> list[tuple[bytes, Entry[byt
     return out
 
 
+def _restore_expiring(db: DB, pairs: list[tuple[bytes, bytes]]) -> Awaitable[int]:
+    """Store an expiring block's pairs (values as stored: expiry first) with their expiries."""
+    lmdb_env = db.environment.lmdb_environment
+    assert db.name is not None  # the default database never expires
+    name = db.name.encode("utf-8", "surrogateescape")
+
+    def restore(txn: Any) -> int:
+        try:
+            return restore_stored(lmdb_env, txn.raw, name, pairs)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+
+    return db.environment.run(restore, write=True)
+
+
 async def _load_pairs(
     db: DB, chunks: Iterator[list[tuple[bytes, bytes]]], tick: Callable[[], None]
 ) -> None:
@@ -998,6 +1055,8 @@ async def _load_pairs(
     even after an error. A versioned database's entries keep their versions."""
 
     def store(batch: list[tuple[bytes, bytes]]) -> Awaitable[int]:
+        if db.ttl is not None:
+            return _restore_expiring(db, batch)
         if db.versioned:
             return db.restore_entries(_entries_of(batch))
         return db.put_multi(batch)

@@ -106,6 +106,7 @@ class Engine:
         self.submit_stream = readers.submit_stream
         self.submit_quiet = readers.submit_quiet
         self.call_solo = writer.call_solo
+        self.set_idle = writer.set_idle
         self.start_session = writer.start_session
         self.hold_session = writer.hold_session
         self.release_session = writer.release_session

@@ -160,6 +160,9 @@ class Metrics:
     """Batched reads submitted and not yet taken by a reader thread."""
     open_write_transactions: int
     """Interactive write transactions begun or waiting to begin, not yet ended."""
+    expired: int = 0
+    """Expired entries deleted by the writer's sweeps (and ``env.sweep_expired()``) of the
+    expiring databases opened here."""
 
 
 class ReaderCounts:

@@ -47,7 +47,7 @@ import lmdb
 
 from .config import EngineConfig
 
-__all__ = ["BeginChild", "RunAgain", "WriteRunner", "WriteSource", "before_engine"]
+__all__ = ["BeginChild", "IdleWork", "RunAgain", "WriteRunner", "WriteSource", "before_engine"]
 
 log = logging.getLogger("aiolmdb")
 
@@ -67,6 +67,18 @@ class WriteSource(Protocol):
 
     def set_loop(self, loop: Any) -> None:
         """The event loop the engine was bound to (changes are delivered there)."""
+
+
+class IdleWork(Protocol):
+    """Work the writer thread does between batches when it is due (the store's sweeper of
+    expired entries), handed in to the engine. Both methods run on the writer thread."""
+
+    def due(self) -> float | None:
+        """Seconds until the work is due (<= 0: now); None when none is scheduled."""
+
+    def run(self) -> None:
+        """Do one bounded step of the work (its writes go through the runner's ``run``); it
+        reports its own failures."""
 
 
 def plain_write(env: lmdb.Environment) -> tuple[Any, BeginChild]:

@@ -19,6 +19,13 @@ Solo items and exclusive write transactions
     one and waits for the writer otherwise would wait for itself: :meth:`Writer.check_not_holding`
     raises DeadlockError instead.
 
+Idle work
+    :meth:`Writer.set_idle` hands the writer work of the layers above that is due at times (the
+    store's sweeper of expired entries, an :class:`~aiolmdb._engine.txnrunner.IdleWork`). Before
+    it takes each queue item the writer asks it when it is due: when it is, it does one bounded
+    step, then takes what is queued before the next step; otherwise it waits for an item no
+    longer than until the work is due. Without idle work nothing changes.
+
 Cancellation: a write whose future is already cancelled when its batch starts is skipped; once
 started it runs to completion and its result is dropped.
 
@@ -59,7 +66,7 @@ from .delivery import (
     post,
 )
 from .gate import Gate
-from .txnrunner import BeginChild, WriteRunner, WriteSource
+from .txnrunner import BeginChild, IdleWork, WriteRunner, WriteSource
 
 __all__ = ["ABORT", "COMMIT", "SessionCommand", "WriteSession", "Writer"]
 
@@ -141,6 +148,10 @@ class _Stop(enum.Enum):
     STOP = "stop"
 
 
+# The longest the writer waits for a write before it asks its idle work again (the wall clock
+# may jump, or a test's clock be moved).
+_IDLE_RECHECK = 60.0
+
 # The writer queue's last item: the thread ends after it.
 _STOP: Final = _Stop.STOP
 # What the writer queue holds: a burst of writes from one loop iteration, a solo item, the stop.
@@ -176,6 +187,8 @@ class Writer(Part):
         self._write_buf: list[WriteRequest] = []
         self._writes: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._sessions: set[WriteSession] = set()
+        # Work done between batches when due (set once, by the environment).
+        self._idle: IdleWork | None = None
         # The exclusive write transaction that has begun and not ended (deadlock guard).
         self._active_session: WriteSession | None = None
         # Runs on this thread once it has taken the stop (the engine closes everything).
@@ -230,6 +243,10 @@ class Writer(Part):
             self._flush_writes()  # writes submitted before it go first
         self._writes.put(solo)
         return solo.future
+
+    def set_idle(self, work: IdleWork) -> None:
+        """Do ``work`` on the writer thread between batches, when it says it is due."""
+        self._idle = work
 
     def stop(self) -> None:
         """Close: the writes submitted so far run, then the thread stops (calling on_stop)."""
@@ -299,7 +316,12 @@ class Writer(Part):
         run_batch = self._run_batch
         pending: _Item | None = None
         while True:
-            item = pending if pending is not None else q.get()
+            if pending is not None:
+                item = pending
+            elif self._idle is None:
+                item = q.get()
+            else:
+                item = self._take(q, self._idle)
             pending = None
             if item is _STOP:
                 break
@@ -323,6 +345,25 @@ class Writer(Part):
                 for at in range(0, len(batch), max_batch):
                     post(self._loop, run_batch(batch[at : at + max_batch]))
         self._on_stop()
+
+    def _take(self, q: queue.SimpleQueue[_Item], idle: IdleWork) -> _Item:
+        """The next queue item, doing the idle work meanwhile whenever it is due: one step
+        between batches (so queued writes wait for one step at most), and waiting for a write
+        no longer than until the next step is due."""
+        while True:
+            wait = idle.due()
+            if wait is None:
+                return q.get()
+            if wait > 0:
+                try:
+                    return q.get(timeout=min(wait, _IDLE_RECHECK))
+                except queue.Empty:
+                    continue
+            idle.run()
+            try:
+                return q.get_nowait()
+            except queue.Empty:
+                continue
 
     def _run_solo(self, solo: _Solo) -> None:
         if not solo.future.set_running_or_notify_cancel():

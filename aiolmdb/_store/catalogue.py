@@ -28,6 +28,8 @@ import lmdb
 from .._engine.config import check_flag
 from .._engine.txnrunner import BeginChild, before_engine
 from ..errors import DatabaseDroppedError
+from . import expiry as _expiry
+from .expiry import INDEX_NAME, Expiry, Sweeper
 from .large import LargeValues
 from .meta import (
     INTERNAL_PREFIX,
@@ -71,6 +73,10 @@ class DatabaseInfo:
     left out (``stat["entries"]``, LMDB's own count, includes them)."""
     stat: Mapping[str, int] = field(repr=False, compare=False)
     """LMDB's statistics for it (``psize``, ``depth``, ``branch_pages``, ...)."""
+    ttl: float | None = None
+    """An expiring database's default time to live in seconds (``open_db(name, ttl=)``);
+    None for a database whose entries never expire. ``entries`` counts expired entries not
+    yet swept."""
 
     @property
     def name(self) -> str | None:
@@ -99,8 +105,8 @@ def encode_name(name: str | bytes | None) -> bytes | None:
 
 
 # What an open gives a DatabaseEntry: the handle, the flags LMDB stored, the version counter,
-# whether its large-values marker is stored.
-Opened = tuple[Any, dict[str, bool], VersionSource | None, bool]
+# whether its large-values marker is stored, an expiring database's Expiry.
+Opened = tuple[Any, dict[str, bool], VersionSource | None, bool, Expiry | None]
 Opening = concurrent.futures.Future[Opened]
 
 
@@ -111,6 +117,7 @@ class _PendingOpen:
     name: bytes
     flags: dict[str, Any]
     versioned: bool
+    ttl_ms: int | None
     future: Opening
 
 
@@ -123,10 +130,12 @@ class DatabaseEntry:
         "dropped",
         "dupsort",
         "error",
+        "expiry",
         "flags",
         "large",
         "name",
         "opening",
+        "ttl_ms",
         "versioned",
         "versions",
     )
@@ -137,6 +146,7 @@ class DatabaseEntry:
         flags: dict[str, bool],
         versioned: bool = False,
         env: lmdb.Environment | None = None,
+        ttl_ms: int | None = None,
     ) -> None:
         self.name = name
         self.flags = flags
@@ -146,6 +156,9 @@ class DatabaseEntry:
         self.dbi: Any = None
         # A versioned database's: the environment's version counter.
         self.versions: VersionSource | None = None
+        # Asked for at open (an expiring database's default ttl, ms); once open, its Expiry.
+        self.ttl_ms = ttl_ms
+        self.expiry: Expiry | None = None
         # The queued open on the writer thread: the handle, stored flags and version counter,
         # or its error.
         self.opening: Opening | None = None
@@ -165,16 +178,19 @@ class DatabaseEntry:
         stored_flags: dict[str, bool],
         versions: VersionSource | None = None,
         large: bool = False,
+        expiry: Expiry | None = None,
     ) -> None:
         """Take the handle and the flags the database really has (dupsort decides how
         writes and scans work, so it must not come from what the caller asked for), for
         a versioned database the environment's version counter, and whether its
-        large-values marker is stored (large values are then read without the GIL at once)."""
+        large-values marker is stored (large values are then read without the GIL at once),
+        and for an expiring database its :class:`~aiolmdb._store.expiry.Expiry`."""
         if large:
             self.large.found_stored()
         self.flags = stored_flags
         self.dupsort = bool(stored_flags.get("dupsort", False))
         self.versions = versions
+        self.expiry = expiry
         self.dbi = dbi
 
     def check_usable(self) -> None:
@@ -223,6 +239,7 @@ class Catalogue:
         "_pending_lock",
         "_readonly",
         "_recorder",
+        "_sweeper",
         "_versions",
         "main",
     )
@@ -234,6 +251,7 @@ class Catalogue:
         main: tuple[Any, dict[str, bool]],
         handles: MetaHandles,
         recorder: Recorder,
+        sweeper: Sweeper,
     ) -> None:
         self._lmdb = env
         self._engine = engine
@@ -242,6 +260,8 @@ class Catalogue:
         self._handles = handles
         self._lock = handles.lock
         self._recorder = recorder
+        # Sweeps the expiring databases opened here; owns the expiry index's handle.
+        self._sweeper = sweeper
         self._entries: dict[bytes, DatabaseEntry] = {}
         # The version counter (one per environment: its versioned databases share it).
         self._versions: VersionSource | None = None
@@ -250,7 +270,7 @@ class Catalogue:
         self._pending_lock = threading.Lock()
         self.main = DatabaseEntry(None, {}, env=env)
         self.main.large.mark = self._marker(self.main)
-        self.main.opened(*main, None, self._main_marked())
+        self.main.opened(*main, None, self._main_marked(), None)
         recorder.attach(self.main.dbi, engine.call_solo, engine.run_write)
 
     def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
@@ -261,6 +281,8 @@ class Catalogue:
         """
         flags = dict(flags)
         versioned = flags.pop("versioned", False)
+        ttl = flags.pop("ttl", None)
+        ttl_ms = None if ttl is None else _expiry.check_ttl(ttl)
         unknown = sorted(set(flags) - {*DB_FLAGS, "create"})
         if unknown:
             raise TypeError(f"unknown open_db flag(s): {', '.join(map(repr, unknown))}")
@@ -268,12 +290,17 @@ class Catalogue:
             raise TypeError(f"open_db flag 'versioned' must be a bool, got {versioned!r}")
         for flag, value in flags.items():
             check_flag(flag, value)
-        if name in (META_NAME, LOG_NAME):
+        if name in (META_NAME, LOG_NAME, INDEX_NAME):
             raise ValueError(f"{name!r} is aiolmdb's metadata database: choose another name")
         flags = {k: bool(v) for k, v in flags.items()}
         db_flags = {k: True for k, v in flags.items() if k in DB_FLAGS and v}
         if versioned and db_flags.get("dupsort"):
             raise ValueError("a versioned database cannot be dupsort: versions are per key")
+        if ttl_ms is not None and (versioned or db_flags.get("dupsort")):
+            raise ValueError(
+                "an expiring database (ttl=) cannot be versioned or dupsort: expiry is per "
+                "key, stored before the value; keep the two in separate databases"
+            )
         entry = self._entries.get(name)
         if entry is not None and (entry.error is not None or entry.dropped):
             entry = None  # its opening failed (e.g. create=False), or it was deleted: anew
@@ -285,37 +312,46 @@ class Catalogue:
                 )
             if entry.versioned != versioned:
                 raise _layout_error(entry.label, entry.versioned)
+            if entry.ttl_ms != ttl_ms:
+                raise _ttl_error(entry.label, entry.ttl_ms, ttl_ms, "is already open")
             return entry
-        entry = DatabaseEntry(name, db_flags, versioned, self._lmdb)
+        entry = DatabaseEntry(name, db_flags, versioned, self._lmdb, ttl_ms)
         entry.large.mark = self._marker(entry)
         if self._readonly:
             # py-lmdb opens it with a read transaction, which never waits for a writer.
             meta = self._handles.existing_meta(self._lmdb.begin)
             with self._lock:
                 dbi = self._lmdb.open_db(name, create=False, **db_flags)  # type: ignore[arg-type]
+                expires: tuple[int, int] | None = None
                 if meta is None:
                     marked = large = False
                 else:
                     with self._lmdb.begin() as txn:
                         marked = txn.get(marker_key(name), None, meta) is not None
                         large = txn.get(large_key(name), None, meta) is not None
+                        expires = _expiry.read_marker(txn, meta, name)
             if marked != versioned:
                 raise _layout_error(entry.label, marked)
+            if (expires is None) != (ttl_ms is None):
+                raise _ttl_error(entry.label, None if expires is None else expires[1], ttl_ms)
             entry.opened(
                 dbi,
                 _stored_flags(self._lmdb, dbi),
                 self._source() if versioned else None,
                 large,
+                None if expires is None else Expiry(expires[0], expires[1], self._sweeper),
             )
         else:
-            entry.opening = self._queue_open(name, {**db_flags, **flags}, versioned)
+            entry.opening = self._queue_open(name, {**db_flags, **flags}, versioned, ttl_ms)
         self._entries[name] = entry
         return entry
 
-    def _queue_open(self, name: bytes, flags: dict[str, Any], versioned: bool) -> Opening:
+    def _queue_open(
+        self, name: bytes, flags: dict[str, Any], versioned: bool, ttl_ms: int | None
+    ) -> Opening:
         """Queue an open for the writer thread; the first of a group queues the writer item
         that opens the whole group in one transaction."""
-        item = _PendingOpen(name, flags, versioned, concurrent.futures.Future())
+        item = _PendingOpen(name, flags, versioned, ttl_ms, concurrent.futures.Future())
         with self._pending_lock:
             self._pending.append(item)
             first = len(self._pending) == 1
@@ -391,28 +427,35 @@ class Catalogue:
             lambda txn, _: self._open_group_in(txn, group), logged=False, guard=self._lock
         )
         recorder = self._recorder
+        sweeper = self._sweeper
         if meta is not None:
             handles.keep(meta=meta)  # committed: valid from now on
             recorder.name_handle(meta, None)
+        opened: list[tuple[bool, Any]] = []
         for item, (ok, value) in zip(group, results, strict=True):
-            if ok:
-                recorder.name_handle(value[0], item.name, bool(value[1].get("dupsort")))
-        return [
-            (
-                ok,
-                (value[0], value[1], self._source() if value[2] else None, value[3])
-                if ok
-                else value,
-            )
-            for ok, value in results
-        ]
+            if not ok:
+                opened.append((ok, value))
+                continue
+            recorder.name_handle(value[0], item.name, bool(value[1].get("dupsort")))
+            expiry = None
+            if value[4] is not None:
+                db_id, default_ms, earliest, index = value[4]
+                if sweeper.index is None:
+                    sweeper.keep(index)  # committed: valid from now on
+                    recorder.name_handle(index, None)
+                expiry = Expiry(db_id, default_ms, sweeper)
+                sweeper.register(value[0], expiry, earliest)
+            source = self._source() if value[2] else None
+            opened.append((True, (value[0], value[1], source, value[3], expiry)))
+        return opened
 
     def _open_group_in(
         self, txn: Txn, group: list[_PendingOpen]
     ) -> tuple[Any, list[tuple[bool, Any]]]:
         """The group's opens in ``txn``: the metadata database's handle (None: none yet) and
-        ``(True, (dbi, stored flags, versioned, large-values marker stored))`` or
-        ``(False, error)`` per open."""
+        ``(True, (dbi, stored flags, versioned, large-values marker stored, expiring: its id,
+        default ttl, earliest expiry and the index handle, or None))`` or ``(False, error)``
+        per open."""
         env = self._lmdb
         meta = self._handles.meta
         results: list[tuple[bool, Any]] = []
@@ -420,7 +463,7 @@ class Catalogue:
             try:
                 if meta is None:
                     meta = self._handles.meta_in(txn)
-                dbi, stored, meta = self._open_in(env, txn, item, meta)
+                dbi, stored, meta, expires = self._open_in(env, txn, item, meta)
                 large = meta is not None and txn.get(large_key(item.name), None, meta) is not None
             except (
                 ValueError,
@@ -431,26 +474,36 @@ class Catalogue:
                 # Refused before LMDB changed anything: the others go on.
                 results.append((False, exc))
             else:
-                results.append((True, (dbi, stored, item.versioned, large)))
+                results.append((True, (dbi, stored, item.versioned, large, expires)))
         return meta, results
 
     def _open_in(
         self, env: lmdb.Environment, txn: Txn, item: _PendingOpen, meta: Any
-    ) -> tuple[Any, dict[str, bool], Any]:
-        """Open ``item`` in ``txn``: its handle, the flags LMDB stored for it, and the
-        metadata database's handle (``meta``, or the one made for a new versioned database)."""
-        name, versioned = item.name, item.versioned
+    ) -> tuple[Any, dict[str, bool], Any, Any]:
+        """Open ``item`` in ``txn``: its handle, the flags LMDB stored for it, the metadata
+        database's handle (``meta``, or the one made for a new versioned or expiring
+        database), and for an expiring database what ``Sweeper.open_in`` returns."""
+        name, versioned, ttl_ms = item.name, item.versioned, item.ttl_ms
+        label = name.decode("utf-8", "backslashreplace")
         marked = meta is not None and txn.get(marker_key(name), None, meta) is not None
         if marked != versioned:
             # An existing plain database asked for as versioned: never relabel its values.
             if marked or txn.get(name, None, self.main.dbi) is not None:
-                raise _layout_error(name.decode("utf-8", "backslashreplace"), marked)
-        if versioned and meta is None:
+                raise _layout_error(label, marked)
+        expires = _expiry.read_marker(txn, meta, name)
+        if (expires is None) != (ttl_ms is None):
+            # Nor read an expiring database's values without their expiry, or the reverse.
+            if expires is not None or txn.get(name, None, self.main.dbi) is not None:
+                raise _ttl_error(label, None if expires is None else expires[1], ttl_ms)
+        if (versioned or ttl_ms is not None) and meta is None:
             meta = self._handles.meta_in(txn, create=True)
         dbi: Any = env.open_db(name, txn=txn, **item.flags)
         if versioned and not marked:
             txn.put(marker_key(name), MARKER, db=meta)
-        return dbi, {k: True for k, v in dbi.flags(txn).items() if v}, meta
+        found = None
+        if ttl_ms is not None:
+            found = self._sweeper.open_in(env, txn, meta, name, ttl_ms)
+        return dbi, {k: True for k, v in dbi.flags(txn).items() if v}, meta, found
 
     def _marker(self, entry: DatabaseEntry) -> Callable[[Txn], None]:
         """``entry``'s ``LargeValues.mark``: store its large-values marker (writer thread, in
@@ -555,6 +608,12 @@ class Catalogue:
             handles.append(dbi)
             if entry.versions is not None and entry.name is not None:
                 txn.delete(marker_key(entry.name), db=self._handles.meta)
+            if entry.expiry is not None and entry.name is not None:
+                # A database made again under the name starts without expiring entries.
+                getattr(txn, "raw", txn).delete(
+                    _expiry.marker_key(entry.name), db=self._handles.meta
+                )
+                entry.expiry.clear(txn)
             if self._handles.meta is not None and entry.name is not None:
                 # A database made again under the name starts without large values (the raw
                 # transaction: the change log records user databases only).
@@ -567,6 +626,8 @@ class Catalogue:
             for dbi in handles[1:]:
                 recorder.forget(dbi)
         recorder.forget(entry.dbi)
+        if entry.expiry is not None:
+            self._sweeper.forget(entry.expiry.db_id)
         entry.dropped = True
         entry.dbi = None
 
@@ -606,17 +667,18 @@ class Catalogue:
         self, env: lmdb.Environment, txn: Txn, only: bytes | None, include_internal: bool
     ) -> list[DatabaseInfo]:
         marked = self._versioned_names(env, txn)
+        ttls = _expiry.marked_names(txn, self._handles.meta_in(txn))
         if only is not None:
             try:
                 handle = env.open_db(only, txn=txn, create=False)
-                return [_info(txn, only, handle, only in marked)]
+                return [_info(txn, only, handle, only in marked, ttls.get(only))]
             except lmdb.NotFoundError:
                 return []
             except lmdb.IncompatibleError:
                 raise ValueError(
                     f"{only!r} is a key of the default database, not a database"
                 ) from None
-        return _list_all(env, txn, marked, include_internal)
+        return _list_all(env, txn, marked, ttls, include_internal)
 
     def _versioned_names(self, env: lmdb.Environment, txn: Txn) -> set[bytes]:
         """The names the metadata database marks as versioned databases."""
@@ -638,10 +700,14 @@ class Catalogue:
 
 
 def _list_all(
-    env: lmdb.Environment, txn: Txn, marked: set[bytes], include_internal: bool
+    env: lmdb.Environment,
+    txn: Txn,
+    marked: set[bytes],
+    ttls: dict[bytes, int],
+    include_internal: bool,
 ) -> list[DatabaseInfo]:
     main = env.open_db(None, txn=txn)
-    infos = [_info(txn, None, main, False)]
+    infos = [_info(txn, None, main, False, None)]
     cursor = txn.cursor(main)
     records = 0  # the named databases' records in the default database, aiolmdb's included
     try:
@@ -659,7 +725,9 @@ def _list_all(
                 continue  # a plain key, not a database
             records += 1
             if include_internal or not key.startswith(INTERNAL_PREFIX):
-                infos.append(_info(txn, bytes(key), handle, bytes(key) in marked))
+                infos.append(
+                    _info(txn, bytes(key), handle, bytes(key) in marked, ttls.get(bytes(key)))
+                )
     finally:
         cursor.close()
     # The default database's entries are the user's keys; its stat stays LMDB's own count.
@@ -667,12 +735,15 @@ def _list_all(
     return infos
 
 
-def _info(txn: Txn, key: bytes | None, handle: Any, versioned: bool) -> DatabaseInfo:
+def _info(
+    txn: Txn, key: bytes | None, handle: Any, versioned: bool, ttl_ms: int | None
+) -> DatabaseInfo:
     stat = {name: cast(int, value) for name, value in txn.stat(handle).items()}
     flags = {name for name, on in handle.flags(txn).items() if on}
     if versioned:
         flags.add("versioned")
-    return DatabaseInfo(key, frozenset(flags), stat["entries"], stat)
+    ttl = None if ttl_ms is None else ttl_ms / 1000
+    return DatabaseInfo(key, frozenset(flags), stat["entries"], stat, ttl)
 
 
 def _layout_error(label: str | None, versioned: bool) -> ValueError:
@@ -685,6 +756,26 @@ def _layout_error(label: str | None, versioned: bool) -> ValueError:
     return ValueError(
         f"database {label!r} exists and is not versioned: a database is versioned from its "
         "creation; open it without versioned=True (or copy its entries into a new one)"
+    )
+
+
+def _ttl_error(
+    label: str | None, stored_ms: int | None, asked_ms: int | None, how: str = "exists"
+) -> ValueError:
+    """Opening a database with the wrong ``ttl`` setting."""
+    if stored_ms is None:
+        return ValueError(
+            f"database {label!r} {how} and does not expire: a database expires from its "
+            "creation; open it without ttl= (or copy its entries into a new one)"
+        )
+    if asked_ms is None:
+        return ValueError(
+            f"database {label!r} expires (its values carry an expiry; default ttl "
+            f"{stored_ms / 1000:g} s): open it with ttl=seconds"
+        )
+    return ValueError(
+        f"database {label!r} {how} with ttl={stored_ms / 1000:g}; open it with that ttl "
+        f"(not {asked_ms / 1000:g}) in this environment"
     )
 
 

@@ -46,6 +46,7 @@ import lmdb
 
 from .._codecs.copyout import LARGE_VALUE, copy_out
 from .._engine.held import HeldRead
+from . import expiry as _expiry
 from . import versions as _versions
 from .keys import encode_key
 
@@ -232,7 +233,10 @@ class ValueStream:
         self._ctx = ctx
         self._key = key
         self._encoded: Any = None
+        # The version's or the expiry's bytes before the value's.
         self._skip = _versions.PREFIX_SIZE if ctx.versioned else 0
+        if ctx.expiry is not None:
+            self._skip = _expiry.HEADER_SIZE
         self._held = HeldRead(engine, "value stream", "read it again")
 
     async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
@@ -262,10 +266,15 @@ class ValueStream:
         buf = self._held.run(_get, self._encoded, ctx.dbi)
         if buf is None:
             return None
+        if ctx.expiry is not None and _expiry.is_expired(buf, _expiry.now_ms()):
+            return None  # an expired entry is absent
         if len(buf) < self._skip:
+            what = (
+                ("an expiring", "expiry") if ctx.expiry is not None else ("a versioned", "version")
+            )
             raise ValueError(
-                f"the value stored under key {self._key!r} is not a versioned value "
-                f"(shorter than its {self._skip}-byte version)"
+                f"the value stored under key {self._key!r} is not {what[0]} value "
+                f"(shorter than its {self._skip}-byte {what[1]})"
             )
         return len(buf) - self._skip
 

@@ -16,6 +16,8 @@ from .._codecs.builtin import IdentityCoder
 from .._codecs.coder import Coder
 from .._codecs.copyout import LARGE_VALUE
 from .._engine.delivery import Counted
+from . import expiry as _expiry
+from .expiry import ExpiringValues, Expiry, expiry_of, is_expired, now_ms
 from .keys import encode_key
 from .large import BufferedReads, LargeValues, read_large
 from .versions import (
@@ -57,18 +59,22 @@ MISSING: Any = _Missing()
 class DbContext(Generic[K, V]):
     """One open database as the operations see it: LMDB's handle, the coders, the
     environment's max key size, whether LMDB stores the database as dupsort, and for a
-    versioned database the environment's version counter (``versions``).
+    versioned database the environment's version counter (``versions``), for an expiring
+    one its :class:`~aiolmdb._store.expiry.Expiry` (``expiry``).
 
     Made once a database is open (its handle and stored flags are known) and remade when a
     coder is replaced, so an operation gets everything it needs in one argument. In a
     versioned database ``vc`` is a :class:`~aiolmdb._store.versions.StoredValues` around the
-    user's coder (``coder``): every read path strips the version as it decodes.
+    user's coder (``coder``): every read path strips the version as it decodes. In an
+    expiring database ``vc`` is an :class:`~aiolmdb._store.expiry.ExpiringValues`: it strips
+    the expiry, which each read checks first.
     """
 
     __slots__ = (
         "coder",
         "dbi",
         "dupsort",
+        "expiry",
         "kc",
         "large",
         "max_key_size",
@@ -86,6 +92,7 @@ class DbContext(Generic[K, V]):
         dupsort: bool,
         versions: VersionSource | None = None,
         large: LargeValues | None = None,
+        expiry: Expiry | None = None,
     ) -> None:
         self.dbi = dbi
         self.kc = kc
@@ -95,6 +102,10 @@ class DbContext(Generic[K, V]):
         self.versions = versions
         self.versioned = versions is not None
         self.vc: Coder[V] = StoredValues(vc) if versions is not None else vc
+        # An expiring database's default ttl, index id and sweeper (None: it never expires).
+        self.expiry = expiry
+        if expiry is not None:
+            self.vc = ExpiringValues(vc)
         # Whether the database is known to hold large values (shared by its contexts): reads
         # then copy them without the GIL (see _large).
         self.large = LargeValues() if large is None else large
@@ -104,7 +115,14 @@ class DbContext(Generic[K, V]):
         if kc is self.kc and vc is self.coder:
             return self
         return DbContext(
-            self.dbi, kc, vc, self.max_key_size, self.dupsort, self.versions, self.large
+            self.dbi,
+            kc,
+            vc,
+            self.max_key_size,
+            self.dupsort,
+            self.versions,
+            self.large,
+            self.expiry,
         )
 
 
@@ -167,6 +185,8 @@ def get(txn: Txn, ctx: DbContext[K, V], key: K, default: D, *, _large: int = LAR
         buf = read_large(txn, large, encoded, ctx.dbi)
         if buf is None:
             return default
+    if ctx.expiry is not None and is_expired(buf, now_ms()):
+        return default
     try:
         return ctx.vc.deserialize(buf)
     except ValueError as exc:
@@ -249,6 +269,7 @@ def _get_multi(
     out: dict[K, V | D] = {}
     ser = kc.serialize
     des = vc.deserialize
+    now = now_ms() if ctx.expiry is not None else -1
     for key in keys:
         seen = _seen(out, key, "get_multi")
         encoded = ser(key)
@@ -259,6 +280,8 @@ def _get_multi(
         buf = tget(encoded, None, db)
         if buf is not None and len(buf) >= LARGE_VALUE:
             large.seen = True
+        if now >= 0 and buf is not None and is_expired(buf, now):
+            buf = None
         try:
             out[key] = default if buf is None else des(buf)
         except ValueError as exc:
@@ -311,6 +334,8 @@ def _check_same_encoding(
 
 def put(txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool) -> bool:
     """Store value under key; False when it was not stored (key or exact pair exists)."""
+    if ctx.expiry is not None:
+        return _put_expiring(txn, ctx, key, value, overwrite, DEFAULT_TTL)
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     data = ctx.vc.serialize(value)
     if ctx.dupsort:
@@ -348,13 +373,18 @@ def get_stored(txn: Txn, ctx: DbContext[Any, Any], key: Any) -> bytes | None:
     """The bytes stored under key as the value coder wrote them (a versioned database's
     without the version), or None (``get_chunks`` in a transaction's view)."""
     buf = fetch(txn, ctx, encode_key(ctx.kc, key, ctx.max_key_size))
+    if buf is not None and ctx.expiry is not None:
+        return None if is_expired(buf, now_ms()) else bytes(buf[_expiry.HEADER_SIZE :])
     if buf is None or not ctx.versioned:
         return buf
     return bytes(split(key, buf)[1])
 
 
 def stored_room(ctx: DbContext[Any, Any]) -> int:
-    """How many bytes ``put_stored`` needs before the value's (room for the version)."""
+    """How many bytes ``put_stored`` needs before the value's (room for the version or the
+    expiry)."""
+    if ctx.expiry is not None:
+        return _expiry.HEADER_SIZE
     return PREFIX_SIZE if ctx.versioned else 0
 
 
@@ -367,17 +397,32 @@ def put_stored(txn: Txn, ctx: DbContext[Any, Any], key: Any, data: bytearray) ->
         return bool(txn.put(encoded, data, dupdata=False, db=ctx.dbi))
     if len(data) >= LARGE_VALUE:
         ctx.large.wrote(txn)
+    ex = ctx.expiry
+    if ex is not None:
+        old = txn.get(encoded, None, ctx.dbi)
+        at = ex.expiry(DEFAULT_TTL, now_ms())
+        _expiry.pack_into(data, at)
+        ex.unindex(txn, encoded, old)
+        txn.put(encoded, data, True, True, False, ctx.dbi)
+        ex.index(txn, encoded, at)
+        return True
     if ctx.versioned:
         pack_into(data, _draw(txn, ctx))
     return bool(txn.put(encoded, data, True, True, False, ctx.dbi))
 
 
-def put_multi(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]]) -> int:
+def put_multi(
+    txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]], ttl: int | None = -1
+) -> int:
     """Store every (key, value) pair; the engine's child transaction makes it all or nothing.
 
     Returns how many pairs were added (overwrites count; in a dupsort database an exact pair
-    that already exists does not).
+    that already exists does not). ``ttl``: as :func:`put_ttl`'s, for every pair.
     """
+    if ctx.expiry is not None:
+        return _put_multi_expiring(txn, ctx, items, ttl)
+    if ttl != DEFAULT_TTL:
+        raise _not_expiring()
     tput = txn.put
     kc, max_key_size, db, dupsort = ctx.kc, ctx.max_key_size, ctx.dbi, ctx.dupsort
     ser_k = kc.serialize
@@ -417,6 +462,8 @@ def delete(txn: Txn, ctx: DbContext[K, V], key: K, value: Any = MISSING) -> bool
     """
     db = ctx.dbi
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    if ctx.expiry is not None:
+        return _delete_expiring(txn, ctx, encoded, value)
     if value is MISSING:
         return bool(txn.delete(encoded, db=db))
     data = ctx.vc.serialize(value)
@@ -446,6 +493,9 @@ def delete_multi(txn: Txn, ctx: DbContext[K, V], keys: list[K]) -> dict[K, bool]
         encoded = encode_key(kc, key, max_key_size)
         if seen:
             _check_same_encoding(kc, out, key, encoded, "delete_multi")
+        if ctx.expiry is not None:
+            out[key] = _delete_expiring(txn, ctx, encoded, MISSING) or out.get(key, False)
+            continue
         out[key] = bool(tdel(encoded, db=db)) or out.get(key, False)
     return out
 
@@ -454,13 +504,27 @@ def exists(txn: Txn, ctx: DbContext[K, Any], key: K) -> bool:
     """Whether key is stored: a cursor lookup, the value neither copied nor decoded."""
     cur = txn.cursor(ctx.dbi)
     try:
-        return bool(cur.set_key(encode_key(ctx.kc, key, ctx.max_key_size)))
+        if not cur.set_key(encode_key(ctx.kc, key, ctx.max_key_size)):
+            return False
+        # An expired entry not yet swept is absent (its 8-byte expiry heads the value).
+        return ctx.expiry is None or not is_expired(cur.value(), now_ms())
     finally:
         cur.close()
 
 
 def pop(txn: Txn, ctx: DbContext[K, V], key: K, default: D) -> V | D:
     """Delete key and return its old value, decoded, or default."""
+    ex = ctx.expiry
+    if ex is not None:
+        encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+        old = txn.get(encoded, None, ctx.dbi)
+        if old is None:
+            return default
+        ex.unindex(txn, encoded, old)
+        txn.delete(encoded, db=ctx.dbi)
+        if is_expired(old, now_ms()):
+            return default
+        return decode_value(ctx.vc, old, key)
     buf = txn.pop(encode_key(ctx.kc, key, ctx.max_key_size), db=ctx.dbi)
     if buf is None:
         return default
@@ -471,6 +535,14 @@ def replace(txn: Txn, ctx: DbContext[K, V], key: K, value: V) -> V | None:
     """Store value under key and return the old value, decoded, or None."""
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     data = ctx.vc.serialize(value)
+    ex = ctx.expiry
+    if ex is not None:
+        now = now_ms()
+        old = txn.get(encoded, None, ctx.dbi)
+        _store_expiring(txn, ctx, encoded, data, old, ex.expiry(DEFAULT_TTL, now))
+        if old is None or is_expired(old, now):
+            return None
+        return decode_value(ctx.vc, old, key)
     if ctx.versioned:
         data = pack(_draw(txn, ctx), data)
     old = txn.replace(encoded, data, db=ctx.dbi)
@@ -483,6 +555,16 @@ def update(txn: Txn, ctx: DbContext[K, V], key: K, fn: Callable[[V | D], V], def
     """Apply fn(old) -> new atomically and return new (old is default when absent)."""
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     buf = txn.get(encoded, None, ctx.dbi)
+    ex = ctx.expiry
+    if ex is not None:
+        # A live entry keeps its expiry (as a counter under Redis's INCR does); an absent or
+        # expired one gets the database's default.
+        now = now_ms()
+        live = None if buf is None or is_expired(buf, now) else buf
+        new = fn(default if live is None else decode_value(ctx.vc, live, key))
+        at = ex.expiry(DEFAULT_TTL, now) if live is None else expiry_of(live)
+        _store_expiring(txn, ctx, encoded, ctx.vc.serialize(new), buf, at)
+        return new
     new = fn(default if buf is None else decode_value(ctx.vc, buf, key))
     if isawaitable(new):  # a callable returning an awaitable that the caller could not spot
         close = getattr(new, "close", None)
@@ -562,13 +644,17 @@ def put_call(
     if_version: int | None,
     if_value: Any,
     raise_on_conflict: bool,
+    ttl: object = MISSING,
 ) -> tuple[Callable[..., bool], tuple[Any, ...]]:
-    """What ``put(key, value, overwrite=, if_version=, if_value=, raise_on_conflict=)`` runs:
-    the operation and its arguments after the context. The plain put unless a condition is
-    given; both are ATOMIC."""
+    """What ``put(key, value, overwrite=, if_version=, if_value=, raise_on_conflict=, ttl=)``
+    runs: the operation and its arguments after the context. The plain put unless a condition
+    or a ttl is given; all are ATOMIC."""
+    ttl = ttl_arg(ttl)
     if if_version is None and if_value is MISSING and not raise_on_conflict:
-        return put, (key, value, overwrite)
-    return put_if, (key, value, overwrite, if_version, if_value, raise_on_conflict)
+        if ttl == DEFAULT_TTL:
+            return put, (key, value, overwrite)
+        return put_ttl, (key, value, overwrite, ttl)
+    return put_if, (key, value, overwrite, if_version, if_value, raise_on_conflict, ttl)
 
 
 def delete_call(
@@ -605,12 +691,15 @@ def put_if(
     if_version: int | None,
     if_value: Any,
     raise_on_conflict: bool,
+    ttl: int | None = -1,
 ) -> bool:
     """``put`` with conditions: store only if the stored version is ``if_version`` and the
     stored value encodes as ``if_value`` does (each when given), or, with overwrite=False,
     if the key is absent. When a condition fails: ``NOT_WRITTEN`` (False, with the conflict
-    counted), or ConflictError with ``raise_on_conflict``."""
+    counted), or ConflictError with ``raise_on_conflict``. ``ttl``: as :func:`put_ttl`'s."""
     _check_condition(ctx, if_version)
+    if ttl != DEFAULT_TTL and ctx.expiry is None:
+        raise _not_expiring()
     conditional = if_version is not None or if_value is not MISSING
     if ctx.dupsort and conditional:
         raise ValueError("if_version/if_value are not supported in a dupsort database")
@@ -627,7 +716,10 @@ def put_if(
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     data = ctx.vc.serialize(value)
     expected = None if if_value is MISSING else bytes(ctx.vc.serialize(if_value))
-    stored = txn.get(encoded, None, db)
+    stored = old = txn.get(encoded, None, db)
+    now = now_ms() if ctx.expiry is not None else 0
+    if now and stored is not None and is_expired(stored, now):
+        stored = None  # an expired entry is absent
     if not overwrite:
         actual = _stored_version(ctx, key, stored)
         reason = "" if stored is None else "it exists (overwrite=False)"
@@ -639,6 +731,9 @@ def put_if(
         if raise_on_conflict:
             raise conflict(key, if_version, actual, reason)
         return NOT_WRITTEN  # type: ignore[return-value]  # the engine or the view unwraps it
+    if ctx.expiry is not None:
+        _store_expiring(txn, ctx, encoded, data, old, ctx.expiry.expiry(ttl, now))
+        return True
     if ctx.versioned:
         data = pack(_draw(txn, ctx), data)
     txn.put(encoded, data, db=db)
@@ -669,6 +764,8 @@ def _unmet(
     current: Any = stored
     if ctx.versioned:
         actual, current = split(key, stored)
+    elif ctx.expiry is not None:
+        current = stored[_expiry.HEADER_SIZE :]
     if if_version is not None and actual != if_version:
         return actual, f"its version is {actual}, not {if_version}"
     if expected is not None and bytes(current) != expected:
@@ -697,13 +794,17 @@ def delete_if(
     db = ctx.dbi
     encoded = encode_key(ctx.kc, key, ctx.max_key_size)
     expected = None if value is MISSING else bytes(ctx.vc.serialize(value))
-    stored = txn.get(encoded, None, db)
+    stored = old = txn.get(encoded, None, db)
+    if ctx.expiry is not None and stored is not None and is_expired(stored, now_ms()):
+        stored = None  # an expired entry is absent
     actual, reason = _unmet(ctx, key, stored, if_version, expected, "the value given")
     if reason:
         conditional = if_version is not None or expected is not None
         if raise_on_conflict and conditional:
             raise conflict(key, if_version, actual, reason)
         return NOT_WRITTEN if conditional else False  # type: ignore[return-value]
+    if ctx.expiry is not None:
+        ctx.expiry.unindex(txn, encoded, old)
     return bool(txn.delete(encoded, db=db))
 
 
@@ -755,13 +856,121 @@ def restore_entries(txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, Entry[V
     return len(items)
 
 
+# ----------------------------------------------------------------- expiring databases
+# A write's ttl in an operation's arguments: milliseconds, None (never expires), or this: the
+# database's default.
+DEFAULT_TTL: Final = -1
+
+
+def ttl_arg(ttl: object) -> int | None:
+    """A write's ``ttl=`` as the operations take it (checked on the caller's thread)."""
+    if ttl is MISSING:
+        return DEFAULT_TTL
+    if ttl is None:
+        return None
+    return _expiry.check_ttl(ttl)
+
+
+def _not_expiring() -> ValueError:
+    return ValueError(
+        "ttl= needs an expiring database, and this one does not expire: open it with "
+        "open_db(name, ttl=seconds) (a database expires from its creation)"
+    )
+
+
+def put_ttl(
+    txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool, ttl: int | None
+) -> bool:
+    """``put`` with its own ``ttl`` (ms; None: never expires) in an expiring database."""
+    if ctx.expiry is None:
+        raise _not_expiring()
+    return _put_expiring(txn, ctx, key, value, overwrite, ttl)
+
+
+def _put_expiring(
+    txn: Txn, ctx: DbContext[K, V], key: K, value: V, overwrite: bool, ttl: int | None
+) -> bool:
+    ex = ctx.expiry
+    assert ex is not None
+    encoded = encode_key(ctx.kc, key, ctx.max_key_size)
+    data = ctx.vc.serialize(value)
+    now = now_ms()
+    old = txn.get(encoded, None, ctx.dbi)
+    if old is not None and not overwrite and not is_expired(old, now):
+        return False  # an expired entry counts as absent
+    _store_expiring(txn, ctx, encoded, data, old, ex.expiry(ttl, now))
+    return True
+
+
+def _store_expiring(
+    txn: Txn, ctx: DbContext[Any, Any], encoded: Any, data: Any, old: Any, at: int
+) -> None:
+    """Store ``data`` expiring ``at``, replacing ``old`` (the stored value, or None) in the
+    index."""
+    ex = ctx.expiry
+    assert ex is not None
+    if len(data) + _expiry.HEADER_SIZE >= LARGE_VALUE:
+        ctx.large.wrote(txn)
+    ex.unindex(txn, encoded, old)
+    txn.put(encoded, _expiry.pack(at, data), True, True, False, ctx.dbi)
+    ex.index(txn, encoded, at)
+
+
+def _put_multi_expiring(
+    txn: Txn, ctx: DbContext[K, V], items: list[tuple[K, V]], ttl: int | None
+) -> int:
+    ex = ctx.expiry
+    assert ex is not None
+    kc, max_key_size, db, ser_v = ctx.kc, ctx.max_key_size, ctx.dbi, ctx.vc.serialize
+    now = now_ms()
+    at = ex.expiry(ttl, now)
+    for index, pair in enumerate(items):
+        try:
+            key, value = pair
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"put_multi item {index} must be a (key, value) pair; got a {type(pair).__name__}"
+            ) from None
+        encoded = encode_key(kc, key, max_key_size)
+        data = ser_v(value)
+        _store_expiring(txn, ctx, encoded, data, txn.get(encoded, None, db), at)
+    return len(items)
+
+
+def _delete_expiring(txn: Txn, ctx: DbContext[Any, Any], encoded: Any, value: Any) -> bool:
+    """Delete an entry of an expiring database (only if it holds ``value``, when given); an
+    expired one goes too, but counts as absent (False)."""
+    old = txn.get(encoded, None, ctx.dbi)
+    if old is None:
+        return False
+    live = not is_expired(old, now_ms())
+    if value is not MISSING:
+        data = ctx.vc.serialize(value)
+        if not live or bytes(old[_expiry.HEADER_SIZE :]) != bytes(data):
+            return False
+    assert ctx.expiry is not None
+    ctx.expiry.unindex(txn, encoded, old)
+    txn.delete(encoded, db=ctx.dbi)
+    return live
+
+
 def drop(txn: Txn, ctx: DbContext[Any, Any], delete: bool) -> None:
     """Empty the database, or delete it when delete is True."""
+    if ctx.expiry is not None:
+        ctx.expiry.clear(txn)
     txn.drop(ctx.dbi, delete=delete)
 
 
 def count(txn: Txn, ctx: DbContext[Any, Any]) -> int:
-    """Number of entries (from the database's stat)."""
+    """Number of entries (from the database's stat; in an expiring database, the entries
+    that have not expired, counted from their expiries)."""
+    if ctx.expiry is not None:
+        now = now_ms()
+        cur = txn.cursor(ctx.dbi)
+        try:
+            return sum(1 for v in cur.iternext(keys=False, values=True) if not is_expired(v, now))
+        finally:
+            cur.close()
     return int(txn.stat(ctx.dbi)["entries"])
 
 
@@ -778,6 +987,10 @@ def stat(txn: Txn, ctx: DbContext[Any, Any]) -> dict[str, Any]:
 # not among them: they decode the old value after changing it, and decoding may fail.) In a
 # versioned database a write also bumps the version counter first: if the write then failed,
 # the counter would have skipped a version, which is harmless (versions need only grow).
+#
+# In an expiring database a write also changes the expiry index (the old pair out, the new one
+# in), after every check that can fail: what could fail after the first change is a full map,
+# which aborts the whole batch anyway.
 ATOMIC: frozenset[Callable[..., Any]] = frozenset(
-    {put, put_bytes, put_if, put_stored, delete, delete_if, update, drop}
+    {put, put_bytes, put_if, put_stored, put_ttl, delete, delete_if, update, drop}
 )

@@ -19,6 +19,7 @@ import lmdb
 
 from .._codecs.builtin import IdentityCoder
 from .._codecs.coder import Coder
+from .expiry import is_expired, now_ms
 from .keys import encode_key
 from .large import BufferedReads, read_large, take
 from .ops import DbContext, decode_value, decode_values, stored_values, value_error
@@ -175,6 +176,24 @@ def read_chunk(
         spec.encode(ctx.kc)
     if spec.empty:
         return [], None, resume, True
+    if ctx.expiry is not None:
+        # Expired entries are left out: a chunk that held only those is read again further
+        # on (an empty chunk would end the iteration).
+        while True:
+            chunk = _read_chunk(txn, ctx, spec, resume, n)
+            if chunk[0] or chunk[3]:
+                return chunk
+            resume = chunk[2]
+    return _read_chunk(txn, ctx, spec, resume, n)
+
+
+def _read_chunk(
+    txn: Txn,
+    ctx: DbContext[Any, Any],
+    spec: ScanSpec,
+    resume: Resume | None,
+    n: int,
+) -> tuple[list[Any], list[Any] | None, Resume | None, bool]:
     if resume is None and spec.offset:
         # The first chunk skips the offset (again, if a first chunk was dropped).
         resume = _skip(txn, ctx, spec)
@@ -210,6 +229,8 @@ def _entries(cur: lmdb.Cursor, spec: ScanSpec, values: bool) -> Iterator[Any]:
 def _skip(txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec) -> Resume | None:
     """Step over the first ``spec.offset`` entries of the range without decoding them: where
     to resume after them, or None if the range holds no more."""
+    if ctx.expiry is not None:
+        return _skip_live(txn, ctx, spec)
     pairs = spec.dupsort and not spec.unique_keys
     left = spec.offset
     last: Any = None
@@ -237,6 +258,8 @@ def count_range(txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec) -> int:
     spec.encode(ctx.kc)
     if spec.empty:
         return 0
+    if ctx.expiry is not None:
+        return _count_live(txn, ctx, spec)
     cur = txn.cursor(ctx.dbi)
     try:
         if not _position(cur, spec, None):
@@ -254,6 +277,43 @@ def count_range(txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec) -> int:
 
 # How many keys offset= and count() read at a time (bounded memory, no per-key Python work).
 _SKIP_CHUNK = 4096
+
+
+def _live_pairs(
+    txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec
+) -> Iterator[tuple[bytes, bytes]]:
+    """The (key, stored value) pairs of the range that have not expired, in the scan's
+    direction (an expiring database: never dupsort)."""
+    now = now_ms()
+    cur = txn.cursor(ctx.dbi)
+    try:
+        if not _position(cur, spec, None):
+            return
+        it = cur.iterprev() if spec.reverse else cur.iternext()
+        while True:
+            chunk, cut = _cut(list(islice(it, _SKIP_CHUNK)), spec, _first)
+            for pair in chunk:
+                if not is_expired(pair[1], now):
+                    yield pair
+            if cut or len(chunk) < _SKIP_CHUNK:
+                return
+    finally:
+        cur.close()
+
+
+def _skip_live(txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec) -> Resume | None:
+    """``_skip`` in an expiring database: the offset counts entries that have not expired."""
+    left = spec.offset
+    for key, _ in _live_pairs(txn, ctx, spec):
+        left -= 1
+        if not left:
+            return (bytes(key),)
+    return None
+
+
+def _count_live(txn: Txn, ctx: DbContext[Any, Any], spec: ScanSpec) -> int:
+    """``count_range`` in an expiring database: the entries that have not expired."""
+    return sum(1 for _ in _live_pairs(txn, ctx, spec))
 
 
 def _split(entries: list[Any], size: int) -> list[list[Any]]:
@@ -292,7 +352,7 @@ def _read_columns(
         done = len(keys) < n
         keys, cut = _cut(keys, spec)
         values: list[Any] | None = None
-        if keys and spec.mode != KEYS:
+        if keys and (spec.mode != KEYS or ctx.expiry is not None):
             # Same transaction, same start: the values of exactly those entries (keys() needs
             # none: its resume point is a key, as it is not a dupsort database's).
             values = _values(txn, ctx, cur, spec, resume, len(keys))
@@ -307,6 +367,11 @@ def _read_columns(
         resume = (keys[-1], values[-1])
     else:
         resume = (keys[-1],)
+    if ctx.expiry is not None:
+        assert values is not None
+        keys, values = _unexpired(keys, values)
+        if spec.mode == KEYS:
+            values = None
     column, paired = _decode(keys, values, spec.mode, ctx.kc, ctx.vc)
     return column, paired, resume, done or cut
 
@@ -365,6 +430,9 @@ def _read_pairs(
         return pairs, None, resume, True
     last = pairs[-1]
     resume = (last[0], last[1]) if spec.dupsort else (last[0],)
+    if ctx.expiry is not None:
+        now = now_ms()
+        pairs = [pair for pair in pairs if not is_expired(pair[1], now)]
     kc, vc = ctx.kc, ctx.vc
     if spec.mode == ENTRIES:
         keys = [k for k, _ in pairs]
@@ -384,6 +452,15 @@ def _read_pairs(
             decode_values(kc, vc, keys, [v for _, v in pairs])
             raise
     return pairs, None, resume, done or cut
+
+
+def _unexpired(keys: list[Any], values: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The keys and values of the entries that have not expired (an expiring database)."""
+    now = now_ms()
+    kept = [i for i, value in enumerate(values) if not is_expired(value, now)]
+    if len(kept) == len(values):
+        return keys, values
+    return [keys[i] for i in kept], [values[i] for i in kept]
 
 
 def _first(pair: tuple[bytes, bytes]) -> bytes:
@@ -456,6 +533,11 @@ def first_or_last(txn: Txn, ctx: DbContext[K, V], last: bool) -> tuple[K, V] | N
     try:
         if not (cur.last() if last else cur.first()):
             return None
+        if ctx.expiry is not None:
+            now = now_ms()
+            while is_expired(cur.value(), now):
+                if not (cur.prev() if last else cur.next()):
+                    return None
         raw = cur.key()
         key = ctx.kc.deserialize(raw)
         value = None
@@ -481,6 +563,8 @@ def get_all(txn: Txn, ctx: DbContext[K, V], key: K) -> list[V]:
             values = [] if value is None else [value]
         else:
             values = list(cur.iternext_dup(keys=False, values=True))
+        if ctx.expiry is not None and values and is_expired(values[0], now_ms()):
+            return []
         try:
             return [dv(v) for v in values]
         except ValueError as exc:  # every value here is this key's
@@ -495,6 +579,8 @@ def count_values(txn: Txn, ctx: DbContext[K, Any], key: K) -> int:
     cur = txn.cursor(ctx.dbi)
     try:
         if not cur.set_key(encoded):
+            return 0
+        if ctx.expiry is not None and is_expired(cur.value(), now_ms()):
             return 0
         return int(cur.count()) if ctx.dupsort else 1
     finally:
