@@ -16,6 +16,7 @@ from conftest import MAP_SIZE, TIMEOUT, OpenEnv
 
 import aiolmdb
 from aiolmdb import Change, Commit, Retention
+from aiolmdb._cli.commands import main
 from aiolmdb._store import records as _records
 from aiolmdb._store import trim as _trim
 from aiolmdb.coders import JSONCoder, StringCoder
@@ -443,3 +444,56 @@ async def test_close_ends_a_commit_follower(open_env: OpenEnv) -> None:
     waiting = asyncio.ensure_future(take(feed, 1))
     await env.close()
     assert await asyncio.wait_for(waiting, TIMEOUT) == []
+
+
+# ----------------------------------------------------------------- dump and load
+async def _lifecycle(path: Path) -> None:
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True, max_dbs=8) as env:
+        a, dup = env.open_db("a"), env.open_db("d", dupsort=True)
+        gone = env.open_db("gone", versioned=True)
+        async with env.begin(write=True) as txn:
+            await txn[a].put(b"k", b"v")
+            await txn[dup].put(b"p", b"1")
+            await txn[gone].put(b"g", b"1")
+        await dup.drop(delete=False)
+        await gone.drop()
+        await a.put_multi([(b"x", b"1"), (b"y", b"2")])
+
+
+def _commits_of(path: Path) -> list[Commit]:
+    async def read() -> list[Commit]:
+        async with aiolmdb.open(path, map_size=MAP_SIZE, readonly=True, max_dbs=8) as env:
+            return await every(env)
+
+    return asyncio.run(read())
+
+
+def test_dump_and_load_keep_commits_and_lifecycle_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, target, dump = tmp_path / "env", tmp_path / "loaded", tmp_path / "all.dump"
+    asyncio.run(_lifecycle(path))
+    before = _commits_of(path)
+    assert [[c.kind for c in commit.changes] for commit in before] == [
+        ["put", "put", "put"],
+        ["drop"],
+        ["delete_db"],
+        ["put", "put"],
+    ]
+    assert main(["dump", "--all", "-o", str(dump), str(path)]) == 0
+    assert main(["load", str(target), str(dump)]) == 0
+    assert _commits_of(target) == before
+    # A damaged record in a dump is refused, naming its sequence number.
+    raw, log_db, _ = _raw_log(path)
+    try:
+        with raw.begin(write=True) as txn:
+            record = _records.encode(_records.PUT_VALUE, b"a", b"k", b"v", 1, 9, 0)
+            txn.put(_records.SEQ.pack(8), record, db=log_db)  # offset 9 >= 8
+    finally:
+        raw.close()
+    capsys.readouterr()
+    assert main(["dump", "--all", "-o", str(dump), str(path)]) == 0
+    assert main(["load", str(tmp_path / "again"), str(dump)]) != 0
+    err = capsys.readouterr().err
+    assert "cannot restore the change log" in err
+    assert "change log record 8 is damaged" in err
