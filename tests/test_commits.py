@@ -497,3 +497,77 @@ def test_dump_and_load_keep_commits_and_lifecycle_records(
     err = capsys.readouterr().err
     assert "cannot restore the change log" in err
     assert "change log record 8 is damaged" in err
+
+
+# ----------------------------------------------------------------- an invariant across processes
+_TRANSFERS = """
+import asyncio, sys
+import aiolmdb
+
+async def main() -> None:
+    who, count = sys.argv[3], int(sys.argv[4])
+    async with aiolmdb.open(sys.argv[1], changelog=True, map_size=int(sys.argv[2])) as env:
+        accounts, audit = env.open_db("accounts"), env.open_db("audit", dupsort=True)
+
+        def transfer(txn: aiolmdb.Transaction[bytes, bytes], n: int) -> None:
+            src, dst = b"%s-src-%d" % (who.encode(), n), b"%s-dst-%d" % (who.encode(), n)
+            txn[accounts].put(src, b"-1")
+            txn[accounts].put(dst, b"+1")
+            txn[audit].put(b"t", src + b">" + dst)
+
+        await asyncio.gather(
+            *(env.run(lambda txn, n=n: transfer(txn, n), write=True) for n in range(count))
+        )
+
+asyncio.run(main())
+"""
+
+
+async def test_commits_of_concurrent_writers_in_two_processes_stay_whole(
+    tmp_path: Path,
+) -> None:
+    """Two processes run transfers concurrently (each a write transaction over two databases,
+    many of them per group commit): every commit the follower gets holds whole transfers, and
+    every transfer arrives exactly once."""
+    path = tmp_path / "env"
+    count = 60
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True) as env:
+        env.open_db("accounts")
+        env.open_db("audit", dupsort=True)
+        feed = env.commits()
+        await feed.start()
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _TRANSFERS, str(path), str(MAP_SIZE), who, str(count)
+            )
+            for who in ("p", "q")
+        ]
+        transfers: list[bytes] = []
+        grouped = False
+
+        async def follow() -> None:
+            nonlocal grouped
+            async for commit in feed:
+                assert not commit.partial
+                audits = [c.value for c in commit.changes if c.db == "audit"]
+                moved = {c.key: c.value for c in commit.changes if c.db == "accounts"}
+                assert len(moved) == 2 * len(audits), commit
+                for line in audits:
+                    src, dst = line.split(b">")
+                    assert (moved[src], moved[dst]) == (b"-1", b"+1")
+                assert commit.databases == {
+                    "accounts": frozenset(),
+                    "audit": frozenset({"dupsort"}),
+                }
+                grouped = grouped or len(audits) > 1
+                transfers.extend(audits)
+                if len(transfers) == 2 * count:
+                    return
+
+        follower = asyncio.ensure_future(follow())
+        for proc in procs:
+            assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+        await asyncio.wait_for(follower, TIMEOUT)
+        assert len(set(transfers)) == 2 * count
+        assert grouped  # a group commit held several transfers
+        assert feed.last_seq == await env.last_seq() == 6 * count
