@@ -13,6 +13,8 @@ from typing import Any
 import lmdb
 import pytest
 from conftest import MAP_SIZE, TIMEOUT, OpenEnv
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import aiolmdb
 from aiolmdb import Change, Commit, Retention
@@ -191,6 +193,16 @@ async def test_emptying_and_deleting_are_distinct_records_with_flags(open_env: O
     # A change feed filtered by prefix keeps both kinds of whole-database changes.
     kinds = [c.kind async for c in env.changes(0, prefix=b"zz", follow=False)]
     assert kinds == ["drop", "delete_db"]
+
+
+async def test_deleting_as_the_first_write_reaches_on_commit(open_env: OpenEnv) -> None:
+    env = open_env(changelog=True)
+    seen: list[Change] = []
+    env.on_commit(seen.extend)
+    x = env.open_db("x")
+    await x
+    await x.drop()
+    assert seen == [Change(1, "x", None, "delete_db", None)]
 
 
 # ----------------------------------------------------------------- trimmed and old logs
@@ -571,3 +583,115 @@ async def test_commits_of_concurrent_writers_in_two_processes_stay_whole(
         assert len(set(transfers)) == 2 * count
         assert grouped  # a group commit held several transfers
         assert feed.last_seq == await env.last_seq() == 6 * count
+
+
+# ----------------------------------------------------------------- model: replaying commits
+_NAMES = st.sampled_from(["x", "y"])
+_K = st.sampled_from([b"a", b"b", b"c"])
+_V = st.sampled_from([b"1", b"2", b"3"])
+_FLAGS = st.sampled_from([{}, {"dupsort": True}, {"reverse_key": True}])
+_SIMPLE = st.one_of(
+    st.tuples(st.just("put"), _NAMES, _K, _V),
+    st.tuples(st.just("delete"), _NAMES, _K),
+    st.tuples(st.just("put_multi"), _NAMES, st.lists(st.tuples(_K, _V), max_size=3)),
+    st.tuples(st.just("empty"), _NAMES),
+    st.tuples(st.just("both"), _K, _V, st.booleans()),  # one transaction over x and y
+)
+_GROUP = st.one_of(
+    st.lists(_SIMPLE, min_size=1, max_size=4),  # run concurrently: group commits
+    st.tuples(st.just("recreate"), _NAMES, _FLAGS).map(lambda op: [op]),  # deleted, made anew
+)
+
+
+async def _run_op(env: aiolmdb.Environment, dbs: dict[str, Any], op: tuple[Any, ...]) -> Any:
+    kind = op[0]
+    if kind == "put":
+        return await dbs[op[1]].put(op[2], op[3])
+    if kind == "delete":
+        return await dbs[op[1]].delete(op[2])
+    if kind == "put_multi":
+        return await dbs[op[1]].put_multi(op[2])
+    if kind == "empty":
+        return await dbs[op[1]].drop(delete=False)
+    if kind == "both":
+        x, y = dbs["x"], dbs["y"]
+
+        def fn(txn: aiolmdb.Transaction[bytes, bytes]) -> None:
+            txn[x].put(op[1], op[2])
+            txn[y].put(op[1], op[2] + b"y")
+            if op[3]:
+                raise RuntimeError("roll back")
+
+        return await env.run(fn, write=True)
+    await dbs[op[1]].drop()
+    dbs[op[1]] = env.open_db(op[1], **op[2])
+    return await dbs[op[1]]
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(groups=st.lists(_GROUP, max_size=8))
+def test_replaying_commits_gives_the_store_and_its_flags(
+    tmp_path_factory: pytest.TempPathFactory, groups: list[list[tuple[Any, ...]]]
+) -> None:
+    """Random writes (concurrent groups, transactions over two databases, some rolled back,
+    databases emptied, deleted and made again with other flags): the commits are exactly the
+    transactions on_commit saw, and applying each commit in one transaction to an empty
+    environment, creating each database with the flags its records carry, gives the same
+    databases with the same flags and contents."""
+    path = tmp_path_factory.mktemp("commits")
+
+    async def run() -> tuple[list[Commit], dict[str, tuple[frozenset[str], list[Any]]]]:
+        async with aiolmdb.open(path, map_size=MAP_SIZE, sync=False, changelog=True) as env:
+            dbs: dict[str, Any] = {"x": env.open_db("x"), "y": env.open_db("y")}
+            seen = hooked(env)
+            for group in groups:
+                await asyncio.gather(
+                    *(_run_op(env, dbs, op) for op in group), return_exceptions=True
+                )
+            commits = await every(env)
+            assert seqs(commits) == seen
+            store = {}
+            for name, db in dbs.items():
+                info = await env.database_info(name)
+                assert info is not None
+                store[name] = (info.flags, [pair async for pair in db.items()])
+            return commits, store
+
+    commits, store = asyncio.run(run())
+    replica = lmdb.open(str(path) + "-replica", max_dbs=8)
+    try:
+        made: dict[str | None, Any] = {}
+        flags_of: dict[str | None, frozenset[str]] = {}
+        for commit in commits:
+            with replica.begin(write=True) as txn:
+                for name, flags in commit.databases.items():
+                    if name not in made:
+                        assert name is not None
+                        wanted = {f: True for f in flags if f in ("dupsort", "reverse_key")}
+                        made[name] = replica.open_db(name.encode(), txn=txn, **wanted)
+                    flags_of[name] = flags
+                for change in commit.changes:
+                    handle = made[change.db]
+                    if change.kind == "put":
+                        txn.put(change.key, change.value, db=handle)
+                    elif change.kind == "delete":
+                        txn.delete(change.key, change.value or b"", db=handle)
+                    elif change.kind == "drop":
+                        txn.drop(handle, delete=False)
+                    else:
+                        assert change.kind == "delete_db"
+                        txn.drop(made.pop(change.db), delete=True)
+        for name, (flags, contents) in store.items():
+            if name in made:
+                assert flags_of[name] == flags
+                with replica.begin() as txn:
+                    stored = made[name].flags(txn)
+                    assert {f for f, on in stored.items() if on} == set(flags)
+                    got = [(bytes(k), bytes(v)) for k, v in txn.cursor(made[name])]
+                assert got == contents
+            else:
+                assert contents == []  # never written: a database appears with its first write
+    finally:
+        replica.close()
