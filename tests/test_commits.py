@@ -285,6 +285,27 @@ async def test_old_records_are_grouped_by_commit_time(tmp_path: Path) -> None:
         assert (new.first, new.last) == (7, 8)
 
 
+async def test_unknown_flag_bits_are_kept(tmp_path: Path) -> None:
+    """A record written by a later aiolmdb, with a flag bit this one has no name for: read as
+    ``flag<N>``, which names the same bit back."""
+    path = tmp_path / "env"
+    async with aiolmdb.open(path, map_size=MAP_SIZE, changelog=True):
+        pass
+    raw, log_db, _ = _raw_log(path)
+    bits = _records.FLAG_BITS["dupsort"] | 1 << 8 | 1 << 15
+    try:
+        with raw.begin(write=True) as txn:
+            record = _records.encode(_records.PUT_VALUE, b"a", b"k", b"v", 1, 0, bits)
+            txn.put(_records.SEQ.pack(1), record, db=log_db)
+    finally:
+        raw.close()
+    async with aiolmdb.open(path, map_size=MAP_SIZE, readonly=True) as env:
+        [commit] = await every(env)
+    assert commit.databases == {"a": frozenset({"dupsort", "flag8", "flag15"})}
+    assert _records.flags_of(commit.databases["a"]) == bits
+    assert _records.flags_of(["flag16", "flagx", "unknown"]) == 0  # not a bit of a record
+
+
 async def test_a_record_outside_its_commit_is_damaged(tmp_path: Path) -> None:
     """A record claiming a commit that began before the previous record's commit: the commits
     before it are yielded, then ChangeRecordError names it."""
