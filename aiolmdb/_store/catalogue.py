@@ -47,7 +47,15 @@ if TYPE_CHECKING:
     from .._engine.delivery import Txn
     from .._engine.engine import Engine
 
-__all__ = ["DB_FLAGS", "Catalogue", "DatabaseEntry", "DatabaseInfo", "encode_name", "open_main"]
+__all__ = [
+    "DB_FLAGS",
+    "Catalogue",
+    "DatabaseEntry",
+    "DatabaseInfo",
+    "encode_name",
+    "is_database",
+    "open_main",
+]
 
 # Flags of lmdb.Environment.open_db that describe a database (create only says what to do).
 DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
@@ -193,6 +201,18 @@ class DatabaseEntry:
         self.expiry = expiry
         self.dbi = dbi
 
+    def record_flags(self) -> set[str]:
+        """Its flags as change log records carry them: LMDB's, ``versioned``,
+        ``large_values``, ``expiring``."""
+        flags = {name for name, on in self.flags.items() if on}
+        if self.versions is not None or self.versioned:
+            flags.add("versioned")
+        if self.large.stored:
+            flags.add("large_values")
+        if self.expiry is not None:
+            flags.add("expiring")
+        return flags
+
     def check_usable(self) -> None:
         """Raise DatabaseDroppedError, or the open's error."""
         if self.dropped:
@@ -272,6 +292,7 @@ class Catalogue:
         self.main.large.mark = self._marker(self.main)
         self.main.opened(*main, None, self._main_marked(), None)
         recorder.attach(self.main.dbi, engine.call_solo, engine.run_write)
+        recorder.name_handle(self.main.dbi, None, self.main.record_flags(), main=True)
 
     def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
         """The entry of the named database ``name``, opening (or creating) it if needed.
@@ -436,7 +457,13 @@ class Catalogue:
             if not ok:
                 opened.append((ok, value))
                 continue
-            recorder.name_handle(value[0], item.name, bool(value[1].get("dupsort")))
+            flags = {
+                *value[1],
+                *(("versioned",) if value[2] else ()),
+                *(("large_values",) if value[3] else ()),
+                *(("expiring",) if value[4] is not None else ()),
+            }
+            recorder.name_handle(value[0], item.name, flags)
             expiry = None
             if value[4] is not None:
                 db_id, default_ms, earliest, index = value[4]
@@ -530,6 +557,7 @@ class Catalogue:
                     if not present:
                         # The raw transaction: the change log records user databases only.
                         getattr(txn, "raw", txn).put(key, LARGE_MARK, db=meta)
+                        self._recorder.add_flag(entry.dbi, "large_values")
                     return
             if queued or (meta is None and entry.name is None):
                 return
@@ -558,6 +586,7 @@ class Catalogue:
             handles.keep(meta=meta)  # committed: valid from now on
             self._recorder.name_handle(meta, None)
         entry.large.stored = True
+        self._recorder.add_flag(entry.dbi, "large_values")
 
     def _main_marked(self) -> bool:
         """Whether the default database's large-values marker is stored (read before any
@@ -570,6 +599,13 @@ class Catalogue:
         if self._versions is None:
             self._versions = VersionSource(self._handles)
         return self._versions
+
+    async def wait_named(self, name: bytes) -> None:
+        """Wait for a queued open of the database ``name`` in this process, if any (so a
+        database opened just before is found; its failure is left to its own users)."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            await entry.wait_opened(self._engine)
 
     async def wait_all_opened(self) -> None:
         """Wait for every queued open (so a transaction's ``txn[db]`` finds them open)."""
@@ -585,6 +621,9 @@ class Catalogue:
         engine = self._engine
         engine.check_open()
         engine.check_not_holding("deleting a database")
+        # Bound first: its delete_db change is handed to this loop (hooks, followers) even
+        # when it is the environment's first write.
+        engine.loop()
         await asyncio.wrap_future(engine.call_solo(self._delete, entry))
         if entry.name is not None and self._entries.get(entry.name) is entry:
             del self._entries[entry.name]
@@ -602,7 +641,7 @@ class Catalogue:
         def work(txn: Any, begin_child: BeginChild) -> None:
             if handles:
                 dbi = env.open_db(entry.name, txn=txn, create=False)
-                recorder.name_handle(dbi, entry.name, entry.dupsort)
+                recorder.name_handle(dbi, entry.name, entry.record_flags())
             else:
                 dbi = entry.dbi
             handles.append(dbi)
@@ -697,6 +736,13 @@ class Catalogue:
         finally:
             cursor.close()
         return names
+
+
+def is_database(txn: Txn, name: bytes) -> bool:
+    """Whether the default database holds ``name`` as a named database's record (a read, no
+    handle opened)."""
+    value = txn.get(name)
+    return value is not None and len(value) == _DB_RECORD_SIZE and b"\0" not in name
 
 
 def _list_all(
