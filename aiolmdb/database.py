@@ -265,7 +265,11 @@ class AsyncDatabase(AsyncOps[K, V]):
         is deleted, every operation on it raises :class:`~aiolmdb.DatabaseDroppedError`;
         ``env.open_db(name)`` creates a new, empty one.
         """
-        if not (delete and self._entry.name is not None):
+        if self._entry.name is None:
+            await self._context()
+            await self._catalogue.empty_default(self._entry)
+            return
+        if not delete:
             await self._write(_ops.drop, False)
             return
         await self._context()

@@ -820,3 +820,26 @@ async def test_misspelt_write_options_are_refused(env: aiolmdb.Environment) -> N
     assert await db.get(b"k") == b"v"  # nothing was written
     assert await db.put(b"k", b"v2", overwrite=False) is False
     assert await db.put(b"n", b"v2", overwrite=False) is True
+
+
+async def test_emptying_the_default_database_keeps_the_named_ones(open_env: OpenEnv) -> None:
+    """LMDB's drop of the main database would delete the named databases' records too: every
+    named database, the change log and aiolmdb's metadata lost."""
+    env = open_env(changelog=True)
+    named = await env.open_db("named")
+    await named.put(b"k", b"v")
+    main = env.get_default_database()
+    await main.put_multi([(b"x", b"1"), (b"y", b"2" * 48)])  # a value shaped like a record
+    before = await env.last_seq()
+    await main.drop()
+    assert await main.get(b"x") is None
+    assert await main.get(b"y") is None
+    assert await named.get(b"k") == b"v"
+    names = [info.name for info in await env.databases(include_internal=True)]
+    assert names == [None, "__aiolmdb__", "__aiolmdb_changes__", "named"]
+    commits = [c async for c in env.commits(since=before, follow=False)]
+    assert [[(ch.db, ch.kind, ch.key) for ch in c.changes] for c in commits] == [
+        [(None, "delete", b"x"), (None, "delete", b"y")]
+    ]
+    await named.put(b"k2", b"v2")  # the log and the environment still work
+    assert await env.last_seq() == before + 3

@@ -670,6 +670,38 @@ class Catalogue:
         entry.dropped = True
         entry.dbi = None
 
+    async def empty_default(self, entry: DatabaseEntry) -> None:
+        """Empty the default database (``entry``): its own keys go, the records LMDB keeps
+        there for the named databases stay. LMDB's drop of the main database would delete
+        those too, and with them every named database, aiolmdb's own included."""
+        engine = self._engine
+        engine.check_open()
+        engine.check_not_holding("emptying the default database")
+        engine.loop()  # bound first, as for delete: the deletes reach this loop's hooks
+        await asyncio.wrap_future(engine.call_solo(self._empty_default, entry))
+
+    def _empty_default(self, env: lmdb.Environment, entry: DatabaseEntry) -> None:
+        """Writer thread, between batches: delete the default database's plain keys, one by
+        one (the change log records each delete), under the handle lock (telling a named
+        database's record from a plain key opens its handle)."""
+
+        def work(txn: Any, begin_child: BeginChild) -> None:
+            raw = getattr(txn, "raw", txn)
+            main = entry.dbi
+            cursor = raw.cursor(main)
+            try:
+                plain = [
+                    bytes(key)
+                    for key, value in cursor.iternext_nodup(keys=True, values=True)
+                    if not _names_a_database(env, raw, key, value)
+                ]
+            finally:
+                cursor.close()
+            for key in plain:
+                txn.delete(key, db=main)
+
+        self._engine.run_write(work, guard=self._lock)
+
     async def databases(self, include_internal: bool = False) -> list[DatabaseInfo]:
         """The default database first, then every named database, in key order (aiolmdb's
         own only with ``include_internal``)."""
@@ -743,6 +775,18 @@ def is_database(txn: Txn, name: bytes) -> bool:
     handle opened)."""
     value = txn.get(name)
     return value is not None and len(value) == _DB_RECORD_SIZE and b"\0" not in name
+
+
+def _names_a_database(env: lmdb.Environment, txn: Txn, key: bytes, value: bytes) -> bool:
+    """Whether the default database's ``key`` is a named database's record, not a plain key
+    (opening it is the one sure test; a failed open leaves the transaction usable)."""
+    if len(value) != _DB_RECORD_SIZE or b"\0" in key:
+        return False
+    try:
+        env.open_db(bytes(key), txn=txn, create=False)
+    except lmdb.Error:
+        return False
+    return True
 
 
 def _list_all(
