@@ -25,9 +25,12 @@ Adaptive reads (``reads="auto"``, the default)
     Fairness: an inline read completes without suspending its task, so a task awaiting gets in
     a loop would keep every other task and timer waiting. Every ``_CHECK_EVERY`` inline reads,
     ``read_auto`` looks at the clock; once the iteration's inline work passed ``_BUDGET``
-    seconds, the iteration's remaining reads are *deferred*: ``submit_read_auto`` answers them
-    with a future resolved by a callback on the next loop iteration (which reads them inline in
-    that iteration's transaction), so each task suspends once and timers and I/O run between.
+    seconds, each later read of the iteration is *deferred*: ``submit_read_auto`` reads it at
+    once, inline, but parks its result; the loop's timers and I/O run, and ``_unpark`` hands
+    parked results over one per loop iteration, oldest first, in iterations that have not
+    spent their budget yet. So tasks reading without pause take turns of about a budget each,
+    and a turn costs one suspension, however many tasks wait. (Read at once, a deferred read
+    is never stranded by a close.)
 
 Jobs
     :meth:`Readers.run_blocking` (one call alone on a reader thread, e.g. copy, sync or a
@@ -56,8 +59,7 @@ import logging
 import os
 import threading
 import time
-import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import lmdb
@@ -155,6 +157,8 @@ class Readers(Part):
         self._deadline = 0.0
         self._countdown = _CHECK_EVERY
         self._deferring = False
+        self._parked: collections.deque[Result] = collections.deque()
+        self._unpark_scheduled = False
         self._check_timer: asyncio.TimerHandle | None = None
         self._checking = False
         self._check_again = False
@@ -351,21 +355,50 @@ class Readers(Part):
         return True
 
     def submit_read_auto(self, fn: Callable[..., R], args: tuple[Any, ...]) -> Awaitable[R]:
-        """auto mode's :meth:`submit_read`: a read past the iteration's inline budget waits for
-        the next loop iteration and is read inline then, instead of on a reader thread."""
-        if not self._deferring:
+        """auto mode's :meth:`submit_read`: a read past the iteration's inline budget is read
+        inline at once (as inline reads are, so a close never strands it) and *parked*: its
+        result is handed over in turn, one parked read per loop iteration (see _unpark)."""
+        txn = self._inline_txn
+        if not self._deferring or txn is None:
             return self.submit_read(fn, args)
+        loop = self._loop
+        assert loop is not None  # an inline transaction is open: the loop is bound
         self.deferred_reads += 1
-        return self._read_next_iteration(fn, args)
+        fut: asyncio.Future[R] = loop.create_future()
+        try:
+            parked: Result = (fut, True, fn(txn, *args))
+        except BaseException as exc:
+            del txn
+            drop_frame_locals(exc)
+            parked = (fut, False, as_settable(exc))
+        self._parked.append(parked)
+        if not self._unpark_scheduled:
+            self._unpark_scheduled = True
+            loop.call_soon(self._unpark)
+        return fut
 
-    async def _read_next_iteration(self, fn: Callable[..., R], args: tuple[Any, ...]) -> R:
-        # The cheapest suspension asyncio has: a bare yield puts the task at the end of the
-        # ready queue, so everything already queued (timers, I/O callbacks) runs first.
-        await _next_iteration()
-        result = self.read_auto(fn, args)
-        if result is FALLBACK:
-            return await self.submit_read_auto(fn, args)
-        return result
+    def _unpark(self) -> None:
+        """Loop, once per iteration while reads are parked: hand the oldest parked read its
+        result, unless this iteration already spent its inline budget. One task a turn, in
+        the order they parked: a task that reads without pause gets about a budget's worth of
+        reads per turn, and the others suspend once per turn, not once per budget each."""
+        parked = self._parked
+        loop = self._loop
+        assert loop is not None
+        if not self._deferring:
+            while parked:
+                fut, ok, value = parked.popleft()
+                if fut.cancelled():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+                break
+        if parked:
+            loop.call_soon(self._unpark)
+        else:
+            self._unpark_scheduled = False
 
     def _switch(self, inline: bool, why: str) -> None:
         """Loop thread: auto mode's reads go inline (True) or to the reader threads."""
@@ -572,9 +605,3 @@ class Readers(Part):
         """Close: shut the executor down if it is aiolmdb's own (a user's is left running)."""
         if self._own_executor:
             self._executor.shutdown(wait=True)
-
-
-@types.coroutine
-def _next_iteration() -> Generator[None, None, None]:
-    """Suspend the awaiting task until the next loop iteration (``asyncio.sleep(0)``'s way)."""
-    yield
