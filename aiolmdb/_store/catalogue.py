@@ -304,6 +304,8 @@ class Catalogue:
                 self._source() if versioned else None,
                 large,
             )
+            # As for a queued open: a reused inline read transaction predates the handle.
+            self._engine.release_inline()
         else:
             entry.opening = self._queue_open(name, {**db_flags, **flags}, versioned)
         self._entries[name] = entry
