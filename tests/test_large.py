@@ -177,7 +177,7 @@ async def written_then_reopened(path: Path, text: str) -> Environment:
             txn.put(b"big", text.encode(), db=coded)
     finally:
         raw.close()
-    return aiolmdb.open(path, map_size=64 * MiB)
+    return aiolmdb.open(path, map_size=64 * MiB, reads="threaded")  # copies on reader threads
 
 
 @pytest.mark.parametrize("how", ["get", "get_multi_coded", "get_coded"])
@@ -205,7 +205,7 @@ async def test_the_first_large_read_flags_the_database(
     finally:
         await asyncio.wait_for(env.close(), TIMEOUT)
     # A read stores nothing (it may be a read-only process): a fresh opening reads plainly once.
-    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+    async with aiolmdb.open(path, map_size=64 * MiB, reads="threaded") as env:
         coded = await env.open_db("coded", value_coder=StringCoder())
         spy = CopySpy(monkeypatch)
         assert await coded.get(b"big") == text
@@ -276,7 +276,7 @@ async def test_a_reopened_environment_reads_large_values_without_the_gil_at_once
         await write_large(db, how)
         await write_large(db, how)  # a second large write adds nothing
     assert marker_in(path, b"big") is True
-    async with aiolmdb.open(path, map_size=64 * MiB, readonly=readonly) as env:
+    async with aiolmdb.open(path, map_size=64 * MiB, readonly=readonly, reads="threaded") as env:
         db = await env.open_db("big")
         spy = CopySpy(monkeypatch)
         assert await db.get(b"small") == b"s"
