@@ -252,9 +252,12 @@ async def test_evicted_data_is_read_on_threads(tmp_path: Path) -> None:
     """The real thing: a closed, fsynced environment whose pages are dropped from the page
     cache is found not resident, and read on reader threads."""
     path = tmp_path / "cold"
-    async with aiolmdb.open(path, map_size=MAP_SIZE, reads="threaded") as env:
+    async with aiolmdb.open(path, map_size=4 * MAP_SIZE, reads="threaded") as env:
         db = env.get_default_database()
-        await db.put_multi([(key(i), os.urandom(400)) for i in range(20_000)])
+        await db.put_multi([(key(i), b"v") for i in range(100)])
+        # 48 MiB of large values: more than the kernel reads ahead at one fault (up to 8 MiB
+        # on some machines), so one read cannot bring the file back.
+        await db.put_multi([(b"big%02d" % i, os.urandom(1 << 20)) for i in range(48)])
     data = str(path / "data.mdb")
     fd = os.open(data, os.O_RDONLY)
     try:
@@ -265,9 +268,9 @@ async def test_evicted_data_is_read_on_threads(tmp_path: Path) -> None:
     fraction = residency.resident_fraction(data, 1 << 40)  # the whole file
     if fraction is None or fraction >= residency.RESIDENT:
         pytest.skip(f"cannot evict the page cache here (resident after eviction: {fraction})")
-    async with aiolmdb.open(path, map_size=MAP_SIZE) as env:
+    async with aiolmdb.open(path, map_size=4 * MAP_SIZE, readahead=False) as env:
         db = env.get_default_database()
-        assert await db.get(key(7)) is not None  # binds the loop: the first check starts
+        assert await db.get(key(7)) == b"v"  # binds the loop: the first check starts
         await wait_for(lambda: env.metrics().residency_checks >= 1)
         m = env.metrics()
         assert m.read_mode == "threaded"

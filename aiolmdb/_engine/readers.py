@@ -27,10 +27,11 @@ Adaptive reads (``reads="auto"``, the default)
     ``read_auto`` looks at the clock; once the iteration's inline work passed ``_BUDGET``
     seconds, each later read of the iteration is *deferred*: ``submit_read_auto`` reads it at
     once, inline, but parks its result; the loop's timers and I/O run, and ``_unpark`` hands
-    parked results over one per loop iteration, oldest first, in iterations that have not
-    spent their budget yet. So tasks reading without pause take turns of about a budget each,
-    and a turn costs one suspension, however many tasks wait. (Read at once, a deferred read
-    is never stranded by a close.)
+    parked results over, oldest first, in iterations that have not spent their budget yet:
+    one at a time after an iteration that spent it, twice as many as the last time after one
+    that did not. So tasks reading without pause take turns of about a budget each (a turn
+    costs one suspension, however many tasks wait), and many light tasks parked together
+    drain in a few iterations. (Read at once, a deferred read is never stranded by a close.)
 
 Jobs
     :meth:`Readers.run_blocking` (one call alone on a reader thread, e.g. copy, sync or a
@@ -103,6 +104,8 @@ _log = logging.getLogger("aiolmdb")
 _BUDGET: Final = 0.001
 # looking at the clock once every this many inline reads (a read costs about a microsecond).
 _CHECK_EVERY: Final = 32
+# The most parked reads handed back in one loop iteration.
+_UNPARK_MOST: Final = 1024
 # Residency checks: the least time between two (seconds) while threaded and while inline, and
 # how many times its own duration a check waits before the next (so checks of a large file
 # stay near 1 % of one reader thread).
@@ -159,6 +162,7 @@ class Readers(Part):
         self._deferring = False
         self._parked: collections.deque[Result] = collections.deque()
         self._unpark_scheduled = False
+        self._unpark_count = 1
         self._check_timer: asyncio.TimerHandle | None = None
         self._checking = False
         self._check_again = False
@@ -378,27 +382,34 @@ class Readers(Part):
         return fut
 
     def _unpark(self) -> None:
-        """Loop, once per iteration while reads are parked: hand the oldest parked read its
-        result, unless this iteration already spent its inline budget. One task a turn, in
-        the order they parked: a task that reads without pause gets about a budget's worth of
-        reads per turn, and the others suspend once per turn, not once per budget each."""
+        """Loop, once per iteration while reads are parked: hand parked reads their results,
+        oldest first, unless this iteration already spent its inline budget. How many at a
+        time adapts: one after an iteration that spent its budget (tasks that read without
+        pause then take turns of about a budget each, and a turn costs one suspension however
+        many wait), twice as many as last time after one that did not (light tasks drain
+        fast)."""
         parked = self._parked
         loop = self._loop
         assert loop is not None
-        if not self._deferring:
-            while parked:
+        if self._deferring:
+            self._unpark_count = 1
+        else:
+            n = self._unpark_count
+            self._unpark_count = min(2 * n, _UNPARK_MOST)
+            while parked and n:
                 fut, ok, value = parked.popleft()
                 if fut.cancelled():
                     continue
+                n -= 1
                 if ok:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
-                break
         if parked:
             loop.call_soon(self._unpark)
         else:
             self._unpark_scheduled = False
+            self._unpark_count = 1
 
     def _switch(self, inline: bool, why: str) -> None:
         """Loop thread: auto mode's reads go inline (True) or to the reader threads."""
