@@ -399,6 +399,25 @@ async def test_a_parked_read_delivers_its_error_and_cancelled_ones_are_skipped(
     assert env.metrics().deferred_reads >= 9
 
 
+async def test_many_light_parked_reads_drain_in_a_few_iterations(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readers, "_BUDGET", 0.0)
+    monkeypatch.setattr(readers, "_CHECK_EVERY", 1)  # the second read of an iteration parks
+    env = open_env()
+    db = await filled(env)
+    await wait_read_mode(env, "inline")
+    reads = [asyncio.ensure_future(db.get(key(i))) for i in range(256)]
+    iterations = 0
+    while not all(r.done() for r in reads):
+        await asyncio.sleep(0)  # one loop iteration
+        iterations += 1
+        assert iterations < 256, "parked reads handed back one per iteration"
+    assert [r.result() for r in reads] == [b"v%d" % i for i in range(256)]
+    assert env.metrics().deferred_reads == 255
+    assert iterations <= 20  # 1, 2, 4, ... 128 at a time (plus the loop's own turns)
+
+
 async def test_read_your_writes_in_auto(open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(readers, "_CHECK_EVERY", 2)
     env = open_env()
