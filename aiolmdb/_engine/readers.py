@@ -172,9 +172,13 @@ class Readers(Part):
         """Engine only: the engine was bound to ``loop`` (auto mode: check residency now)."""
         super().set_loop(loop)
         if self.mode == "auto":
-            # A check begun under another loop answers to that one: start afresh.
+            # A check begun under another loop answers to that one, and reads parked there
+            # had their tasks on it: start afresh.
             self.stop_checks()
             self._checking = False
+            self._parked.clear()
+            self._unpark_scheduled = False
+            self._unpark_count = 1
             self._recheck(0.0)
 
     # ----------------------------------------------------------------- batched reads
@@ -361,7 +365,7 @@ class Readers(Part):
     def submit_read_auto(self, fn: Callable[..., R], args: tuple[Any, ...]) -> Awaitable[R]:
         """auto mode's :meth:`submit_read`: a read past the iteration's inline budget is read
         inline at once (as inline reads are, so a close never strands it) and *parked*: its
-        result is handed over in turn, one parked read per loop iteration (see _unpark)."""
+        result is handed over in turn, in a later loop iteration (see _unpark)."""
         txn = self._inline_txn
         if not self._deferring or txn is None:
             return self.submit_read(fn, args)
