@@ -89,7 +89,7 @@ class EnvironmentCollector(Collector):
         for field, doc in _GAUGES:
             gauge = GaugeMetricFamily(f"{self._prefix}_{field}", doc, labels=labels)
             # read_mode is a string: exported as a 0/1 gauge.
-            shown = m.read_mode == "inline" if field == "reads_inline" else getattr(m, field)
+            shown = float(m.read_mode == "inline") if field == "reads_inline" else getattr(m, field)
             gauge.add_metric(value, shown)
             yield gauge
         for field, name, doc in _HISTOGRAMS:

@@ -529,3 +529,25 @@ def test_residency_module_reads_lmdb_files(tmp_path: Path) -> None:
         used = (raw.info()["last_pgno"] + 1) * raw.stat()["psize"]
     fraction = residency.resident_fraction(str(tmp_path / "raw" / "data.mdb"), used)
     assert fraction is None or 0.0 <= fraction <= 1.0
+
+
+async def test_prometheus_exports_the_read_mode(open_env: OpenEnv) -> None:
+    pytest.importorskip("prometheus_client", reason="the prometheus extra is not installed")
+    from prometheus_client import CollectorRegistry
+
+    from aiolmdb.prometheus import EnvironmentCollector
+
+    env = open_env()
+    registry = CollectorRegistry()
+    registry.register(EnvironmentCollector(env))
+    labels = {"path": env.path}
+    assert registry.get_sample_value("aiolmdb_reads_inline", labels) == 0.0  # threaded at first
+    assert registry.get_sample_value("aiolmdb_residency", labels) == -1.0
+    await filled(env, 10)
+    await wait_read_mode(env, "inline")
+    assert registry.get_sample_value("aiolmdb_reads_inline", labels) == 1.0
+    assert registry.get_sample_value("aiolmdb_residency", labels) == 1.0
+    assert registry.get_sample_value("aiolmdb_read_mode_switches_total", labels) == 1.0
+    assert (registry.get_sample_value("aiolmdb_residency_checks_total", labels) or 0) >= 1
+    assert registry.get_sample_value("aiolmdb_deferred_reads_total", labels) == 0.0
+    assert registry.get_sample_value("aiolmdb_read_faults_total", labels) == 0.0
