@@ -551,3 +551,18 @@ async def test_prometheus_exports_the_read_mode(open_env: OpenEnv) -> None:
     assert (registry.get_sample_value("aiolmdb_residency_checks_total", labels) or 0) >= 1
     assert registry.get_sample_value("aiolmdb_deferred_reads_total", labels) == 0.0
     assert registry.get_sample_value("aiolmdb_read_faults_total", labels) == 0.0
+
+
+def test_memory_is_the_cgroup_limit_when_lower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(residency, "_CGROUP_LIMITS", (str(tmp_path / "absent"), str(limit)))
+    limit.write_text("max\n")  # cgroup v2: no limit
+    machine = residency.physical_memory()
+    assert machine is not None
+    assert machine > 1 << 20
+    limit.write_text("1048576\n")
+    assert residency.physical_memory() == 1 << 20
+    limit.write_text(f"{machine * 2}\n")  # above the machine's: the machine's counts
+    assert residency.physical_memory() == machine

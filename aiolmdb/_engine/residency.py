@@ -125,13 +125,31 @@ def resident_fraction(path: str, length: int) -> float | None:
         os.close(fd)
 
 
+# Where a cgroup's memory limit is read (v2, then v1): the page cache a container may use.
+_CGROUP_LIMITS: Final = (
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+)
+
+
 def physical_memory() -> int | None:
-    """The machine's memory in bytes, or None if unknown (data larger than this can never be
-    resident)."""
+    """The memory this process may fill with page cache, in bytes: the machine's, or its
+    cgroup's limit if lower; None if unknown (data larger than this can never be resident)."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory: int | None = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
-        return None
+        memory = None
+    for limit_file in _CGROUP_LIMITS:
+        try:
+            with open(limit_file) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" (v2) or a huge number (v1) means no limit
+            limit = int(text)
+            memory = limit if memory is None else min(memory, limit)
+        break
+    return memory
 
 
 def _thread_major_faults() -> Callable[[], int] | None:
