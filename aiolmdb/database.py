@@ -203,7 +203,7 @@ class AsyncDatabase(AsyncOps[K, V]):
             result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
                 return result  # type: ignore[no-any-return]  # (no cast: the hottest path)
-        # Threaded (or deferred to the next loop iteration by reads="auto").
+        # Threaded (or, past the loop iteration's inline budget in reads="auto", parked).
         if self._bytes_only and type(key) is bytes:
             fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default, ctx.large)
         else:
