@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -46,7 +47,7 @@ class Probe:
         self.fraction = fraction
         self.calls = 0
 
-    def __call__(self, path: str, length: int) -> float | None:
+    def __call__(self, path: str, length: int, stop: Callable[[], bool]) -> float | None:
         self.calls += 1
         assert os.path.basename(path) == "data.mdb"
         assert length > 0
@@ -247,6 +248,31 @@ async def test_no_fault_no_switch(open_env: OpenEnv, monkeypatch: pytest.MonkeyP
     assert m.inline_read_transactions >= N
 
 
+async def test_close_stops_a_residency_check_under_way(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check of a large file takes seconds: close does not wait for all of it."""
+    started = threading.Event()
+    stopped = threading.Event()
+
+    def long_probe(path: str, length: int, stop: Callable[[], bool]) -> float | None:
+        started.set()
+        pause = threading.Event()
+        for _ in range(int(TIMEOUT * 1000)):  # as residency does between its windows
+            if stop():
+                stopped.set()
+                return None
+            pause.wait(0.001)
+        return 1.0
+
+    monkeypatch.setattr(residency, "probe", long_probe)
+    env = open_env()
+    await filled(env, 10)
+    assert await asyncio.to_thread(started.wait, TIMEOUT)
+    await asyncio.wait_for(env.close(), TIMEOUT)
+    assert stopped.is_set()
+
+
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs os.posix_fadvise")
 async def test_evicted_data_is_read_on_threads(tmp_path: Path) -> None:
     """The real thing: a closed, fsynced environment whose pages are dropped from the page
@@ -287,6 +313,7 @@ def test_resident_fraction_of_a_file(tmp_path: Path) -> None:
     assert fraction == 1.0  # just written: in the page cache
     assert residency.resident_fraction(str(data), 0) == 1.0
     assert residency.resident_fraction(str(tmp_path / "absent"), 4096) is None
+    assert residency.resident_fraction(str(data), 1 << 20, lambda: True) is None  # stopped
 
 
 # ----------------------------------------------------------------- fairness

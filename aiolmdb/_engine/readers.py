@@ -483,7 +483,11 @@ class Readers(Part):
         memory = residency.physical_memory()
         if memory is not None and used > memory:
             return 0.0  # can never be resident
-        return self._probe(self._data_file, used)
+        return self._probe(self._data_file, used, self._stopping)
+
+    def _stopping(self) -> bool:
+        """Any thread: whether the environment is closing (a check stops early then)."""
+        return self._state is not OPEN
 
     def _checked(self, fraction: float | None, cost: float) -> None:
         """Loop thread: a check's answer."""

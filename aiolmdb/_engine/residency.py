@@ -88,9 +88,13 @@ def _create_buffer(size: int) -> Any:
 _LOW_BIT: Final = bytes(b & 1 for b in range(256))
 
 
-def resident_fraction(path: str, length: int) -> float | None:
+def resident_fraction(
+    path: str, length: int, stop: Callable[[], bool] | None = None
+) -> float | None:
     """The share of the first ``length`` bytes of the file at ``path`` that is in the page
-    cache (1.0 for an empty length), or None when it cannot be measured here."""
+    cache (1.0 for an empty length), or None when it cannot be measured here, or when
+    ``stop()`` said so between two windows (a closing environment does not wait for a whole
+    check of a large file)."""
     if _LIBC is None:
         return None
     c_mmap, c_mincore, c_munmap = _LIBC
@@ -108,6 +112,8 @@ def resident_fraction(path: str, length: int) -> float | None:
         vec = _create_buffer(min(WINDOW // page, pages))
         offset = 0
         while offset < length:
+            if stop is not None and stop():
+                return None
             size = min(WINDOW, length - offset)
             addr = c_mmap(None, size, _PROT_READ, _MAP_SHARED, fd, offset)
             if addr is None or addr == (1 << 64) - 1:  # MAP_FAILED
@@ -170,5 +176,5 @@ def _thread_major_faults() -> Callable[[], int] | None:
 
 
 # What engines use (replaceable in tests; read when an engine is built).
-probe: Callable[[str, int], float | None] = resident_fraction
+probe: Callable[[str, int, Callable[[], bool]], float | None] = resident_fraction
 major_faults: Callable[[], int] | None = _thread_major_faults()
