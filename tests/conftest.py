@@ -2,7 +2,7 @@
 
 ``env`` is parametrized over the three read modes (ids ``threaded``, ``inline`` and ``auto``), so
 every test using it (or ``db``, ``open_env``) runs against each, unless marked ``threaded_only``
-(``env`` waits until an ``auto`` environment reads inline; ``open_env`` does not wait). Nothing
+(``env`` waits for an ``auto`` environment's first residency check; ``open_env`` does not). Nothing
 here waits on time: blocking the writer thread is done with ``threading.Event`` objects, and
 every wait is bounded so a bug fails the test instead of hanging it.
 
@@ -116,11 +116,13 @@ threaded_only = pytest.mark.parametrize("inline_reads", [False], ids=["threaded"
 @pytest.fixture
 async def env(path: Path, inline_reads: bool | None) -> AsyncIterator[aiolmdb.Environment]:
     """An open environment on ``path`` in each read mode, closed after the test (in ``auto``
-    mode, once its first residency check has put its reads inline)."""
+    mode, once its first residency check has chosen where it reads: inline on Linux and
+    macOS, whose page cache holds what was just written; threaded where residency cannot be
+    measured)."""
     environment = aiolmdb.open(path, map_size=MAP_SIZE, inline_reads=inline_reads)
     try:
         if inline_reads is None:
-            await wait_read_mode(environment, "inline")
+            await wait_first_check(environment)
         yield environment
     finally:
         await asyncio.wait_for(environment.close(), TIMEOUT)
@@ -163,6 +165,17 @@ async def wait_read_mode(env: aiolmdb.Environment, mode: str, timeout: float = T
             return
         await asyncio.sleep(0.001)
     assert env.metrics().read_mode == mode, env.metrics()
+
+
+async def wait_first_check(env: aiolmdb.Environment, timeout: float = TIMEOUT) -> None:
+    """Wait until a ``reads="auto"`` environment's first residency check has been applied
+    (polled, as in :func:`wait_read_mode`)."""
+    await env.stat()  # the first operation binds the loop, which starts the first check
+    for _ in range(int(timeout * 1000)):
+        if env.metrics().residency_checks:
+            return
+        await asyncio.sleep(0.001)
+    assert env.metrics().residency_checks, env.metrics()
 
 
 def reads_inline(env: aiolmdb.Environment) -> bool:
