@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         limit: int | None
         offset: int
         batch_size: int | None
+        prefetch: bool
         chunk_size: int | None  # deprecated: batch_size
 
 
@@ -173,7 +174,9 @@ class RangeSurface(Generic[K, V, ItemsT, KeysT, ValuesT, EntriesT]):
         (on the reader thread, without decoding them); ``limit`` caps the count;
         ``batch_size`` (default 4096; the first reads take fewer, from 64) is how many
         entries one read takes (``chunk_size``, its old name, is deprecated: a chunk counts
-        bytes, in ``get_chunks``). In a dupsort database every pair is yielded. See
+        bytes, in ``get_chunks``); ``prefetch=True`` reads the range on reader threads, ahead
+        of you, even while reads run inline (its pages are read off the loop: for a range
+        that may not be in memory). In a dupsort database every pair is yielded. See
         :mod:`aiolmdb.ranges` for ordering and consistency.
         """
         return cast(ItemsT, self._range(_scan.ITEMS, start, stop, options))
@@ -227,15 +230,25 @@ class AsyncOps(
         """Run ``fn(txn, ctx, *args)`` in a write transaction and return its result."""
         raise NotImplementedError  # pragma: no cover - provided by subclasses
 
-    def _stream(self, fn: StreamFn, args: tuple[Any, ...], on_item: OnItem, on_end: OnEnd) -> bool:
+    def _stream(
+        self,
+        fn: StreamFn,
+        args: tuple[Any, ...],
+        on_item: OnItem,
+        on_end: OnEnd,
+        prefetch: bool = False,
+    ) -> bool:
         """Start ``fn(txn, emit, *args)`` on a reader thread (see the engine's submit_stream);
-        False if this source cannot (a range iterator then reads chunk by chunk with _read)."""
+        False if this source cannot (a range iterator then reads chunk by chunk with _read).
+        ``prefetch``: the range asked to be read on reader threads even when reads are
+        inline."""
         return False
 
     def _range(
         self, mode: int, start: Any, stop: Any, options: RangeOptions[Any]
     ) -> RangeIterator[Any]:
-        return RangeIterator(self, *scan_args(mode, start, stop, options))
+        prefetch = options.get("prefetch", False)
+        return RangeIterator(self, *scan_args(mode, start, stop, options), prefetch=prefetch)
 
     # ----------------------------------------------------------------- reads
     @overload

@@ -8,7 +8,7 @@ transactions; this class says how they reach the engine, and keeps hand-written 
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._engine.engine import FALLBACK
@@ -168,11 +168,21 @@ class AsyncDatabase(AsyncOps[K, V]):
             ctx = await self._context()
         return await self._engine.submit_write(fn, (ctx, *args), fn in _ops.ATOMIC)
 
-    def _stream(self, fn: StreamFn, args: tuple[Any, ...], on_item: OnItem, on_end: OnEnd) -> bool:
-        # Range iterators read ahead this way. Not in inline mode (reads run on the loop
-        # there), nor before the database is open (the next read waits for the open).
+    def _stream(
+        self,
+        fn: StreamFn,
+        args: tuple[Any, ...],
+        on_item: OnItem,
+        on_end: OnEnd,
+        prefetch: bool = False,
+    ) -> bool:
+        # Range iterators read ahead this way. Not while reads run inline (they run on the
+        # loop then) unless the range asked to prefetch, nor before the database is open (the
+        # next read waits for the open).
         ctx = self._ctx
-        if self._inline or ctx is None or self._entry.dropped:
+        if ctx is None or self._entry.dropped:
+            return False
+        if self._inline and not prefetch and self._engine.reads_inline_now():
             return False
         self._engine.submit_stream(fn, (ctx, *args), on_item, on_end)
         return True
@@ -199,7 +209,8 @@ class AsyncDatabase(AsyncOps[K, V]):
             result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
                 return result
-        elif self._bytes_only and type(key) is bytes:
+        # Threaded (or, past the loop iteration's inline budget in reads="auto", parked).
+        if self._bytes_only and type(key) is bytes:
             fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default, ctx.large)
         else:
             fn, args = _ops.get, (ctx, key, default)
@@ -249,6 +260,13 @@ class AsyncDatabase(AsyncOps[K, V]):
             key, value, overwrite, if_version, if_value, raise_on_conflict, ttl
         )
         return await self._engine.submit_write(fn, (ctx, *args), True)  # put or put_if
+
+    async def prefetch(self, keys: Iterable[K]) -> int:
+        """Bring the pages of ``keys`` (and of their values) into memory on a reader thread,
+        whatever the read mode, so that inline reads of them that follow do not wait for the
+        disk; returns how many of the keys exist. Nothing is decoded or returned."""
+        ctx = await self._context()
+        return await self._engine.submit_threaded(_ops.prefetch, (ctx, list(keys)))
 
     async def _value_chunks(self, key: K, chunk_size: int) -> AsyncGenerator[bytes, None]:
         # One buffered read transaction held across the chunks: one value, pieces copied

@@ -55,7 +55,9 @@ StreamFn = Callable[..., Any]
 OnItem = Callable[[Any], None]
 OnEnd = Callable[[BaseException | None], None]
 
-_OPTIONS = frozenset({"prefix", "reverse", "limit", "offset", "batch_size", "chunk_size"})
+_OPTIONS = frozenset(
+    {"prefix", "reverse", "limit", "offset", "batch_size", "chunk_size", "prefetch"}
+)
 
 
 def scan_args(
@@ -71,6 +73,9 @@ def scan_args(
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise ValueError(f"offset must be a non-negative int, got {offset!r}")
     reverse = options.get("reverse", False)
+    prefetch = options.get("prefetch", False)
+    if not isinstance(prefetch, bool):
+        raise TypeError(f"prefetch must be True or False, got {prefetch!r}")
     spec = _scan.ScanSpec(mode, start, stop, options.get("prefix"), bool(reverse), offset)
     return spec, limit, size
 
@@ -126,6 +131,7 @@ class RangeIterator(Generic[T]):
         "_error",
         "_it",
         "_next_size",
+        "_prefetch",
         "_remaining",
         "_resume",
         "_running",
@@ -136,9 +142,16 @@ class RangeIterator(Generic[T]):
     )
 
     def __init__(
-        self, source: AsyncOps[Any, Any], spec: _scan.ScanSpec, limit: int | None, chunk_size: int
+        self,
+        source: AsyncOps[Any, Any],
+        spec: _scan.ScanSpec,
+        limit: int | None,
+        chunk_size: int,
+        *,
+        prefetch: bool = False,
     ) -> None:
         self._chunk_size = chunk_size
+        self._prefetch = prefetch
         self._next_size = min(_FIRST_CHUNK, chunk_size)
         self._source = source
         self._spec = spec
@@ -242,7 +255,10 @@ class RangeIterator(Generic[T]):
         if self._emitted - self._consumed >= _AHEAD:
             return True  # the caller has chunks to take first
         args = (self._resume, self._next_size, self._remaining)
-        if not self._source._stream(self._read_chunks, args, self._on_chunk, self._on_end):
+        source = self._source
+        if not source._stream(
+            self._read_chunks, args, self._on_chunk, self._on_end, self._prefetch
+        ):
             return False
         self._running = True
         return True

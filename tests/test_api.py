@@ -32,6 +32,7 @@ def public(cls: type) -> set[str]:
 ONLY_ON_DATABASE = {
     "drop": "deletes or empties the database itself, outside any transaction",
     "run": "begins a transaction; a view already is one",
+    "prefetch": "reads on a reader thread, outside any transaction, for later inline reads",
 }
 NOT_ON_SYNC_VIEW = {
     "put_chunks": "its source is an async iterable or awaited reads",

@@ -13,7 +13,7 @@ from typing import Any
 
 import lmdb
 import pytest
-from conftest import TIMEOUT, collect, let_tasks_start
+from conftest import TIMEOUT, collect, let_tasks_start, reads_inline
 
 import aiolmdb
 from aiolmdb import (
@@ -146,15 +146,16 @@ def test_buffered_reads_without_a_free_reader_slot_read_plainly(tmp_path: Path) 
 
 # ----------------------------------------------------------------- reads of large values
 async def test_a_database_written_large_values_reads_them_without_the_gil(
-    env: Environment, monkeypatch: pytest.MonkeyPatch, inline_reads: bool
+    env: Environment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    inline = reads_inline(env)
     db = env.get_default_database()
     spy = CopySpy(monkeypatch)
     await db.put(b"small", b"s")
     await db.put(b"big", blob(BIG))  # flags the database
     assert await db.get(b"big") == blob(BIG)
     # An inline get of bytes copies plainly: the loop waits for the copy either way.
-    assert spy.calls == (0 if inline_reads else 1)
+    assert spy.calls == (0 if inline else 1)
     assert await db.get(b"small") == b"s"
     assert await db.get(b"absent", b"d") == b"d"
     assert await db.get_multi([b"big", b"small", b"absent"]) == {
@@ -162,7 +163,7 @@ async def test_a_database_written_large_values_reads_them_without_the_gil(
         b"small": b"s",
         b"absent": None,
     }
-    assert spy.calls == (1 if inline_reads else 2)
+    assert spy.calls == (1 if inline else 2)
 
 
 async def written_then_reopened(path: Path, text: str) -> Environment:
@@ -176,7 +177,7 @@ async def written_then_reopened(path: Path, text: str) -> Environment:
             txn.put(b"big", text.encode(), db=coded)
     finally:
         raw.close()
-    return aiolmdb.open(path, map_size=64 * MiB)
+    return aiolmdb.open(path, map_size=64 * MiB, reads="threaded")  # copies on reader threads
 
 
 @pytest.mark.parametrize("how", ["get", "get_multi_coded", "get_coded"])
@@ -204,7 +205,7 @@ async def test_the_first_large_read_flags_the_database(
     finally:
         await asyncio.wait_for(env.close(), TIMEOUT)
     # A read stores nothing (it may be a read-only process): a fresh opening reads plainly once.
-    async with aiolmdb.open(path, map_size=64 * MiB) as env:
+    async with aiolmdb.open(path, map_size=64 * MiB, reads="threaded") as env:
         coded = await env.open_db("coded", value_coder=StringCoder())
         spy = CopySpy(monkeypatch)
         assert await coded.get(b"big") == text
@@ -275,7 +276,7 @@ async def test_a_reopened_environment_reads_large_values_without_the_gil_at_once
         await write_large(db, how)
         await write_large(db, how)  # a second large write adds nothing
     assert marker_in(path, b"big") is True
-    async with aiolmdb.open(path, map_size=64 * MiB, readonly=readonly) as env:
+    async with aiolmdb.open(path, map_size=64 * MiB, readonly=readonly, reads="threaded") as env:
         db = await env.open_db("big")
         spy = CopySpy(monkeypatch)
         assert await db.get(b"small") == b"s"

@@ -79,7 +79,16 @@ OPEN_CASES: list[Case] = [
     ("changelog_retention", "5", TypeError),
     ("changelog_retention", 1.5, TypeError),
     ("changelog_retention", 10, ValueError),  # without changelog=True
-    *[(name, value, TypeError) for name in BOOLEAN_OPEN_OPTIONS for value in NOT_BOOLEANS],
+    ("reads", "fast", ValueError),
+    ("reads", "Auto", ValueError),
+    ("reads", True, TypeError),
+    ("reads", 1, TypeError),
+    *[
+        (name, value, TypeError)
+        for name in BOOLEAN_OPEN_OPTIONS
+        for value in NOT_BOOLEANS
+        if not (name == "inline_reads" and value is None)  # None: not given (reads= decides)
+    ],
 ]
 
 OPEN_ACCEPTED: list[tuple[str, Any]] = [
@@ -96,6 +105,11 @@ OPEN_ACCEPTED: list[tuple[str, Any]] = [
     ("sync", 1),
     ("metasync", False),
     ("inline_reads", 1),
+    ("inline_reads", None),
+    ("reads", "auto"),
+    ("reads", "inline"),
+    ("reads", "threaded"),
+    ("reads", None),
     ("map_growth", 0),
     ("changelog", True),
     ("changelog", "keys"),

@@ -83,7 +83,9 @@ class Engine:
         self._name: str = env.path()
         self._state = OPEN
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.inline_reads = config.inline_reads
+        # Whether databases try inline reads first ("inline", and "auto" until it turns
+        # threaded).
+        self.inline_reads = config.read_mode != "threaded"
         # Open read snapshots (objects with release()), ended before the environment closes.
         self._snapshots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -98,8 +100,12 @@ class Engine:
         _engines.add(self)
 
         # The parts' methods, bound as the engine's own (the per-operation ones first).
-        self.submit_read = readers.submit_read
-        self.read_inline = readers.read_inline
+        auto = config.read_mode == "auto"
+        self.submit_read = readers.submit_read_auto if auto else readers.submit_read
+        self.read_inline = readers.read_auto if auto else readers.read_inline
+        # Always a reader thread (prefetching must not read on the loop).
+        self.submit_threaded = readers.submit_read
+        self.reads_inline_now = readers.reads_inline_now
         self.submit_write = writer.submit_write
         self.release_inline = readers.release_inline
         self.run_blocking = readers.run_blocking
@@ -193,6 +199,12 @@ class Engine:
             write_queue=writer.write_queue(),
             read_queue=readers.read_queue(),
             open_write_transactions=writer.open_sessions(),
+            read_mode="inline" if readers.inline_now else "threaded",
+            read_mode_switches=readers.mode_switches,
+            residency=readers.residency,
+            residency_checks=readers.residency_checks,
+            read_faults=readers.read_faults,
+            deferred_reads=readers.deferred_reads,
         )
 
     # ----------------------------------------------------------------- loop
@@ -227,6 +239,7 @@ class Engine:
         closes the environment. Returns a future that is done when all of that is."""
         if self._state is OPEN:
             self._set_state(CLOSING)
+            self._readers.stop_checks()
             self._readers.release_inline()
             self._writer.abort_sessions()
             self._writer.stop()  # submitted writes run before the stop

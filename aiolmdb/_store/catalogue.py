@@ -362,6 +362,8 @@ class Catalogue:
                 large,
                 None if expires is None else Expiry(expires[0], expires[1], self._sweeper),
             )
+            # As for a queued open: a reused inline read transaction predates the handle.
+            self._engine.release_inline()
         else:
             entry.opening = self._queue_open(name, {**db_flags, **flags}, versioned, ttl_ms)
         self._entries[name] = entry

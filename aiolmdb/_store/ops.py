@@ -979,6 +979,16 @@ def stat(txn: Txn, ctx: DbContext[Any, Any]) -> dict[str, Any]:
     return dict(txn.stat(ctx.dbi))
 
 
+def prefetch(txn: Txn, ctx: DbContext[Any, Any], keys: list[Any]) -> int:
+    """Read each key's value and drop it, so that its pages (branch, leaf and a large value's
+    overflow pages) are in the page cache; the number of keys found. Nothing is decoded."""
+    kc, max_key_size, found = ctx.kc, ctx.max_key_size, 0
+    for key in keys:
+        if fetch(txn, ctx, encode_key(kc, key, max_key_size)) is not None:
+            found += 1
+    return found
+
+
 # Operations that make at most one LMDB change and raise, if at all, before making it (coder
 # and size errors come first; LMDB checks sizes before modifying). The writer runs them without
 # a child transaction: a failure leaves the batch's transaction as it was. The surface says so

@@ -44,9 +44,9 @@ def stored_pairs(path: Path) -> dict[bytes, bytes]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("inline_reads", [False, True], ids=["threaded", "inline"])
+@pytest.mark.parametrize("inline_reads", [False, True, None], ids=["threaded", "inline", "auto"])
 async def test_one_mib_map_takes_40_mib_of_concurrent_writes(
-    tmp_path: Path, inline_reads: bool, figures: Figures
+    tmp_path: Path, inline_reads: bool | None, figures: Figures
 ) -> None:
     path = tmp_path / "env"
     env = open_env(path, map_size=1 * MiB, inline_reads=inline_reads)
@@ -185,9 +185,9 @@ async def test_max_map_size_caps_growth(tmp_path: Path, limit: int) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("inline_reads", [False, True], ids=["threaded", "inline"])
+@pytest.mark.parametrize("inline_reads", [False, True, None], ids=["threaded", "inline", "auto"])
 async def test_map_grown_by_another_process_while_busy(
-    tmp_path: Path, inline_reads: bool, figures: Figures
+    tmp_path: Path, inline_reads: bool | None, figures: Figures
 ) -> None:
     path = tmp_path / "env"
     env = open_env(path, map_size=1 * MiB, inline_reads=inline_reads)

@@ -171,9 +171,9 @@ async def _in_forked_child(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.parametrize("inline_reads", [False, True], ids=["threaded", "inline"])
+@pytest.mark.parametrize("inline_reads", [False, True, None], ids=["threaded", "inline", "auto"])
 async def test_fork_child_gets_forked_error_parent_unaffected(
-    tmp_path: Path, inline_reads: bool
+    tmp_path: Path, inline_reads: bool | None
 ) -> None:
     env = open_env(tmp_path / "env", inline_reads=inline_reads)
     db = env.get_default_database()

@@ -130,11 +130,11 @@ async def heavy_reading(db: aiolmdb.AsyncDatabase[bytes, bytes], tasks: int = 12
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("inline_reads", "readers"),
-    [(False, 2), (False, MAX_READERS), (True, 2)],
-    ids=["threaded-2", "threaded-4", "inline-2"],
+    [(False, 2), (False, MAX_READERS), (True, 2), (None, 2)],
+    ids=["threaded-2", "threaded-4", "inline-2", "auto-2"],
 )
 async def test_few_reader_slots_many_concurrent_readers(
-    tmp_path: Path, inline_reads: bool, readers: int, figures: Figures
+    tmp_path: Path, inline_reads: bool | None, readers: int, figures: Figures
 ) -> None:
     path = tmp_path / "env"
     await populate(path)

@@ -175,7 +175,7 @@ class Model:
 
 
 class AioLmdbMachine(RuleBasedStateMachine):
-    inline_reads = False
+    inline_reads: bool | None = False  # None: reads="auto"
     writemap = False
 
     def __init__(self) -> None:
@@ -335,7 +335,7 @@ class AioLmdbMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("mode", ["threaded", "inline", "writemap"])
+@pytest.mark.parametrize("mode", ["threaded", "inline", "auto", "writemap"])
 def test_random_sequences_match_a_dict_model(mode: str, figures: Figures) -> None:
     global examples_run, steps_run
     before_examples, before_steps = examples_run, steps_run
@@ -343,7 +343,7 @@ def test_random_sequences_match_a_dict_model(mode: str, figures: Figures) -> Non
     class Machine(AioLmdbMachine):
         pass
 
-    Machine.inline_reads = mode == "inline"
+    Machine.inline_reads = {"inline": True, "auto": None}.get(mode, False)
     Machine.writemap = mode == "writemap"
     run_state_machine_as_test(
         Machine,
