@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--png", type=Path, metavar="PATH", help="bar chart output path")
     p.add_argument("--check", action="store_true", help="exit 1 if a target fails")
     p.add_argument("--tmpdir", type=Path, metavar="DIR", help="where to put the LMDB copies")
+    p.add_argument(
+        "--no-lmdb-js",
+        action="store_true",
+        help="leave out the lmdb-js peer (else run when node is installed; lmdb-js is "
+        "installed with npm into ~/.cache/aiolmdb-bench on first use)",
+    )
     args = p.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be >= 1")
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         # its runs interleaved with the others': ratios compare runs made side by side.
         for loop_name, run in runners.items():
             log(f"-- event loop: {loop_name}")
-            adapters = build_adapters(aiolmdb_mod)
+            adapters = build_adapters(aiolmdb_mod, lmdb_js=not args.no_lmdb_js)
             report.cells += run(
                 run_interleaved(adapters, workloads, data, cfg, base, workdir, loop_name)
             )
