@@ -16,6 +16,7 @@ import lmdb
 from ._engine.config import (
     DEFAULT_MAX_BATCH,
     EngineConfig,
+    ReadMode,
     check_lmdb_options,
     unknown_lmdb_options,
 )
@@ -47,7 +48,8 @@ def open(
     executor: concurrent.futures.Executor | None = None,
     readers: int | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
-    inline_reads: bool = False,
+    reads: ReadMode | None = None,
+    inline_reads: bool | None = None,
     map_growth: bool = True,
     max_map_size: int | None = None,
     changelog: bool | Literal["keys", "values"] = False,
@@ -68,11 +70,19 @@ def open(
     max_batch
         The most operations one read or write transaction takes (default 1024): a burst of a
         million writes becomes many bounded commits, not one giant transaction.
+    reads
+        Where reads run (writes always go to the writer thread). ``"auto"`` (the default):
+        inline on the loop thread while the data file is in the page cache, on reader threads
+        as soon as it is not or an inline read met a major page fault, and the loop gets a
+        turn about every millisecond of inline reads. ``"inline"``: always on the loop
+        thread, in a read transaction reused for the rest of that loop iteration, skipping the
+        thread hop (like lmdb-js); fastest when the data fits in memory, but a page fault
+        blocks the loop, coders run on the loop, and a task awaiting gets in a loop never lets
+        another task run until it stops. ``"threaded"``: always on reader threads. See the
+        inline reads guide.
     inline_reads
-        Run reads on the event loop thread itself, in a read transaction reused for the rest of
-        that loop iteration, skipping the thread hop (like lmdb-js). Fastest when the data fits
-        in memory, but a page fault blocks the loop and coders run on the loop. Writes still go
-        to the writer thread.
+        The older name of ``reads``: True is ``reads="inline"``, False ``reads="threaded"``
+        (giving both, they must agree).
     map_growth
         When a write batch fills the map, double the map size and run the batch again (default
         True). With False, ``lmdb.MapFullError`` reaches exactly the writes that did not fit.
@@ -97,6 +107,7 @@ def open(
         executor=executor,
         readers=readers,
         max_batch=max_batch,
+        reads=reads,
         inline_reads=inline_reads,
         map_growth=map_growth,
         max_map_size=max_map_size,

@@ -44,6 +44,10 @@ _COUNTERS = (
     ("conflicts", "Conditional writes whose condition failed."),
     ("map_resizes", "Map resizes by this process."),
     ("readers_full_waits", "Waits for a free slot in LMDB's reader table."),
+    ("read_mode_switches", "Switches between inline and threaded reads (reads='auto')."),
+    ("residency_checks", "Residency checks of the data file (reads='auto')."),
+    ("read_faults", "Inline read transactions that saw a major page fault (reads='auto')."),
+    ("deferred_reads", "Inline reads put off to the next loop iteration for fairness."),
 )
 _GAUGES = (
     ("map_size", "The map size, in bytes."),
@@ -53,6 +57,8 @@ _GAUGES = (
     ("write_queue", "Writes submitted and not yet taken by the writer thread."),
     ("read_queue", "Batched reads submitted and not yet taken by a reader thread."),
     ("open_write_transactions", "Interactive write transactions not yet ended."),
+    ("residency", "Share of the data file found in the page cache (-1: unknown)."),
+    ("reads_inline", "1 while reads run inline on the loop thread, 0 while threaded."),
 )
 _HISTOGRAMS = (
     ("write_batch_sizes", "write_batch_size", "Operations per group commit."),
@@ -82,7 +88,9 @@ class EnvironmentCollector(Collector):
             yield counter
         for field, doc in _GAUGES:
             gauge = GaugeMetricFamily(f"{self._prefix}_{field}", doc, labels=labels)
-            gauge.add_metric(value, getattr(m, field))
+            # read_mode is a string: exported as a 0/1 gauge.
+            shown = m.read_mode == "inline" if field == "reads_inline" else getattr(m, field)
+            gauge.add_metric(value, shown)
             yield gauge
         for field, name, doc in _HISTOGRAMS:
             hist: Histogram = getattr(m, field)

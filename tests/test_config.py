@@ -35,7 +35,8 @@ BAD_ENGINE_OPTIONS: list[tuple[str, Any, type[Exception]]] = [
     ("max_map_size", -1, ValueError),
     ("inline_reads", 2, TypeError),
     ("inline_reads", "yes", TypeError),
-    ("inline_reads", None, TypeError),
+    ("reads", "fast", ValueError),
+    ("reads", True, TypeError),
     ("map_growth", -1, TypeError),
     ("map_growth", "no", TypeError),
     ("executor", "pool", TypeError),
@@ -226,3 +227,36 @@ async def test_read_inline_falls_back_while_resizing(path: Path) -> None:
         await asyncio.wait_for(asyncio.wrap_future(resized), TIMEOUT)
         assert await asyncio.wait_for(threaded, TIMEOUT) == b"v"
         assert engine.read_inline(lambda txn: txn.get(b"k"), ()) == b"v"
+
+
+@pytest.mark.parametrize(
+    ("reads", "inline_reads", "mode"),
+    [
+        (None, None, "auto"),
+        ("auto", None, "auto"),
+        ("inline", None, "inline"),
+        ("threaded", None, "threaded"),
+        (None, True, "inline"),
+        (None, False, "threaded"),
+        (None, 1, "inline"),
+        ("inline", True, "inline"),
+        ("threaded", False, "threaded"),
+    ],
+)
+def test_engine_config_read_mode(reads: Any, inline_reads: Any, mode: str) -> None:
+    config = EngineConfig(reads=reads, inline_reads=inline_reads)
+    assert config.read_mode == mode
+    assert config.inline_reads is (mode == "inline")
+
+
+@pytest.mark.parametrize(
+    ("reads", "inline_reads"),
+    [("auto", True), ("auto", False), ("inline", False), ("threaded", True)],
+)
+def test_open_refuses_reads_and_inline_reads_that_disagree(
+    path: Path, reads: Any, inline_reads: bool
+) -> None:
+    with pytest.raises(ValueError, match=r"disagree: give reads= only") as caught:
+        aiolmdb.open(path, map_size=MAP_SIZE, reads=reads, inline_reads=inline_reads)
+    assert f"reads={reads!r} and inline_reads={inline_reads!r}" in str(caught.value)
+    assert not path.exists()  # refused before LMDB opened anything

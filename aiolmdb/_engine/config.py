@@ -13,11 +13,21 @@ import concurrent.futures
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["DEFAULT_MAX_BATCH", "EngineConfig", "check_lmdb_options", "unknown_lmdb_options"]
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "READ_MODES",
+    "EngineConfig",
+    "ReadMode",
+    "check_lmdb_options",
+    "unknown_lmdb_options",
+]
 
 DEFAULT_MAX_BATCH = 1024
+
+ReadMode = Literal["auto", "inline", "threaded"]
+READ_MODES: tuple[ReadMode, ...] = ("auto", "inline", "threaded")
 
 
 def _default_readers() -> int:
@@ -53,7 +63,11 @@ class EngineConfig:
     executor: concurrent.futures.Executor | None = None
     readers: int | None = None
     max_batch: int = DEFAULT_MAX_BATCH
-    inline_reads: bool = False
+    reads: ReadMode | None = None
+    """How reads run: "auto" (the default), "inline" or "threaded"; resolved when built."""
+    inline_reads: bool | None = None
+    """The older name: True is ``reads="inline"``, False ``reads="threaded"``; after the
+    check, True exactly when the mode is "inline"."""
     map_growth: bool = True
     max_map_size: int | None = None
 
@@ -64,17 +78,41 @@ class EngineConfig:
             )
         _check_int("readers", self.readers, 1, optional=True)
         _check_int("max_batch", self.max_batch, 1)
-        check_flag("inline_reads", self.inline_reads)
+        object.__setattr__(self, "reads", _read_mode(self.reads, self.inline_reads))
         check_flag("map_growth", self.map_growth)
         # Kept as bools whichever form was given (0 and 1 are accepted).
-        object.__setattr__(self, "inline_reads", bool(self.inline_reads))
+        object.__setattr__(self, "inline_reads", self.reads == "inline")
         object.__setattr__(self, "map_growth", bool(self.map_growth))
         _check_int("max_map_size", self.max_map_size, 1, optional=True)
+
+    @property
+    def read_mode(self) -> ReadMode:
+        """The read mode, resolved (never None once built)."""
+        return self.reads or "auto"
 
     @property
     def reader_threads(self) -> int:
         """Threads of the default reader pool: ``readers``, or the CPU count between 2 and 8."""
         return self.readers or _default_readers()
+
+
+def _read_mode(reads: object, inline_reads: object) -> ReadMode:
+    """``reads=`` and its older alias ``inline_reads=`` resolved to one mode (both given must
+    agree)."""
+    if reads is not None and reads not in READ_MODES:
+        raise (TypeError if not isinstance(reads, str) else ValueError)(
+            f'reads must be "auto", "inline" or "threaded", got {reads!r}'
+        )
+    if inline_reads is None:
+        return reads or "auto"
+    check_flag("inline_reads", inline_reads)
+    alias: ReadMode = "inline" if inline_reads else "threaded"
+    if reads is not None and reads != alias:
+        raise ValueError(
+            f"reads={reads!r} and inline_reads={inline_reads!r} disagree: give reads= only "
+            f'(inline_reads=True is reads="inline", inline_reads=False is reads="threaded")'
+        )
+    return alias
 
 
 # lmdb.open's options whose wrong values py-lmdb accepts (any object is taken for its truth)

@@ -83,7 +83,9 @@ class Engine:
         self._name: str = env.path()
         self._state = OPEN
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.inline_reads = config.inline_reads
+        # Whether databases try inline reads first ("inline", and "auto" until it turns
+        # threaded).
+        self.inline_reads = config.read_mode == "inline"
         # Open read snapshots (objects with release()), ended before the environment closes.
         self._snapshots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -192,6 +194,12 @@ class Engine:
             write_queue=writer.write_queue(),
             read_queue=readers.read_queue(),
             open_write_transactions=writer.open_sessions(),
+            read_mode="inline" if readers.inline_now else "threaded",
+            read_mode_switches=readers.mode_switches,
+            residency=readers.residency,
+            residency_checks=readers.residency_checks,
+            read_faults=readers.read_faults,
+            deferred_reads=readers.deferred_reads,
         )
 
     # ----------------------------------------------------------------- loop

@@ -160,6 +160,23 @@ class Metrics:
     """Batched reads submitted and not yet taken by a reader thread."""
     open_write_transactions: int
     """Interactive write transactions begun or waiting to begin, not yet ended."""
+    read_mode: str
+    """Where reads run now: "inline" (on the loop thread) or "threaded" (reader threads).
+    Fixed with ``reads="inline"`` or ``"threaded"``; with ``reads="auto"`` it follows the
+    data's residency (see the inline reads guide)."""
+    read_mode_switches: int
+    """Times ``reads="auto"`` switched between inline and threaded reads."""
+    residency: float
+    """The share of the data file's used part found in the page cache by the last check
+    (0.0 to 1.0; -1.0 when never measured, or not measurable here). ``reads="auto"`` only."""
+    residency_checks: int
+    """Residency checks run (``reads="auto"`` only; each on a reader thread)."""
+    read_faults: int
+    """Loop iterations whose inline read transaction saw a major page fault on the loop
+    thread (``reads="auto"`` only; each one moved the reads to the reader threads)."""
+    deferred_reads: int
+    """Inline reads put off to the next loop iteration so the loop could run other work
+    (``reads="auto"``: about every millisecond of inline reads)."""
 
 
 class ReaderCounts:

@@ -104,6 +104,14 @@ class Readers(Part):
         self.reader_counts: list[ReaderCounts] = []
         self._counts_lock = threading.Lock()
         self.inline_transactions = 0
+        # The read mode ("auto" switches inline_now; the other two never change it).
+        self.mode = config.read_mode
+        self.inline_now = self.mode == "inline"
+        self.mode_switches = 0
+        self.residency = -1.0
+        self.residency_checks = 0
+        self.read_faults = 0
+        self.deferred_reads = 0
 
     # ----------------------------------------------------------------- batched reads
     def submit_read(self, fn: Callable[..., R], args: tuple[Any, ...]) -> asyncio.Future[R]:
