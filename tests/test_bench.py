@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import shutil
 import statistics
 import time
@@ -33,6 +34,7 @@ from benchmarks.adapters import (
     docs_adapter,
     read_mode_options,
 )
+from benchmarks.cold import EVICTED_AT_MOST, bucket_rates, evict, resident_share
 from benchmarks.dataset import DataSet, make_key
 from benchmarks.documents import document_type, documents
 from benchmarks.lmdbjs import Unavailable, cache_dir, ensure_installed, installed_version
@@ -731,3 +733,71 @@ def test_lmdb_js_runs_its_gets_on_the_same_data(tmp_path: Path) -> None:
     (aim,) = [a for a in report["aims"] if a["peer"] == "lmdb-js"]
     assert aim["status"] in ("MET", "BELOW")
     assert_verdicts(report)
+
+
+# --------------------------------------------------------------------------- cold data
+
+
+def test_throughput_slices_count_the_gets_between_samples() -> None:
+    # 100 gets by 0.5 s, 300 by 1.0 s, 350 at the end (1.2 s).
+    samples = [(0.2, 40), (0.5, 100), (0.9, 250), (1.0, 300), (1.2, 350)]
+    assert bucket_rates(samples, 0.5, 1.2) == pytest.approx([200.0, 250 / 0.7])  # 0.5-1.2 s
+    assert bucket_rates(samples, 0.5, 1.4) == pytest.approx([200.0, 400.0, 50 / 0.4])
+    # No sample in a slice (the loop was held): nothing counted there, all of it later.
+    assert bucket_rates([(1.0, 500)], 0.5, 1.0) == [0.0, 1000.0]
+
+
+def test_eviction_empties_the_page_cache_of_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(4 << 20))
+    assert path.read_bytes()  # read once: in the page cache
+    assert resident_share(path) > 0.9
+    share = evict(path)
+    if share > EVICTED_AT_MOST:
+        pytest.skip(f"this file system ignores POSIX_FADV_DONTNEED ({share:.0%} kept)")
+    assert share <= EVICTED_AT_MOST
+
+
+def test_cold_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cold`` with a small data set: every mode runs from an evicted cache beside the
+    ticker, and the JSON and the table say what each did."""
+    out_json = tmp_path / "cold.json"
+    argv = ["--cold", "--cold-keys", "5000", "--cold-seconds", "0.3", "--check"]
+    code = main([*argv, "--json", str(out_json), "--tmpdir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    assert report["config"]["n_keys"] == 5000
+    if report["skipped"]:
+        assert "page cache" in report["skipped"]
+        assert f"cold runs skipped: {report['skipped']}" in printed
+        return
+    modes = {m["mode"]: m for m in report["modes"]}
+    assert list(modes) == ["default (auto)", "threaded", "inline"]
+    for name, m in modes.items():
+        assert m["resident_before"] <= EVICTED_AT_MOST, name
+        assert m["gets"] > 0, name
+        assert len(m["rates"]) == 1, name  # 0.3 s: one slice of 0.5 s (the run)
+        assert m["timeline"][0][1] in ("inline", "threaded"), name
+    assert {t[1] for t in modes["threaded"]["timeline"]} == {"threaded"}
+    # Inline reads never suspend a task's chain of gets: the ticker waits for the whole run.
+    inline = modes["inline"]
+    assert inline["ticks"] == 0
+    assert inline["max_gap_ms"] >= 0.9 * 300
+    assert inline["inline_after"] == 0.0
+    assert modes["threaded"]["ticks"] > 0
+    auto, threaded = modes["default (auto)"], modes["threaded"]
+    ok = auto["max_gap_ms"] <= threaded["max_gap_ms"] + 2.0
+    assert code == (0 if ok else 1)
+    assert "== cold data: 5,000 keys x 1024 B" in printed
+    assert (
+        f"target: default's longest gap <= threaded's + 2 ms: {auto['max_gap_ms']:.1f}" in printed
+    )
+
+
+def test_cold_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--cold", "--cold-keys", "0"])
+    assert "--cold-keys must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--cold", "--cold-seconds", "-1"])
+    assert "--cold-seconds must be > 0" in capsys.readouterr().err
