@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument(
         "--cold",
         action="store_true",
-        help="run the cold-data workload instead (1.2M keys x 1 KB, ~1.3 GB on disk; each read "
+        help="run the cold-data workload instead (1.2M keys x 1 KB, ~1.6 GB on disk; each read "
         "mode from an evicted page cache; ~1 minute); writes results/cold.json",
     )
     p.add_argument(

@@ -1,6 +1,6 @@
 """Cold data (issue 22): ``python -m benchmarks --cold`` (``make bench-cold``).
 
-An environment of about 1.3 GB (1.2M keys of 16 bytes, 1 KB values; ``--quick``: 100k keys)
+An environment of about 1.6 GB (1.2M keys of 16 bytes, 1 KB values; ``--quick``: 100k keys)
 is built once, closed and synced. Then, for each read mode in turn (the default ``auto``,
 ``threaded``, ``inline``), its data file is evicted from the page cache
 (``posix_fadvise(POSIX_FADV_DONTNEED)`` after an ``fsync``, checked with ``mincore``), and
@@ -9,7 +9,7 @@ at a time. Reported per mode: the gets/s, the ticker's longest and 99th-percenti
 gets/s in each half second as the data warms up, and, from ``env.metrics()``, when ``auto``
 turned inline and the residency it measured.
 
-Not part of the default run: it writes 1-2 GB and takes about a minute. The environment is
+Not part of the default run: it writes ~1.6 GB and takes about a minute. The environment is
 rebuilt in a temporary directory for each run unless ``--cold-dir`` keeps it.
 """
 
