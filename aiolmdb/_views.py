@@ -269,7 +269,7 @@ async def run_in_transaction(
 
     if write:
         return await engine.submit_write(_call, (fn, build), False)
-    return await engine.submit_read(_call, (fn, build))
+    return await engine.submit_threaded(_call, (fn, build))
 
 
 def _call(txn: Txn, fn: Callable[[Any], R], build: Callable[[Txn], Transaction[Any, Any]]) -> R:

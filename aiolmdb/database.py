@@ -171,7 +171,7 @@ class AsyncDatabase(AsyncOps[K, V]):
         # Range iterators read ahead this way. Not in inline mode (reads run on the loop
         # there), nor before the database is open (the next read waits for the open).
         ctx = self._ctx
-        if self._inline or ctx is None or self._entry.dropped:
+        if ctx is None or self._entry.dropped or (self._inline and self._engine.reads_inline_now()):
             return False
         self._engine.submit_stream(fn, (ctx, *args), on_item, on_end)
         return True
@@ -193,7 +193,8 @@ class AsyncDatabase(AsyncOps[K, V]):
             result = self._engine.read_inline(fn, args)
             if result is not FALLBACK:
                 return result  # type: ignore[no-any-return]  # (no cast: the hottest path)
-        elif self._bytes_only and type(key) is bytes:
+        # Threaded (or deferred to the next loop iteration by reads="auto").
+        if self._bytes_only and type(key) is bytes:
             fn, args = _ops.get_bytes, (ctx.dbi, ctx.max_key_size, key, default, ctx.large)
         else:
             fn, args = _ops.get, (ctx, key, default)

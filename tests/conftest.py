@@ -1,7 +1,8 @@
 """Shared fixtures and helpers for the aiolmdb tests.
 
-``env`` is parametrized over the two read modes (ids ``threaded`` and ``inline``), so every test
-using it (or ``db``, ``open_env``) runs against both, unless marked ``threaded_only``. Nothing
+``env`` is parametrized over the three read modes (ids ``threaded``, ``inline`` and ``auto``), so
+every test using it (or ``db``, ``open_env``) runs against each, unless marked ``threaded_only``
+(``env`` waits until an ``auto`` environment reads inline; ``open_env`` does not wait). Nothing
 here waits on time: blocking the writer thread is done with ``threading.Event`` objects, and
 every wait is bounded so a bug fails the test instead of hanging it.
 
@@ -99,10 +100,12 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "env"
 
 
-@pytest.fixture(params=[False, True], ids=["threaded", "inline"])
-def inline_reads(request: pytest.FixtureRequest) -> bool:
-    """Both read modes: reader threads (False) and reads on the loop thread (True)."""
-    return bool(request.param)
+@pytest.fixture(params=[False, True, None], ids=["threaded", "inline", "auto"])
+def inline_reads(request: pytest.FixtureRequest) -> bool | None:
+    """The read modes, as the ``inline_reads=`` of ``aiolmdb.open``: reader threads (False),
+    reads on the loop thread (True), and ``reads="auto"`` (None: the option not given)."""
+    result: bool | None = request.param
+    return result
 
 
 # For a test that runs in one read mode only: it sets the ``inline_reads`` fixture (which
@@ -111,10 +114,13 @@ threaded_only = pytest.mark.parametrize("inline_reads", [False], ids=["threaded"
 
 
 @pytest.fixture
-async def env(path: Path, inline_reads: bool) -> AsyncIterator[aiolmdb.Environment]:
-    """An open environment on ``path`` in both read modes, closed after the test."""
+async def env(path: Path, inline_reads: bool | None) -> AsyncIterator[aiolmdb.Environment]:
+    """An open environment on ``path`` in each read mode, closed after the test (in ``auto``
+    mode, once its first residency check has put its reads inline)."""
     environment = aiolmdb.open(path, map_size=MAP_SIZE, inline_reads=inline_reads)
     try:
+        if inline_reads is None:
+            await wait_read_mode(environment, "inline")
         yield environment
     finally:
         await asyncio.wait_for(environment.close(), TIMEOUT)
@@ -128,7 +134,7 @@ def db(env: aiolmdb.Environment) -> aiolmdb.AsyncDatabase[bytes, bytes]:
 
 @pytest.fixture
 async def open_env(
-    tmp_path: Path, inline_reads: bool
+    tmp_path: Path, inline_reads: bool | None
 ) -> AsyncIterator[Callable[..., aiolmdb.Environment]]:
     """Factory: ``open_env(**kwargs)`` opens an environment in a fresh directory with the
     test's read mode (overridable) and closes it after the test."""
@@ -146,6 +152,23 @@ async def open_env(
     finally:
         for environment in opened:
             await asyncio.wait_for(environment.close(), TIMEOUT)
+
+
+async def wait_read_mode(env: aiolmdb.Environment, mode: str, timeout: float = TIMEOUT) -> None:
+    """Wait until ``env.metrics().read_mode`` is ``mode`` (``reads="auto"`` switches when a
+    residency check's answer reaches the loop: a state with no event to wait on, polled)."""
+    await env.stat()  # the first operation binds the loop, which starts the first check
+    for _ in range(int(timeout * 1000)):
+        if env.metrics().read_mode == mode:
+            return
+        await asyncio.sleep(0.001)
+    assert env.metrics().read_mode == mode, env.metrics()
+
+
+def reads_inline(env: aiolmdb.Environment) -> bool:
+    """Whether ``env`` reads on the loop thread now (``reads="inline"``, or ``"auto"`` while
+    its data is resident)."""
+    return env.metrics().read_mode == "inline"
 
 
 def aiolmdb_threads() -> set[threading.Thread]:

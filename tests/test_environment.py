@@ -620,7 +620,10 @@ def test_use_from_a_second_event_loop(path: Path, inline_reads: bool) -> None:
     assert env.closed
 
 
-async def test_use_from_two_running_loops_is_refused(env: Environment) -> None:
+async def test_use_from_two_running_loops_is_refused(
+    open_env: Callable[..., Environment],
+) -> None:
+    env = open_env()  # not yet bound to a loop (the env fixture binds an "auto" one to this)
     main = env.get_default_database()
     bound = threading.Event()
     release = threading.Event()

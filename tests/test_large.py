@@ -13,7 +13,7 @@ from typing import Any
 
 import lmdb
 import pytest
-from conftest import TIMEOUT, collect, let_tasks_start
+from conftest import TIMEOUT, collect, let_tasks_start, reads_inline
 
 import aiolmdb
 from aiolmdb import (
@@ -146,15 +146,16 @@ def test_buffered_reads_without_a_free_reader_slot_read_plainly(tmp_path: Path) 
 
 # ----------------------------------------------------------------- reads of large values
 async def test_a_database_written_large_values_reads_them_without_the_gil(
-    env: Environment, monkeypatch: pytest.MonkeyPatch, inline_reads: bool
+    env: Environment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    inline = reads_inline(env)
     db = env.get_default_database()
     spy = CopySpy(monkeypatch)
     await db.put(b"small", b"s")
     await db.put(b"big", blob(BIG))  # flags the database
     assert await db.get(b"big") == blob(BIG)
     # An inline get of bytes copies plainly: the loop waits for the copy either way.
-    assert spy.calls == (0 if inline_reads else 1)
+    assert spy.calls == (0 if inline else 1)
     assert await db.get(b"small") == b"s"
     assert await db.get(b"absent", b"d") == b"d"
     assert await db.get_multi([b"big", b"small", b"absent"]) == {
@@ -162,7 +163,7 @@ async def test_a_database_written_large_values_reads_them_without_the_gil(
         b"small": b"s",
         b"absent": None,
     }
-    assert spy.calls == (1 if inline_reads else 2)
+    assert spy.calls == (1 if inline else 2)
 
 
 async def written_then_reopened(path: Path, text: str) -> Environment:

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import pytest
-from conftest import TIMEOUT, threaded_only
+from conftest import TIMEOUT, reads_inline, threaded_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1266,7 +1266,7 @@ class CountingCoder(Coder[int]):
         return key
 
 
-async def test_reading_ahead_is_bounded(env: Environment, inline_reads: bool) -> None:
+async def test_reading_ahead_is_bounded(env: Environment) -> None:
     """A caller that stops consuming holds its chunk and at most _AHEAD chunks read ahead:
     the reader thread stops instead of reading the whole range into memory."""
     counting = CountingCoder()
@@ -1275,7 +1275,7 @@ async def test_reading_ahead_is_bounded(env: Environment, inline_reads: bool) ->
     it = db.keys(batch_size=10)
     assert await anext(it) == 0
     await wait_no_active_readers(env)  # the reader thread's job has ended: no more decoding
-    if inline_reads:
+    if reads_inline(env):
         assert counting.decoded == 10  # read on the loop, when asked for: nothing ahead
     else:
         assert 10 <= counting.decoded <= 10 * (1 + ranges._AHEAD)
@@ -1355,9 +1355,9 @@ class GateCoder(Coder[int]):
     ],
 )
 async def test_cancelled_anext_does_not_skip_entries(
-    env: Environment, inline_reads: bool, source: str, trigger: int
+    env: Environment, source: str, trigger: int
 ) -> None:
-    if source == "database" and inline_reads:
+    if source == "database" and reads_inline(env):
         pytest.skip("inline reads run on the loop thread: no read is in flight to cancel")
     gate = GateCoder()
     db = await env.open_db("cancel", key_coder=gate, value_coder=U32)

@@ -85,7 +85,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Whether databases try inline reads first ("inline", and "auto" until it turns
         # threaded).
-        self.inline_reads = config.read_mode == "inline"
+        self.inline_reads = config.read_mode != "threaded"
         # Open read snapshots (objects with release()), ended before the environment closes.
         self._snapshots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._writer_done: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -100,8 +100,12 @@ class Engine:
         _engines.add(self)
 
         # The parts' methods, bound as the engine's own (the per-operation ones first).
-        self.submit_read = readers.submit_read
-        self.read_inline = readers.read_inline
+        auto = config.read_mode == "auto"
+        self.submit_read = readers.submit_read_auto if auto else readers.submit_read
+        self.read_inline = readers.read_auto if auto else readers.read_inline
+        # Always a reader thread (prefetching must not read on the loop).
+        self.submit_threaded = readers.submit_read
+        self.reads_inline_now = readers.reads_inline_now
         self.submit_write = writer.submit_write
         self.release_inline = readers.release_inline
         self.run_blocking = readers.run_blocking
@@ -234,6 +238,7 @@ class Engine:
         closes the environment. Returns a future that is done when all of that is."""
         if self._state is OPEN:
             self._set_state(CLOSING)
+            self._readers.stop_checks()
             self._readers.release_inline()
             self._writer.abort_sessions()
             self._writer.stop()  # submitted writes run before the stop

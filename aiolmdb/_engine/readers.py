@@ -6,10 +6,31 @@ Batched reads
     ``max_batch`` requests, runs them in ONE read transaction and hands every result back in ONE
     ``call_soon_threadsafe``. Several drains may run at once on different reader threads.
 
-Inline reads (``inline_reads=True``)
+Inline reads (``reads="inline"``)
     :meth:`Readers.read_inline` runs the operation on the loop thread itself, in a read
     transaction reused until the end of the loop iteration; it answers FALLBACK when the read
     must take the threaded path after all (the map is being resized, no reader slot is free).
+
+Adaptive reads (``reads="auto"``, the default)
+    :meth:`Readers.read_auto` reads inline while ``inline_now`` is set, else answers FALLBACK.
+    ``inline_now`` follows the data file's residency, measured by a *check*: a job on a reader
+    thread (``mincore`` over the used part of ``data.mdb``, see ``residency``) whose answer is
+    applied on the loop. It starts False (threaded) and turns True when a check finds at least
+    ``residency.RESIDENT`` of the file in the page cache; it turns False again when a check
+    finds less, or when the loop thread's major-fault count (taken when the iteration's inline
+    read transaction begins and when it is released) rose meanwhile: then a check runs at once.
+    Checks repeat on a timer, often while threaded (to come back soon) and rarely while inline
+    (a fault is the quicker signal there), never more than about 1 % of one thread's time.
+
+    Fairness: an inline read completes without suspending its task, so a task awaiting gets in
+    a loop would keep every other task and timer waiting. Every ``_CHECK_EVERY`` inline reads,
+    ``read_auto`` looks at the clock; once the iteration's inline work passed ``_BUDGET``
+    seconds, each later read of the iteration is *deferred*: ``submit_read_auto`` reads it at
+    once, inline, but parks its result; the loop's timers and I/O run, and ``_unpark`` hands
+    parked results over one per loop iteration, oldest first, in iterations that have not
+    spent their budget yet. So tasks reading without pause take turns of about a budget each,
+    and a turn costs one suspension, however many tasks wait. (Read at once, a deferred read
+    is never stranded by a close.)
 
 Jobs
     :meth:`Readers.run_blocking` (one call alone on a reader thread, e.g. copy, sync or a
@@ -34,12 +55,16 @@ import asyncio
 import collections
 import concurrent.futures
 import enum
+import logging
+import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import lmdb
 
+from . import residency
 from .config import EngineConfig
 from .delivery import (
     OPEN,
@@ -71,6 +96,19 @@ class Fallback(enum.Enum):
 
 # read_inline's answer when the read must take the threaded path after all.
 FALLBACK: Final = Fallback.FALLBACK
+
+_log = logging.getLogger("aiolmdb")
+
+# Fairness in auto mode: the loop gets a turn after about this much inline work per iteration,
+_BUDGET: Final = 0.001
+# looking at the clock once every this many inline reads (a read costs about a microsecond).
+_CHECK_EVERY: Final = 32
+# Residency checks: the least time between two (seconds) while threaded and while inline, and
+# how many times its own duration a check waits before the next (so checks of a large file
+# stay near 1 % of one reader thread).
+_THREADED_RECHECK: Final = 0.25
+_INLINE_RECHECK: Final = 5.0
+_RECHECK_COST_FACTOR: Final = 100
 
 
 class Readers(Part):
@@ -112,6 +150,28 @@ class Readers(Part):
         self.residency_checks = 0
         self.read_faults = 0
         self.deferred_reads = 0
+        # Auto mode's machinery (loop thread only, but for the check job itself).
+        self._probe = residency.probe
+        self._major_faults = residency.major_faults if self.mode == "auto" else None
+        self._faults_at_begin = 0
+        self._deadline = 0.0
+        self._countdown = _CHECK_EVERY
+        self._deferring = False
+        self._parked: collections.deque[Result] = collections.deque()
+        self._unpark_scheduled = False
+        self._check_timer: asyncio.TimerHandle | None = None
+        self._checking = False
+        self._check_again = False
+        self._data_file: str | None = None
+
+    def set_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Engine only: the engine was bound to ``loop`` (auto mode: check residency now)."""
+        super().set_loop(loop)
+        if self.mode == "auto":
+            # A check begun under another loop answers to that one: start afresh.
+            self.stop_checks()
+            self._checking = False
+            self._recheck(0.0)
 
     # ----------------------------------------------------------------- batched reads
     def submit_read(self, fn: Callable[..., R], args: tuple[Any, ...]) -> asyncio.Future[R]:
@@ -232,11 +292,210 @@ class Readers(Part):
             raise
 
     def release_inline(self) -> None:
-        """End the reused inline read transaction, if any."""
+        """End the reused inline read transaction, if any (auto mode: a major fault on the loop
+        thread since it began moves the reads to the reader threads)."""
         txn = self._inline_txn
         if txn is not None:
             self._inline_txn = None
             self._end_read(txn)
+            self._deferring = False
+            faults = self._major_faults
+            if faults is not None and faults() != self._faults_at_begin:
+                self.read_faults += 1
+                self._switch(False, "an inline read transaction saw a major page fault")
+                self._recheck(0.0)
+
+    # ----------------------------------------------------------------- adaptive reads
+    def read_auto(self, fn: Callable[..., R], args: tuple[Any, ...]) -> R | Fallback:
+        """auto mode: :meth:`read_inline` while the data is resident, with a time budget per
+        loop iteration; FALLBACK when the read goes through :meth:`submit_read_auto`."""
+        if self._state is not OPEN:
+            self._raise_state()
+        txn = self._inline_txn
+        if txn is None:
+            if not self.inline_now:
+                return FALLBACK
+            loop = asyncio.get_running_loop()
+            if loop is not self._loop:
+                loop = self._bind_loop(loop)
+            txn = self._try_begin_read()
+            if txn is None:
+                return FALLBACK
+            self._inline_txn = txn
+            self.inline_transactions += 1
+            faults = self._major_faults
+            if faults is not None:
+                self._faults_at_begin = faults()
+            self._deadline = time.perf_counter() + _BUDGET
+            self._countdown = _CHECK_EVERY
+            loop.call_soon(self.release_inline)
+        else:
+            n = self._countdown - 1
+            if n:
+                self._countdown = n
+            elif self._over_budget():
+                return FALLBACK
+        try:
+            return fn(txn, *args)
+        except BaseException as exc:
+            del txn
+            drop_frame_locals(exc)
+            raise
+
+    def _over_budget(self) -> bool:
+        """Whether this iteration's inline work is past its budget (then every later read of
+        the iteration comes here, and is deferred)."""
+        if self._deferring:
+            return True
+        if time.perf_counter() < self._deadline:
+            self._countdown = _CHECK_EVERY
+            return False
+        self._deferring = True
+        self._countdown = 1
+        return True
+
+    def submit_read_auto(self, fn: Callable[..., R], args: tuple[Any, ...]) -> Awaitable[R]:
+        """auto mode's :meth:`submit_read`: a read past the iteration's inline budget is read
+        inline at once (as inline reads are, so a close never strands it) and *parked*: its
+        result is handed over in turn, one parked read per loop iteration (see _unpark)."""
+        txn = self._inline_txn
+        if not self._deferring or txn is None:
+            return self.submit_read(fn, args)
+        loop = self._loop
+        assert loop is not None  # an inline transaction is open: the loop is bound
+        self.deferred_reads += 1
+        fut: asyncio.Future[R] = loop.create_future()
+        try:
+            parked: Result = (fut, True, fn(txn, *args))
+        except BaseException as exc:
+            del txn
+            drop_frame_locals(exc)
+            parked = (fut, False, as_settable(exc))
+        self._parked.append(parked)
+        if not self._unpark_scheduled:
+            self._unpark_scheduled = True
+            loop.call_soon(self._unpark)
+        return fut
+
+    def _unpark(self) -> None:
+        """Loop, once per iteration while reads are parked: hand the oldest parked read its
+        result, unless this iteration already spent its inline budget. One task a turn, in
+        the order they parked: a task that reads without pause gets about a budget's worth of
+        reads per turn, and the others suspend once per turn, not once per budget each."""
+        parked = self._parked
+        loop = self._loop
+        assert loop is not None
+        if not self._deferring:
+            while parked:
+                fut, ok, value = parked.popleft()
+                if fut.cancelled():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+                break
+        if parked:
+            loop.call_soon(self._unpark)
+        else:
+            self._unpark_scheduled = False
+
+    def _switch(self, inline: bool, why: str) -> None:
+        """Loop thread: auto mode's reads go inline (True) or to the reader threads."""
+        if inline is self.inline_now:
+            return
+        self.inline_now = inline
+        self.mode_switches += 1
+        _log.debug(
+            "aiolmdb: reads of %r now %s: %s",
+            self._env.path(),
+            "inline" if inline else "threaded",
+            why,
+        )
+
+    def _recheck(self, delay: float) -> None:
+        """Loop thread: run a residency check in ``delay`` seconds (a sooner one replaces a
+        later one; one runs at a time)."""
+        loop = self._loop
+        if loop is None or self._state is not OPEN:
+            return
+        if self._checking:
+            self._check_again = self._check_again or delay == 0.0
+            return
+        timer = self._check_timer
+        if timer is not None:
+            if delay and timer.when() <= loop.time() + delay:
+                return
+            timer.cancel()
+        self._check_timer = loop.call_later(delay, self._start_check)
+
+    def _start_check(self) -> None:
+        self._check_timer = None
+        if self._state is not OPEN or self._checking:
+            return
+        self._checking = True
+        try:
+            self._submit_counted(self._check)
+        except RuntimeError:  # the executor is shut down: the engine is closing
+            self._checking = False
+
+    def _check(self) -> None:
+        """Reader thread: measure the data file's residency; apply it on the loop."""
+        started = time.perf_counter()
+        fraction: float | None
+        try:
+            fraction = self._measure()
+        except Exception:  # a closed environment, a file gone: cannot tell
+            fraction = None
+        cost = time.perf_counter() - started
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._checked, fraction, cost)
+            except RuntimeError:
+                pass  # the loop is closed
+
+    def _measure(self) -> float | None:
+        env = self._env
+        if self._data_file is None:
+            path = env.path()
+            self._data_file = os.path.join(path, "data.mdb") if env.flags()["subdir"] else path
+        self._enter_gate()  # a map resize moves LMDB's meta pages: not while reading them
+        try:
+            used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        finally:
+            self._leave_gate()
+        memory = residency.physical_memory()
+        if memory is not None and used > memory:
+            return 0.0  # can never be resident
+        return self._probe(self._data_file, used)
+
+    def _checked(self, fraction: float | None, cost: float) -> None:
+        """Loop thread: a check's answer."""
+        self._checking = False
+        if self._state is not OPEN:
+            return
+        self.residency_checks += 1
+        self.residency = -1.0 if fraction is None else fraction
+        if fraction is None:
+            self._switch(False, "the data file's residency cannot be measured")
+        elif fraction >= residency.RESIDENT:
+            self._switch(True, f"{fraction:.1%} of the data file is in the page cache")
+        else:
+            self._switch(False, f"only {fraction:.1%} of the data file is in the page cache")
+        if self._check_again:
+            self._check_again = False
+            self._recheck(0.0)
+            return
+        least = _INLINE_RECHECK if self.inline_now else _THREADED_RECHECK
+        self._recheck(max(least, cost * _RECHECK_COST_FACTOR))
+
+    def stop_checks(self) -> None:
+        """Close: no more residency checks."""
+        timer = self._check_timer
+        if timer is not None:
+            self._check_timer = None
+            timer.cancel()
 
     # ----------------------------------------------------------------- jobs
     def run_blocking(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
@@ -333,6 +592,10 @@ class Readers(Part):
             self._executor.submit(fn)
         except RuntimeError:  # executor already shut down: run it here
             fn()
+
+    def reads_inline_now(self) -> bool:
+        """Whether reads run inline now ("inline", or "auto" while resident)."""
+        return self.inline_now
 
     def read_queue(self) -> int:
         """Batched reads submitted and not yet taken by a reader thread."""

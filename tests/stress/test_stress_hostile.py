@@ -41,6 +41,7 @@ AnyDb = aiolmdb.AsyncDatabase[Any, Any]
 MODES: dict[str, dict[str, Any]] = {
     "threaded": {"inline_reads": False},
     "inline": {"inline_reads": True},
+    "auto": {"reads": "auto"},
     # writemap=True has no nested transactions: a failing operation makes the engine abort
     # the batch and run it again without it (another code path for "fails alone").
     "writemap": {"inline_reads": False, "writemap": True},
