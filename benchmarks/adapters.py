@@ -687,10 +687,21 @@ class AiolmdbAdapter(Adapter):
         return await self._get_worker(keys)
 
     async def get_sequential_ticker(self, keys: Sequence[bytes]) -> int:
-        """``for k in keys: await db.get(k)`` (no explicit yield) beside a 1 ms :class:`Ticker`."""
+        """``for k in keys: await db.get(k)`` (no explicit yield) beside a 1 ms :class:`Ticker`.
+
+        Besides the ticker's figures, records what the read mode did during the run (from
+        ``env.metrics()``, where this aiolmdb has them): ``switches`` and ``read_faults``
+        during it, and ``inline_at_end`` (1 or 0)."""
+        before = self.env.metrics()
         async with Ticker() as ticker:
             hits = await self._get_worker(keys)
+        after = self.env.metrics()
         self.run_figures = ticker.figures()
+        for name, field in (("switches", "read_mode_switches"), ("read_faults", "read_faults")):
+            if hasattr(after, field):
+                self.run_figures[name] = float(getattr(after, field) - getattr(before, field))
+        if hasattr(after, "read_mode"):
+            self.run_figures["inline_at_end"] = float(after.read_mode == "inline")
         return hits
 
     async def _put_worker(self, items: Sequence[tuple[bytes, bytes]]) -> int:

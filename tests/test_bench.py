@@ -649,7 +649,14 @@ def test_sequential_gets_beside_a_ticker_end_to_end(
     assert set(cells) == set(OURS)  # no peer has this workload
     for impl, cell in cells.items():
         assert cell["skipped"] is None, impl
-        assert set(cell["figures"]) == {"max_gap_ms", "p99_gap_ms", "ticks"}, impl
+        assert set(cell["figures"]) == {
+            "max_gap_ms",
+            "p99_gap_ms",
+            "ticks",
+            "switches",
+            "read_faults",
+            "inline_at_end",
+        }, impl
         assert len(cell["figures"]["max_gap_ms"]) == 2, impl
     # The modes that read on the loop do the whole chain (60k gets with --quick), whatever
     # their rate; the threaded mode's runs are calibrated.
@@ -662,6 +669,10 @@ def test_sequential_gets_beside_a_ticker_end_to_end(
         assert gap >= 0.9 * inline["ops_per_run"] / rate * 1000
     # Each threaded get waits for a reader thread: the loop runs the ticker meanwhile.
     assert all(t > 0 for t in cells["aiolmdb-threaded"]["figures"]["ticks"])
+    # The explicit modes never switch; the default one ends where the hot data puts it.
+    for impl, at_end in (("aiolmdb-inline", 1.0), ("aiolmdb-threaded", 0.0)):
+        assert cells[impl]["figures"]["switches"] == [0.0, 0.0], impl
+        assert cells[impl]["figures"]["inline_at_end"] == [at_end, at_end], impl
     targets = {t["target"]: t for t in report["targets"]}
     assert set(targets) == {
         "get-sequential-ticker: aiolmdb >= 2x aiolmdb-threaded",
