@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint type unit bench docs clean
+.PHONY: demo test lint type unit bench bench-cold docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: lint type unit
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks
+
+# Cold data (issue 22): ~1.6 GB on disk and about a minute, so not part of `make bench`.
+bench-cold: $(STAMP)
+	$(PY) -m benchmarks --cold
 
 docs: $(STAMP)
 	$(PY) -m pip install -q -e '.[docs]'

@@ -40,6 +40,7 @@ from .dataset import (
     open_env,
 )
 from .documents import document_type, documents
+from .ticker import Ticker
 from .workloads import BenchConfig
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ READ_WORKLOADS = frozenset(
     {"get-concurrent", "get-sequential", "get-multi", "get-json", "scan", "scan-batches"}
 )
 ALL_WORKLOADS = READ_WORKLOADS | {"put-concurrent", "put-multi"}
+#: aiolmdb's read modes only: a chain of gets beside a 1 ms ticker (issue 22).
+TICKER_WORKLOAD = "get-sequential-ticker"
 
 
 async def fan_out(
@@ -91,6 +94,20 @@ class Adapter:
     #: What the implementation stored, once opened (document workloads): ``values``,
     #: ``value_bytes`` (the sum of the stored values' sizes) and ``db_bytes`` (LMDB's pages).
     stored: dict[str, int] | None = None
+    #: Seconds the last run took by the implementation's own clock, for one that runs in
+    #: another process (lmdb-js): the runner then times with it. None: the runner's clock.
+    self_timed: float | None = None
+    #: Workloads this implementation always runs at their full op count (``max_ops``)
+    #: rather than calibrated to the run length: the chain of 300k gets of
+    #: ``get-sequential-ticker`` for the modes that read on the loop.
+    full_runs: ClassVar[frozenset[str]] = frozenset()
+    #: Figures the last run recorded besides its rate (``max_gap_ms``, ``ticks``).
+    run_figures: dict[str, float] = {}  # noqa: RUF012 (replaced per run by the runner)
+
+    def begin_run(self) -> None:
+        """Forget what the previous run reported (``self_timed``, ``run_figures``)."""
+        self.self_timed = None
+        self.run_figures = {}
 
     async def open(self, path: Path, cfg: BenchConfig) -> None:
         """Open the implementation's environment on the copy of the data at ``path``."""
@@ -112,6 +129,11 @@ class Adapter:
 
     async def get_sequential(self, keys: Sequence[bytes]) -> int:
         """W2: one task doing awaited gets in turn; return number of hits."""
+        raise NotImplementedError
+
+    async def get_sequential_ticker(self, keys: Sequence[bytes]) -> int:
+        """W14: one task doing awaited gets in turn beside a :class:`Ticker`; return number of
+        hits, and set ``run_figures`` from the ticker."""
         raise NotImplementedError
 
     async def put_concurrent(self, items: Sequence[tuple[bytes, bytes]], concurrency: int) -> int:
@@ -579,12 +601,38 @@ def import_aiolmdb() -> tuple[ModuleType | None, str | None]:
     return mod, None
 
 
+def supports_reads(module: ModuleType) -> bool:
+    """Whether ``module.open`` takes ``reads="auto" | "inline" | "threaded"`` (issue 22)."""
+    try:
+        return "reads" in inspect.signature(module.open).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def read_mode_options(module: ModuleType, reads: str | None) -> dict[str, Any]:
+    """The ``aiolmdb.open`` keyword arguments selecting the read mode ``reads`` (None: the
+    library's default, passed as nothing). An aiolmdb without ``reads=`` had only
+    ``inline_reads=`` (threaded by default), which stands in for the two explicit modes."""
+    if reads is None:
+        return {}
+    if supports_reads(module):
+        return {"reads": reads}
+    return {"inline_reads": reads == "inline"}
+
+
 class AiolmdbAdapter(Adapter):
-    """This project, threaded mode (reads batched on reader threads, group-committed writes)."""
+    """This project in its default read mode (``auto`` since issue 22: inline while the data
+    is resident, on reader threads otherwise), group-committed writes."""
 
     name = "aiolmdb"
-    description = "aiolmdb.open(path); await db.get(k) / db.put(k, v) / get_multi / put_multi"
-    inline_reads: ClassVar[bool] = False
+    description = (
+        "aiolmdb.open(path), default read mode; await db.get(k) / db.put(k, v) / get_multi / "
+        "put_multi"
+    )
+    workloads = ALL_WORKLOADS | {TICKER_WORKLOAD}
+    full_runs = frozenset({TICKER_WORKLOAD})
+    #: The ``reads=`` mode this row opens with; None: the default (passed as nothing).
+    reads: ClassVar[str | None] = None
 
     def __init__(self, module: ModuleType) -> None:
         self.mod = module
@@ -598,7 +646,10 @@ class AiolmdbAdapter(Adapter):
         """``aiolmdb.open(...)`` on the copy; default db, JSON db (JSONCoder), put dbs."""
         self.env = await maybe_await(
             self.mod.open(
-                str(path), map_size=cfg.map_size, max_dbs=MAX_DBS, inline_reads=self.inline_reads
+                str(path),
+                map_size=cfg.map_size,
+                max_dbs=MAX_DBS,
+                **read_mode_options(self.mod, self.reads),
             )
         )
         self.db = await maybe_await(self.env.get_default_database())
@@ -634,6 +685,24 @@ class AiolmdbAdapter(Adapter):
     async def get_sequential(self, keys: Sequence[bytes]) -> int:
         """``await db.get(k)`` in turn."""
         return await self._get_worker(keys)
+
+    async def get_sequential_ticker(self, keys: Sequence[bytes]) -> int:
+        """``for k in keys: await db.get(k)`` (no explicit yield) beside a 1 ms :class:`Ticker`.
+
+        Besides the ticker's figures, records what the read mode did during the run (from
+        ``env.metrics()``, where this aiolmdb has them): ``switches`` and ``read_faults``
+        during it, and ``inline_at_end`` (1 or 0)."""
+        before = self.env.metrics()
+        async with Ticker() as ticker:
+            hits = await self._get_worker(keys)
+        after = self.env.metrics()
+        self.run_figures = ticker.figures()
+        for name, field in (("switches", "read_mode_switches"), ("read_faults", "read_faults")):
+            if hasattr(after, field):
+                self.run_figures[name] = float(getattr(after, field) - getattr(before, field))
+        if hasattr(after, "read_mode"):
+            self.run_figures["inline_at_end"] = float(after.read_mode == "inline")
+        return hits
 
     async def _put_worker(self, items: Sequence[tuple[bytes, bytes]]) -> int:
         put = self.pdb.put
@@ -689,12 +758,25 @@ class AiolmdbAdapter(Adapter):
 
 
 class AiolmdbInlineAdapter(AiolmdbAdapter):
-    """This project opened with ``inline_reads=True`` (read workloads only)."""
+    """This project opened with ``reads="inline"`` (``inline_reads=True``; read workloads
+    only)."""
 
     name = "aiolmdb-inline"
-    description = "aiolmdb.open(path, inline_reads=True); read workloads only"
-    workloads = READ_WORKLOADS
-    inline_reads = True
+    description = 'aiolmdb.open(path, reads="inline"); read workloads only'
+    workloads = READ_WORKLOADS | {TICKER_WORKLOAD}
+    reads = "inline"
+
+
+class AiolmdbThreadedAdapter(AiolmdbAdapter):
+    """This project opened with ``reads="threaded"``: every read batch on a reader thread,
+    the default before issue 22 (read workloads only)."""
+
+    name = "aiolmdb-threaded"
+    description = 'aiolmdb.open(path, reads="threaded"); read workloads only'
+    workloads = READ_WORKLOADS | {TICKER_WORKLOAD}
+    # ~5k gets/s: its runs are calibrated to the run length like any other.
+    full_runs = frozenset()
+    reads = "threaded"
 
 
 # --------------------------------------------------------------------------- coders
@@ -982,21 +1064,25 @@ class AiolmdbChangelogAdapter(AiolmdbAdapter):
         self.pdb = await maybe_await(self.env.open_db(PUT_DB))
 
 
-def build_adapters(
-    aiolmdb_module: ModuleType | None,
-) -> list[Adapter]:
-    """All implementations, in report order (aiolmdb rows only if the module imported)."""
+def build_adapters(aiolmdb_module: ModuleType | None, *, lmdb_js: bool = True) -> list[Adapter]:
+    """All implementations, in report order (aiolmdb rows only if the module imported;
+    lmdb-js unless ``lmdb_js`` is false: it runs in node, installed on first use)."""
     adapters: list[Adapter] = [
         SyncAdapter(),
         SyncBatchedAdapter(),
         LmdbAioAdapter(),
         NaiveAdapter(),
-        AsyncioFloorAdapter(),
     ]
+    if lmdb_js:
+        from .lmdbjs import LmdbJsAdapter  # it subclasses Adapter, defined here
+
+        adapters.append(LmdbJsAdapter())
+    adapters.append(AsyncioFloorAdapter())
     if aiolmdb_module is not None:
         adapters += [
             AiolmdbAdapter(aiolmdb_module),
             AiolmdbInlineAdapter(aiolmdb_module),
+            AiolmdbThreadedAdapter(aiolmdb_module),
             AiolmdbVersionedAdapter(aiolmdb_module),
             AiolmdbIfVersionAdapter(aiolmdb_module),
             AiolmdbChangelogAdapter(aiolmdb_module),
@@ -1011,9 +1097,11 @@ IMPL_ORDER: tuple[str, ...] = (
     "sync-batch",
     "lmdb.aio",
     "naive",
+    "lmdb-js",
     "asyncio-floor",
     "aiolmdb",
     "aiolmdb-inline",
+    "aiolmdb-threaded",
     "aiolmdb-versioned",
     "aiolmdb-if-version",
     "aiolmdb-changelog",
@@ -1021,5 +1109,5 @@ IMPL_ORDER: tuple[str, ...] = (
 )
 #: The rows of the document workloads (aiolmdb with each coder), in report order.
 DOC_IMPLS: tuple[str, ...] = tuple(spec.name for spec in DOC_CODERS)
-PEERS: tuple[str, ...] = ("sync", "sync-batch", "lmdb.aio", "naive", "asyncio-floor")
-OURS: tuple[str, ...] = ("aiolmdb", "aiolmdb-inline")
+PEERS: tuple[str, ...] = ("sync", "sync-batch", "lmdb.aio", "naive", "lmdb-js", "asyncio-floor")
+OURS: tuple[str, ...] = ("aiolmdb", "aiolmdb-inline", "aiolmdb-threaded")

@@ -18,6 +18,7 @@ from typing import Any
 import lmdb
 
 from .adapters import build_adapters, import_aiolmdb
+from .cold import ColdConfig, main_cold
 from .dataset import generate, load_base
 from .report import (
     Report,
@@ -57,9 +58,30 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
     p.add_argument("--png", type=Path, metavar="PATH", help="bar chart output path")
     p.add_argument("--check", action="store_true", help="exit 1 if a target fails")
     p.add_argument("--tmpdir", type=Path, metavar="DIR", help="where to put the LMDB copies")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="run the cold-data workload instead (1.2M keys x 1 KB, ~1.6 GB on disk; each read "
+        "mode from an evicted page cache; ~1 minute); writes results/cold.json",
+    )
+    p.add_argument(
+        "--cold-dir", type=Path, metavar="DIR", help="build (and keep) the cold environment here"
+    )
+    p.add_argument("--cold-keys", type=int, metavar="N", help="keys of the cold data set")
+    p.add_argument("--cold-seconds", type=float, metavar="S", help="seconds of gets per mode")
+    p.add_argument(
+        "--no-lmdb-js",
+        action="store_true",
+        help="leave out the lmdb-js peer (else run when node is installed; lmdb-js is "
+        "installed with npm into ~/.cache/aiolmdb-bench on first use)",
+    )
     args = p.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if args.cold_keys is not None and args.cold_keys < 1:
+        p.error("--cold-keys must be >= 1")
+    if args.cold_seconds is not None and args.cold_seconds <= 0:
+        p.error("--cold-seconds must be > 0")
     try:
         args.workloads = resolve_workloads(args.only)
     except ValueError as exc:
@@ -126,6 +148,35 @@ def loop_runners(uvloop_mod: ModuleType | None) -> dict[str, Runner]:
     return runners
 
 
+def cold_config(args: argparse.Namespace) -> ColdConfig:
+    """The cold workload's configuration for the parsed arguments."""
+    cfg = ColdConfig()
+    if args.quick:
+        cfg = replace(cfg, n_keys=100_000, seconds=2.0)
+    if args.cold_keys is not None:
+        cfg = replace(cfg, n_keys=args.cold_keys)
+    if args.cold_seconds is not None:
+        cfg = replace(cfg, seconds=args.cold_seconds)
+    return cfg
+
+
+def run_cold(args: argparse.Namespace) -> int:
+    """``--cold``: the cold-data workload alone (benchmarks/cold.py)."""
+    aiolmdb_mod, why = import_aiolmdb()
+    if aiolmdb_mod is None:
+        log_stderr(f"aiolmdb not importable: {why}")
+    stem = "cold-quick" if args.quick else "cold"
+    return main_cold(
+        aiolmdb_mod,
+        cold_config(args),
+        keep_dir=args.cold_dir,
+        tmpdir=args.tmpdir,
+        json_path=args.json or RESULTS_DIR / f"{stem}.json",
+        meta=collect_meta(aiolmdb_mod, None),
+        check=args.check,
+    )
+
+
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Run the benchmark suite; print the table, targets and aims; write JSON and PNG.
 
@@ -134,6 +185,8 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     ``prog`` is the program name usage and errors show.
     """
     args = parse_args(argv, prog or PROG)
+    if args.cold:
+        return run_cold(args)
     cfg = make_config(args)
     workloads: list[Workload] = args.workloads
     stem = "quick" if cfg.quick else "latest"
@@ -173,7 +226,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         # its runs interleaved with the others': ratios compare runs made side by side.
         for loop_name, run in runners.items():
             log(f"-- event loop: {loop_name}")
-            adapters = build_adapters(aiolmdb_mod)
+            adapters = build_adapters(aiolmdb_mod, lmdb_js=not args.no_lmdb_js)
             report.cells += run(
                 run_interleaved(adapters, workloads, data, cfg, base, workdir, loop_name)
             )

@@ -49,6 +49,13 @@ class Report:
 # --------------------------------------------------------------------------- text
 
 
+def fmt_value(r: TargetResult) -> str:
+    """A target's measured value: a ratio (``1.23x``), or a ceiling's figure with its unit."""
+    if r.target.metric is None or r.value is None:
+        return fmt_ratio(r.value)
+    return f"{r.value:.2f} {r.target.metric.rpartition('_')[2]}"
+
+
 def fmt_ratio(r: float | None) -> str:
     """``12.3x`` style, adapting precision to magnitude; blank for None."""
     if r is None:
@@ -119,6 +126,14 @@ def table_lines(report: Report, loop: str) -> list[str]:
             for o in ours:
                 r = report.ratio(loop, o, cell.workload, cell.impl)
                 line += f" {fmt_ratio(r):>16}"
+        elif cell.impl in OURS[1:] and OURS[0] in ours:
+            # The explicit read modes' rows: the default mode over each of them.
+            r = report.ratio(loop, OURS[0], cell.workload, cell.impl)
+            line += f" {fmt_ratio(r):>16}"
+        gap = cell.figure("max_gap_ms")
+        if gap is not None:
+            longest = max(cell.figures["max_gap_ms"])
+            line += f"  longest loop gap {gap:,.1f} ms (max {longest:,.1f})"
         lines.append(line.rstrip())
     return lines
 
@@ -218,6 +233,8 @@ class TargetResult:
             "peer_workload": t.peer_workload or t.workload,
             "impl_workload": t.impl_workload or t.workload,
             "floor": t.floor,
+            # A ceiling (``metric``) reports the median of its figure; conf.py shows the unit.
+            "metric": t.metric,
             "median_ratio": None if self.value is None else round(self.value, 3),
             "status": self.status,
             "reason": self.reason,
@@ -225,10 +242,23 @@ class TargetResult:
 
 
 def verdict(t: Target, value: float) -> str:
-    """PASS / FAIL for a target, MET / BELOW for an aim."""
+    """PASS / FAIL for a target, MET / BELOW for an aim (a ceiling's value must not exceed
+    it)."""
+    ok = value <= t.floor if t.metric is not None else value >= t.floor
     if t.enforced:
-        return "PASS" if value >= t.floor else "FAIL"
-    return "MET" if value >= t.floor else "BELOW"
+        return "PASS" if ok else "FAIL"
+    return "MET" if ok else "BELOW"
+
+
+def evaluate_ceiling(report: Report, loop: str, t: Target) -> TargetResult:
+    """A ceiling on the median of a figure ``t.impl``'s runs recorded (``t.metric``)."""
+    assert t.metric is not None
+    cell = report.find(loop, t.impl, t.workload)
+    value = None if cell is None or cell.skipped else cell.figure(t.metric)
+    if value is None:
+        why = "not measured" if cell is None else cell.skipped or f"no {t.metric} recorded"
+        return TargetResult(t, loop, None, "SKIP", f"{t.impl} {t.workload}: {why}")
+    return TargetResult(t, loop, value, verdict(t, value))
 
 
 def evaluate_targets(
@@ -239,6 +269,9 @@ def evaluate_targets(
     for loop in report.loops:
         for t in targets:
             if t.workload not in report.workloads:
+                continue
+            if t.metric is not None:
+                out.append(evaluate_ceiling(report, loop, t))
                 continue
             value = report.ratio(loop, t.impl, t.workload, t.peer)
             if value is None:
@@ -271,7 +304,7 @@ def target_lines(results: list[TargetResult]) -> list[str]:
             continue
         lines += [*([""] if lines else []), title]
         for r in part:
-            measured = f"measured {fmt_ratio(r.value)}" if r.value is not None else r.reason
+            measured = f"measured {fmt_value(r)}" if r.value is not None else r.reason
             lines.append(f"  [{r.loop}] {r.status:<5} {r.target.label:<46} {measured}")
         counts = {s: sum(r.status == s for r in part) for s in statuses}
         lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
@@ -288,7 +321,9 @@ def to_json(report: Report, targets: list[TargetResult]) -> dict[str, Any]:
         for wname in report.workloads:
             w = WORKLOAD_BY_NAME[wname]
             for impl in OURS:
-                for peer in PEERS:
+                # Peers, and the explicit read modes compared with the default one.
+                others = PEERS if impl != OURS[0] else PEERS + OURS[1:]
+                for peer in others:
                     r = report.ratio(loop, impl, wname, peer)
                     if r is not None:
                         ratios.append(

@@ -37,6 +37,14 @@ class Cell:
     samples: list[float] = field(default_factory=list)  # ops/s, one per repeat
     skipped: str | None = None
     stored: dict[str, int] | None = None  # document workloads: what the row stored
+    #: Figures the runs recorded besides their rate, one value per repeat, by name (the
+    #: ``get-sequential-ticker`` runs: ``max_gap_ms``, ``ticks``).
+    figures: dict[str, list[float]] = field(default_factory=dict)
+
+    def figure(self, name: str) -> float | None:
+        """The median over the repeats of the figure ``name``, or None if none was recorded."""
+        values = self.figures.get(name)
+        return statistics.median(values) if values else None
 
     @property
     def median(self) -> float | None:
@@ -55,6 +63,7 @@ class Cell:
             "median_ops_per_sec": None if self.median is None else round(self.median, 1),
             "skipped": self.skipped,
             "stored": self.stored,
+            "figures": {k: [float(f"{v:.6g}") for v in vs] for k, vs in self.figures.items()},
         }
 
 
@@ -125,6 +134,9 @@ def make_call(
     if name == "get-sequential":
         keys = random_keys(data, n, seed)
         return lambda: adapter.get_sequential(keys)
+    if name == "get-sequential-ticker":
+        keys = random_keys(data, n, seed)
+        return lambda: adapter.get_sequential_ticker(keys)
     if name in ("put-concurrent", "put-changelog"):
         items = random_items(data, n, seed)
         return lambda: adapter.put_concurrent(items, CONCURRENCY)
@@ -154,8 +166,13 @@ def make_call(
 async def timed(
     adapter: Adapter, w: Workload, data: DataSet, n: int, seed: int, timeout: float
 ) -> float:
-    """Run ``n`` ops of ``w`` once; return elapsed seconds. Checks the returned count."""
+    """Run ``n`` ops of ``w`` once; return elapsed seconds. Checks the returned count.
+
+    An adapter that times itself (another process: lmdb-js) reports its own seconds in
+    ``self_timed``; the figures a run records are left in ``adapter.run_figures``.
+    """
     call = make_call(adapter, w, data, n, seed)
+    adapter.begin_run()
     gc.collect()
     t0 = time.perf_counter()
     if adapter.uses_loop:
@@ -163,6 +180,8 @@ async def timed(
     else:
         count = await call()
     elapsed = time.perf_counter() - t0
+    if adapter.self_timed is not None:
+        elapsed = adapter.self_timed
     # The main database also holds one record per named database, which scans see too.
     extra = n // len(data) * MAX_DBS if w.granularity == "dataset" else 0
     if not n <= count <= n + extra:
@@ -176,7 +195,9 @@ async def calibrate(
     """Time one probe run (it doubles as warm-up); return the op count for ~target_seconds."""
     unit, probe, max_ops = op_bounds(w, data, cfg)
     rate = probe / await timed(adapter, w, data, probe, seed, timeout)
-    wanted = rate * cfg.target_seconds
+    if w.name in adapter.full_runs:
+        return max_ops
+    wanted = rate * cfg.target_seconds * w.seconds_scale
     return min(max_ops, max(unit, round(wanted / unit) * unit))
 
 
@@ -192,9 +213,11 @@ def log_cell(cell: Cell, log: Log) -> None:
         return
     med = cell.median or 0.0
     spread = (max(cell.samples) - min(cell.samples)) / med * 100 if med else 0.0
+    gap = cell.figure("max_gap_ms")
     log(
         f"  {cell.impl:<15} {cell.workload:<15} {med:>14,.0f} ops/s"
         f"  (n={cell.ops:,}, spread {spread:.0f}%)"
+        + ("" if gap is None else f", longest loop gap {gap:.1f} ms")
     )
 
 
@@ -243,6 +266,8 @@ async def measure_workload(
                 cell.samples.clear()
                 continue
             cell.samples.append(cell.ops / elapsed)
+            for name, value in adapter.run_figures.items():
+                cell.figures.setdefault(name, []).append(value)
     out = [cells[a.name] for a in adapters]
     for cell in out:
         log_cell(cell, log)

@@ -95,7 +95,7 @@ def targets_markdown() -> str:
         meta = data["meta"]
         # Aims (runs since the asyncio floor) are reported beside the targets, marked as such.
         rows = [
-            f"| {t['loop']} | {t['target']}{suffix} | {_ratio(t.get('median_ratio'))} "
+            f"| {t['loop']} | {t['target']}{suffix} | {_measured(t)} "
             f"| {t['status']} |"
             for key, suffix in (("targets", ""), ("aims", " (aim)"))
             for t in data.get(key, [])
@@ -159,6 +159,15 @@ def _kib(value: Any) -> str:
 
 def _ratio(value: Any) -> str:
     return f"{value:.2f}x" if isinstance(value, (int, float)) else "n/a"
+
+
+def _measured(target: dict[str, Any]) -> str:
+    """A target's measured value: a ratio, or for a ceiling on a figure (``metric``, e.g.
+    ``max_gap_ms``) that figure with its unit."""
+    value, metric = target.get("median_ratio"), target.get("metric")
+    if metric and isinstance(value, (int, float)):
+        return f"{value:.2f} {metric.rpartition('_')[2]}"
+    return _ratio(value)
 
 
 def _fill_markers(app: Any, docname: str, source: list[str]) -> None:

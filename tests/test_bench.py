@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import shutil
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 
@@ -24,15 +27,20 @@ from benchmarks import main
 from benchmarks.adapters import (
     DOC_CODERS,
     DOC_IMPLS,
+    OURS,
     Adapter,
     AsyncioFloorAdapter,
     DocsAdapter,
     docs_adapter,
+    read_mode_options,
 )
+from benchmarks.cold import EVICTED_AT_MOST, bucket_rates, evict, resident_share
 from benchmarks.dataset import DataSet, make_key
 from benchmarks.documents import document_type, documents
+from benchmarks.lmdbjs import Unavailable, cache_dir, ensure_installed, installed_version
 from benchmarks.report import Report, evaluate_targets, fmt_ratio, target_lines, write_png
 from benchmarks.runner import Cell, measure_workload
+from benchmarks.ticker import Ticker, percentile
 from benchmarks.workloads import (
     AIMS,
     TARGETS,
@@ -57,8 +65,9 @@ def test_workload_aliases_are_unique_and_resolve() -> None:
     ]
     assert [w.name for w in resolve_workloads("W10,w11")] == ["get-docs", "get-docs-codecs"]
     assert [w.name for w in resolve_workloads("W12")] == ["put-versioned"]
-    with pytest.raises(ValueError, match=r"unknown workload.*W14.*choose from"):
-        resolve_workloads("W1,W14")
+    assert [w.name for w in resolve_workloads("w14")] == ["get-sequential-ticker"]
+    with pytest.raises(ValueError, match=r"unknown workload.*W15.*choose from"):
+        resolve_workloads("W1,W15")
 
 
 class FakeAdapter(Adapter):
@@ -142,6 +151,17 @@ def samples(report: dict[str, Any], loop: str, impl: str, workload: str) -> list
     return found
 
 
+def figures(report: dict[str, Any], loop: str, impl: str, workload: str) -> dict[str, list[float]]:
+    """The figures (by name, one value per run) of one cell of a JSON report."""
+    (cell,) = [
+        r
+        for r in report["results"]
+        if (r["loop"], r["impl"], r["workload"]) == (loop, impl, workload)
+    ]
+    found: dict[str, list[float]] = cell["figures"]
+    return found
+
+
 def paired_ratio(report: dict[str, Any], loop: str, impl: str, peer: str, workload: str) -> float:
     """The median of run i of ``impl`` over run i of ``peer``, from the report's samples."""
     ours = samples(report, loop, impl, workload)
@@ -153,6 +173,16 @@ def assert_verdicts(report: dict[str, Any]) -> None:
     """Every target's and aim's ratio is its paired median, and its verdict follows from it."""
     for kind, words in (("targets", ("PASS", "FAIL")), ("aims", ("MET", "BELOW"))):
         for t in report[kind]:
+            if t["status"] == "SKIP":
+                assert t["median_ratio"] is None, t
+                continue
+            if t["metric"] is not None:  # a ceiling on the median of a figure of the runs
+                value = statistics.median(
+                    figures(report, t["loop"], t["impl"], t["workload"])[t["metric"]]
+                )
+                assert t["median_ratio"] == pytest.approx(value, rel=1e-4, abs=6e-4), t
+                assert t["status"] == (words[0] if value <= t["floor"] else words[1]), t
+                continue
             ratio = paired_ratio(report, t["loop"], t["impl"], t["peer"], t["workload"])
             # median_ratio has 3 decimals; the samples 6 significant digits.
             assert t["median_ratio"] == pytest.approx(ratio, rel=1e-4, abs=6e-4), t
@@ -165,6 +195,7 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         [
             "--quick",
             "--no-uvloop",
+            "--no-lmdb-js",
             "--repeat",
             "2",
             "--only",
@@ -187,10 +218,10 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert report["workloads"] == ["get-concurrent", "put-concurrent", "scan-batches"]
     measured = {(r["impl"], r["workload"]): r for r in report["results"]}
     expected = {
-        "get-concurrent": {"sync", "lmdb.aio", "naive", "aiolmdb", "aiolmdb-inline"},
+        "get-concurrent": {"sync", "lmdb.aio", "naive", *OURS},
         "put-concurrent": {"sync", "sync-batch", "lmdb.aio", "naive", "aiolmdb"},
         # The peers have no batch form: they run their scan, in the same rotation.
-        "scan-batches": {"sync", "lmdb.aio", "naive", "aiolmdb", "aiolmdb-inline"},
+        "scan-batches": {"sync", "lmdb.aio", "naive", *OURS},
     }
     for workload, impls in expected.items():
         got = {impl for impl, w in measured if w == workload}
@@ -213,9 +244,10 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         )
         pairs = zip(ours, theirs, strict=True)
         assert ratio == pytest.approx(statistics.median(a / b for a, b in pairs), rel=1e-2)
-    # get-concurrent x3, put-concurrent x2, scan-batches; no aim (W9 did not run).
-    assert len(report["targets"]) == 6
-    assert report["aims"] == []
+    # get-concurrent x4 (the last: default >= 0.9x inline), put-concurrent x2, scan-batches;
+    # no aim (W9 did not run, lmdb-js was left out: its aim is skipped).
+    assert len(report["targets"]) == 7
+    assert [a["status"] for a in report["aims"]] == ["SKIP"]
     assert_verdicts(report)
     if HAS_MATPLOTLIB:
         assert f"wrote {tmp_path / 'r.png'}" in printed
@@ -229,7 +261,17 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_scan_batches_alone_measures_its_peers(tmp_path: Path) -> None:
     """``--only W8`` opens the peers too: they run their scan in W8's rotation."""
     out_json = tmp_path / "r.json"
-    argv = ["--quick", "--no-uvloop", "--repeat", "1", "--only", "W8", "--json", str(out_json)]
+    argv = [
+        "--quick",
+        "--no-uvloop",
+        "--no-lmdb-js",
+        "--repeat",
+        "1",
+        "--only",
+        "W8",
+        "--json",
+        str(out_json),
+    ]
     code = main([*argv, "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)])
     assert code == 0
     report: dict[str, Any] = json.loads(out_json.read_text())
@@ -249,7 +291,7 @@ def test_asyncio_floor_alone_pairs_it_with_aiolmdbs_gets(
     ratio (and the aim's verdict) is the median of those pairs. No LMDB peer takes part, and
     --check ignores an aim that is not met."""
     out_json = tmp_path / "r.json"
-    argv = ["--quick", "--no-uvloop", "--repeat", "3", "--only", "W9", "--check"]
+    argv = ["--quick", "--no-uvloop", "--no-lmdb-js", "--repeat", "3", "--only", "W9", "--check"]
     argv += ["--json", str(out_json)]
     code = main([*argv, "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)])
     assert code == 0
@@ -257,7 +299,7 @@ def test_asyncio_floor_alone_pairs_it_with_aiolmdbs_gets(
     report: dict[str, Any] = json.loads(out_json.read_text())
     assert report["workloads"] == ["asyncio-floor"]
     cells = {r["impl"]: r for r in report["results"]}
-    assert set(cells) == {"asyncio-floor", "aiolmdb", "aiolmdb-inline"}
+    assert set(cells) == {"asyncio-floor", *OURS}
     for impl, cell in cells.items():
         assert cell["skipped"] is None, impl
         assert len(cell["ops_per_sec"]) == 3, impl
@@ -265,20 +307,22 @@ def test_asyncio_floor_alone_pairs_it_with_aiolmdbs_gets(
     ratio = next(
         r
         for r in report["ratios"]
-        if (r["impl"], r["peer"], r["workload"]) == ("aiolmdb", "asyncio-floor", "asyncio-floor")
+        if (r["impl"], r["peer"], r["workload"])
+        == ("aiolmdb-threaded", "asyncio-floor", "asyncio-floor")
     )
     assert ratio["impl_workload"] == "get-concurrent"
-    expected = paired_ratio(report, "asyncio", "aiolmdb", "asyncio-floor", "asyncio-floor")
+    expected = paired_ratio(report, "asyncio", "aiolmdb-threaded", "asyncio-floor", "asyncio-floor")
     assert ratio["median_ratio"] == pytest.approx(expected, rel=1e-4, abs=6e-4)
     assert report["targets"] == []
     (aim,) = report["aims"]
-    assert aim["target"] == "get-concurrent: aiolmdb >= 0.8x asyncio-floor"
+    # The aim concerns the threaded hand-off (the default mode reads inline on hot data).
+    assert aim["target"] == "get-concurrent: aiolmdb-threaded >= 0.8x asyncio-floor"
     assert aim["impl_workload"] == "get-concurrent"
     assert_verdicts(report)
     # The table row and the aim line.
     assert "aiolmdb [get-concurrent]" in printed
     floor_row = next(line for line in printed.splitlines() if line.startswith("asyncio-floor "))
-    assert fmt_ratio(expected) in floor_row
+    assert fmt_ratio(expected) in floor_row.split()
     aim_line = next(line for line in printed.splitlines() if "x asyncio-floor" in line)
     assert aim_line.split()[:2] == ["[asyncio]", aim["status"]]
 
@@ -289,7 +333,7 @@ def test_versioned_puts_pair_with_aiolmdbs_plain_puts(
     """``--only W12``: durable puts into a versioned database, plain and conditional, run in
     one rotation with aiolmdb's plain put-concurrent; the two aims pair those runs."""
     out_json = tmp_path / "r.json"
-    argv = ["--quick", "--no-uvloop", "--repeat", "3", "--only", "W12", "--check"]
+    argv = ["--quick", "--no-uvloop", "--no-lmdb-js", "--repeat", "3", "--only", "W12", "--check"]
     argv += ["--json", str(out_json), "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -364,7 +408,7 @@ def test_target_and_aim_verdicts_follow_the_paired_median() -> None:
     (aim,) = [a for a in AIMS if a.workload == "asyncio-floor"]
     assert evaluate_targets(report, (aim,)) == []
     report.workloads.append("asyncio-floor")
-    report.cells.append(Cell("aiolmdb", "asyncio-floor", "asyncio", 64, [8.0, 9.0, 7.0]))
+    report.cells.append(Cell("aiolmdb-threaded", "asyncio-floor", "asyncio", 64, [8.0, 9.0, 7.0]))
     (skipped,) = evaluate_targets(report, (aim,))
     assert skipped.status == "SKIP"
     assert skipped.reason == "asyncio-floor asyncio-floor: not measured"
@@ -388,7 +432,7 @@ def test_target_and_aim_verdicts_follow_the_paired_median() -> None:
         "[asyncio]",
         "BELOW",
         "get-concurrent:",
-        "aiolmdb",
+        "aiolmdb-threaded",
         ">=",
         "0.8x",
         "asyncio-floor",
@@ -435,7 +479,7 @@ def test_document_workloads_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     the reference rows and the msgspec aim are medians of paired runs; compression shrinks
     the stored documents, a trained zstd dictionary most."""
     out_json = tmp_path / "r.json"
-    argv = ["--quick", "--no-uvloop", "--repeat", "3", "--only", "W10,W11"]
+    argv = ["--quick", "--no-uvloop", "--no-lmdb-js", "--repeat", "3", "--only", "W10,W11"]
     argv += ["--json", str(out_json), "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -534,3 +578,240 @@ async def test_without_orjson_its_row_fails_to_open_with_the_pip_line(
     with pytest.raises(ImportError, match=r"pip install 'aiolmdb\[fast\]'"):
         await adapter.open(tmp_path / "env", replace(BenchConfig(), n_docs=10))
     await adapter.close()
+
+
+# --------------------------------------------------------------------------- read modes (issue 22)
+
+
+async def test_the_ticker_records_every_gap_the_loop_left_it() -> None:
+    """A body that holds the loop shows up as one long gap (the one still open at its end
+    counts); a body that awaits lets the ticker run at every tick."""
+    async with Ticker() as held:
+        # Holding the loop on purpose: the behaviour under measurement, not a wait.
+        until = time.perf_counter() + 0.02
+        while time.perf_counter() < until:
+            pass
+    assert held.figures()["ticks"] == 0
+    assert held.max_gap_ms >= 20
+
+    ticked = asyncio.Event()
+    counted: list[float] = []
+
+    def on_tick(now: float) -> None:
+        counted.append(now)
+        if len(counted) == 5:
+            ticked.set()
+
+    async with Ticker(on_tick) as free:
+        await asyncio.wait_for(ticked.wait(), 30)
+    assert free.figures()["ticks"] >= 5
+    assert len(free.gaps) == len(counted) + 1  # + the gap open when the body ended
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert percentile([], 0.99) == 0.0
+
+
+def test_read_modes_are_opened_by_name_or_by_the_older_switch() -> None:
+    """Each aiolmdb row opens its read mode with ``reads=`` where aiolmdb has it, else with
+    ``inline_reads=`` (threaded was the default then); the default row passes nothing."""
+
+    class WithReads:
+        @staticmethod
+        def open(path: str, *, reads: str = "auto") -> None: ...
+
+    class Older:
+        @staticmethod
+        def open(path: str, *, inline_reads: bool = False) -> None: ...
+
+    with_reads, older = cast("Any", WithReads), cast("Any", Older)
+    assert read_mode_options(with_reads, None) == {}
+    assert read_mode_options(with_reads, "inline") == {"reads": "inline"}
+    assert read_mode_options(with_reads, "threaded") == {"reads": "threaded"}
+    assert read_mode_options(older, "inline") == {"inline_reads": True}
+    assert read_mode_options(older, "threaded") == {"inline_reads": False}
+    assert read_mode_options(older, None) == {}
+
+
+def test_sequential_gets_beside_a_ticker_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only W14``: the three read modes each await a chain of gets beside a 1 ms ticker;
+    every run records the ticker's longest gap, and the two targets of the workload (a rate
+    ratio and a ceiling on the default mode's gap) follow from the recorded runs."""
+    out_json = tmp_path / "r.json"
+    argv = ["--quick", "--no-uvloop", "--no-lmdb-js", "--repeat", "2", "--only", "W14"]
+    argv += ["--json", str(out_json), "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    assert report["workloads"] == ["get-sequential-ticker"]
+    cells = {r["impl"]: r for r in report["results"]}
+    assert set(cells) == set(OURS)  # no peer has this workload
+    for impl, cell in cells.items():
+        assert cell["skipped"] is None, impl
+        assert set(cell["figures"]) == {
+            "max_gap_ms",
+            "p99_gap_ms",
+            "ticks",
+            "switches",
+            "read_faults",
+            "inline_at_end",
+        }, impl
+        assert len(cell["figures"]["max_gap_ms"]) == 2, impl
+    # The modes that read on the loop do the whole chain (60k gets with --quick), whatever
+    # their rate; the threaded mode's runs are calibrated.
+    assert cells["aiolmdb"]["ops_per_run"] == cells["aiolmdb-inline"]["ops_per_run"] == 60_000
+    # Inline reads never suspend a chain of gets: the ticker gets no turn until it ends, so
+    # its one gap spans the whole run (ops / rate).
+    inline = cells["aiolmdb-inline"]
+    assert inline["figures"]["ticks"] == [0.0, 0.0]
+    for rate, gap in zip(inline["ops_per_sec"], inline["figures"]["max_gap_ms"], strict=True):
+        assert gap >= 0.9 * inline["ops_per_run"] / rate * 1000
+    # Each threaded get waits for a reader thread: the loop runs the ticker meanwhile.
+    assert all(t > 0 for t in cells["aiolmdb-threaded"]["figures"]["ticks"])
+    # The explicit modes never switch; the default one ends where the hot data puts it.
+    for impl, at_end in (("aiolmdb-inline", 1.0), ("aiolmdb-threaded", 0.0)):
+        assert cells[impl]["figures"]["switches"] == [0.0, 0.0], impl
+        assert cells[impl]["figures"]["inline_at_end"] == [at_end, at_end], impl
+    targets = {t["target"]: t for t in report["targets"]}
+    assert set(targets) == {
+        "get-sequential-ticker: aiolmdb >= 2x aiolmdb-threaded",
+        "get-sequential-ticker: aiolmdb max_gap <= 5 ms",
+    }
+    assert targets["get-sequential-ticker: aiolmdb max_gap <= 5 ms"]["metric"] == "max_gap_ms"
+    assert_verdicts(report)
+    assert "longest loop gap" in printed
+
+
+def test_a_ceiling_target_judges_the_median_of_a_recorded_figure() -> None:
+    (gap,) = [t for t in TARGETS if t.metric == "max_gap_ms"]
+    report = Report(
+        meta={}, config={}, loops=["asyncio"], workloads=["get-sequential-ticker"], cells=[]
+    )
+    (skipped,) = evaluate_targets(report, (gap,))
+    assert (skipped.status, skipped.reason) == (
+        "SKIP",
+        "aiolmdb get-sequential-ticker: not measured",
+    )
+    cell = Cell("aiolmdb", "get-sequential-ticker", "asyncio", 1000, [1.0, 1.0, 1.0])
+    cell.figures["max_gap_ms"] = [2.0, 9.0, 4.0]  # median 4: under the 5 ms ceiling
+    report.cells.append(cell)
+    (passed,) = evaluate_targets(report, (gap,))
+    assert (passed.value, passed.status) == (4.0, "PASS")
+    cell.figures["max_gap_ms"] = [6.0, 9.0, 4.0]
+    (failed,) = evaluate_targets(report, (gap,))
+    assert (failed.value, failed.status) == (6.0, "FAIL")
+    line = target_lines([failed])[1]
+    assert line.split()[-3:] == ["measured", "6.00", "ms"]
+    assert "aiolmdb max_gap <= 5 ms" in line
+
+
+def test_without_node_the_lmdb_js_row_is_skipped_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("AIOLMDB_BENCH_NODE_DIR", str(tmp_path / "node-cache"))
+    with pytest.raises(Unavailable, match=r"node not found on PATH: install Node\.js"):
+        ensure_installed()
+    out_json = tmp_path / "r.json"
+    argv = ["--quick", "--no-uvloop", "--repeat", "1", "--only", "W1"]
+    argv += ["--json", str(out_json), "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)]
+    assert main(argv) == 0
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    (cell,) = [r for r in report["results"] if r["impl"] == "lmdb-js"]
+    assert cell["skipped"] == (
+        "open failed: Unavailable: node not found on PATH: install Node.js (>= 18) to compare "
+        "with lmdb-js"
+    )
+    (aim,) = [a for a in report["aims"] if a["peer"] == "lmdb-js"]
+    assert aim["status"] == "SKIP"
+    assert "node not found" in aim["reason"]
+    assert not (tmp_path / "node-cache").exists()
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or installed_version(cache_dir()) is None,
+    reason="needs node and lmdb-js installed in the benchmark's cache (`make bench` installs it)",
+)
+def test_lmdb_js_runs_its_gets_on_the_same_data(tmp_path: Path) -> None:
+    """The lmdb-js peer loads the data set into its own environment and answers every get
+    (the runner checks the hit count); node times the gets, and the aim pairs its runs."""
+    out_json = tmp_path / "r.json"
+    argv = ["--quick", "--no-uvloop", "--repeat", "2", "--only", "W1"]
+    argv += ["--json", str(out_json), "--png", str(tmp_path / "r.png"), "--tmpdir", str(tmp_path)]
+    assert main(argv) == 0
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    (cell,) = [r for r in report["results"] if r["impl"] == "lmdb-js"]
+    assert cell["skipped"] is None
+    assert len(cell["ops_per_sec"]) == 2
+    (aim,) = [a for a in report["aims"] if a["peer"] == "lmdb-js"]
+    assert aim["status"] in ("MET", "BELOW")
+    assert_verdicts(report)
+
+
+# --------------------------------------------------------------------------- cold data
+
+
+def test_throughput_slices_count_the_gets_between_samples() -> None:
+    # 100 gets by 0.5 s, 300 by 1.0 s, 350 at the end (1.2 s).
+    samples = [(0.2, 40), (0.5, 100), (0.9, 250), (1.0, 300), (1.2, 350)]
+    assert bucket_rates(samples, 0.5, 1.2) == pytest.approx([200.0, 250 / 0.7])  # 0.5-1.2 s
+    assert bucket_rates(samples, 0.5, 1.4) == pytest.approx([200.0, 400.0, 50 / 0.4])
+    # No sample in a slice (the loop was held): nothing counted there, all of it later.
+    assert bucket_rates([(1.0, 500)], 0.5, 1.0) == [0.0, 1000.0]
+
+
+def test_eviction_empties_the_page_cache_of_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(4 << 20))
+    assert path.read_bytes()  # read once: in the page cache
+    assert resident_share(path) > 0.9
+    share = evict(path)
+    if share > EVICTED_AT_MOST:
+        pytest.skip(f"this file system ignores POSIX_FADV_DONTNEED ({share:.0%} kept)")
+    assert share <= EVICTED_AT_MOST
+
+
+def test_cold_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cold`` with a small data set: every mode runs from an evicted cache beside the
+    ticker, and the JSON and the table say what each did."""
+    out_json = tmp_path / "cold.json"
+    argv = ["--cold", "--cold-keys", "5000", "--cold-seconds", "0.3", "--check"]
+    code = main([*argv, "--json", str(out_json), "--tmpdir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    report: dict[str, Any] = json.loads(out_json.read_text())
+    assert report["config"]["n_keys"] == 5000
+    if report["skipped"]:
+        assert "page cache" in report["skipped"]
+        assert f"cold runs skipped: {report['skipped']}" in printed
+        return
+    modes = {m["mode"]: m for m in report["modes"]}
+    assert list(modes) == ["default (auto)", "threaded", "inline"]
+    for name, m in modes.items():
+        assert m["resident_before"] <= EVICTED_AT_MOST, name
+        assert m["gets"] > 0, name
+        assert len(m["rates"]) == 1, name  # 0.3 s: one slice of 0.5 s (the run)
+        assert m["timeline"][0][1] in ("inline", "threaded"), name
+    assert {t[1] for t in modes["threaded"]["timeline"]} == {"threaded"}
+    # Inline reads never suspend a task's chain of gets: the ticker waits for the whole run.
+    inline = modes["inline"]
+    assert inline["ticks"] == 0
+    assert inline["max_gap_ms"] >= 0.9 * 300
+    assert inline["inline_after"] == 0.0
+    assert modes["threaded"]["ticks"] > 0
+    auto, threaded = modes["default (auto)"], modes["threaded"]
+    ok = auto["max_gap_ms"] <= threaded["max_gap_ms"] + 2.0
+    assert code == (0 if ok else 1)
+    assert "== cold data: 5,000 keys x 1024 B" in printed
+    assert (
+        f"target: default's longest gap <= threaded's + 2 ms: {auto['max_gap_ms']:.1f}" in printed
+    )
+
+
+def test_cold_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--cold", "--cold-keys", "0"])
+    assert "--cold-keys must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--cold", "--cold-seconds", "-1"])
+    assert "--cold-seconds must be > 0" in capsys.readouterr().err
