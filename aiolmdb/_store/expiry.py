@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import lmdb
 
-from .._codecs.coder import Coder
 from .._codecs.common import Buffer, show_bytes
 from .._codecs.copyout import LARGE_VALUE, copy_out
+from .headed import HeadedValues
 from .meta import open_meta
 
 if TYPE_CHECKING:
@@ -149,34 +149,14 @@ def pack_into(buffer: bytearray, expiry: int) -> None:
     _U64.pack_into(buffer, 0, expiry)
 
 
-class ExpiringValues(Coder[V]):
+class ExpiringValues(HeadedValues[V]):
     """The value coder an expiring database's operations use: ``deserialize`` drops the
     expiry before the user's coder runs; ``serialize`` is the user's (the writes add the
     expiry). Whether an entry has expired is checked before decoding, where it is read."""
 
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: Coder[V]) -> None:
-        self.inner = inner
-
-    def serialize(self, obj: V) -> bytes:
-        """The user's coder's bytes (without the expiry)."""
-        return self.inner.serialize(obj)
-
-    def deserialize(self, buffer: Buffer) -> V:
-        """The value without its expiry, decoded by the user's coder."""
-        if len(buffer) < HEADER_SIZE:
-            raise ValueError(
-                f"not an expiring value ({show_bytes(buffer)} is shorter than its "
-                f"{HEADER_SIZE}-byte expiry)"
-            )
-        if len(buffer) >= LARGE_VALUE:
-            # Slicing would copy the value with the GIL held.
-            return self.inner.deserialize(copy_out(memoryview(buffer)[HEADER_SIZE:]))
-        return self.inner.deserialize(buffer[HEADER_SIZE:])
-
-    def __repr__(self) -> str:
-        return f"ExpiringValues({self.inner!r})"
+    __slots__ = ()
+    HEAD = HEADER_SIZE
+    WHAT = ("an expiring value", "expiry")
 
 
 class Expiry:

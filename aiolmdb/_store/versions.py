@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import lmdb
 
-from .._codecs.coder import Coder
 from .._codecs.common import Buffer, show_bytes
 from .._codecs.copyout import LARGE_VALUE, copy_out
 from ..errors import ConflictError
+from .headed import HeadedValues
 from .meta import open_meta
 
 if TYPE_CHECKING:
@@ -141,39 +141,19 @@ def version_of(stored: Buffer) -> int:
     return int(_U64.unpack_from(stored)[0])
 
 
-class StoredValues(Coder[V]):
+class StoredValues(HeadedValues[V]):
     """The value coder a versioned database's operations use: ``deserialize`` drops the
     version before the user's coder runs (so every read path strips it as it decodes);
     ``serialize`` is the user's (the write operations add the version, which they draw)."""
 
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: Coder[V]) -> None:
-        self.inner = inner
-
-    def serialize(self, obj: V) -> bytes:
-        """The user's coder's bytes (without the version)."""
-        return self.inner.serialize(obj)
-
-    def deserialize(self, buffer: Buffer) -> V:
-        """The value without its version, decoded by the user's coder."""
-        if len(buffer) < PREFIX_SIZE:
-            raise ValueError(
-                f"not a versioned value ({show_bytes(buffer)} is shorter than its "
-                f"{PREFIX_SIZE}-byte version)"
-            )
-        if len(buffer) >= LARGE_VALUE:
-            # Slicing would copy the value with the GIL held.
-            return self.inner.deserialize(copy_out(memoryview(buffer)[PREFIX_SIZE:]))
-        return self.inner.deserialize(buffer[PREFIX_SIZE:])
+    __slots__ = ()
+    HEAD = PREFIX_SIZE
+    WHAT = ("a versioned value", "version")
 
     def entry(self, buffer: Buffer) -> Entry[V]:
         """The decoded value and its version."""
         value = self.deserialize(buffer)
         return Entry(value, version_of(buffer))
-
-    def __repr__(self) -> str:
-        return f"StoredValues({self.inner!r})"
 
 
 class VersionSource:
