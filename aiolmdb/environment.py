@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import os
 import warnings
@@ -217,6 +218,7 @@ class Environment:
         self._engine = Engine(env, config, recorder)
         self._catalogue = Catalogue(env, self._engine, main, handles, recorder)
         self._default_db: AsyncDatabase[bytes, bytes] | None = None
+        self._replication_metrics: Callable[[], Mapping[str, float]] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._engine.closed else "open"
@@ -412,7 +414,11 @@ class Environment:
         waits: the counters are kept by the threads that do the work, without locks. See the
         observability guide for exporting them."""
         self._engine.check_open()
-        return self._engine.metrics()
+        metrics = self._engine.metrics()
+        source = self._replication_metrics
+        if source is not None:
+            metrics = dataclasses.replace(metrics, replication=source())
+        return metrics
 
     def max_key_size(self) -> int:
         """The longest key LMDB accepts in this environment, in bytes."""
@@ -526,6 +532,29 @@ class Environment:
         """
         self._engine.check_open()
         return self._recorder.add_hook(callback)
+
+    # ----------------------------------------------------------------- replication
+    # The contract between Environment and aiolmdb.replication (its one user): a replica and
+    # a fenced leader refuse writes, a replica applies commits as stored and keeps its
+    # position in the metadata database, and both report their gauges in metrics().
+    def _guard_writes(self, refuse: Callable[[], BaseException] | None) -> None:
+        """Refuse every write from now on (puts, deletes, ``run(write=True)``, write
+        transactions, deleting databases) with ``refuse()``'s error; None accepts them."""
+        self._engine.set_write_guard(refuse)
+
+    def _write_raw(self, work: Callable[[lmdb.Environment, Any, Any], R]) -> Awaitable[R]:
+        """``work(lmdb_env, txn, meta)`` in a write transaction of its own, unrecorded and
+        past the write guard (see Catalogue.write_raw)."""
+        return self._catalogue.write_raw(work)
+
+    def _read_raw(self, work: Callable[[Any, Any], R]) -> Awaitable[R]:
+        """``work(txn, meta)`` in a read transaction on a reader thread."""
+        self._engine.check_open()
+        return self._catalogue.read_raw(work)
+
+    def _set_replication_metrics(self, source: Callable[[], Mapping[str, float]] | None) -> None:
+        """What ``metrics().replication`` reports (None: nothing)."""
+        self._replication_metrics = source
 
     # ----------------------------------------------------------------- closing
     async def close(self) -> None:

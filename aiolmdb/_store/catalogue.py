@@ -21,7 +21,7 @@ import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from .._engine.engine import Engine
 
 __all__ = ["DB_FLAGS", "Catalogue", "DatabaseEntry", "DatabaseInfo", "encode_name", "open_main"]
+
+R = TypeVar("R")
 
 # Flags of lmdb.Environment.open_db that describe a database (create only says what to do).
 DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
@@ -527,7 +529,7 @@ class Catalogue:
         that might be run again (map growth, writemap).
         """
         engine = self._engine
-        engine.check_open()
+        engine.check_writable()
         engine.check_not_holding("deleting a database")
         await asyncio.wrap_future(engine.call_solo(self._delete, entry))
         if entry.name is not None and self._entries.get(entry.name) is entry:
@@ -566,6 +568,46 @@ class Catalogue:
         recorder.forget(entry.dbi)
         entry.dropped = True
         entry.dbi = None
+
+    # ----------------------------------------------------------------- raw access
+    # For a replica (aiolmdb.replication): its commits are applied as stored, and its
+    # position read, through these two, which own the handle lock and the metadata handle.
+    async def write_raw(self, work: Callable[[lmdb.Environment, Txn, Any], R]) -> R:
+        """Run ``work(env, txn, meta)`` in a write transaction of its own on the writer thread
+        (not recorded, and allowed under a write guard), the metadata database created in it
+        if needed; returns its result once committed."""
+        handles = self._handles
+        env = self._lmdb
+
+        def solo(_: lmdb.Environment) -> R:
+            def run(txn: Txn, __: BeginChild) -> tuple[Any, R]:
+                meta = handles.meta_in(txn, create=True)
+                return meta, work(env, txn, meta)
+
+            meta, result = self._engine.run_write(run, logged=False, guard=self._lock)
+            if handles.meta is None:
+                handles.keep(meta=meta)  # committed: valid from now on
+                self._recorder.name_handle(meta, None)
+            return result
+
+        return await asyncio.wrap_future(self._engine.call_solo(solo))
+
+    async def read_raw(self, work: Callable[[Txn, Any], R]) -> R:
+        """Run ``work(txn, meta)`` in a read transaction on a reader thread (``meta`` None
+        when the environment has no metadata database)."""
+        handles = self._handles
+        env = self._lmdb
+
+        def job() -> R:
+            meta = handles.existing_meta(env.begin)
+            txn = env.begin()
+            try:
+                return work(txn, meta)
+            finally:
+                txn.abort()
+                del txn
+
+        return await self._engine.run_blocking(job)
 
     async def databases(self) -> list[DatabaseInfo]:
         """The default database first, then every named database, in key order."""
