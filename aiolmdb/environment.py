@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import functools
 import os
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from ._engine.config import (
 from ._engine.engine import Engine
 from ._engine.metrics import Metrics
 from ._store.catalogue import Catalogue, DatabaseInfo, encode_name, open_main
-from ._store.feed import ChangeFeed, read_log_id
+from ._store.feed import ChangeFeed, CommitFeed, read_last_seq, read_log_id
 from ._store.meta import MetaHandles, has_log
 from ._store.recorder import Recorder
 from ._store.records import Change
@@ -485,6 +486,7 @@ class Environment:
             raise TypeError(f"log_id must be a str (a feed's log_id) or None, got {log_id!r}")
         name: str | Literal[False] | None = False
         database = None
+        encoded: bytes | None = None
         if isinstance(db, AsyncDatabase):
             if db.environment is not self:
                 raise ValueError("that database belongs to another environment")
@@ -510,7 +512,43 @@ class Environment:
             prefix,
             follow,
             None if log_id is None else log_id.lower(),
+            encoded,
+            None if encoded is None else functools.partial(self._catalogue.wait_named, encoded),
         )
+
+    def commits(
+        self, since: int | None = None, *, follow: bool = True, log_id: str | None = None
+    ) -> CommitFeed:
+        """Follow the change log by whole commits: ``async for commit in env.commits(since):``.
+
+        Yields :class:`Commit` ``(first, last, timestamp, changes, databases, partial)``, one
+        per committed write transaction (a group commit of many writers is one; so is an
+        ``env.begin(write=True)`` over several databases), with every change of it, keys and
+        values as stored (bytes, never decoded), and the flags of each database it changed.
+        ``since``, ``follow`` and ``log_id`` are as for :meth:`changes`; ``since`` is best a
+        commit's ``last`` (``feed.last_seq``): a ``since`` inside a commit, or retention that
+        trimmed a commit's start, makes the first commit yielded ``partial``. The same errors
+        as :meth:`changes`. A commit is held in memory until it is read whole.
+        """
+        self._engine.check_open()
+        if since is not None and (type(since) is not int or since < 0):
+            raise ValueError(f"since must be an int >= 0 or None, got {since!r}")
+        if log_id is not None and not isinstance(log_id, str):
+            raise TypeError(f"log_id must be a str (a feed's log_id) or None, got {log_id!r}")
+        return CommitFeed(
+            self._engine,
+            self._recorder,
+            since,
+            follow,
+            None if log_id is None else log_id.lower(),
+        )
+
+    async def last_seq(self) -> int:
+        """The change log's last sequence number (0: nothing recorded yet; it only grows,
+        also when retention trimmed the whole log): ``changes(since=await env.last_seq())``
+        follows what commits from now on. Raises ValueError if the environment has no log."""
+        self._engine.check_open()
+        return await read_last_seq(self._engine, self._recorder)
 
     async def changelog_id(self) -> str | None:
         """The identity of the environment's change log, in hex: random, written when the

@@ -44,7 +44,15 @@ if TYPE_CHECKING:
     from .._engine.delivery import Txn
     from .._engine.engine import Engine
 
-__all__ = ["DB_FLAGS", "Catalogue", "DatabaseEntry", "DatabaseInfo", "encode_name", "open_main"]
+__all__ = [
+    "DB_FLAGS",
+    "Catalogue",
+    "DatabaseEntry",
+    "DatabaseInfo",
+    "encode_name",
+    "is_database",
+    "open_main",
+]
 
 R = TypeVar("R")
 
@@ -176,6 +184,16 @@ class DatabaseEntry:
         self.versions = versions
         self.dbi = dbi
 
+    def record_flags(self) -> set[str]:
+        """Its flags as change log records carry them: LMDB's, ``versioned``,
+        ``large_values``."""
+        flags = {name for name, on in self.flags.items() if on}
+        if self.versions is not None or self.versioned:
+            flags.add("versioned")
+        if self.large.stored:
+            flags.add("large_values")
+        return flags
+
     def check_usable(self) -> None:
         """Raise DatabaseDroppedError, or the open's error."""
         if self.dropped:
@@ -251,6 +269,7 @@ class Catalogue:
         self.main.large.mark = self._marker(self.main)
         self.main.opened(*main, None, self._main_marked())
         recorder.attach(self.main.dbi, engine.call_solo, engine.run_write)
+        recorder.name_handle(self.main.dbi, None, self.main.record_flags(), main=True)
 
     def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
         """The entry of the named database ``name``, opening (or creating) it if needed.
@@ -395,7 +414,12 @@ class Catalogue:
             recorder.name_handle(meta, None)
         for item, (ok, value) in zip(group, results, strict=True):
             if ok:
-                recorder.name_handle(value[0], item.name, bool(value[1].get("dupsort")))
+                flags = {
+                    *value[1],
+                    *(("versioned",) if value[2] else ()),
+                    *(("large_values",) if value[3] else ()),
+                }
+                recorder.name_handle(value[0], item.name, flags)
         return [
             (
                 ok,
@@ -476,6 +500,7 @@ class Catalogue:
                     if not present:
                         # The raw transaction: the change log records user databases only.
                         getattr(txn, "raw", txn).put(key, LARGE_MARK, db=meta)
+                        self._recorder.add_flag(entry.dbi, "large_values")
                     return
             if queued or (meta is None and entry.name is None):
                 return
@@ -504,6 +529,7 @@ class Catalogue:
             handles.keep(meta=meta)  # committed: valid from now on
             self._recorder.name_handle(meta, None)
         entry.large.stored = True
+        self._recorder.add_flag(entry.dbi, "large_values")
 
     def _main_marked(self) -> bool:
         """Whether the default database's large-values marker is stored (read before any
@@ -516,6 +542,13 @@ class Catalogue:
         if self._versions is None:
             self._versions = VersionSource(self._handles)
         return self._versions
+
+    async def wait_named(self, name: bytes) -> None:
+        """Wait for a queued open of the database ``name`` in this process, if any (so a
+        database opened just before is found; its failure is left to its own users)."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            await entry.wait_opened(self._engine)
 
     async def wait_all_opened(self) -> None:
         """Wait for every queued open (so a transaction's ``txn[db]`` finds them open)."""
@@ -548,7 +581,7 @@ class Catalogue:
         def work(txn: Any, begin_child: BeginChild) -> None:
             if handles:
                 dbi = env.open_db(entry.name, txn=txn, create=False)
-                recorder.name_handle(dbi, entry.name, entry.dupsort)
+                recorder.name_handle(dbi, entry.name, entry.record_flags())
             else:
                 dbi = entry.dbi
             handles.append(dbi)
@@ -671,6 +704,13 @@ class Catalogue:
         finally:
             cursor.close()
         return names
+
+
+def is_database(txn: Txn, name: bytes) -> bool:
+    """Whether the default database holds ``name`` as a named database's record (a read, no
+    handle opened)."""
+    value = txn.get(name)
+    return value is not None and len(value) == _DB_RECORD_SIZE and b"\0" not in name
 
 
 def _list_all(env: lmdb.Environment, txn: Txn, marked: set[bytes]) -> list[DatabaseInfo]:
