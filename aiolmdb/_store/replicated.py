@@ -116,7 +116,7 @@ def _open(env: lmdb.Environment, txn: Txn, name: bytes | None, flags: int) -> An
         return env.open_db(None, txn=txn)
     lmdb_flags = {flag: bool(flags & bit) for flag, bit in DB_FLAG_BITS.items()}
     try:
-        return env.open_db(name, txn=txn, create=True, **lmdb_flags)  # type: ignore[arg-type]
+        return env.open_db(name, txn=txn, create=True, **lmdb_flags)
     except lmdb.IncompatibleError as exc:
         label = name.decode("utf-8", "backslashreplace")
         wanted = sorted(flag for flag, on in lmdb_flags.items() if on) or ["none"]

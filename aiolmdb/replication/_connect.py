@@ -9,6 +9,7 @@ reconnect as the options say.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,9 +28,7 @@ def require_nats() -> Any:
     try:
         return importlib.import_module("nats")
     except ImportError as exc:
-        raise ImportError(
-            f"aiolmdb.replication needs the nats-py package: {_INSTALL}"
-        ) from exc
+        raise ImportError(f"aiolmdb.replication needs the nats-py package: {_INSTALL}") from exc
 
 
 def subject_of(stream: str) -> str:
@@ -49,7 +48,7 @@ def _servers_label(servers: str | list[str]) -> str:
 async def connect(servers: str | list[str], options: dict[str, Any]) -> Any:
     """A connected ``nats.aio.client.Client``; ReplicationError at once on refused
     credentials or when no server can be reached."""
-    nats = require_nats()
+    require_nats()
     errors = importlib.import_module("nats.errors")
     auth_failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
     user_cb: Callable[[Exception], Awaitable[None]] | None = options.get("error_cb")
@@ -70,31 +69,37 @@ async def connect(servers: str | list[str], options: dict[str, Any]) -> Any:
     kwargs.setdefault("max_reconnect_attempts", -1)
     kwargs.setdefault("connect_timeout", 5)
     label = _servers_label(servers)
-    attempt = asyncio.ensure_future(nats.connect(servers, **kwargs))
+    client = importlib.import_module("nats.aio.client").Client()
+    attempt = asyncio.ensure_future(client.connect(servers, **kwargs))
     try:
         await asyncio.wait(
-            [attempt, auth_failed], timeout=FIRST_CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            [attempt, auth_failed],
+            timeout=FIRST_CONNECT_TIMEOUT,
+            return_when=asyncio.FIRST_COMPLETED,
         )
+        if attempt.done() and attempt.exception() is None:
+            return client
+        attempt.cancel()
+        with contextlib.suppress(BaseException):
+            await attempt
+        if auth_failed.done():
+            exc = auth_failed.result()
+            raise ReplicationError(
+                f"NATS server {label} refused the credentials ({exc}): check user/password, "
+                "token, user_credentials or nkeys_seed passed to the Publisher/Replica"
+            ) from exc
+        failure = attempt.exception() if not attempt.cancelled() else None
+        if failure is None:
+            raise ReplicationError(
+                f"cannot connect to NATS at {label} within {FIRST_CONNECT_TIMEOUT:g} s: is the "
+                "server running, and are servers= and the TLS options right?"
+            )
+        raise ReplicationError(
+            f"cannot connect to NATS at {label}: {failure!r}; is the server running, and "
+            "are servers= and the TLS options right?"
+        ) from failure
     except BaseException:
-        attempt.cancel()
+        # A failed first connection leaves its socket open: close it (nats-py leaks it).
+        with contextlib.suppress(Exception):
+            await client.close()
         raise
-    if not attempt.done() and not auth_failed.done():
-        attempt.cancel()
-        raise ReplicationError(
-            f"cannot connect to NATS at {label} within {FIRST_CONNECT_TIMEOUT:g} s: is the "
-            "server running, and are servers= and the TLS options right?"
-        )
-    if auth_failed.done() and not (attempt.done() and not attempt.exception()):
-        attempt.cancel()
-        exc = auth_failed.result()
-        raise ReplicationError(
-            f"NATS server {label} refused the credentials ({exc}): check user/password, "
-            "token, creds or nkeys_seed passed to the Publisher/Replica"
-        ) from exc
-    try:
-        return attempt.result()
-    except (OSError, errors.Error, asyncio.TimeoutError) as exc:
-        raise ReplicationError(
-            f"cannot connect to NATS at {label}: {exc!r}; is the server running, and are "
-            "servers= and the TLS options right?"
-        ) from exc

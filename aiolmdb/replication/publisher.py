@@ -33,8 +33,6 @@ from typing import Any
 
 import lmdb
 
-from ..environment import Environment
-from ..errors import ChangesTrimmedError, FencedError, ReplicationError
 from .._store.meta import open_log, open_meta
 from .._store.records import Change, last_seq
 from .._store.replicated import (
@@ -49,6 +47,8 @@ from .._store.replicated import (
     VERSIONED_BIT,
     RawChange,
 )
+from ..environment import Environment
+from ..errors import ChangesTrimmedError, FencedError, ReplicationError
 from . import wire
 from ._connect import bucket_of, connect, subject_of
 
@@ -126,7 +126,9 @@ class Publisher:
             raise ValueError(f"snapshot_every must be an int >= 1 or None, got {snapshot_every!r}")
         if type(replicas) is not int or replicas < 1:
             raise ValueError(f"replicas must be an int >= 1, got {replicas!r}")
-        self._stream_options = {"max_age": max_age, "max_bytes": max_bytes, "replicas": replicas}
+        self._max_age = max_age
+        self._max_bytes = max_bytes
+        self._replicas = replicas
         self._snapshot_every = snapshot_every
         self._options = connect_options
         self._nc: Any = None
@@ -191,7 +193,9 @@ class Publisher:
             await self._nc.close()
             raise
         env._set_replication_metrics(self._metrics)
-        self._task = asyncio.create_task(self._publish_log(), name=f"aiolmdb-publish:{self._stream}")
+        self._task = asyncio.create_task(
+            self._publish_log(), name=f"aiolmdb-publish:{self._stream}"
+        )
 
     async def close(self) -> None:
         """Stop publishing (what is not published yet is published by the next start)."""
@@ -221,11 +225,13 @@ class Publisher:
         last change sequence stored (for ``rep.wait_for``). Raises the publisher's error
         (FencedError, ...) if it stopped."""
         target = await self._env.last_seq()
-        async with asyncio.timeout(timeout):
+
+        async def reached() -> None:
             while self._published < target:
                 self._check_running()
-                event = self._progress
-                await event.wait()
+                await self._progress.wait()
+
+        await asyncio.wait_for(reached(), timeout)
         self._check_running(allow_done=True)
         return self._published
 
@@ -257,13 +263,12 @@ class Publisher:
         try:
             info = await self._js.stream_info(self._stream)
         except NotFoundError:
-            options = self._stream_options
             config = StreamConfig(
                 name=self._stream,
                 subjects=[self._subject],
-                max_age=options["max_age"],
-                max_bytes=options["max_bytes"],
-                num_replicas=options["replicas"],
+                max_age=self._max_age,
+                max_bytes=self._max_bytes,
+                num_replicas=self._replicas,
             )
             info = await self._js.add_stream(config)
         return bool(info.state.messages == 0)
@@ -337,7 +342,8 @@ class Publisher:
         except BaseException as exc:
             self._error = exc
             if isinstance(exc, FencedError) and not self._env.closed:
-                self._env._guard_writes(lambda: FencedError(str(exc)))
+                message = str(exc)
+                self._env._guard_writes(lambda: FencedError(message))
             self._wake()
             if not isinstance(exc, (FencedError, ReplicationError, ChangesTrimmedError)):
                 raise
@@ -425,10 +431,7 @@ class Publisher:
                 store = await self._js.object_store(bucket_of(self._stream))
             except BucketNotFoundError:
                 store = await self._js.create_object_store(
-                    config=ObjectStoreConfig(
-                        bucket=bucket_of(self._stream),
-                        replicas=self._stream_options["replicas"],
-                    )
+                    bucket_of(self._stream), config=ObjectStoreConfig(replicas=self._replicas)
                 )
             description = json.dumps(
                 {

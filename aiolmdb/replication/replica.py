@@ -24,10 +24,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .._store.replicated import Position, apply_commit, prepare_restored, promote_in, read_position
 from ..environment import Environment
 from ..environment import open as open_environment
 from ..errors import InvalidMessageError, ReadOnlyError, ReplicationError
-from .._store.replicated import Position, apply_commit, prepare_restored, promote_in, read_position
 from . import wire
 from ._connect import bucket_of, connect, subject_of
 from .publisher import SNAPSHOT_NAME, check_stream_name
@@ -257,7 +257,10 @@ class Replica:
                 await asyncio.sleep(_STREAM_WAIT)
         meta = json.loads(info.description or "{}")
         position = Position(
-            self._stream, str(meta["log_id"]), int(meta["seq"]), int(meta["time_us"]),
+            self._stream,
+            str(meta["log_id"]),
+            int(meta["seq"]),
+            int(meta["time_us"]),
             int(meta["stream_seq"]),
         )
         if self._env is not None:
@@ -322,8 +325,11 @@ class Replica:
                     != (header.log_id, header.first, header.last, header.pieces)
                     or header.piece != len(pieces)
                 ):
-                    raise self._invalid(stream_seq, f"piece {header.piece} of {header.pieces} "
-                                        "does not follow the piece before it")
+                    raise self._invalid(
+                        stream_seq,
+                        f"piece {header.piece} of {header.pieces} "
+                        "does not follow the piece before it",
+                    )
                 pieces.append(msg.data)
                 if not header.complete:
                     continue
@@ -378,12 +384,19 @@ class Replica:
 
 
 def _apply_work(
-    handles: dict[bytes | None, Any], changes: Any, position: Position, env: Any, txn: Any, meta: Any
+    handles: dict[bytes | None, Any],
+    changes: Any,
+    position: Position,
+    env: Any,
+    txn: Any,
+    meta: Any,
 ) -> dict[bytes | None, Any]:
     return apply_commit(env, txn, meta, handles, changes, position)
 
 
-async def stream_status(servers: str | list[str], stream: str, **connect_options: Any) -> dict[str, Any]:
+async def stream_status(
+    servers: str | list[str], stream: str, **connect_options: Any
+) -> dict[str, Any]:
     """The stream's state as JSON-able data: its message sequences and size, the last change
     sequence and log it holds, and its snapshot (None if none)."""
     from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError

@@ -178,9 +178,7 @@ def parse_headers(headers: Mapping[str, str] | None) -> CommitHeader:
         raise ValueError(f"it has no {COMMIT_HEADER} header (not published by aiolmdb)")
     try:
         log_id, first, last = headers[COMMIT_HEADER].split(":")
-        piece, pieces = (
-            headers[PIECE_HEADER].split("/") if PIECE_HEADER in headers else ("0", "1")
-        )
+        piece, pieces = headers[PIECE_HEADER].split("/") if PIECE_HEADER in headers else ("0", "1")
         header = CommitHeader(log_id, int(first), int(last), int(piece), int(pieces))
     except ValueError:
         raise ValueError(f"its {COMMIT_HEADER}/{PIECE_HEADER} headers are malformed") from None
