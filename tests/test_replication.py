@@ -5,6 +5,7 @@ credentials, snapshots, metrics."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import lmdb
 import pytest
+from conftest import TIMEOUT
+from nats_server import NatsServer
 
 import aiolmdb
 from aiolmdb.errors import ReplicationError
@@ -24,9 +27,6 @@ from aiolmdb.replication import (
     replica_status,
     stream_status,
 )
-
-from conftest import TIMEOUT
-from nats_server import NatsServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,7 +48,8 @@ def _dump(env: lmdb.Environment) -> Dump:
             except lmdb.Error:
                 plain.append((key, value))
                 continue
-            flags = sorted(name for name, on in handle.flags(txn).items() if on)
+            stored = handle.flags(txn)  # type: ignore[call-arg]  # py-lmdb's stub lacks txn
+            flags = sorted(name for name, on in stored.items() if on)
             out[key] = (flags, list(txn.cursor(db=handle).iternext()))
         out[None] = ([], plain)
     return out
@@ -103,7 +104,8 @@ async def test_publish_and_follow_byte_identical(
             assert await db.get(b"k000") is None
             rv = rep.env.open_db("versioned", versioned=True)
             entry = await rv.get_entry(b"v")
-            assert entry is not None and entry.value == b"second"
+            assert entry is not None
+            assert entry.value == b"second"
             assert await rep.env.database_info("doomed") is None
             assert await dump(rep.env) == await dump(leader)
 
@@ -154,7 +156,7 @@ async def test_replica_refuses_writes_naming_the_stream(
                 rep.env.get_default_database().put(b"a", b"b"),
             ]
             for attempt in attempts:
-                with pytest.raises(ReadOnlyError, match="'orders'.*leader takes writes"):
+                with pytest.raises(ReadOnlyError, match=r"'orders'.*leader takes writes"):
                     await attempt
             with pytest.raises(ReadOnlyError, match="leader takes writes"):
                 async with rep.env.begin(write=True):
@@ -183,23 +185,29 @@ async def test_restarts_continue_without_loss_or_duplicates(
             await db.put(b"b%d" % i, b"2")
         await db.delete(b"a0")
     stored = replica_status(tmp_path / "r")
-    assert stored is not None and stored["seq"] == first and stored["stream"] == "orders"
-    async with aiolmdb.open(tmp_path / "leader", changelog=True) as leader:
-        async with Publisher(leader, servers=url, stream="orders") as pub:
-            last = await pub.sync()
-            assert last == await leader.last_seq() > first
-            async with Replica(tmp_path / "r", servers=url, stream="orders") as rep:
-                assert rep.applied >= first  # continued from its position, no snapshot
-                await rep.wait_for(last, timeout=TIMEOUT)
-                assert await dump(rep.env) == await dump(leader)
+    assert stored is not None
+    assert stored["seq"] == first
+    assert stored["stream"] == "orders"
+    async with (
+        aiolmdb.open(tmp_path / "leader", changelog=True) as leader,
+        Publisher(leader, servers=url, stream="orders") as pub,
+    ):
+        last = await pub.sync()
+        assert last == await leader.last_seq() > first
+        async with Replica(tmp_path / "r", servers=url, stream="orders") as rep:
+            assert rep.applied >= first  # continued from its position, no snapshot
+            await rep.wait_for(last, timeout=TIMEOUT)
+            assert await dump(rep.env) == await dump(leader)
     messages = await stream_log_ids(nats_server, "orders")
     firsts = [first for _, first, _, _ in messages]
     assert len(set(firsts)) == len(firsts), "a commit was published twice"
-    for (_, _, last_a, _), (_, first_b, _, _) in zip(messages, messages[1:], strict=False):
+    for (_, _, last_a, _), (_, first_b, _, _) in itertools.pairwise(messages):
         assert first_b == last_a + 1, "the stream skips or repeats changes"
     status = await stream_status(url, "orders")
-    assert status["leader_seq"] == last and status["messages"] == len(messages)
-    assert status["snapshot"] is not None and status["snapshot"]["seq"] == 0
+    assert status["leader_seq"] == last
+    assert status["messages"] == len(messages)
+    assert status["snapshot"] is not None
+    assert status["snapshot"]["seq"] == 0
 
 
 async def test_a_multi_database_transaction_is_atomic_on_the_replica(
@@ -210,38 +218,44 @@ async def test_a_multi_database_transaction_is_atomic_on_the_replica(
     names = [b"acct%d" % i for i in range(5)]
     await accounts.put_multi(dict.fromkeys(names, 100))
     url = nats_server.url
-    async with Publisher(leader, servers=url, stream="bank") as pub:
-        async with Replica(tmp_path / "r", servers=url, stream="bank") as rep:
-            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
-            r_accounts = rep.env.open_db("accounts", value_coder=aiolmdb.coders.UInt64Coder())
-            r_audit = rep.env.open_db("audit", key_coder=aiolmdb.coders.UInt64Coder())
-            done = asyncio.get_running_loop().create_future()
+    async with (
+        Publisher(leader, servers=url, stream="bank") as pub,
+        Replica(tmp_path / "r", servers=url, stream="bank") as rep,
+    ):
+        await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+        r_accounts = rep.env.open_db("accounts", value_coder=aiolmdb.coders.UInt64Coder())
+        r_audit = rep.env.open_db("audit", key_coder=aiolmdb.coders.UInt64Coder())
+        # Opened before the first snapshot begins (a snapshot sees only handles opened before).
+        assert await r_audit.count() == 0
+        assert await r_accounts.get(names[0]) == 100
+        done = asyncio.get_running_loop().create_future()
 
-            async def check() -> int:
-                audits = 0
-                while not done.done() or audits == 0:
-                    async with rep.env.begin() as snap:
-                        balances = await snap[r_accounts].get_multi(names)
-                        moved = await snap[r_audit].count()
-                        assert sum(v or 0 for v in balances.values()) == 500
-                        assert balances[names[0]] == 100 - moved
-                    audits += 1
-                    await asyncio.sleep(0)
-                return audits
+        async def check() -> int:
+            audits = 0
+            while not done.done() or audits == 0:
+                async with rep.env.begin() as snap:
+                    balances = await snap[r_accounts].get_multi(names)
+                    moved = await snap[r_audit].count()
+                    assert sum(v or 0 for v in balances.values()) == 500
+                    assert balances[names[0]] == 100 - moved
+                audits += 1
+                await asyncio.sleep(0)
+            return audits
 
-            checker = asyncio.create_task(check())
-            for i in range(60):
-                async with leader.begin(write=True) as txn:
-                    src = await txn[accounts].get(names[0])
-                    dst = await txn[accounts].get(names[1 + i % 4])
-                    assert src is not None and dst is not None
-                    await txn[accounts].put(names[0], src - 1)
-                    await txn[accounts].put(names[1 + i % 4], dst + 1)
-                    await txn[audit].put(i, b"moved 1")
-            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
-            done.set_result(None)
-            assert await asyncio.wait_for(checker, TIMEOUT) > 0
-            assert await dump(rep.env) == await dump(leader)
+        checker = asyncio.create_task(check())
+        for i in range(60):
+            async with leader.begin(write=True) as txn:
+                src = await txn[accounts].get(names[0])
+                dst = await txn[accounts].get(names[1 + i % 4])
+                assert src is not None
+                assert dst is not None
+                await txn[accounts].put(names[0], src - 1)
+                await txn[accounts].put(names[1 + i % 4], dst + 1)
+                await txn[audit].put(i, b"moved 1")
+        await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+        done.set_result(None)
+        assert await asyncio.wait_for(checker, TIMEOUT) > 0
+        assert await dump(rep.env) == await dump(leader)
 
 
 async def test_a_commit_larger_than_max_payload_is_applied_whole(
@@ -257,7 +271,8 @@ async def test_a_commit_larger_than_max_payload_is_applied_whole(
         after = await pub.sync()
         messages = await stream_log_ids(server, "bulk")
         pieces = [m for m in messages if m[1] == before + 1]
-        assert len(pieces) >= 5 and pieces[-1][3] == f"{len(pieces) - 1}/{len(pieces)}"
+        assert len(pieces) >= 5
+        assert pieces[-1][3] == f"{len(pieces) - 1}/{len(pieces)}"
         async with Replica(tmp_path / "r", servers=server.url, stream="bulk") as rep:
             await rep.wait_for(after, timeout=TIMEOUT)
             assert await rep.env.open_db("bulk").get(b"big") == big
@@ -287,7 +302,8 @@ async def test_two_racing_publishers_one_is_fenced(tmp_path: Path, nats_server: 
             results = await asyncio.gather(pub_a.sync(), pub_b.sync(), return_exceptions=True)
             fenced = [r for r in results if isinstance(r, FencedError)]
             assert len(fenced) == 1, results
-            assert "'race'" in str(fenced[0]) and "another publisher" in str(fenced[0])
+            assert "'race'" in str(fenced[0])
+            assert "another publisher" in str(fenced[0])
             loser, winner = (
                 (env_a, env_b) if isinstance(results[0], FencedError) else (env_b, env_a)
             )
@@ -323,7 +339,8 @@ async def test_a_strangers_message_stops_the_replica_naming_it(
             with pytest.raises(InvalidMessageError, match=f"message {ack.seq}") as caught:
                 await rep.wait_for(seq + 1, timeout=TIMEOUT)
             assert caught.value.stream_seq == ack.seq
-            assert rep.error is caught.value and rep.applied == seq
+            assert rep.error is caught.value
+            assert rep.applied == seq
             assert await rep.env.open_db("orders").get(b"k") == b"v"
         # The leader's next publish finds the stranger's message: it is fenced.
         await db.put(b"k2", b"v")
@@ -416,16 +433,18 @@ async def test_metrics_and_prometheus(
         await db.put(b"k", b"v")
         seq = await pub.sync()
         published = leader.metrics().replication
-        assert published["published_seq"] == seq and published["lag_changes"] == 0
+        assert published["published_seq"] == seq
+        assert published["lag_changes"] == 0
         async with Replica(tmp_path / "r", servers=nats_server.url, stream="m") as rep:
             await rep.wait_for(seq, timeout=TIMEOUT)
             applied = rep.env.metrics().replication
             assert applied["applied_seq"] == seq
-            assert applied["lag_changes"] == 0 and applied["lag_seconds"] == 0
+            assert applied["lag_changes"] == 0
+            assert applied["lag_seconds"] == 0
             registry = CollectorRegistry()
             registry.register(EnvironmentCollector(rep.env))
             text = generate_latest(registry).decode()
-            assert f"aiolmdb_replication_applied_seq{{path=" in text
+            assert "aiolmdb_replication_applied_seq{path=" in text
     assert leader.metrics().replication == {}
 
 
