@@ -478,3 +478,66 @@ async def test_promote_a_caught_up_replica(
                         await db.put(b"again", b"x")
         finally:
             await watcher.close()
+
+
+async def test_snapshot_every_n_changes(
+    leader: aiolmdb.Environment, nats_server: NatsServer
+) -> None:
+    db = leader.open_db("x")
+    async with Publisher(leader, servers=nats_server.url, stream="snaps", snapshot_every=10) as pub:
+        for i in range(25):
+            await db.put(b"k%d" % i, b"v")
+        await pub.sync()
+
+        async def snapshot_seq() -> int:
+            status = await stream_status(nats_server.url, "snaps")
+            return int(status["snapshot"]["seq"])
+
+        # Taken in the background once 10 changes were published since the last one; the
+        # server is the only place to see it, so it is asked until it shows (bounded).
+        for _ in range(int(TIMEOUT / 0.05)):
+            if await snapshot_seq() >= 10:
+                break
+            await asyncio.sleep(0.05)
+        assert await snapshot_seq() >= 10
+
+
+async def test_a_commit_cut_short_is_published_whole_again(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    import nats
+
+    url = nats_server.url
+    async with aiolmdb.open(tmp_path / "leader", changelog=True) as leader:
+        db = leader.open_db("x")
+        async with Publisher(leader, servers=url, stream="cut") as pub:
+            await db.put(b"a", b"1")
+            seq = await pub.sync()
+        await db.put(b"b", b"2")  # committed, never published
+        log_id = await leader.changelog_id()
+        # A publisher that died after the first of three pieces of that commit.
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info("cut")
+            await js.publish(
+                "aiolmdb.cut",
+                b"the first third",
+                headers={
+                    "Nats-Msg-Id": f"{log_id}:{seq + 1}:0/3:dead.1",
+                    "Nats-Expected-Last-Sequence": str(info.state.last_seq),
+                    "Aiolmdb-Commit": f"{log_id}:{seq + 1}:{seq + 1}",
+                    "Aiolmdb-Piece": "0/3",
+                },
+            )
+        finally:
+            await nc.close()
+        async with (
+            Publisher(leader, servers=url, stream="cut") as pub,
+            Replica(tmp_path / "r", servers=url, stream="cut") as rep,
+        ):
+            last = await pub.sync()
+            assert last == seq + 1
+            await rep.wait_for(last, timeout=TIMEOUT)
+            assert await rep.env.open_db("x").get(b"b") == b"2"
+            assert await dump(rep.env) == await dump(leader)
