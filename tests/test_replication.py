@@ -541,3 +541,35 @@ async def test_a_commit_cut_short_is_published_whole_again(
             await rep.wait_for(last, timeout=TIMEOUT)
             assert await rep.env.open_db("x").get(b"b") == b"2"
             assert await dump(rep.env) == await dump(leader)
+
+
+async def test_wrong_arguments_and_an_environment_without_a_log(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    async with aiolmdb.open(tmp_path / "plain") as env:
+        with pytest.raises(ValueError, match=r"changelog=True"):
+            await Publisher(env, servers=nats_server.url, stream="s").start()
+        with pytest.raises(ValueError, match="no JetStream stream name"):
+            Publisher(env, servers=nats_server.url, stream="a.b")
+        with pytest.raises(ValueError, match="snapshot_every"):
+            Publisher(env, servers=nats_server.url, stream="s", snapshot_every=0)
+    with pytest.raises(ValueError, match="records no change log"):
+        Replica(
+            tmp_path / "r", servers=nats_server.url, stream="s", env_options={"changelog": True}
+        )
+    with pytest.raises(ReplicationError, match="not started"):
+        _ = Replica(tmp_path / "r", servers=nats_server.url, stream="s").env
+
+
+async def test_closing_the_environment_ends_its_publisher(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    env = aiolmdb.open(tmp_path / "leader", changelog=True)
+    pub = Publisher(env, servers=nats_server.url, stream="closing")
+    await pub.start()
+    await env.open_db("x").put(b"k", b"v")
+    seq = await pub.sync()
+    await env.close()
+    await asyncio.wait_for(pub.close(), TIMEOUT)
+    assert pub.error is None
+    assert pub.published == seq

@@ -48,7 +48,7 @@ from .._store.replicated import (
     RawChange,
 )
 from ..environment import Environment
-from ..errors import ChangesTrimmedError, FencedError, ReplicationError
+from ..errors import ChangesTrimmedError, ClosedError, FencedError, ReplicationError
 from . import wire
 from ._connect import bucket_of, connect, subject_of
 
@@ -347,6 +347,8 @@ class Publisher:
                 await self._recover(failure)
         except asyncio.CancelledError:
             raise
+        except ClosedError:
+            self._wake()  # the environment closed: nothing more to publish
         except BaseException as exc:
             self._error = exc
             if isinstance(exc, FencedError) and not self._env.closed:
@@ -381,6 +383,8 @@ class Publisher:
                     await fut
         task = done.pop()
         failure = None if task.cancelled() else task.exception()
+        if failure is None and task is producer:
+            raise ClosedError(f"the environment published to stream {self._stream!r} closed")
         if failure is None:
             # A request cancelled under it (the client reconnecting): see where the stream is.
             return _Duplicate("a publish was cancelled")
@@ -494,7 +498,7 @@ class Publisher:
                     "publishing and refuses writes (another leader took over): make this "
                     "environment a replica"
                 ) from None
-            except (ReplicationError, ValueError):
+            except (ReplicationError, ValueError, ClosedError):
                 raise
             except Exception:
                 await asyncio.sleep(_RETRY_WAIT)  # the server is away: ask again

@@ -157,7 +157,7 @@ class Replica:
         done). Raises ReplicationError if the replica cannot catch up within ``timeout``."""
         try:
             await self.caught_up(timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # TimeoutError's alias from Python 3.11 on
             raise ReplicationError(
                 f"replica of stream {self._stream!r} at {self._path!r} did not catch up "
                 f"within {timeout} s (applied {self.applied}): promote it once it has"
