@@ -184,7 +184,7 @@ async def test_restarts_continue_without_loss_or_duplicates(
         for i in range(10):
             await db.put(b"b%d" % i, b"2")
         await db.delete(b"a0")
-    stored = replica_status(tmp_path / "r")
+    stored = await replica_status(tmp_path / "r")
     assert stored is not None
     assert stored["seq"] == first
     assert stored["stream"] == "orders"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -482,15 +483,18 @@ async def stream_status(
         await nc.close()
 
 
-def replica_status(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """A replica's stored position (stream, leader log id, seq, stream_seq, time_us), read
-    without opening it for writing; None if ``path`` is no replica. Blocking: call it from
-    a thread in async code."""
+async def replica_status(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A replica's stored position (stream, leader log id, seq, stream_seq, time_us), read on
+    a worker thread without opening it for writing; None if ``path`` is no replica."""
+    return await asyncio.to_thread(_stored_position, os.fspath(path))
+
+
+def _stored_position(path: str) -> dict[str, Any] | None:
     import lmdb
 
     from .._store.meta import META_NAME, open_meta
 
-    env = lmdb.open(os.fspath(path), readonly=True, max_dbs=4, lock=False)
+    env = lmdb.open(path, readonly=True, max_dbs=4, lock=False)
     try:
         with env.begin() as txn:
             if txn.get(META_NAME) is None:
@@ -502,10 +506,4 @@ def replica_status(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         env.close()
     if position is None:
         return None
-    return {
-        "stream": position.stream,
-        "log_id": position.log_id,
-        "seq": position.seq,
-        "stream_seq": position.stream_seq,
-        "time_us": position.time_us,
-    }
+    return dataclasses.asdict(position)
