@@ -96,7 +96,12 @@ def _raw_change(change: Change, flags: int) -> RawChange:
         return RawChange(DELETE_VALUE, name, flags, bytes(change.key), bytes(change.value))
     kind = _KINDS[change.kind]
     if kind == PUT:
-        return RawChange(PUT, name, flags, bytes(change.key), bytes(change.value or b""))
+        if change.value is None:
+            raise ReplicationError(
+                f"change {change.seq} records a key without its value (changelog='keys'): a "
+                "replica needs the values; open the leader with changelog=True"
+            )
+        return RawChange(PUT, name, flags, bytes(change.key), bytes(change.value))
     return RawChange(kind, name, flags, b"", b"")
 
 
