@@ -573,3 +573,14 @@ async def test_closing_the_environment_ends_its_publisher(
     await asyncio.wait_for(pub.close(), TIMEOUT)
     assert pub.error is None
     assert pub.published == seq
+
+
+async def test_a_keys_only_log_is_refused(tmp_path: Path, nats_server: NatsServer) -> None:
+    async with (
+        aiolmdb.open(tmp_path / "keys", changelog="keys") as env,
+        Publisher(env, servers=nats_server.url, stream="keys") as pub,
+    ):
+        await env.open_db("x").put(b"k", b"v")
+        with pytest.raises(ReplicationError, match="without its value"):
+            await pub.sync()
+        assert isinstance(pub.error, ReplicationError)

@@ -50,7 +50,7 @@ from .._store.replicated import (
 from ..environment import Environment
 from ..errors import ChangesTrimmedError, ClosedError, FencedError, ReplicationError
 from . import wire
-from ._connect import bucket_of, connect, subject_of
+from ._connect import bucket_of, cancel_and_wait, connect, subject_of
 
 __all__ = ["Publisher", "SNAPSHOT_NAME", "check_stream_name"]
 
@@ -214,12 +214,7 @@ class Publisher:
     async def close(self) -> None:
         """Stop publishing (what is not published yet is published by the next start)."""
         self._closing = True
-        for task in (self._task, self._snapshot_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait({task})
-                if not task.cancelled():
-                    task.exception()  # retrieved: it is self._error already
+        await cancel_and_wait(self._task, self._snapshot_task)
         self._task = self._snapshot_task = None
         if not self._env.closed:
             self._env._set_replication_metrics(None)
@@ -378,14 +373,11 @@ class Publisher:
         try:
             done, _ = await asyncio.wait({producer, acker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (producer, acker):
-                task.cancel()
-            await asyncio.gather(producer, acker, return_exceptions=True)
+            await cancel_and_wait(producer, acker)
             while not window.empty():
                 fut, _ = window.get_nowait()
-                fut.cancel()
-                with contextlib.suppress(BaseException):
-                    await fut
+                if isinstance(fut, asyncio.Task):
+                    await cancel_and_wait(fut)
         task = done.pop()
         failure = None if task.cancelled() else task.exception()
         if failure is None and task is producer:

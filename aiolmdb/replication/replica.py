@@ -30,7 +30,7 @@ from ..environment import Environment
 from ..environment import open as open_environment
 from ..errors import InvalidMessageError, ReadOnlyError, ReplicationError
 from . import wire
-from ._connect import bucket_of, connect, subject_of
+from ._connect import bucket_of, cancel_and_wait, connect, subject_of
 from .publisher import SNAPSHOT_NAME, check_stream_name
 
 __all__ = ["Replica", "replica_status", "stream_status"]
@@ -208,16 +208,9 @@ class Replica:
         self._wake()
 
     async def _stop_following(self) -> None:
-        for task in (self._task, self._status_task):
-            if task is not None:
-                task.cancel()
-                # nats-py may swallow a cancellation (while subscribing): the stop item ends
-                # the loop then.
-                with contextlib.suppress(asyncio.QueueFull):
-                    self._inbox.put_nowait(_STOP)
-                await asyncio.wait({task})
-                if not task.cancelled():
-                    task.exception()  # retrieved: its error is self._error already
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(_STOP)  # ends the applier if a cancellation is lost
+        await cancel_and_wait(self._task, self._status_task)
         self._task = self._status_task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
