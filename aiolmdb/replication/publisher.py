@@ -52,10 +52,16 @@ from ..errors import ChangesTrimmedError, ClosedError, FencedError, ReplicationE
 from . import wire
 from ._connect import bucket_of, cancel_and_wait, connect, subject_of
 
-__all__ = ["Publisher", "SNAPSHOT_NAME", "check_stream_name"]
+__all__ = ["Publisher", "check_stream_name", "snapshot_name"]
 
-SNAPSHOT_NAME = "latest"
-"""The Object Store name of a stream's snapshot (each replaces the one before)."""
+
+def snapshot_name(log_id: str) -> str:
+    """The Object Store name of the snapshot of change log ``log_id`` (each replaces the one
+    before): a replica takes the one of the log its stream ends with, so a snapshot stored by
+    a publisher that lost a race for the stream is never restored."""
+    return f"log-{log_id}"
+
+
 _HEADROOM = 1024  # max_payload counts the headers too
 _PUBLISH_TIMEOUT = 5.0
 _RETRY_WAIT = 0.5
@@ -500,6 +506,20 @@ class Publisher:
             except Exception:
                 await asyncio.sleep(_RETRY_WAIT)  # the server is away: ask again
 
+    async def _check_owner(self) -> None:
+        """FencedError unless the stream is empty or ends with a message of this log (or of
+        the log this one follows)."""
+        info = await self._js.stream_info(self._stream)
+        if not info.state.messages:
+            return
+        msg = await self._js.get_msg(self._stream, seq=info.state.last_seq)
+        try:
+            found = wire.parse_headers(msg.headers).log_id
+        except ValueError:
+            found = "(none: not published by aiolmdb)"
+        if found not in (self._log_id, self._follows):
+            raise _owner_error(self._stream, self._log_id, found)
+
     async def _snapshot(self) -> int:
         from nats.js.api import ObjectMeta, ObjectStoreConfig
         from nats.js.errors import BucketNotFoundError
@@ -516,6 +536,7 @@ class Publisher:
                 store = await self._js.create_object_store(
                     bucket_of(self._stream), config=ObjectStoreConfig(replicas=self._replicas)
                 )
+            await self._check_owner()  # a fenced leader's snapshot must not replace the new one's
             description = json.dumps(
                 {
                     "log_id": log_id,
@@ -527,9 +548,9 @@ class Publisher:
             data = await asyncio.to_thread(open, os.path.join(folder, "data.mdb"), "rb")
             try:
                 await store.put(
-                    SNAPSHOT_NAME,
+                    snapshot_name(log_id),
                     data,
-                    meta=ObjectMeta(name=SNAPSHOT_NAME, description=description),
+                    meta=ObjectMeta(name=snapshot_name(log_id), description=description),
                 )
             finally:
                 data.close()
@@ -537,6 +558,13 @@ class Publisher:
             await asyncio.to_thread(shutil.rmtree, folder, True)
         self._snapshot_seq = max(self._snapshot_seq, covered)
         return covered
+
+
+def _owner_error(stream: str, log_id: str, found: str) -> FencedError:
+    return FencedError(
+        f"stream {stream!r} ends with a message of change log {found}, not of this "
+        f"environment's ({log_id}): another leader publishes there; this snapshot was not stored"
+    )
 
 
 def _read_follows(txn: Any, meta: Any) -> dict[str, Any] | None:
