@@ -242,6 +242,7 @@ class Environment:
         self._engine.set_idle(self._sweeper)
         self._catalogue = Catalogue(env, self._engine, main, handles, recorder, self._sweeper)
         self._default_db: AsyncDatabase[bytes, bytes] | None = None
+        self._replication_metrics: Callable[[], Mapping[str, float]] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._engine.closed else "open"
@@ -452,7 +453,11 @@ class Environment:
         waits: the counters are kept by the threads that do the work, without locks. See the
         observability guide for exporting them."""
         self._engine.check_open()
-        return dataclasses.replace(self._engine.metrics(), expired=self._sweeper.swept)
+        metrics = dataclasses.replace(self._engine.metrics(), expired=self._sweeper.swept)
+        source = self._replication_metrics
+        if source is not None:
+            metrics = dataclasses.replace(metrics, replication=source())
+        return metrics
 
     async def sweep_expired(self) -> int:
         """Delete every expired entry of the expiring databases opened in this environment
@@ -624,6 +629,29 @@ class Environment:
         self._engine.check_open()
         check_sync_callable(callback, "on_commit()", ON_COMMIT_INSTEAD)
         return self._recorder.add_hook(callback)
+
+    # ----------------------------------------------------------------- replication
+    # The contract between Environment and aiolmdb.replication (its one user): a replica and
+    # a fenced leader refuse writes, a replica applies commits as stored and keeps its
+    # position in the metadata database, and both report their gauges in metrics().
+    def _guard_writes(self, refuse: Callable[[], BaseException] | None) -> None:
+        """Refuse every write from now on (puts, deletes, ``run(write=True)``, write
+        transactions, deleting databases) with ``refuse()``'s error; None accepts them."""
+        self._engine.set_write_guard(refuse)
+
+    def _write_raw(self, work: Callable[[lmdb.Environment, Any, Any], R]) -> Awaitable[R]:
+        """``work(lmdb_env, txn, meta)`` in a write transaction of its own, unrecorded and
+        past the write guard (see Catalogue.write_raw)."""
+        return self._catalogue.write_raw(work)
+
+    def _read_raw(self, work: Callable[[Any, Any], R]) -> Awaitable[R]:
+        """``work(txn, meta)`` in a read transaction on a reader thread."""
+        self._engine.check_open()
+        return self._catalogue.read_raw(work)
+
+    def _set_replication_metrics(self, source: Callable[[], Mapping[str, float]] | None) -> None:
+        """What ``metrics().replication`` reports (None: nothing)."""
+        self._replication_metrics = source
 
     # ----------------------------------------------------------------- closing
     async def close(self) -> None:

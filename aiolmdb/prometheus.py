@@ -61,6 +61,15 @@ _GAUGES = (
     ("residency", "Share of the data file found in the page cache (-1: unknown)."),
     ("reads_inline", "1 while reads run inline on the loop thread, 0 while threaded."),
 )
+# Replication's gauges (Metrics.replication: only those a Publisher or Replica reports).
+_REPLICATION = {
+    "published_seq": "The last change sequence of the log stored in the stream (a leader).",
+    "leader_seq": "The last change sequence of the leader's log seen by its publisher.",
+    "applied_seq": "The leader's last change sequence applied here (a replica).",
+    "stream_leader_seq": "The last change sequence the stream holds, as a replica saw it.",
+    "lag_changes": "Changes not yet published (a leader) or not yet applied (a replica).",
+    "lag_seconds": "Seconds since the last applied commit was made, while a replica lags.",
+}
 _HISTOGRAMS = (
     ("write_batch_sizes", "write_batch_size", "Operations per group commit."),
     ("read_batch_sizes", "read_batch_size", "Operations per batched read transaction."),
@@ -92,6 +101,14 @@ class EnvironmentCollector(Collector):
             # read_mode is a string: exported as a 0/1 gauge.
             shown = float(m.read_mode == "inline") if field == "reads_inline" else getattr(m, field)
             gauge.add_metric(value, shown)
+            yield gauge
+        for field, number in m.replication.items():
+            gauge = GaugeMetricFamily(
+                f"{self._prefix}_replication_{field}",
+                _REPLICATION.get(field, "Replication."),
+                labels=labels,
+            )
+            gauge.add_metric(value, number)
             yield gauge
         for field, name, doc in _HISTOGRAMS:
             hist: Histogram = getattr(m, field)

@@ -18,12 +18,13 @@ import asyncio
 import io
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from hypothesis import settings
+from nats_server import NatsCluster, NatsServer, NatsUnavailable, find_binary
 
 import aiolmdb
 
@@ -278,3 +279,61 @@ def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
             return True
         pause.wait(0.001)
     return predicate()
+
+
+# --------------------------------------------------------------------------------------------
+# real NATS servers for the replication tests (tests/nats_server.py)
+# --------------------------------------------------------------------------------------------
+
+NatsFactory = Callable[..., NatsServer]
+
+
+@pytest.fixture
+def nats_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsFactory]:
+    """``make(**options)``: starts one more ``nats-server -js`` (options of
+    :class:`NatsServer`: ``max_payload``, ``user``/``password``, ``extra_config``) and returns
+    it ready; every server it started is stopped at the end of the test. Skips (with the
+    reason) only when no nats-server binary runs here."""
+    try:
+        find_binary()
+    except NatsUnavailable as exc:
+        pytest.skip(str(exc))
+    started: list[NatsServer] = []
+
+    def make(**options: Any) -> NatsServer:
+        server = NatsServer(tmp_path_factory.mktemp("nats"), name=f"n{len(started)}", **options)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def nats_server(nats_server_factory: NatsFactory) -> NatsServer:
+    """One ``nats-server -js`` on a free loopback port with a temporary store, ready."""
+    return nats_server_factory()
+
+
+@pytest.fixture
+def nats_auth_server(nats_server_factory: NatsFactory) -> NatsServer:
+    """A ``nats-server -js`` that requires user ``aiolmdb`` with password ``s3cret``
+    (``.user``/``.password``; ``.connect_options()`` has both)."""
+    return nats_server_factory(user="aiolmdb", password="s3cret")
+
+
+@pytest.fixture
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """Three ``nats-server -js`` nodes on loopback with routes, one JetStream cluster (streams
+    of up to 3 replicas), ready once they agree on a meta leader. ``.urls``, ``.kill(i)``,
+    ``.start(i)``."""
+    try:
+        find_binary()
+    except NatsUnavailable as exc:
+        pytest.skip(str(exc))
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats-cluster"))
+    try:
+        yield cluster.start_all()
+    finally:
+        cluster.stop_all()

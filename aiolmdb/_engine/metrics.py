@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 __all__ = [
@@ -180,6 +180,11 @@ class Metrics:
     expired: int = 0
     """Expired entries deleted by the writer's sweeps (and ``env.sweep_expired()``) of the
     expiring databases opened here."""
+    replication: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Replication's gauges (``aiolmdb.replication``), empty unless a Publisher or Replica
+    works on the environment: ``published_seq``, ``leader_seq``, ``lag_changes`` (a
+    publisher), ``applied_seq``, ``stream_leader_seq``, ``lag_changes``, ``lag_seconds`` (a
+    replica)."""
 
 
 class ReaderCounts:

@@ -21,7 +21,7 @@ import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
@@ -56,6 +56,8 @@ __all__ = [
     "is_database",
     "open_main",
 ]
+
+R = TypeVar("R")
 
 # Flags of lmdb.Environment.open_db that describe a database (create only says what to do).
 DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
@@ -621,7 +623,7 @@ class Catalogue:
         that might be run again (map growth, writemap).
         """
         engine = self._engine
-        engine.check_open()
+        engine.check_writable()
         engine.check_not_holding("deleting a database")
         # Bound first: its delete_db change is handed to this loop (hooks, followers) even
         # when it is the environment's first write.
@@ -671,6 +673,46 @@ class Catalogue:
             self._sweeper.forget(entry.expiry.db_id)
         entry.dropped = True
         entry.dbi = None
+
+    # ----------------------------------------------------------------- raw access
+    # For a replica (aiolmdb.replication): its commits are applied as stored, and its
+    # position read, through these two, which own the handle lock and the metadata handle.
+    async def write_raw(self, work: Callable[[lmdb.Environment, Txn, Any], R]) -> R:
+        """Run ``work(env, txn, meta)`` in a write transaction of its own on the writer thread
+        (not recorded, and allowed under a write guard), the metadata database created in it
+        if needed; returns its result once committed."""
+        handles = self._handles
+        env = self._lmdb
+
+        def solo(_: lmdb.Environment) -> R:
+            def run(txn: Txn, __: BeginChild) -> tuple[Any, R]:
+                meta = handles.meta_in(txn, create=True)
+                return meta, work(env, txn, meta)
+
+            meta, result = self._engine.run_write(run, logged=False, guard=self._lock)
+            if handles.meta is None:
+                handles.keep(meta=meta)  # committed: valid from now on
+                self._recorder.name_handle(meta, None)
+            return result
+
+        return await asyncio.wrap_future(self._engine.call_solo(solo))
+
+    async def read_raw(self, work: Callable[[Txn, Any], R]) -> R:
+        """Run ``work(txn, meta)`` in a read transaction on a reader thread (``meta`` None
+        when the environment has no metadata database)."""
+        handles = self._handles
+        env = self._lmdb
+
+        def job() -> R:
+            meta = handles.existing_meta(env.begin)
+            txn = env.begin()
+            try:
+                return work(txn, meta)
+            finally:
+                txn.abort()
+                del txn
+
+        return await self._engine.run_blocking(job)
 
     async def empty_default(self, entry: DatabaseEntry) -> None:
         """Empty the default database (``entry``): its own keys go, the records LMDB keeps
