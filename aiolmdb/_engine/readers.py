@@ -108,10 +108,24 @@ _CHECK_EVERY: Final = 32
 _UNPARK_MOST: Final = 1024
 # Residency checks: the least time between two (seconds) while threaded and while inline, and
 # how many times its own duration a check waits before the next (so checks of a large file
-# stay near 1 % of one reader thread).
+# stay near 1 % of one reader thread). While threaded, the wait is capped at
+# _THREADED_RECHECK_MOST (or 10 times the check's duration, if longer), so that reads of a
+# warming file return inline within about half a second of its being cached.
 _THREADED_RECHECK: Final = 0.25
+_THREADED_RECHECK_MOST: Final = 0.5
 _INLINE_RECHECK: Final = 5.0
 _RECHECK_COST_FACTOR: Final = 100
+_THREADED_COST_FACTOR: Final = 10
+
+
+def recheck_delay(inline: bool, cost: float) -> float:
+    """Seconds until the next residency check, after one that took ``cost`` seconds."""
+    if inline:
+        return max(_INLINE_RECHECK, cost * _RECHECK_COST_FACTOR)
+    return min(
+        max(_THREADED_RECHECK, cost * _RECHECK_COST_FACTOR),
+        max(_THREADED_RECHECK_MOST, cost * _THREADED_COST_FACTOR),
+    )
 
 
 class Readers(Part):
@@ -154,7 +168,11 @@ class Readers(Part):
         self.read_faults = 0
         self.deferred_reads = 0
         # Auto mode's machinery (loop thread only, but for the check job itself).
+        # The default probe keeps one mapping of the data file for this environment's life.
+        self._mapped_probe: residency.MappedProbe | None = None
         self._probe = residency.probe
+        if self.mode == "auto" and self._probe is residency.resident_fraction:
+            self._probe = self._mapped_probe = residency.MappedProbe()
         self._major_faults = residency.major_faults if self.mode == "auto" else None
         self._faults_at_begin = 0
         self._deadline = 0.0
@@ -506,8 +524,7 @@ class Readers(Part):
             self._check_again = False
             self._recheck(0.0)
             return
-        least = _INLINE_RECHECK if self.inline_now else _THREADED_RECHECK
-        self._recheck(max(least, cost * _RECHECK_COST_FACTOR))
+        self._recheck(recheck_delay(self.inline_now, cost))
 
     def stop_checks(self) -> None:
         """Close: no more residency checks."""
@@ -624,3 +641,5 @@ class Readers(Part):
         """Close: shut the executor down if it is aiolmdb's own (a user's is left running)."""
         if self._own_executor:
             self._executor.shutdown(wait=True)
+        if self._mapped_probe is not None:
+            self._mapped_probe.close()  # waits for a check under way: it stops at its next window
