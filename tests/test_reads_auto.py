@@ -511,6 +511,42 @@ async def test_many_tasks_take_turns_and_get_their_values(
     assert m.reads == 0
 
 
+async def test_tasks_reading_without_pause_take_one_loop_iteration_per_turn(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn ends with one read parked; the next task's turn comes in the very next loop
+    iteration (after its timers and I/O), not one iteration later: every iteration reads."""
+    monkeypatch.setattr(readers, "_BUDGET", 0.0)
+    monkeypatch.setattr(readers, "_CHECK_EVERY", 4)  # a turn: 4 reads, then a 5th parked
+    env = open_env()
+    db = await filled(env)
+    await wait_read_mode(env, "inline")
+    loop = asyncio.get_running_loop()
+    iterations = 0
+    done = False
+
+    def count() -> None:  # once per loop iteration while the readers run
+        nonlocal iterations
+        iterations += 1
+        if not done:
+            loop.call_soon(count)
+
+    async def reader(t: int) -> None:
+        for i in range(t, 800, 4):
+            assert await db.get(key(i)) == b"v%d" % i
+
+    before = env.metrics()
+    loop.call_soon(count)
+    await asyncio.wait_for(asyncio.gather(*(reader(t) for t in range(4))), TIMEOUT)
+    done = True
+    m = env.metrics()
+    turns = m.deferred_reads - before.deferred_reads
+    assert turns >= 800 // 5 - 4  # each turn ends with a read parked
+    transactions = m.inline_read_transactions - before.inline_read_transactions
+    # One iteration per turn (and a few more to start and end); two per turn before.
+    assert iterations <= turns + 10, (iterations, turns, transactions)
+
+
 async def test_a_parked_read_delivers_its_error_and_cancelled_ones_are_skipped(
     open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,10 +26,10 @@ Adaptive reads (``reads="auto"``, the default)
     a loop would keep every other task and timer waiting. Every ``_CHECK_EVERY`` inline reads,
     ``read_auto`` looks at the clock; once the iteration's inline work passed ``_BUDGET``
     seconds, each later read of the iteration is *deferred*: ``submit_read_auto`` reads it at
-    once, inline, but parks its result; the loop's timers and I/O run, and ``_unpark`` hands
-    parked results over, oldest first, in iterations that have not spent their budget yet:
-    one at a time after an iteration that spent it, twice as many as the last time after one
-    that did not. So tasks reading without pause take turns of about a budget each (a turn
+    once, inline, but parks its result; ``_unpark`` hands parked results over, oldest first,
+    their tasks resuming in the next iteration, after the loop's timers and I/O: one at a
+    time in an iteration that spent its budget, twice as many as the last time in one that
+    did not. So tasks reading without pause take turns of about a budget each (a turn
     costs one suspension, however many tasks wait), and many light tasks parked together
     drain in a few iterations. (Read at once, a deferred read is never stranded by a close.)
 
@@ -405,28 +405,30 @@ class Readers(Part):
 
     def _unpark(self) -> None:
         """Loop, once per iteration while reads are parked: hand parked reads their results,
-        oldest first, unless this iteration already spent its inline budget. How many at a
-        time adapts: one after an iteration that spent its budget (tasks that read without
-        pause then take turns of about a budget each, and a turn costs one suspension however
-        many wait), twice as many as last time after one that did not (light tasks drain
-        fast)."""
+        oldest first. How many at a time adapts: one in an iteration that spent its budget
+        (its task resumes in the next iteration, after the loop's timers and I/O: tasks that
+        read without pause take turns of about a budget each, one turn per iteration, and a
+        turn costs one suspension however many wait), twice as many as last time in one that
+        did not (light tasks drain fast)."""
         parked = self._parked
         loop = self._loop
         assert loop is not None
         if self._deferring:
-            self._unpark_count = 1
+            # The next turn: its task runs in the next iteration, after the loop's timers and
+            # I/O, with a budget of its own (one iteration per turn, not two).
+            n = self._unpark_count = 1
         else:
             n = self._unpark_count
             self._unpark_count = min(2 * n, _UNPARK_MOST)
-            while parked and n:
-                fut, ok, value = parked.popleft()
-                if fut.cancelled():
-                    continue
-                n -= 1
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+        while parked and n:
+            fut, ok, value = parked.popleft()
+            if fut.cancelled():
+                continue
+            n -= 1
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
         if parked:
             loop.call_soon(self._unpark)
         else:
