@@ -61,6 +61,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import lmdb
@@ -204,9 +205,13 @@ class Readers(Part):
         """Queue ``fn(read_txn, *args)``; the returned future resolves on the loop."""
         if self._state is not OPEN:
             self._raise_state()
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            loop = self._bind_loop(loop)
+        loop = self._loop
+        # An asyncio loop running in this thread is the running loop (one per thread): cheaper
+        # to tell than asyncio.get_running_loop(), a getpid() system call before Python 3.12.
+        if loop is None or getattr(loop, "_thread_id", None) != get_ident():
+            running = asyncio.get_running_loop()
+            if running is not loop:
+                loop = self._bind_loop(running)
         fut = loop.create_future()
         self._reads.append((fut, fn, args))
         if not self._read_scheduled:
