@@ -316,6 +316,115 @@ def test_resident_fraction_of_a_file(tmp_path: Path) -> None:
     assert residency.resident_fraction(str(data), 1 << 20, lambda: True) is None  # stopped
 
 
+def mappings_of(path: Path) -> list[str]:
+    """This process's mappings of the file at ``path`` (lines of /proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        return [line for line in f if line.rstrip("\n").endswith(" " + str(path))]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_a_probe_keeps_one_mapping_between_checks(tmp_path: Path) -> None:
+    """Mapping and unmapping stall threads faulting pages in: a probe maps the file once, and
+    again only when the used part outgrows its mapping."""
+    data = tmp_path / "f"
+    data.write_bytes(os.urandom(1 << 20))
+    probe = residency.MappedProbe()
+    try:
+        if probe(str(data), 1 << 20) is None:
+            pytest.skip("no mincore here")
+        first = mappings_of(data)
+        assert len(first) == 1
+        for _ in range(3):
+            assert probe(str(data), 1 << 20) == 1.0
+        assert mappings_of(data) == first  # the same mapping, not a new one per check
+        with open(data, "ab") as f:  # the file outgrows the mapping
+            f.write(os.urandom(residency._MAP_STEP))
+        assert probe(str(data), 2 * residency._MAP_STEP) == 1.0
+        (line,) = mappings_of(data)
+        assert line != first[0]  # remapped, the old mapping gone
+    finally:
+        probe.close()
+    assert mappings_of(data) == []
+    assert probe(str(data), 1 << 20) is None  # closed
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+async def test_an_auto_environment_maps_its_data_file_once(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(readers, "_INLINE_RECHECK", 0.01)  # check often
+    env = open_env()
+    db = await filled(env)
+    await wait_read_mode(env, "inline")
+    data = tmp_path / "env0" / "data.mdb"
+    mapped = mappings_of(data)
+    assert len(mapped) == 2  # LMDB's own mapping and the probe's, kept between checks
+    checks = env.metrics().residency_checks
+    await wait_for(lambda: env.metrics().residency_checks >= checks + 5)
+    assert mappings_of(data) == mapped
+    assert await db.get(key(1)) == b"v1"
+    await env.close()
+    assert mappings_of(data) == []  # the probe's mapping is gone with the environment
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs os.posix_fadvise")
+def test_a_check_reads_the_few_missing_pages_of_an_almost_resident_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inline reads right after a switch must not fault on the last cold pages: the check
+    that finds the file almost resident reads them on its thread."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    data = tmp_path / "f"
+    data.write_bytes(os.urandom(1000 * page))
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        # Evict it all (a range smaller than the cache's folios is not evicted), then read it
+        # back but for three pages, without read-ahead.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for at in range(1000):
+            if at not in (10, 500, 999):
+                os.pread(fd, 1, at * page)
+    finally:
+        os.close(fd)
+    length = 1000 * page
+    with monkeypatch.context() as patch:
+        patch.setattr(residency, "TOUCH_MOST", 0)  # measure only
+        before = residency.resident_fraction(str(data), length)
+    if before is None or before == 1.0:
+        pytest.skip(f"cannot evict the page cache here (resident after eviction: {before})")
+    assert before >= residency.RESIDENT
+    assert residency.resident_fraction(str(data), length) == 1.0  # the holes were read
+    with monkeypatch.context() as patch:
+        patch.setattr(residency, "TOUCH_MOST", 0)
+        assert residency.resident_fraction(str(data), length) == 1.0  # and are resident
+
+
+@pytest.mark.timing
+async def test_threaded_rechecks_come_within_half_a_second_even_after_a_slow_check(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warming file goes inline soon after it is cached: while threaded, the next check
+    never waits much more than half a second (it waited 100 times the last check's
+    duration: 2 s after a 20 ms check)."""
+    calls: list[float] = []
+    fractions = iter([0.5])
+
+    def slow_probe(path: str, length: int, stop: Callable[[], bool]) -> float | None:
+        calls.append(time.monotonic())
+        threading.Event().wait(0.02)  # stands for a check of a large file taking 20 ms
+        return next(fractions, 1.0)
+
+    monkeypatch.setattr(residency, "probe", slow_probe)
+    env = open_env()
+    await filled(env, 10)
+    await wait_read_mode(env, "inline")
+    assert len(calls) == 2
+    assert 0.25 <= calls[1] - calls[0] < 0.9
+    assert env.metrics().read_mode_switches == 1
+
+
 # ----------------------------------------------------------------- fairness
 async def ticking(ticks: list[float], stop: asyncio.Event) -> None:
     while not stop.is_set():
@@ -400,6 +509,42 @@ async def test_many_tasks_take_turns_and_get_their_values(
     assert m.deferred_reads > 16
     assert m.read_mode == "inline"
     assert m.reads == 0
+
+
+async def test_tasks_reading_without_pause_take_one_loop_iteration_per_turn(
+    open_env: OpenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn ends with one read parked; the next task's turn comes in the very next loop
+    iteration (after its timers and I/O), not one iteration later: every iteration reads."""
+    monkeypatch.setattr(readers, "_BUDGET", 0.0)
+    monkeypatch.setattr(readers, "_CHECK_EVERY", 4)  # a turn: 4 reads, then a 5th parked
+    env = open_env()
+    db = await filled(env)
+    await wait_read_mode(env, "inline")
+    loop = asyncio.get_running_loop()
+    iterations = 0
+    done = False
+
+    def count() -> None:  # once per loop iteration while the readers run
+        nonlocal iterations
+        iterations += 1
+        if not done:
+            loop.call_soon(count)
+
+    async def reader(t: int) -> None:
+        for i in range(t, 800, 4):
+            assert await db.get(key(i)) == b"v%d" % i
+
+    before = env.metrics()
+    loop.call_soon(count)
+    await asyncio.wait_for(asyncio.gather(*(reader(t) for t in range(4))), TIMEOUT)
+    done = True
+    m = env.metrics()
+    turns = m.deferred_reads - before.deferred_reads
+    assert turns >= 800 // 5 - 4  # each turn ends with a read parked
+    transactions = m.inline_read_transactions - before.inline_read_transactions
+    # One iteration per turn (and a few more to start and end); two per turn before.
+    assert iterations <= turns + 10, (iterations, turns, transactions)
 
 
 async def test_a_parked_read_delivers_its_error_and_cancelled_ones_are_skipped(

@@ -26,10 +26,10 @@ Adaptive reads (``reads="auto"``, the default)
     a loop would keep every other task and timer waiting. Every ``_CHECK_EVERY`` inline reads,
     ``read_auto`` looks at the clock; once the iteration's inline work passed ``_BUDGET``
     seconds, each later read of the iteration is *deferred*: ``submit_read_auto`` reads it at
-    once, inline, but parks its result; the loop's timers and I/O run, and ``_unpark`` hands
-    parked results over, oldest first, in iterations that have not spent their budget yet:
-    one at a time after an iteration that spent it, twice as many as the last time after one
-    that did not. So tasks reading without pause take turns of about a budget each (a turn
+    once, inline, but parks its result; ``_unpark`` hands parked results over, oldest first,
+    their tasks resuming in the next iteration, after the loop's timers and I/O: one at a
+    time in an iteration that spent its budget, twice as many as the last time in one that
+    did not. So tasks reading without pause take turns of about a budget each (a turn
     costs one suspension, however many tasks wait), and many light tasks parked together
     drain in a few iterations. (Read at once, a deferred read is never stranded by a close.)
 
@@ -61,6 +61,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import lmdb
@@ -108,10 +109,24 @@ _CHECK_EVERY: Final = 32
 _UNPARK_MOST: Final = 1024
 # Residency checks: the least time between two (seconds) while threaded and while inline, and
 # how many times its own duration a check waits before the next (so checks of a large file
-# stay near 1 % of one reader thread).
+# stay near 1 % of one reader thread). While threaded, the wait is capped at
+# _THREADED_RECHECK_MOST (or 10 times the check's duration, if longer), so that reads of a
+# warming file return inline within about half a second of its being cached.
 _THREADED_RECHECK: Final = 0.25
+_THREADED_RECHECK_MOST: Final = 0.5
 _INLINE_RECHECK: Final = 5.0
 _RECHECK_COST_FACTOR: Final = 100
+_THREADED_COST_FACTOR: Final = 10
+
+
+def recheck_delay(inline: bool, cost: float) -> float:
+    """Seconds until the next residency check, after one that took ``cost`` seconds."""
+    if inline:
+        return max(_INLINE_RECHECK, cost * _RECHECK_COST_FACTOR)
+    return min(
+        max(_THREADED_RECHECK, cost * _RECHECK_COST_FACTOR),
+        max(_THREADED_RECHECK_MOST, cost * _THREADED_COST_FACTOR),
+    )
 
 
 class Readers(Part):
@@ -154,7 +169,11 @@ class Readers(Part):
         self.read_faults = 0
         self.deferred_reads = 0
         # Auto mode's machinery (loop thread only, but for the check job itself).
+        # The default probe keeps one mapping of the data file for this environment's life.
+        self._mapped_probe: residency.MappedProbe | None = None
         self._probe = residency.probe
+        if self.mode == "auto" and self._probe is residency.resident_fraction:
+            self._probe = self._mapped_probe = residency.MappedProbe()
         self._major_faults = residency.major_faults if self.mode == "auto" else None
         self._faults_at_begin = 0
         self._deadline = 0.0
@@ -186,9 +205,13 @@ class Readers(Part):
         """Queue ``fn(read_txn, *args)``; the returned future resolves on the loop."""
         if self._state is not OPEN:
             self._raise_state()
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            loop = self._bind_loop(loop)
+        loop = self._loop
+        # An asyncio loop running in this thread is the running loop (one per thread): cheaper
+        # to tell than asyncio.get_running_loop(), a getpid() system call before Python 3.12.
+        if loop is None or getattr(loop, "_thread_id", None) != get_ident():
+            running = asyncio.get_running_loop()
+            if running is not loop:
+                loop = self._bind_loop(running)
         fut = loop.create_future()
         self._reads.append((fut, fn, args))
         if not self._read_scheduled:
@@ -387,28 +410,30 @@ class Readers(Part):
 
     def _unpark(self) -> None:
         """Loop, once per iteration while reads are parked: hand parked reads their results,
-        oldest first, unless this iteration already spent its inline budget. How many at a
-        time adapts: one after an iteration that spent its budget (tasks that read without
-        pause then take turns of about a budget each, and a turn costs one suspension however
-        many wait), twice as many as last time after one that did not (light tasks drain
-        fast)."""
+        oldest first. How many at a time adapts: one in an iteration that spent its budget
+        (its task resumes in the next iteration, after the loop's timers and I/O: tasks that
+        read without pause take turns of about a budget each, one turn per iteration, and a
+        turn costs one suspension however many wait), twice as many as last time in one that
+        did not (light tasks drain fast)."""
         parked = self._parked
         loop = self._loop
         assert loop is not None
         if self._deferring:
-            self._unpark_count = 1
+            # The next turn: its task runs in the next iteration, after the loop's timers and
+            # I/O, with a budget of its own (one iteration per turn, not two).
+            n = self._unpark_count = 1
         else:
             n = self._unpark_count
             self._unpark_count = min(2 * n, _UNPARK_MOST)
-            while parked and n:
-                fut, ok, value = parked.popleft()
-                if fut.cancelled():
-                    continue
-                n -= 1
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+        while parked and n:
+            fut, ok, value = parked.popleft()
+            if fut.cancelled():
+                continue
+            n -= 1
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
         if parked:
             loop.call_soon(self._unpark)
         else:
@@ -506,8 +531,7 @@ class Readers(Part):
             self._check_again = False
             self._recheck(0.0)
             return
-        least = _INLINE_RECHECK if self.inline_now else _THREADED_RECHECK
-        self._recheck(max(least, cost * _RECHECK_COST_FACTOR))
+        self._recheck(recheck_delay(self.inline_now, cost))
 
     def stop_checks(self) -> None:
         """Close: no more residency checks."""
@@ -624,3 +648,5 @@ class Readers(Part):
         """Close: shut the executor down if it is aiolmdb's own (a user's is left running)."""
         if self._own_executor:
             self._executor.shutdown(wait=True)
+        if self._mapped_probe is not None:
+            self._mapped_probe.close()  # waits for a check under way: it stops at its next window

@@ -1,9 +1,10 @@
 """What ``reads="auto"`` measures: the data file's residency, and the loop thread's major faults.
 
 Residency
-    :func:`resident_fraction` maps the used part of ``data.mdb`` read-only, window by window
-    (:data:`WINDOW` bytes each, so a 100 GB file never needs one huge mapping), and asks the
-    kernel with ``mincore(2)`` which of its pages are in the page cache. It runs on a reader
+    A :class:`MappedProbe` keeps one read-only mapping of the used part of ``data.mdb`` and
+    asks the kernel with ``mincore(2)``, window by window (:data:`WINDOW` bytes each), which of
+    its pages are in the page cache; the few missing pages of an almost resident file are read
+    there and then, so that inline reads do not fault on them. It runs on a reader
     thread, never on the loop: ``mincore`` walks the page cache, costing time proportional to
     the file's size (docs/performance.md has the figures). ``None`` means "cannot tell": no
     ``mincore`` (not Linux or macOS), no ctypes, a mapping that failed.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -33,7 +35,9 @@ except ImportError:  # pragma: no cover - a Python built without ctypes: auto re
 
 __all__ = [
     "RESIDENT",
+    "TOUCH_MOST",
     "WINDOW",
+    "MappedProbe",
     "major_faults",
     "physical_memory",
     "probe",
@@ -44,8 +48,12 @@ __all__ = [
 # a few cold pages are tolerated (a fault there is caught by the fault counter), a cold
 # region is not.
 RESIDENT: Final = 0.99
-# Bytes mapped (and asked about) at a time.
+# Bytes asked about at a time (a closing environment stops a check between two windows).
 WINDOW: Final = 1 << 30
+# A probe's mapping grows in steps of this many bytes (few remappings while the file grows).
+_MAP_STEP: Final = 64 << 20
+# The most missing pages an almost resident file has read before its reads go inline.
+TOUCH_MOST: Final = 4096
 
 _PROT_READ = 1
 _MAP_SHARED = 1
@@ -88,47 +96,113 @@ def _create_buffer(size: int) -> Any:
 _LOW_BIT: Final = bytes(b & 1 for b in range(256))
 
 
-def resident_fraction(
-    path: str, length: int, stop: Callable[[], bool] | None = None
-) -> float | None:
-    """The share of the first ``length`` bytes of the file at ``path`` that is in the page
-    cache (1.0 for an empty length), or None when it cannot be measured here, or when
-    ``stop()`` said so between two windows (a closing environment does not wait for a whole
-    check of a large file)."""
-    if _LIBC is None:
-        return None
-    c_mmap, c_mincore, c_munmap = _LIBC
-    page = mmap.PAGESIZE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        length = min(length, os.fstat(fd).st_size)
+class MappedProbe:
+    """A residency probe that keeps ONE read-only mapping of the data file between checks.
+
+    Mapping and unmapping take the process's address-space lock for writing, which stalls
+    every thread faulting a page in meanwhile (reader threads warming a cold file); ``mincore``
+    takes it only for reading. So the mapping is made once, and again only when the used part
+    outgrows it (rounded up to :data:`_MAP_STEP`) or the file is replaced; :meth:`close`
+    unmaps it. Calls come from one reader thread at a time (a lock keeps them apart).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._addr = 0
+        self._size = 0
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the mapped file
+        self._closed = False
+
+    def __call__(
+        self, path: str, length: int, stop: Callable[[], bool] | None = None
+    ) -> float | None:
+        """The share of the first ``length`` bytes of the file at ``path`` in the page cache
+        (1.0 for an empty length), after touching the few missing pages of an almost resident
+        file; None when it cannot be measured here or ``stop()`` said so between windows."""
+        if _LIBC is None:
+            return None
+        with self._lock:
+            if self._closed:
+                return None
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return None
+            try:
+                return self._measure(fd, length, stop)
+            finally:
+                os.close(fd)
+
+    def _measure(self, fd: int, length: int, stop: Callable[[], bool] | None) -> float | None:
+        assert _LIBC is not None  # checked by the caller
+        c_mmap, c_mincore, _ = _LIBC
+        page = mmap.PAGESIZE
+        st = os.fstat(fd)
+        length = min(length, st.st_size)
         if length <= 0:
             return 1.0
+        if (st.st_dev, st.st_ino) != self._file or length > self._size:
+            self._unmap()
+            size = -(-length // _MAP_STEP) * _MAP_STEP
+            addr = c_mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+            if addr is None or addr == (1 << 64) - 1:  # MAP_FAILED
+                return None
+            self._addr, self._size, self._file = addr, size, (st.st_dev, st.st_ino)
         pages = -(-length // page)
-        resident = 0
         vec = _create_buffer(min(WINDOW // page, pages))
+        resident = 0
+        missing: list[int] = []  # offsets of the first pages found missing (to touch)
         offset = 0
         while offset < length:
             if stop is not None and stop():
                 return None
             size = min(WINDOW, length - offset)
-            addr = c_mmap(None, size, _PROT_READ, _MAP_SHARED, fd, offset)
-            if addr is None or addr == (1 << 64) - 1:  # MAP_FAILED
+            n = -(-size // page)
+            if c_mincore(self._addr + offset, size, vec) != 0:
                 return None
-            try:
-                n = -(-size // page)
-                if c_mincore(addr, size, vec) != 0:
-                    return None
-            finally:
-                c_munmap(addr, size)
-            resident += vec.raw[:n].translate(_LOW_BIT).count(1)
+            flags = vec.raw[:n].translate(_LOW_BIT)
+            resident += flags.count(1)
+            at = flags.find(0)
+            while at >= 0 and len(missing) < TOUCH_MOST:
+                missing.append(offset + at * page)
+                at = flags.find(0, at + 1)
             offset += size
+        if resident < pages and (resident + len(missing)) / pages >= RESIDENT:
+            # Almost resident: read the missing pages here, on this thread, so that the inline
+            # reads that follow a switch do not fault on them on the loop.
+            for at in missing:
+                if stop is not None and stop():
+                    return None
+                os.pread(fd, 1, at)
+            resident += len(missing)
         return resident / pages
+
+    def _unmap(self) -> None:
+        if self._size:
+            assert _LIBC is not None  # a mapping was made
+            _LIBC[2](self._addr, self._size)
+            self._addr = self._size = 0
+            self._file = None
+
+    def close(self) -> None:
+        """Unmap the file (after the check under way, if any); later calls answer None."""
+        with self._lock:
+            self._closed = True
+            self._unmap()
+
+
+def resident_fraction(
+    path: str, length: int, stop: Callable[[], bool] | None = None
+) -> float | None:
+    """The share of the first ``length`` bytes of the file at ``path`` that is in the page
+    cache (1.0 for an empty length), or None when it cannot be measured here, or when
+    ``stop()`` said so between two windows. A one-off :class:`MappedProbe` (an environment
+    keeps its own between checks); an almost resident file has its missing pages read."""
+    probe = MappedProbe()
+    try:
+        return probe(path, length, stop)
     finally:
-        os.close(fd)
+        probe.close()
 
 
 # Where a cgroup's memory limit is read (v2, then v1): the page cache a container may use.
@@ -175,6 +249,7 @@ def _thread_major_faults() -> Callable[[], int] | None:
     return faults
 
 
-# What engines use (replaceable in tests; read when an engine is built).
+# What engines use (replaceable in tests; read when an engine is built). Left as it is, each
+# engine makes its own MappedProbe (one mapping kept between checks).
 probe: Callable[[str, int, Callable[[], bool]], float | None] = resident_fraction
 major_faults: Callable[[], int] | None = _thread_major_faults()
