@@ -18,7 +18,6 @@ import contextlib
 import importlib
 import inspect
 import json
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -669,8 +668,9 @@ class AiolmdbAdapter(Adapter):
         if metrics is None or not hasattr(metrics(), "read_mode"):
             return
         await self.db.get(b"\0")
-        deadline = time.monotonic() + 5.0
-        while metrics().read_mode != "inline" and time.monotonic() < deadline:
+        for _ in range(500):  # polled: the mode has no event to wait on; 5 s at most
+            if metrics().read_mode == "inline":
+                break
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
