@@ -636,8 +636,10 @@ class Environment:
     # position in the metadata database, and both report their gauges in metrics().
     def _guard_writes(self, refuse: Callable[[], BaseException] | None) -> None:
         """Refuse every write from now on (puts, deletes, ``run(write=True)``, write
-        transactions, deleting databases) with ``refuse()``'s error; None accepts them."""
+        transactions, deleting databases, sweeps of expired entries) with ``refuse()``'s
+        error; None accepts them."""
         self._engine.set_write_guard(refuse)
+        self._sweeper.held = refuse
 
     def _write_raw(self, work: Callable[[lmdb.Environment, Any, Any], R]) -> Awaitable[R]:
         """``work(lmdb_env, txn, meta)`` in a write transaction of its own, unrecorded and
