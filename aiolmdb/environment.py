@@ -466,7 +466,9 @@ class Environment:
         The writer does this by itself between writes when the earliest expiry is due;
         reads never return an expired entry either way. This is for a moment you choose
         (before a copy, in tests with a replaced clock). Each step is a write transaction:
-        the change log records the deletes."""
+        the change log records the deletes. An environment that takes no writes (a replica,
+        whose leader's sweeps arrive as deletes; a fenced leader) never sweeps: this raises
+        its error (ReadOnlyError, FencedError)."""
         engine = self._engine
         engine.check_open()
         engine.check_not_holding("sweeping expired entries")

@@ -641,7 +641,7 @@ async def test_expiring_databases_replicate_with_their_expiry(
             assert info is not None
             assert info.ttl == 10.0
             # Known as expiring: as on the leader, opened with its ttl (the error names it).
-            with pytest.raises(ValueError, match="'cache' expires .*default ttl 10 s"):
+            with pytest.raises(ValueError, match=r"'cache' expires .*default ttl 10 s"):
                 await rep.env.open_db("cache")
             replica_cache = await rep.env.open_db("cache", ttl=10)
             assert await collect(replica_cache.items()) == await collect(cache.items())
