@@ -742,3 +742,35 @@ async def test_a_replica_keeps_expiry_through_deletes_drops_and_dump_load(
         assert await loaded.get(b"a") == b"1b"
         clock.advance(20)
         assert await loaded.get(b"a") is None
+
+
+async def test_expiring_databases_from_a_snapshot_and_a_changed_default(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakeClock(monkeypatch)
+    url, path, replica = nats_server.url, tmp_path / "leader", tmp_path / "replica"
+    async with aiolmdb.open(path, changelog=True) as env:
+        cache = await env.open_db("cache", ttl=10)
+        await cache.put(b"a", b"1")
+        await cache.put(b"b", b"2", ttl=50)
+        # The first snapshot holds the marker, the entries and their index pairs.
+        async with Publisher(env, servers=url, stream="ttl3") as pub:
+            await cache.put(b"a", b"again", ttl=30)  # a's pair from the snapshot must go
+            seq = await pub.sync()
+            async with Replica(replica, servers=url, stream="ttl3") as rep:
+                await rep.wait_for(seq, timeout=TIMEOUT)
+                assert await dump(rep.env) == await dump(env)
+    # Reopened with another default: the next commit carries it to the replica.
+    async with aiolmdb.open(path, changelog=True) as env:
+        cache = await env.open_db("cache", ttl=20)
+        async with Publisher(env, servers=url, stream="ttl3") as pub:
+            await cache.put(b"c", b"3")
+            seq = await pub.sync()
+            async with Replica(replica, servers=url, stream="ttl3") as rep:
+                await rep.wait_for(seq, timeout=TIMEOUT)
+                info = await rep.env.database_info("cache")
+                assert info is not None
+                assert info.ttl == 20.0
+                assert await dump(rep.env) == await dump(env)
+                db = await rep.env.open_db("cache", ttl=20)
+                assert await collect(db.items()) == [(b"a", b"again"), (b"b", b"2"), (b"c", b"3")]
