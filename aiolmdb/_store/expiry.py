@@ -184,7 +184,7 @@ class Expiry:
 
     def index_key(self, expiry: int) -> bytes:
         """The index key of this database's entries expiring at ``expiry``."""
-        return self.prefix + _U64.pack(expiry)
+        return _index_key(self.prefix, expiry)
 
     def unindex(self, txn: Txn, encoded: Any, old: Buffer | None) -> None:
         """Writer thread: take the index pair of the entry ``old`` (its stored value) out."""
@@ -228,6 +228,12 @@ def clear_index(txn: Any, index: Any, db_id: int) -> None:
         txn.delete(key, b"", index)  # every value of the key
 
 
+def _index_key(prefix: bytes, expiry: int) -> bytes:
+    """The index key of the entries expiring at ``expiry`` of the database whose packed id
+    is ``prefix``."""
+    return prefix + _U64.pack(expiry)
+
+
 def reindex(
     txn: Any, index: Any, db_id: int, key: bytes, old: Buffer | None, new: Buffer | None
 ) -> int:
@@ -236,12 +242,12 @@ def reindex(
     value). Returns the new value's expiry (0: none or never)."""
     prefix = _ID.pack(db_id)
     if old is not None and expiry_of(old) != NEVER:
-        txn.delete(prefix + _U64.pack(expiry_of(old)), key, index)
+        txn.delete(_index_key(prefix, expiry_of(old)), key, index)
     if new is None:
         return NEVER
     expiry = expiry_of(new)
     if expiry != NEVER:
-        txn.put(prefix + _U64.pack(expiry), key, True, True, False, index)
+        txn.put(_index_key(prefix, expiry), key, True, True, False, index)
     return expiry
 
 
