@@ -466,7 +466,9 @@ class Environment:
         The writer does this by itself between writes when the earliest expiry is due;
         reads never return an expired entry either way. This is for a moment you choose
         (before a copy, in tests with a replaced clock). Each step is a write transaction:
-        the change log records the deletes."""
+        the change log records the deletes. An environment that takes no writes (a replica,
+        whose leader's sweeps arrive as deletes; a fenced leader) never sweeps: this raises
+        its error (ReadOnlyError, FencedError)."""
         engine = self._engine
         engine.check_open()
         engine.check_not_holding("sweeping expired entries")
@@ -636,8 +638,10 @@ class Environment:
     # position in the metadata database, and both report their gauges in metrics().
     def _guard_writes(self, refuse: Callable[[], BaseException] | None) -> None:
         """Refuse every write from now on (puts, deletes, ``run(write=True)``, write
-        transactions, deleting databases) with ``refuse()``'s error; None accepts them."""
+        transactions, deleting databases, sweeps of expired entries) with ``refuse()``'s
+        error; None accepts them."""
         self._engine.set_write_guard(refuse)
+        self._sweeper.held = refuse
 
     def _write_raw(self, work: Callable[[lmdb.Environment, Any, Any], R]) -> Awaitable[R]:
         """``work(lmdb_env, txn, meta)`` in a write transaction of its own, unrecorded and

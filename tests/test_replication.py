@@ -13,7 +13,7 @@ from typing import Any
 
 import lmdb
 import pytest
-from conftest import TIMEOUT
+from conftest import TIMEOUT, collect
 from nats_server import NatsServer
 
 import aiolmdb
@@ -590,3 +590,187 @@ async def test_a_keys_only_log_is_refused(tmp_path: Path, nats_server: NatsServe
         with pytest.raises(ReplicationError, match="without its value"):
             await pub.sync()
         assert isinstance(pub.error, ReplicationError)
+
+
+# ---------------------------------------------------------------------------- expiring databases
+class FakeClock:
+    """The expiry clock (``aiolmdb._store.expiry.clock``), moved by hand: nothing sleeps."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from aiolmdb._store import expiry
+
+        self.ns = 1_800_000_000 * 10**9
+        monkeypatch.setattr(expiry, "clock", self)
+
+    def __call__(self) -> int:
+        return self.ns
+
+    def advance(self, seconds: float) -> None:
+        self.ns += round(seconds * 10**9)
+
+
+async def stored(db: aiolmdb.AsyncDatabase[Any, Any]) -> int:
+    """Entries LMDB holds, expired or not."""
+    return int((await db.stat())["entries"])
+
+
+async def test_expiring_databases_replicate_with_their_expiry(
+    leader: aiolmdb.Environment,
+    nats_server: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock(monkeypatch)
+    url = nats_server.url
+    plain = leader.open_db("plain")
+    async with Publisher(leader, servers=url, stream="ttl") as pub:
+        # Created after the publisher's first snapshot: the replica learns it from the stream.
+        cache = await leader.open_db("cache", ttl=10)
+        await cache.put(b"a", b"1")
+        await cache.put(b"b", b"2", ttl=100)
+        await cache.put(b"c", b"3", ttl=None)
+        await cache.put(b"gone", b"4", ttl=1)
+        await plain.put(b"p", b"plain")
+        await leader.open_db("other").put(b"o", b"other")
+        seq = await pub.sync()
+        rep = Replica(tmp_path / "replica", servers=url, stream="ttl")
+        await rep.start()
+        try:
+            await rep.wait_for(seq, timeout=TIMEOUT)
+            info = await rep.env.database_info("cache")
+            assert info is not None
+            assert info.ttl == 10.0
+            # Known as expiring: as on the leader, opened with its ttl (the error names it).
+            with pytest.raises(ValueError, match=r"'cache' expires .*default ttl 10 s"):
+                await rep.env.open_db("cache")
+            replica_cache = await rep.env.open_db("cache", ttl=10)
+            assert await collect(replica_cache.items()) == await collect(cache.items())
+            assert await replica_cache.get(b"a") == b"1"  # no 8-byte header
+            assert await replica_cache.get(b"b") == b"2"
+            # The same bytes, and (both ids 1 here) the same expiry index.
+            assert await dump(rep.env) == await dump(leader)
+
+            blocker = await leader.begin(write=True)  # the leader's writer cannot sweep now
+            try:
+                clock.advance(1)  # "gone" expired: hidden on the replica before any sweep
+                assert await replica_cache.get(b"gone") is None
+                assert await collect(replica_cache.keys()) == [b"a", b"b", b"c"]
+                # The replica never sweeps: not by hand, nor as its writer's idle work (each
+                # open of a database passes through its writer, then its idle check).
+                with pytest.raises(ReadOnlyError, match="replica of stream 'ttl'"):
+                    await rep.env.sweep_expired()
+                assert await rep.env.open_db("plain").get(b"p") == b"plain"
+                assert await rep.env.open_db("other").get(b"o") == b"other"
+                assert await stored(replica_cache) == 4
+                assert rep.env.metrics().expired == 0
+            finally:
+                await blocker.abort()
+
+            # The leader's sweep arrives as a delete, its index pair out with it.
+            await leader.sweep_expired()
+            assert leader.metrics().expired == 1
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+            assert await stored(replica_cache) == 3
+            assert await dump(rep.env) == await dump(leader)
+            assert rep.env.metrics().expired == 0
+
+            # Promoted, it sweeps what expires, and writes with the leader's default ttl.
+            clock.advance(100)  # a (10 s) and b (100 s) expired
+            new_env = await rep.promote(timeout=TIMEOUT)
+        finally:
+            await rep.close()
+    async with new_env:
+        promoted = await new_env.open_db("cache", ttl=10)
+        assert await collect(promoted.keys()) == [b"c"]
+        await new_env.sweep_expired()  # (its writer may have begun by itself)
+        assert new_env.metrics().expired == 2
+        assert await stored(promoted) == 1
+        await promoted.put(b"d", b"5")
+        clock.advance(9)
+        assert await promoted.get(b"d") == b"5"
+        clock.advance(1)
+        assert await promoted.get(b"d") is None
+
+
+async def test_a_replica_keeps_expiry_through_deletes_drops_and_dump_load(
+    leader: aiolmdb.Environment,
+    nats_server: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+    import sys
+
+    from aiolmdb._cli.commands import main
+
+    clock = FakeClock(monkeypatch)
+    url = nats_server.url
+    path = tmp_path / "replica"
+    async with Publisher(leader, servers=url, stream="ttl2") as pub:
+        cache = await leader.open_db("cache", ttl=10)
+        await cache.put(b"a", b"1")
+        await cache.put(b"b", b"2", ttl=30)
+        await cache.put(b"a", b"1b", ttl=20)  # a new expiry replaces the old index pair
+        await cache.delete(b"b")
+        emptied = await leader.open_db("emptied", ttl=5)
+        await emptied.put(b"x", b"y")
+        await emptied.drop(delete=False)
+        doomed = await leader.open_db("doomed", ttl=5)
+        await doomed.put(b"x", b"y")
+        await doomed.drop()
+        async with Replica(path, servers=url, stream="ttl2") as rep:
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+            assert await rep.env.database_info("doomed") is None
+            info = await rep.env.database_info("emptied")
+            assert info is not None
+            assert info.ttl == 5.0
+            # One index pair left: a's at its 20 s expiry.
+            assert await dump(rep.env) == await dump(leader)
+            index = await rep.env.database_info("__aiolmdb_expiry__")
+            assert index is not None
+            assert index.entries == 1
+
+    out = tmp_path / "dump.txt"
+    assert await asyncio.to_thread(main, ["dump", "--all", str(path), "--output", str(out)]) == 0
+    assert "aiolmdb_ttl=10.0" in out.read_text()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(out.read_bytes())))
+    assert await asyncio.to_thread(main, ["load", str(tmp_path / "loaded")]) == 0
+    capsys.readouterr()
+    async with aiolmdb.open(tmp_path / "loaded") as env:
+        loaded = await env.open_db("cache", ttl=10)
+        assert await loaded.get(b"a") == b"1b"
+        clock.advance(20)
+        assert await loaded.get(b"a") is None
+
+
+async def test_expiring_databases_from_a_snapshot_and_a_changed_default(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakeClock(monkeypatch)
+    url, path, replica = nats_server.url, tmp_path / "leader", tmp_path / "replica"
+    async with aiolmdb.open(path, changelog=True) as env:
+        cache = await env.open_db("cache", ttl=10)
+        await cache.put(b"a", b"1")
+        await cache.put(b"b", b"2", ttl=50)
+        # The first snapshot holds the marker, the entries and their index pairs.
+        async with Publisher(env, servers=url, stream="ttl3") as pub:
+            await cache.put(b"a", b"again", ttl=30)  # a's pair from the snapshot must go
+            seq = await pub.sync()
+            async with Replica(replica, servers=url, stream="ttl3") as rep:
+                await rep.wait_for(seq, timeout=TIMEOUT)
+                assert await dump(rep.env) == await dump(env)
+    # Reopened with another default: the next commit carries it to the replica.
+    async with aiolmdb.open(path, changelog=True) as env:
+        cache = await env.open_db("cache", ttl=20)
+        async with Publisher(env, servers=url, stream="ttl3") as pub:
+            await cache.put(b"c", b"3")
+            seq = await pub.sync()
+            async with Replica(replica, servers=url, stream="ttl3") as rep:
+                await rep.wait_for(seq, timeout=TIMEOUT)
+                info = await rep.env.database_info("cache")
+                assert info is not None
+                assert info.ttl == 20.0
+                assert await dump(rep.env) == await dump(env)
+                db = await rep.env.open_db("cache", ttl=20)
+                assert await collect(db.items()) == [(b"a", b"again"), (b"b", b"2"), (b"c", b"3")]

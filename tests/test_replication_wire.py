@@ -112,3 +112,55 @@ def test_headers_of_a_piece() -> None:
     )
     assert not header.complete
     assert wire.parse_headers({"Aiolmdb-Commit": "id:3:7"}).complete
+
+
+# ---------------------------------------------------------------------------- default ttls
+TTL_COMMIT = wire.WireCommit(
+    "ab" * 16,
+    "",
+    5,
+    6,
+    1_700_000_000_000_000,
+    (RawChange(PUT, b"cache", 128, b"k", b"\x00" * 8 + b"v"), RawChange(PUT, None, 0, b"d", b"")),
+    ((b"cache", 10_000), (b"other", 1)),
+)
+
+
+def test_default_ttls_round_trip_in_version_2_and_version_1_stays_without() -> None:
+    payload = wire.encode(TTL_COMMIT)
+    assert payload[4] == wire.TTL_VERSION
+    assert wire.decode(payload) == TTL_COMMIT
+    assert wire.decode(wire.join(wire.split(payload, 16))) == TTL_COMMIT
+    # A commit without expiring databases keeps format 1: older replicas still read it.
+    assert wire.encode(COMMIT)[4] == wire.VERSION == 1
+
+
+def ttl_section(*entries: tuple[bytes, int], count: int | None = None) -> bytes:
+    n = len(entries) if count is None else count
+    return struct.pack(">H", n) + b"".join(
+        struct.pack(">H", len(name)) + name + struct.pack(">Q", ms) for name, ms in entries
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "reason"),
+    [
+        (b"", "default ttls do not fit"),
+        (b"\x00", "default ttls do not fit"),
+        (ttl_section(), "section is empty"),
+        (ttl_section((b"c", 5), count=2), "default ttl 1 of 2 does not fit"),
+        (ttl_section((b"", 5)), "empty name"),
+        (ttl_section((b"c", 5))[:-1], "default ttl 0 of 1 does not fit"),
+        (ttl_section((b"cache", 0)), "database b'cache'.* is 0 ms, not positive"),
+        (ttl_section((b"c", 5)) + b"!", "1 bytes follow"),
+    ],
+)
+def test_a_damaged_ttl_section_is_refused_saying_why(section: bytes, reason: str) -> None:
+    payload = reseal(body(change_bytes(PUT, b"c", b"k", b"v"), version=2) + section)
+    with pytest.raises(ValueError, match=reason):
+        wire.decode(payload)
+
+
+def test_a_good_ttl_section_in_a_handmade_payload() -> None:
+    payload = reseal(body(change_bytes(PUT, b"c", b"k", b"v"), version=2) + ttl_section((b"c", 5)))
+    assert wire.decode(payload).ttls == ((b"c", 5),)

@@ -50,7 +50,9 @@ __all__ = [
     "Expiry",
     "Sweeper",
     "check_ttl",
+    "clear_index",
     "clock",
+    "create_marker",
     "expiry_of",
     "is_expired",
     "marker_key",
@@ -59,7 +61,9 @@ __all__ = [
     "pack",
     "pack_into",
     "read_marker",
+    "reindex",
     "restore_stored",
+    "set_default",
     "stored_entries",
 ]
 
@@ -180,7 +184,7 @@ class Expiry:
 
     def index_key(self, expiry: int) -> bytes:
         """The index key of this database's entries expiring at ``expiry``."""
-        return self.prefix + _U64.pack(expiry)
+        return _index_key(self.prefix, expiry)
 
     def unindex(self, txn: Txn, encoded: Any, old: Buffer | None) -> None:
         """Writer thread: take the index pair of the entry ``old`` (its stored value) out."""
@@ -203,20 +207,63 @@ class Expiry:
         index = self.sweeper.index
         if index is None:
             return
-        raw = getattr(txn, "raw", txn)
-        prefix = self.prefix
-        keys: list[bytes] = []
-        cur = raw.cursor(index)
-        try:
-            if cur.set_range(prefix):
-                for key in cur.iternext_nodup(keys=True, values=False):
-                    if not bytes(key).startswith(prefix):
-                        break
-                    keys.append(bytes(key))
-        finally:
-            cur.close()
-        for key in keys:
-            raw.delete(key, b"", index)  # every value of the key
+        clear_index(getattr(txn, "raw", txn), index, self.db_id)
+
+
+def clear_index(txn: Any, index: Any, db_id: int) -> None:
+    """Every index pair of the expiring database ``db_id`` out of ``index`` (it was emptied
+    or deleted)."""
+    prefix = _ID.pack(db_id)
+    keys: list[bytes] = []
+    cur = txn.cursor(index)
+    try:
+        if cur.set_range(prefix):
+            for key in cur.iternext_nodup(keys=True, values=False):
+                if not bytes(key).startswith(prefix):
+                    break
+                keys.append(bytes(key))
+    finally:
+        cur.close()
+    for key in keys:
+        txn.delete(key, b"", index)  # every value of the key
+
+
+def _index_key(prefix: bytes, expiry: int) -> bytes:
+    """The index key of the entries expiring at ``expiry`` of the database whose packed id
+    is ``prefix``."""
+    return prefix + _U64.pack(expiry)
+
+
+def reindex(
+    txn: Any, index: Any, db_id: int, key: bytes, old: Buffer | None, new: Buffer | None
+) -> int:
+    """Keep ``index`` in step with a write of ``key`` in the expiring database ``db_id``: the
+    pair of its ``old`` stored value out, the one of its ``new`` stored value in (None: no
+    value). Returns the new value's expiry (0: none or never)."""
+    prefix = _ID.pack(db_id)
+    if old is not None and expiry_of(old) != NEVER:
+        txn.delete(_index_key(prefix, expiry_of(old)), key, index)
+    if new is None:
+        return NEVER
+    expiry = expiry_of(new)
+    if expiry != NEVER:
+        txn.put(_index_key(prefix, expiry), key, True, True, False, index)
+    return expiry
+
+
+def create_marker(txn: Any, meta: Any, name: bytes, default_ms: int) -> int:
+    """Writer thread, in the transaction that creates the expiring database ``name``: give it
+    the next db id and store its marker (default ttl, id); the id."""
+    raw = txn.get(ID_KEY, None, meta)
+    db_id = 1 if raw is None else _ID.unpack(raw)[0] + 1
+    txn.put(ID_KEY, _ID.pack(db_id), db=meta)
+    txn.put(marker_key(name), _MARK.pack(default_ms, db_id), db=meta)
+    return db_id
+
+
+def set_default(txn: Any, meta: Any, name: bytes, db_id: int, default_ms: int) -> None:
+    """Store ``default_ms`` as the expiring database ``name``'s (id ``db_id``) default ttl."""
+    txn.put(marker_key(name), _MARK.pack(default_ms, db_id), db=meta)
 
 
 class Sweeper:
@@ -227,7 +274,7 @@ class Sweeper:
     lock: ``note`` keeps the earliest expiry written, a sweep step recomputes it from the index.
     """
 
-    __slots__ = ("_dbs", "_next", "_run_write", "index", "swept")
+    __slots__ = ("_dbs", "_next", "_run_write", "held", "index", "swept")
 
     def __init__(self, run_write: Callable[..., Any]) -> None:
         # The engine's write runner (begins through the change log's recorder).
@@ -237,6 +284,9 @@ class Sweeper:
         self._dbs: dict[int, tuple[Any, Expiry]] = {}
         self._next = _NOTHING_DUE
         self.swept = 0
+        # Set while the environment takes no writes (a replica: the leader's sweeps arrive
+        # as deletes; a fenced leader): no sweeps, and sweep_all raises this error.
+        self.held: Callable[[], BaseException] | None = None
 
     # ----------------------------------------------------------------- writer thread
     def register(self, dbi: Any, expiry: Expiry, earliest: int) -> None:
@@ -257,7 +307,7 @@ class Sweeper:
 
     def due(self) -> float | None:
         """Seconds until a sweep is due (<= 0: now); None when nothing is scheduled."""
-        if self._next == _NOTHING_DUE or not self._dbs:
+        if self._next == _NOTHING_DUE or not self._dbs or self.held is not None:
             return None
         return (self._next - now_ms()) / 1000
 
@@ -273,6 +323,9 @@ class Sweeper:
     def sweep_all(self, env: lmdb.Environment) -> int:
         """A solo item (``env.sweep_expired()``): sweep until nothing expired is left; how many
         entries were deleted."""
+        held = self.held
+        if held is not None:
+            raise held()
         total = 0
         while True:
             swept, more = self.step(SWEEP_STEP)
@@ -340,16 +393,13 @@ class Sweeper:
         if stored is None:
             if default_ms is None:
                 return None
-            raw = txn.get(ID_KEY, None, meta)
-            db_id = 1 if raw is None else _ID.unpack(raw)[0] + 1
-            txn.put(ID_KEY, _ID.pack(db_id), db=meta)
-            txn.put(marker_key(name), _MARK.pack(default_ms, db_id), db=meta)
+            db_id = create_marker(txn, meta, name, default_ms)
         else:
             old_default, db_id = _MARK.unpack(stored)
             if default_ms is None:
                 default_ms = int(old_default)
             elif default_ms != old_default:
-                txn.put(marker_key(name), _MARK.pack(default_ms, db_id), db=meta)
+                set_default(txn, meta, name, db_id, default_ms)
         index = self.index
         if index is None:
             index = env.open_db(INDEX_NAME, txn=txn, create=True, dupsort=True)
@@ -440,7 +490,7 @@ def restore_stored(
     found = read_marker(txn, meta, name)
     if found is None:
         raise ValueError(f"database {name!r} does not expire: open it with ttl= first")
-    prefix = _ID.pack(found[0])
+    db_id = found[0]
     index = env.open_db(INDEX_NAME, txn=txn, create=False, dupsort=True)
     now = now_ms()
     stored = 0
@@ -452,11 +502,7 @@ def restore_stored(
             )
         if is_expired(value, now):
             continue
-        old = txn.get(key, None, dbi)
-        if old is not None and expiry_of(old) != NEVER:
-            txn.delete(prefix + _U64.pack(expiry_of(old)), key, index)
+        reindex(txn, index, db_id, key, txn.get(key, None, dbi), value)
         txn.put(key, value, True, True, False, dbi)
-        if expiry_of(value) != NEVER:
-            txn.put(prefix + _U64.pack(expiry_of(value)), key, True, True, False, index)
         stored += 1
     return stored

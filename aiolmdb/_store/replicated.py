@@ -7,7 +7,11 @@ in the metadata database): a reader sees all of a commit or none of it, and a re
 restarts continues from the position its last commit stored.
 
 A database is created with the flags the leader's records carry (LMDB's, and aiolmdb's
-markers: versioned, large values). Emptying and deleting a database apply as what they were.
+markers: versioned, large values, expiring). Emptying and deleting a database apply as what
+they were. An expiring database gets its ``ttl:`` marker (the leader's default ttl, which the
+commit carries, and an id of this environment's own counter) and every applied write keeps
+its expiry index, so reads here hide expired entries and a promoted replica sweeps them; the
+replica itself never sweeps (its writes are guarded): the leader's sweeps arrive as deletes.
 
 :func:`prepare_restored` turns a leader's compacting copy (a snapshot) into a replica: the
 leader's change log, its marker and identity go (a replica records nothing; a promoted replica
@@ -19,12 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 
+from . import expiry as _expiry
 from .meta import (
     LARGE_MARK,
     LOG_ID_KEY,
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DB_FLAG_BITS",
+    "EXPIRING_BIT",
     "FOLLOWS_KEY",
     "POSITION_KEY",
     "Position",
@@ -67,6 +73,10 @@ DB_FLAG_BITS: Final[dict[str, int]] = {
 }
 VERSIONED_BIT: Final = 1 << 5
 LARGE_BIT: Final = 1 << 6
+EXPIRING_BIT: Final = 1 << 7
+# The default ttl of an expiring database whose commit carries none (the leader deleted it
+# before publishing the commit, so its delete follows): entries put without a ttl never expire.
+_UNKNOWN_TTL_MS: Final = 2**63 // 1_000_000
 
 # Kinds of a replicated change.
 PUT, DELETE, DELETE_VALUE, DROP, DELETE_DB = 1, 2, 3, 4, 5
@@ -134,11 +144,14 @@ def apply_commit(
     handles: dict[bytes | None, Any],
     changes: Sequence[RawChange],
     position: Position,
+    ttls: Mapping[bytes, int] | None = None,
 ) -> dict[bytes | None, Any]:
-    """Writer thread: apply ``changes`` in ``txn`` and store ``position`` with them. Returns
-    the handles opened in ``txn`` (the caller keeps them once it committed)."""
+    """Writer thread: apply ``changes`` in ``txn`` and store ``position`` with them;
+    ``ttls``: the default ttl (ms) of the expiring databases they touch. Returns the handles
+    opened in ``txn`` (the caller keeps them once it committed)."""
     opened: dict[bytes | None, Any] = {}
     newest = 0  # the highest version stored: a promoted replica never issues one below it
+    expiring = _Expiring(env, txn, meta, handles, opened, ttls or {})
     for change in changes:
         name = change.name
         handle = handles.get(name)
@@ -152,6 +165,15 @@ def apply_commit(
                 if change.flags & LARGE_BIT:
                     txn.put(large_key(name), LARGE_MARK, db=meta)
         kind = change.kind
+        db_id = 0
+        if change.flags & EXPIRING_BIT and name is not None:
+            db_id = expiring.db_id(name)
+            if kind in (PUT, DELETE, DELETE_VALUE):
+                old = txn.get(change.key, None, handle)
+                new = change.value if kind == PUT else None
+                _expiry.reindex(txn, expiring.index, db_id, change.key, old, new)
+            else:
+                _expiry.clear_index(txn, expiring.index, db_id)
         if kind == PUT:
             txn.put(change.key, change.value, db=handle)
             if change.flags & VERSIONED_BIT and len(change.value) >= PREFIX_SIZE:
@@ -169,10 +191,59 @@ def apply_commit(
             if name is not None:
                 txn.delete(marker_key(name), db=meta)
                 txn.delete(large_key(name), db=meta)
+                if db_id:
+                    expiring.deleted(name)
     if newest:
         raise_counter(txn, meta, newest)
     txn.put(POSITION_KEY, position.encode(), db=meta)
     return opened
+
+
+class _Expiring:
+    """The expiring databases of one applied batch: their ids in this environment (markers
+    made or updated on first sight) and the expiry index's handle."""
+
+    __slots__ = ("_env", "_ids", "_meta", "_opened", "_ttls", "_txn", "index")
+
+    def __init__(
+        self,
+        env: lmdb.Environment,
+        txn: Txn,
+        meta: Any,
+        handles: dict[bytes | None, Any],
+        opened: dict[bytes | None, Any],
+        ttls: Mapping[bytes, int],
+    ) -> None:
+        self._env, self._txn, self._meta, self._opened, self._ttls = env, txn, meta, opened, ttls
+        self._ids: dict[bytes, int] = {}
+        # Kept with the databases' handles, under the index's (reserved) name.
+        self.index: Any = handles.get(_expiry.INDEX_NAME)
+
+    def db_id(self, name: bytes) -> int:
+        """``name``'s id, its marker created (or its default ttl updated) on first sight."""
+        found = self._ids.get(name)
+        if found is not None:
+            return found
+        txn, meta = self._txn, self._meta
+        default = self._ttls.get(name)
+        marker = _expiry.read_marker(txn, meta, name)
+        if marker is None:
+            db_id = _expiry.create_marker(txn, meta, name, default or _UNKNOWN_TTL_MS)
+        else:
+            db_id = marker[0]
+            if default is not None and default != marker[1]:
+                _expiry.set_default(txn, meta, name, db_id, default)
+        if self.index is None:
+            self.index = self._opened[_expiry.INDEX_NAME] = self._env.open_db(
+                _expiry.INDEX_NAME, txn=txn, create=True, dupsort=True
+            )
+        self._ids[name] = db_id
+        return db_id
+
+    def deleted(self, name: bytes) -> None:
+        """The database ``name`` was deleted: its marker goes (a new one gets a new id)."""
+        self._txn.delete(_expiry.marker_key(name), db=self._meta)
+        self._ids.pop(name, None)
 
 
 def read_position(txn: Txn, meta: Any) -> Position | None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import lmdb
 
+from .._store.expiry import marked_names
 from .._store.meta import open_log, open_meta
 from .._store.records import Change, last_seq
 from .._store.replicated import (
@@ -41,6 +42,7 @@ from .._store.replicated import (
     DELETE_DB,
     DELETE_VALUE,
     DROP,
+    EXPIRING_BIT,
     FOLLOWS_KEY,
     LARGE_BIT,
     PUT,
@@ -68,7 +70,13 @@ _RETRY_WAIT = 0.5
 _WINDOW = 64  # publishes awaiting their acknowledgement at once
 _WRONG_LAST = (10071, 10070)  # JetStream: wrong last sequence, wrong last message id
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_FLAG_BITS = {**DB_FLAG_BITS, "versioned": VERSIONED_BIT, "large_values": LARGE_BIT}
+_FLAG_BITS = {
+    **DB_FLAG_BITS,
+    "versioned": VERSIONED_BIT,
+    "large_values": LARGE_BIT,
+    "expiring": EXPIRING_BIT,
+}
+_TTL_REFRESH = 1.0  # how old (s) the default ttls read from the leader may be
 _KINDS = {"put": PUT, "drop": DROP, "delete_db": DELETE_DB}
 
 
@@ -172,6 +180,9 @@ class Publisher:
         self._closing = False  # a cancellation nats-py swallows must not keep it running
         # The ids of the messages of the current window: a failed publish may have stored one.
         self._sent: dict[str, None] = {}
+        # The expiring databases' default ttls (ms) as last read, and when (monotonic).
+        self._ttls: dict[bytes, int] = {}
+        self._ttls_read = -_TTL_REFRESH
 
     # ----------------------------------------------------------------- public
     @property
@@ -420,7 +431,7 @@ class Publisher:
                     commit.last,
                 )
             self._seen = commit.last
-            messages = self._messages(commit)
+            messages = self._messages(commit, await self._ttls_of(commit))
             for index, (data, headers) in enumerate(messages):
                 self._sent[headers["Nats-Msg-Id"]] = None
                 headers["Nats-Expected-Last-Sequence"] = str(expected)
@@ -465,7 +476,27 @@ class Publisher:
         ):
             self._snapshot_task = asyncio.create_task(self.snapshot())
 
-    def _messages(self, commit: Any) -> list[tuple[bytes, dict[str, str]]]:
+    async def _ttls_of(self, commit: Any) -> tuple[tuple[bytes, int], ...]:
+        """(name, default ttl in ms) of each expiring database ``commit`` touches, from the
+        leader's markers (read again when a second old, or when a database is new to them):
+        a replica needs them to know the database as expiring, and after promote() to write
+        with its default. A database deleted since keeps its last known default (or none)."""
+        names = [
+            name.encode("utf-8", "surrogateescape")
+            for name, flags in commit.databases.items()
+            if name is not None and "expiring" in flags
+        ]
+        if not names:
+            return ()
+        now = time.monotonic()
+        if now - self._ttls_read >= _TTL_REFRESH or any(n not in self._ttls for n in names):
+            self._ttls.update(await self._env._read_raw(marked_names))
+            self._ttls_read = now
+        return tuple((name, self._ttls[name]) for name in names if name in self._ttls)
+
+    def _messages(
+        self, commit: Any, ttls: tuple[tuple[bytes, int], ...] = ()
+    ) -> list[tuple[bytes, dict[str, str]]]:
         """A commit's message, or its pieces, with their headers (but the expected one)."""
         changes = tuple(
             _raw_change(change, _flags(commit.databases.get(change.db)))
@@ -479,6 +510,7 @@ class Publisher:
                 commit.last,
                 int(commit.timestamp * 1e6),
                 changes,
+                ttls,
             )
         )
         pieces = wire.split(payload, max(self._max_payload - _HEADROOM, 1024))

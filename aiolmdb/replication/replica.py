@@ -419,8 +419,10 @@ class Replica:
 
     async def _apply(self, batch: list[tuple[wire.WireCommit, Position]]) -> None:
         changes = [change for commit, _ in batch for change in commit.changes]
+        # The newest default of each expiring database (a default may change within a batch).
+        ttls = {name: ms for commit, _ in batch for name, ms in commit.ttls}
         position = batch[-1][1]
-        work = functools.partial(_apply_work, self._handles, changes, position)
+        work = functools.partial(_apply_work, self._handles, changes, position, ttls)
         opened = await self.env._write_raw(work)
         self._handles.update(opened)
         self._position = position
@@ -444,11 +446,12 @@ def _apply_work(
     handles: dict[bytes | None, Any],
     changes: Any,
     position: Position,
+    ttls: dict[bytes, int],
     env: Any,
     txn: Any,
     meta: Any,
 ) -> dict[bytes | None, Any]:
-    return apply_commit(env, txn, meta, handles, changes, position)
+    return apply_commit(env, txn, meta, handles, changes, position, ttls)
 
 
 async def stream_status(

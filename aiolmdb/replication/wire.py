@@ -6,7 +6,12 @@ Payload (big-endian)::
     change count (4), log id (1-byte length, ASCII hex), the log id it follows (same form,
     empty unless the leader is a promoted replica), then per change: kind (1), flags (2),
     name length (2; 0xFFFF: the default database), key length (4), value length (4), name,
-    key, value; last a CRC-32 of everything before it (4).
+    key, value; in format version 2, then the default ttl of each expiring database the
+    commit touches: count (2), per database name length (2), name, default ttl in ms (8);
+    last a CRC-32 of everything before it (4).
+
+A commit that touches no expiring database is written in version 1, which replicas of older
+aiolmdb versions read too; version 2 is read by this one.
 
 Headers: ``Nats-Msg-Id`` (deduplication), ``Nats-Expected-Last-Sequence`` (fencing),
 :data:`COMMIT_HEADER` (``<log id>:<first>:<last>``) and, for a commit larger than the server's
@@ -30,6 +35,7 @@ from .._store.replicated import DELETE, DELETE_DB, DELETE_VALUE, DROP, PUT, RawC
 __all__ = [
     "COMMIT_HEADER",
     "PIECE_HEADER",
+    "TTL_VERSION",
     "CommitHeader",
     "WireCommit",
     "decode",
@@ -40,11 +46,15 @@ __all__ = [
 
 MAGIC: Final = b"ALRC"
 VERSION: Final = 1
+TTL_VERSION: Final = 2
+"""The format version of a commit carrying default ttls (expiring databases)."""
 COMMIT_HEADER: Final = "Aiolmdb-Commit"
 PIECE_HEADER: Final = "Aiolmdb-Piece"
 _HEAD = struct.Struct(">4sBQQQI")
 _CHANGE = struct.Struct(">BHHII")
 _CRC = struct.Struct(">I")
+_TTL = struct.Struct(">H")  # a ttl section's count, and each name's length
+_TTL_MS = struct.Struct(">Q")
 _DEFAULT_DB = 0xFFFF
 _KINDS = frozenset({PUT, DELETE, DELETE_VALUE, DROP, DELETE_DB})
 
@@ -59,6 +69,8 @@ class WireCommit:
     last: int
     time_us: int
     changes: tuple[RawChange, ...]
+    ttls: tuple[tuple[bytes, int], ...] = ()
+    """(name, default ttl in ms) of each expiring database the commit touches."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,9 @@ def _short(text: str) -> bytes:
 
 def encode(commit: WireCommit) -> bytes:
     """A commit's payload."""
+    version = TTL_VERSION if commit.ttls else VERSION
     parts = [
-        _HEAD.pack(MAGIC, VERSION, commit.first, commit.last, commit.time_us, len(commit.changes)),
+        _HEAD.pack(MAGIC, version, commit.first, commit.last, commit.time_us, len(commit.changes)),
         _short(commit.log_id),
         _short(commit.follows),
     ]
@@ -106,6 +119,10 @@ def encode(commit: WireCommit) -> bytes:
             parts.append(name)
         parts.append(change.key)
         parts.append(change.value)
+    if commit.ttls:
+        parts.append(_TTL.pack(len(commit.ttls)))
+        for name, ms in commit.ttls:
+            parts += (_TTL.pack(len(name)), name, _TTL_MS.pack(ms))
     body = b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -122,8 +139,11 @@ def decode(payload: bytes) -> WireCommit:
     magic, version, first, last, time_us, count = _HEAD.unpack_from(payload)
     if magic != MAGIC:
         raise ValueError(f"it does not start with {MAGIC!r}")
-    if version != VERSION:
-        raise ValueError(f"its format version {version} is not {VERSION} (a newer aiolmdb?)")
+    if version not in (VERSION, TTL_VERSION):
+        raise ValueError(
+            f"its format version {version} is neither {VERSION} nor {TTL_VERSION} "
+            "(a newer aiolmdb?)"
+        )
     if first < 1 or last < first:
         raise ValueError(f"its sequence range {first}-{last} is empty or starts below 1")
     at = _HEAD.size
@@ -162,9 +182,39 @@ def decode(payload: bytes) -> WireCommit:
         value = bytes(body[at + key_len : stop])
         at = stop
         changes.append(RawChange(kind, name, flags, key, value))
+    ttls: list[tuple[bytes, int]] = []
+    if version == TTL_VERSION:
+        at = _decode_ttls(body, at, end, ttls)
     if at != end:
         raise ValueError(f"{end - at} bytes follow its {count} changes")
-    return WireCommit(texts[0], texts[1], first, last, time_us, tuple(changes))
+    return WireCommit(texts[0], texts[1], first, last, time_us, tuple(changes), tuple(ttls))
+
+
+def _decode_ttls(body: memoryview, at: int, end: int, out: list[tuple[bytes, int]]) -> int:
+    """Read a ttl section at ``at`` into ``out``; where it ends. ValueError when it is
+    damaged."""
+    if at + _TTL.size > end:
+        raise ValueError("its default ttls do not fit its bytes")
+    (count,) = _TTL.unpack_from(body, at)
+    at += _TTL.size
+    if not count:
+        raise ValueError("its default ttl section is empty (version 2 has one)")
+    for index in range(count):
+        if at + _TTL.size > end:
+            raise ValueError(f"default ttl {index} of {count} does not fit its bytes")
+        (length,) = _TTL.unpack_from(body, at)
+        at += _TTL.size
+        if not length:
+            raise ValueError(f"default ttl {index} names a database with an empty name")
+        if at + length + _TTL_MS.size > end:
+            raise ValueError(f"default ttl {index} of {count} does not fit its bytes")
+        name = bytes(body[at : at + length])
+        (ms,) = _TTL_MS.unpack_from(body, at + length)
+        at += length + _TTL_MS.size
+        if ms < 1:
+            raise ValueError(f"default ttl {index} (database {name!r}) is {ms} ms, not positive")
+        out.append((name, int(ms)))
+    return at
 
 
 def commit_header(log_id: str, first: int, last: int) -> str:
