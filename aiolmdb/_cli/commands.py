@@ -35,6 +35,7 @@ from ..environment import Environment
 from ..environment import open as open_environment
 from ..errors import Error as AiolmdbError
 from . import dumpfmt as _dumpfmt
+from .replicate import add_replicate_commands
 
 __all__ = ["main"]
 
@@ -1181,6 +1182,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--compact", action="store_true", help="omit free pages (slower, smaller copy)"
     )
+
+    add_replicate_commands(commands, path_help)
 
     sub = commands.add_parser(
         "bench",
