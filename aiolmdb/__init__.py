@@ -7,8 +7,8 @@ never on the event loop. ``await db.put(...)`` returns once the write is committ
 
 from ._engine.metrics import Histogram, Metrics
 from ._store.catalogue import DatabaseInfo
-from ._store.feed import ChangeFeed
-from ._store.records import Change
+from ._store.feed import ChangeFeed, CommitFeed
+from ._store.records import Change, Commit
 from ._store.trim import Retention
 from ._store.versions import Entry
 from .coders import (
@@ -67,6 +67,8 @@ __all__ = [
     "ChangesTrimmedError",
     "ClosedError",
     "Coder",
+    "Commit",
+    "CommitFeed",
     "ConflictError",
     "CompressedCoder",
     "DatabaseInfo",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
+import functools
 import os
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
@@ -22,7 +24,7 @@ from ._engine.config import (
 from ._engine.engine import Engine
 from ._engine.metrics import Metrics
 from ._store.catalogue import Catalogue, DatabaseInfo, encode_name, open_main
-from ._store.feed import ChangeFeed, read_log_id
+from ._store.feed import ChangeFeed, CommitFeed, read_last_seq, read_log_id
 from ._store.meta import MetaHandles, has_log
 from ._store.recorder import Recorder
 from ._store.records import Change
@@ -217,6 +219,7 @@ class Environment:
         self._engine = Engine(env, config, recorder)
         self._catalogue = Catalogue(env, self._engine, main, handles, recorder)
         self._default_db: AsyncDatabase[bytes, bytes] | None = None
+        self._replication_metrics: Callable[[], Mapping[str, float]] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._engine.closed else "open"
@@ -412,7 +415,11 @@ class Environment:
         waits: the counters are kept by the threads that do the work, without locks. See the
         observability guide for exporting them."""
         self._engine.check_open()
-        return self._engine.metrics()
+        metrics = self._engine.metrics()
+        source = self._replication_metrics
+        if source is not None:
+            metrics = dataclasses.replace(metrics, replication=source())
+        return metrics
 
     def max_key_size(self) -> int:
         """The longest key LMDB accepts in this environment, in bytes."""
@@ -479,6 +486,7 @@ class Environment:
             raise TypeError(f"log_id must be a str (a feed's log_id) or None, got {log_id!r}")
         name: str | Literal[False] | None = False
         database = None
+        encoded: bytes | None = None
         if isinstance(db, AsyncDatabase):
             if db.environment is not self:
                 raise ValueError("that database belongs to another environment")
@@ -504,7 +512,43 @@ class Environment:
             prefix,
             follow,
             None if log_id is None else log_id.lower(),
+            encoded,
+            None if encoded is None else functools.partial(self._catalogue.wait_named, encoded),
         )
+
+    def commits(
+        self, since: int | None = None, *, follow: bool = True, log_id: str | None = None
+    ) -> CommitFeed:
+        """Follow the change log by whole commits: ``async for commit in env.commits(since):``.
+
+        Yields :class:`Commit` ``(first, last, timestamp, changes, databases, partial)``, one
+        per committed write transaction (a group commit of many writers is one; so is an
+        ``env.begin(write=True)`` over several databases), with every change of it, keys and
+        values as stored (bytes, never decoded), and the flags of each database it changed.
+        ``since``, ``follow`` and ``log_id`` are as for :meth:`changes`; ``since`` is best a
+        commit's ``last`` (``feed.last_seq``): a ``since`` inside a commit, or retention that
+        trimmed a commit's start, makes the first commit yielded ``partial``. The same errors
+        as :meth:`changes`. A commit is held in memory until it is read whole.
+        """
+        self._engine.check_open()
+        if since is not None and (type(since) is not int or since < 0):
+            raise ValueError(f"since must be an int >= 0 or None, got {since!r}")
+        if log_id is not None and not isinstance(log_id, str):
+            raise TypeError(f"log_id must be a str (a feed's log_id) or None, got {log_id!r}")
+        return CommitFeed(
+            self._engine,
+            self._recorder,
+            since,
+            follow,
+            None if log_id is None else log_id.lower(),
+        )
+
+    async def last_seq(self) -> int:
+        """The change log's last sequence number (0: nothing recorded yet; it only grows,
+        also when retention trimmed the whole log): ``changes(since=await env.last_seq())``
+        follows what commits from now on. Raises ValueError if the environment has no log."""
+        self._engine.check_open()
+        return await read_last_seq(self._engine, self._recorder)
 
     async def changelog_id(self) -> str | None:
         """The identity of the environment's change log, in hex: random, written when the
@@ -526,6 +570,29 @@ class Environment:
         """
         self._engine.check_open()
         return self._recorder.add_hook(callback)
+
+    # ----------------------------------------------------------------- replication
+    # The contract between Environment and aiolmdb.replication (its one user): a replica and
+    # a fenced leader refuse writes, a replica applies commits as stored and keeps its
+    # position in the metadata database, and both report their gauges in metrics().
+    def _guard_writes(self, refuse: Callable[[], BaseException] | None) -> None:
+        """Refuse every write from now on (puts, deletes, ``run(write=True)``, write
+        transactions, deleting databases) with ``refuse()``'s error; None accepts them."""
+        self._engine.set_write_guard(refuse)
+
+    def _write_raw(self, work: Callable[[lmdb.Environment, Any, Any], R]) -> Awaitable[R]:
+        """``work(lmdb_env, txn, meta)`` in a write transaction of its own, unrecorded and
+        past the write guard (see Catalogue.write_raw)."""
+        return self._catalogue.write_raw(work)
+
+    def _read_raw(self, work: Callable[[Any, Any], R]) -> Awaitable[R]:
+        """``work(txn, meta)`` in a read transaction on a reader thread."""
+        self._engine.check_open()
+        return self._catalogue.read_raw(work)
+
+    def _set_replication_metrics(self, source: Callable[[], Mapping[str, float]] | None) -> None:
+        """What ``metrics().replication`` reports (None: nothing)."""
+        self._replication_metrics = source
 
     # ----------------------------------------------------------------- closing
     async def close(self) -> None:

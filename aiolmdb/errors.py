@@ -18,9 +18,12 @@ __all__ = [
     "DatabaseDroppedError",
     "DeadlockError",
     "Error",
+    "FencedError",
     "ForkedError",
     "InvalidKeyError",
+    "InvalidMessageError",
     "ReadOnlyError",
+    "ReplicationError",
     "SnapshotExpiredError",
     "TransactionError",
 ]
@@ -126,3 +129,27 @@ class TransactionError(Error):
 class SnapshotExpiredError(TransactionError):
     """A read snapshot was used after the map was grown: LMDB invalidates read transactions
     when the map size changes. Begin a new snapshot."""
+
+
+class ReplicationError(Error):
+    """Replication (``aiolmdb.replication``) cannot go on: a replica stopped, was not caught
+    up, or could not reach or use its NATS server; the message says what to do."""
+
+
+class InvalidMessageError(ReplicationError):
+    """A replica met a message in its stream that is malformed or not from its leader's log
+    (a stranger published on the stream's subject, or the sequence skips): it stopped before
+    applying any of it. ``stream_seq`` is the message's sequence in the stream."""
+
+    def __init__(self, message: str, stream_seq: int) -> None:
+        super().__init__(message)
+        self.stream_seq = stream_seq
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.stream_seq))
+
+
+class FencedError(ReplicationError):
+    """This environment's Publisher stopped because another one published to its stream
+    (the stream's last sequence was not the one it expected): another leader took over, so
+    this one refuses writes. Promote or rebuild it as a replica."""

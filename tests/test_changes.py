@@ -136,7 +136,7 @@ async def test_writemap_replays_without_duplicates(open_env: OpenEnv) -> None:
     assert [(c.seq, c.key) for c in changes] == [(1, b"a"), (2, b"b")]
 
 
-async def test_deleting_a_database_is_one_drop(open_env: OpenEnv) -> None:
+async def test_deleting_a_database_is_one_delete_db(open_env: OpenEnv) -> None:
     env = open_env(changelog=True)
     db = env.open_db("gone")
     await db.put_multi([(b"%d" % i, b"v") for i in range(50)])
@@ -144,7 +144,7 @@ async def test_deleting_a_database_is_one_drop(open_env: OpenEnv) -> None:
     again = env.open_db("gone")
     await again.put(b"new", b"1")
     changes = await take(env.changes(50), 2)
-    assert plain(changes) == [("gone", None, "drop", None), ("gone", b"new", "put", b"1")]
+    assert plain(changes) == [("gone", None, "delete_db", None), ("gone", b"new", "put", b"1")]
 
 
 async def test_since_none_follows_new_commits(open_env: OpenEnv) -> None:
@@ -734,33 +734,55 @@ async def test_a_log_older_than_identities_gets_one_when_opened_for_writing(
 
 # ----------------------------------------------------------------- damaged records
 _HEAD = _records.HEAD
+_HEAD1 = _records.HEAD1
+
+
+def _encode1(kind: int, name: bytes | None, key: bytes, value: bytes, ts: int) -> bytes:
+    """A record as an aiolmdb older than commit boundaries wrote it."""
+    size = 0xFFFF if name is None else len(name)
+    return _HEAD1.pack(ts, kind, size, len(key)) + (name or b"") + key + value
 
 
 def _consistent(raw: bytes, change: Change, ts: int) -> bool:
     """Whether ``change`` is exactly what ``raw`` stores: encoding it again gives ``raw``."""
-    _, code, name_len, _ = _HEAD.unpack_from(raw)
-    name = None if name_len == 0xFFFF else raw[_HEAD.size : _HEAD.size + name_len]
+    _, code, name_len, _ = _HEAD1.unpack_from(raw)
+    head = _HEAD if code & _records.FORMAT2 else _HEAD1
+    name = None if name_len == 0xFFFF else raw[head.size : head.size + name_len]
     if change.db != _records.db_label(name):
         return False
     key = b"" if change.key is None else bytes(change.key)
     value = b"" if change.value is None else bytes(change.value)
-    return _records.encode(code, name, key, value, ts) == raw
+    if head is _HEAD1:
+        return _encode1(code, name, key, value, ts) == raw
+    offset, flags = _HEAD.unpack_from(raw)[4:]
+    kind = code & ~_records.FORMAT2
+    return _records.encode(kind, name, key, value, ts, offset, flags) == raw
 
 
 @pytest.mark.parametrize(
     ("raw", "why"),
     [
         (b"", "shorter than its 13-byte header"),
-        (_HEAD.pack(1, 1, 1, 1)[:-1], "shorter than its 13-byte header"),
-        (_HEAD.pack(1, 9, 0xFFFF, 1) + b"k", "kind 9"),
-        (_HEAD.pack(1, 0, 0xFFFF, 1) + b"k", "kind 0"),
-        (_HEAD.pack(1, _records.PUT_VALUE, 5, 1) + b"ab", "name length 5"),
-        (_HEAD.pack(1, _records.PUT_VALUE, 0, 1) + b"kv", "name length 0"),
-        (_HEAD.pack(1, _records.PUT_VALUE, 1, 4) + b"ak", "key length 4"),
-        (_HEAD.pack(1, _records.DELETE, 0xFFFF, 0), "key length 0"),
-        (_HEAD.pack(1, _records.PUT, 0xFFFF, 1) + b"kv", "carries no value"),
-        (_HEAD.pack(1, _records.DROP, 1, 1) + b"ak", "a drop carries no key"),
-        (_HEAD.pack(1, _records.DROP, 1, 0) + b"ax", "a drop carries no key"),
+        (_HEAD1.pack(1, 1, 1, 1)[:-1], "shorter than its 13-byte header"),
+        (_HEAD1.pack(1, 9, 0xFFFF, 1) + b"k", "kind 9"),
+        (_HEAD1.pack(1, 0, 0xFFFF, 1) + b"k", "kind 0"),
+        (_HEAD1.pack(1, _records.PUT_VALUE, 5, 1) + b"ab", "name length 5"),
+        (_HEAD1.pack(1, _records.PUT_VALUE, 0, 1) + b"kv", "name length 0"),
+        (_HEAD1.pack(1, _records.PUT_VALUE, 1, 4) + b"ak", "key length 4"),
+        (_HEAD1.pack(1, _records.DELETE, 0xFFFF, 0), "key length 0"),
+        (_HEAD1.pack(1, _records.PUT, 0xFFFF, 1) + b"kv", "carries no value"),
+        (_HEAD1.pack(1, _records.DROP, 1, 1) + b"ak", "a drop carries no key"),
+        (_HEAD1.pack(1, _records.DROP, 1, 0) + b"ax", "a drop carries no key"),
+        # delete_db exists only in records that carry commit boundaries
+        (_HEAD1.pack(1, _records.DELETE_DB, 1, 0) + b"a", "kind 6"),
+        # this format's header: commit offset and flags
+        (_HEAD.pack(1, 0x82, 0xFFFF, 1, 0, 0)[:-1], "shorter than its 19-byte header"),
+        (_HEAD.pack(1, 0x87, 0xFFFF, 1, 0, 0) + b"k", "kind 135"),
+        (_HEAD.pack(1, 0x82, 0xFFFF, 1, 42, 0) + b"kv", "offset 42"),
+        (_HEAD.pack(1, 0x82, 0xFFFF, 1, 2**32 - 1, 0) + b"kv", f"offset {2**32 - 1}"),
+        (_HEAD.pack(1, 0x86, 0xFFFF, 0, 0, 0), "deletes the default database"),
+        (_HEAD.pack(1, 0x86, 1, 1, 0, 0) + b"ak", "a delete_db carries no key"),
+        (_HEAD.pack(1, 0x85, 1, 0, 0, 0) + b"ax", "a drop carries no key"),
     ],
 )
 def test_damaged_records_raise_naming_their_sequence(raw: bytes, why: str) -> None:
@@ -782,14 +804,24 @@ def test_damaged_records_raise_naming_their_sequence(raw: bytes, why: str) -> No
         (_records.DELETE_VALUE, b"d", b"k", b"v"),
         (_records.DROP, b"db", b"", b""),
         (_records.DROP, None, b"", b""),
+        (_records.DELETE_DB, b"db", b"", b""),
     ],
 )
+@pytest.mark.parametrize("old", [False, True])
 def test_valid_records_decode_exactly(
-    kind: int, name: bytes | None, key: bytes, value: bytes
+    kind: int, name: bytes | None, key: bytes, value: bytes, old: bool
 ) -> None:
-    raw = _records.encode(kind, name, key, value, 7)
-    change, ts = _records.decode(3, raw)
+    if old and kind == _records.DELETE_DB:
+        return  # only in this format
+    raw = (
+        _encode1(kind, name, key, value, 7)
+        if old
+        else _records.encode(kind, name, key, value, 7, 2, 0xFFFF)
+    )
+    record = _records.decode_record(3, raw)
+    change, ts = record.change, record.ts
     assert ts == 7
+    assert (record.first, record.flags) == ((None, None) if old else (1, 0xFFFF))
     assert _consistent(raw, change, ts)
     for cut in range(len(raw)):  # truncating a record never yields another change silently
         if cut < len(raw) - len(value) or kind not in (_records.PUT_VALUE, _records.DELETE_VALUE):
@@ -819,17 +851,26 @@ def _hostile(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         return draw(st.binary(max_size=40))
     kind, name, key, value = draw(_RECORD)
-    if kind == _records.DROP:
+    if kind in (_records.DROP, _records.DELETE_DB):
         key = value = b""
     elif kind in (_records.PUT, _records.DELETE):
         value = b""
-    raw = _records.encode(kind, name, key, value, draw(st.integers(0, 2**64 - 1)))
+    ts = draw(st.integers(0, 2**64 - 1))
+    old = kind != _records.DELETE_DB and draw(st.booleans())
+    raw = (
+        _encode1(kind, name, key, value, ts)
+        if old
+        else _records.encode(
+            kind, name, key, value, ts, draw(st.integers(0, 3)), draw(st.integers(0, 0xFFFF))
+        )
+    )
     damage = draw(st.sampled_from(["cut", "extend", "header"]))
     if damage == "cut":
         return raw[: draw(st.integers(0, len(raw)))]
     if damage == "extend":
         return raw + draw(st.binary(min_size=1, max_size=4))
-    at = draw(st.integers(8, _HEAD.size - 1))  # kind, name length, key length
+    # kind, name length, key length (and commit offset, flags)
+    at = draw(st.integers(8, (_HEAD1 if old else _HEAD).size - 1))
     return raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1 :]
 
 
@@ -867,7 +908,7 @@ def test_fuzzed_records_in_the_log(
                     damaged = exc
                 else:
                     assert change.seq == seq
-                    assert _consistent(raw, change, _HEAD.unpack_from(raw)[0]), (raw, change)
+                    assert _consistent(raw, change, _HEAD1.unpack_from(raw)[0]), (raw, change)
                     continue
                 assert damaged.seq == seq
                 assert f"change log record {seq} is damaged" in str(damaged)

@@ -45,6 +45,7 @@ __all__ = [
     "CLOSED",
     "CLOSING",
     "FORKED",
+    "GUARDED",
     "OPEN",
     "Op",
     "Part",
@@ -90,6 +91,7 @@ class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # no new work; queued work runs to its end
     CLOSED = "closed"  # threads stopped, LMDB environment closed
+    GUARDED = "guarded"  # the writer's only: open, but a write guard refuses user writes
     FORKED = "forked"  # inherited across fork(): must not be touched
 
 
@@ -97,6 +99,7 @@ class State(enum.Enum):
 OPEN: Final = State.OPEN
 CLOSING: Final = State.CLOSING
 CLOSED: Final = State.CLOSED
+GUARDED: Final = State.GUARDED
 FORKED: Final = State.FORKED
 
 

@@ -118,6 +118,9 @@ class Engine:
         # Writer thread only (solo items: opening and deleting databases, the change log's
         # upkeep): a write transaction under the one policy for a full or grown map.
         self.run_write = writer.runner.run
+        # A write guard (replication's read-only replica, its fenced leader): see Writer.
+        self.set_write_guard = writer.set_guard
+        self.check_writable = writer.check_writable
 
     # ----------------------------------------------------------------- state
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 __all__ = [
@@ -160,6 +160,11 @@ class Metrics:
     """Batched reads submitted and not yet taken by a reader thread."""
     open_write_transactions: int
     """Interactive write transactions begun or waiting to begin, not yet ended."""
+    replication: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Replication's gauges (``aiolmdb.replication``), empty unless a Publisher or Replica
+    works on the environment: ``published_seq``, ``leader_seq``, ``lag_changes`` (a
+    publisher), ``applied_seq``, ``stream_leader_seq``, ``lag_changes``, ``lag_seconds`` (a
+    replica)."""
 
 
 class ReaderCounts:

@@ -38,7 +38,7 @@ import enum
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import lmdb
 
@@ -47,12 +47,14 @@ from .commit import Committer
 from .config import EngineConfig
 from .delivery import (
     CLOSING,
+    GUARDED,
     OPEN,
     Counted,
     EngineHooks,
     Op,
     Part,
     Result,
+    State,
     WriteRequest,
     as_settable,
     broken_error,
@@ -180,10 +182,38 @@ class Writer(Part):
         self._active_session: WriteSession | None = None
         # Runs on this thread once it has taken the stop (the engine closes everything).
         self._on_stop = engine.finish
+        # The write guard (set_guard): while set, the state this part checks is GUARDED, so
+        # submit_write's one state check also refuses guarded writes (no cost when open).
+        self._guard: Callable[[], BaseException] | None = None
+        self._engine_state = OPEN
+        self._raise_engine_state = self._raise_state
+        self._raise_state = self._refuse
         self._thread = threading.Thread(
             target=self._main, name=f"aiolmdb-writer:{env.path()}", daemon=True
         )
         self._thread.start()
+
+    def set_state(self, state: State) -> None:
+        """Engine only: the engine's state changed (GUARDED while open with a guard)."""
+        self._engine_state = state
+        self._state = GUARDED if state is OPEN and self._guard is not None else state
+
+    def set_guard(self, refuse: Callable[[], BaseException] | None) -> None:
+        """Refuse every write submitted from now on (plain writes, write sessions) with the
+        error ``refuse()`` makes; None accepts them again. Solo items still run."""
+        self._guard = refuse
+        self.set_state(self._engine_state)
+
+    def check_writable(self) -> None:
+        """Raise the guard's error (or the closed/forked one) unless writes are accepted."""
+        if self._state is not OPEN:
+            self._refuse()
+
+    def _refuse(self) -> NoReturn:
+        guard = self._guard
+        if self._state is GUARDED and guard is not None:
+            raise guard()
+        self._raise_engine_state()
 
     def set_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Engine only: the engine was bound to ``loop``, running on the current thread."""
@@ -223,8 +253,8 @@ class Writer(Part):
 
     def call_solo(self, fn: Callable[..., R], *args: Any) -> concurrent.futures.Future[R]:
         """Run ``fn(env, *args)`` on the writer thread between batches (no loop needed)."""
-        if self._state is not OPEN and self._state is not CLOSING:
-            self._raise_state()
+        if self._state is not OPEN and self._state is not CLOSING and self._state is not GUARDED:
+            self._raise_engine_state()
         solo = _Solo(fn, args)
         if self._write_buf and threading.get_ident() == self._loop_thread:
             self._flush_writes()  # writes submitted before it go first
@@ -265,6 +295,7 @@ class Writer(Part):
     # ----------------------------------------------------------------- sessions, loop side
     def start_session(self, session: WriteSession, started: asyncio.Future[None]) -> None:
         """Queue an exclusive write transaction for the writer thread."""
+        self.check_writable()
         self._sessions.add(session)
         self.call_solo(self._serve_session, session, started)
 

@@ -21,7 +21,7 @@ import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lmdb
 
@@ -44,7 +44,17 @@ if TYPE_CHECKING:
     from .._engine.delivery import Txn
     from .._engine.engine import Engine
 
-__all__ = ["DB_FLAGS", "Catalogue", "DatabaseEntry", "DatabaseInfo", "encode_name", "open_main"]
+__all__ = [
+    "DB_FLAGS",
+    "Catalogue",
+    "DatabaseEntry",
+    "DatabaseInfo",
+    "encode_name",
+    "is_database",
+    "open_main",
+]
+
+R = TypeVar("R")
 
 # Flags of lmdb.Environment.open_db that describe a database (create only says what to do).
 DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
@@ -174,6 +184,16 @@ class DatabaseEntry:
         self.versions = versions
         self.dbi = dbi
 
+    def record_flags(self) -> set[str]:
+        """Its flags as change log records carry them: LMDB's, ``versioned``,
+        ``large_values``."""
+        flags = {name for name, on in self.flags.items() if on}
+        if self.versions is not None or self.versioned:
+            flags.add("versioned")
+        if self.large.stored:
+            flags.add("large_values")
+        return flags
+
     def check_usable(self) -> None:
         """Raise DatabaseDroppedError, or the open's error."""
         if self.dropped:
@@ -249,6 +269,7 @@ class Catalogue:
         self.main.large.mark = self._marker(self.main)
         self.main.opened(*main, None, self._main_marked())
         recorder.attach(self.main.dbi, engine.call_solo, engine.run_write)
+        recorder.name_handle(self.main.dbi, None, self.main.record_flags(), main=True)
 
     def open(self, name: bytes, flags: dict[str, Any]) -> DatabaseEntry:
         """The entry of the named database ``name``, opening (or creating) it if needed.
@@ -393,7 +414,12 @@ class Catalogue:
             recorder.name_handle(meta, None)
         for item, (ok, value) in zip(group, results, strict=True):
             if ok:
-                recorder.name_handle(value[0], item.name, bool(value[1].get("dupsort")))
+                flags = {
+                    *value[1],
+                    *(("versioned",) if value[2] else ()),
+                    *(("large_values",) if value[3] else ()),
+                }
+                recorder.name_handle(value[0], item.name, flags)
         return [
             (
                 ok,
@@ -474,6 +500,7 @@ class Catalogue:
                     if not present:
                         # The raw transaction: the change log records user databases only.
                         getattr(txn, "raw", txn).put(key, LARGE_MARK, db=meta)
+                        self._recorder.add_flag(entry.dbi, "large_values")
                     return
             if queued or (meta is None and entry.name is None):
                 return
@@ -502,6 +529,7 @@ class Catalogue:
             handles.keep(meta=meta)  # committed: valid from now on
             self._recorder.name_handle(meta, None)
         entry.large.stored = True
+        self._recorder.add_flag(entry.dbi, "large_values")
 
     def _main_marked(self) -> bool:
         """Whether the default database's large-values marker is stored (read before any
@@ -515,6 +543,13 @@ class Catalogue:
             self._versions = VersionSource(self._handles)
         return self._versions
 
+    async def wait_named(self, name: bytes) -> None:
+        """Wait for a queued open of the database ``name`` in this process, if any (so a
+        database opened just before is found; its failure is left to its own users)."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            await entry.wait_opened(self._engine)
+
     async def wait_all_opened(self) -> None:
         """Wait for every queued open (so a transaction's ``txn[db]`` finds them open)."""
         for entry in list(self._entries.values()):
@@ -527,7 +562,7 @@ class Catalogue:
         that might be run again (map growth, writemap).
         """
         engine = self._engine
-        engine.check_open()
+        engine.check_writable()
         engine.check_not_holding("deleting a database")
         await asyncio.wrap_future(engine.call_solo(self._delete, entry))
         if entry.name is not None and self._entries.get(entry.name) is entry:
@@ -546,7 +581,7 @@ class Catalogue:
         def work(txn: Any, begin_child: BeginChild) -> None:
             if handles:
                 dbi = env.open_db(entry.name, txn=txn, create=False)
-                recorder.name_handle(dbi, entry.name, entry.dupsort)
+                recorder.name_handle(dbi, entry.name, entry.record_flags())
             else:
                 dbi = entry.dbi
             handles.append(dbi)
@@ -566,6 +601,46 @@ class Catalogue:
         recorder.forget(entry.dbi)
         entry.dropped = True
         entry.dbi = None
+
+    # ----------------------------------------------------------------- raw access
+    # For a replica (aiolmdb.replication): its commits are applied as stored, and its
+    # position read, through these two, which own the handle lock and the metadata handle.
+    async def write_raw(self, work: Callable[[lmdb.Environment, Txn, Any], R]) -> R:
+        """Run ``work(env, txn, meta)`` in a write transaction of its own on the writer thread
+        (not recorded, and allowed under a write guard), the metadata database created in it
+        if needed; returns its result once committed."""
+        handles = self._handles
+        env = self._lmdb
+
+        def solo(_: lmdb.Environment) -> R:
+            def run(txn: Txn, __: BeginChild) -> tuple[Any, R]:
+                meta = handles.meta_in(txn, create=True)
+                return meta, work(env, txn, meta)
+
+            meta, result = self._engine.run_write(run, logged=False, guard=self._lock)
+            if handles.meta is None:
+                handles.keep(meta=meta)  # committed: valid from now on
+                self._recorder.name_handle(meta, None)
+            return result
+
+        return await asyncio.wrap_future(self._engine.call_solo(solo))
+
+    async def read_raw(self, work: Callable[[Txn, Any], R]) -> R:
+        """Run ``work(txn, meta)`` in a read transaction on a reader thread (``meta`` None
+        when the environment has no metadata database)."""
+        handles = self._handles
+        env = self._lmdb
+
+        def job() -> R:
+            meta = handles.existing_meta(env.begin)
+            txn = env.begin()
+            try:
+                return work(txn, meta)
+            finally:
+                txn.abort()
+                del txn
+
+        return await self._engine.run_blocking(job)
 
     async def databases(self) -> list[DatabaseInfo]:
         """The default database first, then every named database, in key order."""
@@ -629,6 +704,13 @@ class Catalogue:
         finally:
             cursor.close()
         return names
+
+
+def is_database(txn: Txn, name: bytes) -> bool:
+    """Whether the default database holds ``name`` as a named database's record (a read, no
+    handle opened)."""
+    value = txn.get(name)
+    return value is not None and len(value) == _DB_RECORD_SIZE and b"\0" not in name
 
 
 def _list_all(env: lmdb.Environment, txn: Txn, marked: set[bytes]) -> list[DatabaseInfo]:

@@ -16,10 +16,11 @@ Once per transaction
     does not see that transaction's changes; one registered while the writer waits for LMDB's
     write lock does.
 
-Sequence numbers
+Sequence numbers and commits
     A write transaction takes the next number from the log's last key, or from the trimmed
     high-water mark. A nested transaction shares its parent's counter and records; its abort
-    rolls both back with its writes.
+    rolls both back with its writes. Every record carries its offset from the transaction's
+    first number and the database's flags (``records``), so followers see whole commits.
 
 Hooks and followers
     After a top-level commit with changes, the records are posted to the event loop (one
@@ -43,7 +44,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
@@ -52,6 +53,7 @@ from .._engine.txnrunner import BeginChild
 from .meta import LOG_ID_KEY, LOG_ID_SIZE, MARKER_KEY, META_NAME, MetaHandles
 from .records import (
     DELETE,
+    DELETE_DB,
     DELETE_VALUE,
     DROP,
     KIND_NAMES,
@@ -61,6 +63,7 @@ from .records import (
     Change,
     db_label,
     encode,
+    flags_of,
     last_seq,
 )
 from .trim import TRIM_STEP, LogMode, Retention, trim
@@ -79,18 +82,21 @@ _CHECK_SECONDS = 1.0
 
 class _TxnLog:
     """What a top-level write transaction and its children record: the next sequence number
-    (None until the first change loads it), the commit time, the changes for hooks."""
+    (None until the first change loads it), the first one, the commit time, the changes for
+    hooks."""
 
-    __slots__ = ("records", "seq", "ts")
+    __slots__ = ("first", "records", "seq", "ts")
 
     def __init__(self) -> None:
         self.seq: int | None = None
+        self.first = 0
         self.ts = 0
         self.records: list[Change] = []
 
 
-# A handle's name and whether it is dupsort; None for aiolmdb's own databases (not logged).
-_Named = tuple[bytes | None, bool] | None
+# A handle's name, whether it is dupsort, and its flags as records carry them (records.FLAG_BITS);
+# None for aiolmdb's own databases (not logged).
+_Named = tuple[bytes | None, bool, int] | None
 _UNKNOWN: Final = object()
 
 
@@ -162,9 +168,11 @@ class LoggedTxn:
         return old
 
     def drop(self, db: Any, delete: bool = True) -> None:
-        """As ``lmdb.Transaction.drop``: one ``drop`` change."""
+        """As ``lmdb.Transaction.drop``: one ``delete_db`` change (a named database deleted)
+        or one ``drop`` (emptied)."""
         self.raw.drop(db, delete)
-        self._record(db, DROP, b"", b"")
+        named = self._named(db)
+        self._record(db, DELETE_DB if delete and named is not None and named[0] else DROP, b"", b"")
 
     def commit(self) -> None:
         """Commit; a top-level transaction then hands its changes to the loop."""
@@ -206,7 +214,7 @@ class LoggedTxn:
         txn_log = self._log
         seq = txn_log.seq
         if seq is None:
-            seq = recorder.first_seq(self.raw)
+            seq = txn_log.first = recorder.first_seq(self.raw)
             txn_log.ts = time.time_ns() // 1000
         txn_log.seq = seq + 1
         name = named[0]
@@ -216,16 +224,15 @@ class LoggedTxn:
                 code, data = (PUT_VALUE if kind == PUT else DELETE_VALUE), value
             else:  # keys only: a pair's delete is the key's
                 code, data = (DELETE if kind == DELETE_VALUE else kind), b""
-            self.raw.put(
-                SEQ.pack(seq), encode(code, name, key, data, txn_log.ts), True, True, True, log_db
-            )
+            record = encode(code, name, key, data, txn_log.ts, seq - txn_log.first, named[2])
+            self.raw.put(SEQ.pack(seq), record, True, True, True, log_db)
         if recorder.hooks:
             kind_name, _ = KIND_NAMES[kind]
             txn_log.records.append(
                 Change(
                     seq if log_db is not None else None,
                     db_label(name),
-                    None if kind == DROP else bytes(key),
+                    None if kind in (DROP, DELETE_DB) else bytes(key),
                     kind_name,
                     bytes(value) if kind in (PUT, DELETE_VALUE) else None,
                 )
@@ -251,7 +258,7 @@ class Recorder:
         self.values = mode == "values"
         self.retention = retention
         self._readonly = bool(env.flags().get("readonly"))
-        # Handle -> (name, dupsort), or None for aiolmdb's own databases.
+        # Handle -> (name, dupsort, flags), or None for aiolmdb's own databases.
         self.names: dict[Any, _Named] = {}
         # The metadata database's and the log's handles (their one owner).
         self.meta_handles = meta_handles
@@ -280,8 +287,8 @@ class Recorder:
         item; a write transaction under the runner's policy); queue the log's creation."""
         self._call_solo = call_solo
         self._run_write = run_write
-        self.names[None] = (None, False)
-        self.names[main] = (None, False)
+        self.names[None] = (None, False, 0)
+        self.names[main] = (None, False, 0)
         if self.active:
             self._setup_done = call_solo(self._setup)
 
@@ -305,10 +312,28 @@ class Recorder:
             txn.put(LOG_ID_KEY, os.urandom(LOG_ID_SIZE), db=meta)
         return meta, log_db
 
-    def name_handle(self, handle: Any, name: bytes | None, dupsort: bool = False) -> None:
+    def name_handle(
+        self, handle: Any, name: bytes | None, flags: Collection[str] = (), main: bool = False
+    ) -> None:
         """Writer thread: ``handle`` is the database ``name`` (None: aiolmdb's own, not
-        logged)."""
-        self.names[handle] = None if name is None else (name, dupsort)
+        logged; ``main``: the default database) with ``flags`` (as ``DatabaseInfo.flags``
+        names them), which its records carry."""
+        if name is None and not main:
+            self.names[handle] = None
+            return
+        found = (name, "dupsort" in flags, flags_of(flags))
+        self.names[handle] = found
+        if main:
+            self.names[None] = found
+
+    def add_flag(self, handle: Any, flag: str) -> None:
+        """Writer thread: the database of ``handle`` gained ``flag`` (its large-values
+        marker): its next records carry it."""
+        found = self.names.get(handle) if handle is not None else None
+        if found is not None:
+            self.names[handle] = (found[0], found[1], found[2] | flags_of((flag,)))
+            if found[0] is None:
+                self.names[None] = self.names[handle]
 
     def forget(self, handle: Any) -> None:
         """The database of ``handle`` was deleted."""

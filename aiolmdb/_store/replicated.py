@@ -1,0 +1,207 @@
+"""A replica's side of the store: applying a leader's commit as stored, and its position.
+
+``aiolmdb.replication`` hands :func:`apply_commit` a leader commit's changes, stored bytes
+(versions' headers and coded values byte for byte, never decoded), to run in ONE write
+transaction on the writer thread, together with the replica's position (:data:`POSITION_KEY`
+in the metadata database): a reader sees all of a commit or none of it, and a replica that
+restarts continues from the position its last commit stored.
+
+A database is created with the flags the leader's records carry (LMDB's, and aiolmdb's
+markers: versioned, large values). Emptying and deleting a database apply as what they were.
+
+:func:`prepare_restored` turns a leader's compacting copy (a snapshot) into a replica: the
+leader's change log, its marker and identity go (a replica records nothing; a promoted replica
+starts a log of its own), and the position the snapshot covers is stored. :func:`promote_in`
+prepares a replica for a log that continues the leader's sequence numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import lmdb
+
+from .meta import (
+    LARGE_MARK,
+    LOG_ID_KEY,
+    LOG_NAME,
+    MARKER_KEY,
+    META_NAME,
+    TRIMMED_KEY,
+    large_key,
+)
+from .records import SEQ
+from .versions import MARKER, marker_key
+
+if TYPE_CHECKING:
+    from .._engine.delivery import Txn
+
+__all__ = [
+    "DB_FLAG_BITS",
+    "FOLLOWS_KEY",
+    "POSITION_KEY",
+    "Position",
+    "RawChange",
+    "apply_commit",
+    "prepare_restored",
+    "promote_in",
+    "read_position",
+]
+
+POSITION_KEY: Final = b"replica_position"
+"""Metadata key: a replica's position (JSON: stream, the leader's log id, sequence, time)."""
+FOLLOWS_KEY: Final = b"replica_follows"
+"""Metadata key: a promoted replica's log continues this log id up to this sequence (JSON)."""
+
+# LMDB's flags by bit, as the change log's records carry them (records.FLAG_BITS).
+DB_FLAG_BITS: Final[dict[str, int]] = {
+    "reverse_key": 1 << 0,
+    "dupsort": 1 << 1,
+    "integerkey": 1 << 2,
+    "dupfixed": 1 << 3,
+    "integerdup": 1 << 4,
+}
+VERSIONED_BIT: Final = 1 << 5
+LARGE_BIT: Final = 1 << 6
+
+# Kinds of a replicated change.
+PUT, DELETE, DELETE_VALUE, DROP, DELETE_DB = 1, 2, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class RawChange:
+    """One change of a leader's commit, as stored (bytes), with its database's flags."""
+
+    kind: int
+    name: bytes | None
+    flags: int
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a replica is: the stream, the leader's log id, the last change sequence applied,
+    its commit time (µs) and the stream sequence of the message that held it."""
+
+    stream: str
+    log_id: str
+    seq: int
+    time_us: int
+    stream_seq: int
+
+    def encode(self) -> bytes:
+        """The stored form (JSON)."""
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Position:
+        """A stored position."""
+        data = json.loads(bytes(raw))
+        return cls(
+            str(data["stream"]),
+            str(data["log_id"]),
+            int(data["seq"]),
+            int(data["time_us"]),
+            int(data["stream_seq"]),
+        )
+
+
+def _open(env: lmdb.Environment, txn: Txn, name: bytes | None, flags: int) -> Any:
+    if name is None:
+        return env.open_db(None, txn=txn)
+    lmdb_flags = {flag: bool(flags & bit) for flag, bit in DB_FLAG_BITS.items()}
+    try:
+        return env.open_db(name, txn=txn, create=True, **lmdb_flags)
+    except lmdb.IncompatibleError as exc:
+        label = name.decode("utf-8", "backslashreplace")
+        wanted = sorted(flag for flag, on in lmdb_flags.items() if on) or ["none"]
+        raise ValueError(
+            f"database {label!r} exists on this replica with flags other than the leader's "
+            f"({', '.join(wanted)}): it was opened here before the leader's records created "
+            "it; open databases on a replica after rep.wait_for(...) reached them"
+        ) from exc
+
+
+def apply_commit(
+    env: lmdb.Environment,
+    txn: Txn,
+    meta: Any,
+    handles: dict[bytes | None, Any],
+    changes: Sequence[RawChange],
+    position: Position,
+) -> dict[bytes | None, Any]:
+    """Writer thread: apply ``changes`` in ``txn`` and store ``position`` with them. Returns
+    the handles opened in ``txn`` (the caller keeps them once it committed)."""
+    opened: dict[bytes | None, Any] = {}
+    for change in changes:
+        name = change.name
+        handle = handles.get(name)
+        if handle is None:
+            handle = opened.get(name)
+        if handle is None:
+            handle = opened[name] = _open(env, txn, name, change.flags)
+            if name is not None:
+                if change.flags & VERSIONED_BIT:
+                    txn.put(marker_key(name), MARKER, db=meta)
+                if change.flags & LARGE_BIT:
+                    txn.put(large_key(name), LARGE_MARK, db=meta)
+        kind = change.kind
+        if kind == PUT:
+            txn.put(change.key, change.value, db=handle)
+        elif kind == DELETE:
+            txn.delete(change.key, db=handle)
+        elif kind == DELETE_VALUE:
+            txn.delete(change.key, change.value, db=handle)
+        elif kind == DROP:
+            txn.drop(handle, delete=False)
+        else:  # DELETE_DB (the wire format admits no other kind)
+            txn.drop(handle, delete=True)
+            opened.pop(name, None)
+            handles.pop(name, None)
+            if name is not None:
+                txn.delete(marker_key(name), db=meta)
+                txn.delete(large_key(name), db=meta)
+    txn.put(POSITION_KEY, position.encode(), db=meta)
+    return opened
+
+
+def read_position(txn: Txn, meta: Any) -> Position | None:
+    """The replica's stored position (None: none yet)."""
+    if meta is None:
+        return None
+    raw = txn.get(POSITION_KEY, None, meta)
+    return None if raw is None else Position.decode(raw)
+
+
+def prepare_restored(path: str, position: Position) -> None:
+    """A worker thread: make the restored leader copy at ``path`` a replica at ``position``
+    (its change log, marker and identity removed). Nothing else has it open."""
+    env = lmdb.open(path, max_dbs=8, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            meta = env.open_db(META_NAME, txn=txn, create=True)
+            if txn.get(LOG_NAME) is not None:
+                txn.drop(env.open_db(LOG_NAME, txn=txn), delete=True)
+            for key in (MARKER_KEY, LOG_ID_KEY, TRIMMED_KEY, FOLLOWS_KEY):
+                txn.delete(key, db=meta)
+            txn.put(POSITION_KEY, position.encode(), db=meta)
+    finally:
+        env.close()
+
+
+def promote_in(txn: Txn, meta: Any) -> Position:
+    """Writer thread: prepare a replica to become a leader whose log continues the old
+    leader's sequence numbers (the trimmed mark) and says which log it follows."""
+    position = read_position(txn, meta)
+    if position is None:
+        raise ValueError("this environment is no replica: it stores no replication position")
+    txn.put(TRIMMED_KEY, SEQ.pack(position.seq), db=meta)
+    follows = {"log_id": position.log_id, "seq": position.seq, "stream": position.stream}
+    txn.put(FOLLOWS_KEY, json.dumps(follows).encode(), db=meta)
+    txn.delete(POSITION_KEY, db=meta)
+    return position

@@ -1,0 +1,474 @@
+"""The leader's side: :class:`Publisher` publishes the change log to a JetStream stream.
+
+One commit of the environment (any process's: it follows the log, not this process's writes)
+becomes one message, or ``n`` consecutive pieces when it is larger than the server's
+``max_payload``. Every publish carries ``Nats-Msg-Id`` (``<log id>:<first seq>``; a piece adds
+``:<i>/<n>:<run>``, a value of this run, so a commit cut short by a crash is published whole
+again) and ``Nats-Expected-Last-Sequence``: JetStream stores it only if nothing else was
+stored since this publisher's last message.
+
+Fencing: a publish refused with "wrong last sequence" means another publisher wrote to the
+stream (unless the stored message is this very one, whose acknowledgement was lost: then it
+counts as published). The publisher stops and the environment's writes raise
+:class:`~aiolmdb.errors.FencedError` from then on.
+
+Restart (also after ``kill -9``): the stream's last message says which commit of which log it
+holds; the publisher publishes the log's tail after it (a commit whose last piece is missing,
+whole again). An empty stream first gets a snapshot, so a new replica has a start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lmdb
+
+from .._store.meta import open_log, open_meta
+from .._store.records import Change, last_seq
+from .._store.replicated import (
+    DB_FLAG_BITS,
+    DELETE,
+    DELETE_DB,
+    DELETE_VALUE,
+    DROP,
+    FOLLOWS_KEY,
+    LARGE_BIT,
+    PUT,
+    VERSIONED_BIT,
+    RawChange,
+)
+from ..environment import Environment
+from ..errors import ChangesTrimmedError, FencedError, ReplicationError
+from . import wire
+from ._connect import bucket_of, connect, subject_of
+
+__all__ = ["Publisher", "SNAPSHOT_NAME", "check_stream_name"]
+
+SNAPSHOT_NAME = "latest"
+"""The Object Store name of a stream's snapshot (each replaces the one before)."""
+_HEADROOM = 1024  # max_payload counts the headers too
+_PUBLISH_TIMEOUT = 5.0
+_RETRY_WAIT = 0.5
+_WRONG_LAST_SEQUENCE = 10071
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_FLAG_BITS = {**DB_FLAG_BITS, "versioned": VERSIONED_BIT, "large_values": LARGE_BIT}
+_KINDS = {"put": PUT, "drop": DROP, "delete_db": DELETE_DB}
+
+
+def check_stream_name(stream: object) -> str:
+    """``stream`` if it is a usable JetStream stream name, else ValueError/TypeError."""
+    if not isinstance(stream, str):
+        raise TypeError(f"stream must be a str, got {stream!r}")
+    if not _STREAM_NAME.match(stream):
+        raise ValueError(
+            f"stream {stream!r} is no JetStream stream name: use letters, digits, '-' and '_'"
+        )
+    return stream
+
+
+def _flags(names: frozenset[str] | None) -> int:
+    bits = 0
+    for name in names or ():
+        bits |= _FLAG_BITS.get(name, 0)
+    return bits
+
+
+def _raw_change(change: Change, flags: int) -> RawChange:
+    name = None if change.db is None else change.db.encode("utf-8", "surrogateescape")
+    if change.kind == "delete":
+        if change.value is None:
+            return RawChange(DELETE, name, flags, bytes(change.key), b"")
+        return RawChange(DELETE_VALUE, name, flags, bytes(change.key), bytes(change.value))
+    kind = _KINDS[change.kind]
+    if kind == PUT:
+        return RawChange(PUT, name, flags, bytes(change.key), bytes(change.value or b""))
+    return RawChange(kind, name, flags, b"", b"")
+
+
+class Publisher:
+    """Publishes an environment's commits to the JetStream stream ``stream``
+    (``async with Publisher(env, servers=..., stream=...) as pub:``).
+
+    ``env`` must record its changes (``aiolmdb.open(path, changelog=True)``). ``max_age``
+    (seconds), ``max_bytes`` and ``replicas`` configure the stream when this publisher
+    creates it; ``snapshot_every`` takes a snapshot each time that many changes were
+    published since the last one. Other keyword arguments go to ``nats.connect`` (``user``,
+    ``password``, ``user_credentials``, ``nkeys_seed``, ``tls``, ...).
+    """
+
+    def __init__(
+        self,
+        env: Environment,
+        *,
+        servers: str | list[str],
+        stream: str,
+        max_age: float | None = None,
+        max_bytes: int | None = None,
+        replicas: int = 1,
+        snapshot_every: int | None = None,
+        **connect_options: Any,
+    ) -> None:
+        self._env = env
+        self._servers = servers
+        self._stream = check_stream_name(stream)
+        self._subject = subject_of(stream)
+        if snapshot_every is not None and (type(snapshot_every) is not int or snapshot_every < 1):
+            raise ValueError(f"snapshot_every must be an int >= 1 or None, got {snapshot_every!r}")
+        if type(replicas) is not int or replicas < 1:
+            raise ValueError(f"replicas must be an int >= 1, got {replicas!r}")
+        self._max_age = max_age
+        self._max_bytes = max_bytes
+        self._replicas = replicas
+        self._snapshot_every = snapshot_every
+        self._options = connect_options
+        self._nc: Any = None
+        self._js: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._log_id = ""
+        self._follows = ""
+        self._run = secrets.token_hex(4)
+        self._published = 0
+        self._seen = 0
+        self._expected = 0  # the stream's last sequence, as far as this publisher knows
+        self._snapshot_seq = 0
+        self._snapshot_lock = asyncio.Lock()
+        self._snapshot_task: asyncio.Task[Any] | None = None
+        self._progress = asyncio.Event()
+        self._error: BaseException | None = None
+        self._max_payload = 1 << 20
+
+    # ----------------------------------------------------------------- public
+    @property
+    def stream(self) -> str:
+        """The stream's name."""
+        return self._stream
+
+    @property
+    def published(self) -> int:
+        """The last change sequence of the log stored in the stream (0: none)."""
+        return self._published
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the publisher stopped (a FencedError once fenced), or None."""
+        return self._error
+
+    async def start(self) -> None:
+        """Connect, create the stream if needed, find where it ends and start publishing."""
+        env = self._env
+        try:
+            log_id = await env.changelog_id()
+        except ValueError as exc:
+            raise ValueError(
+                f"a Publisher needs an environment with a change log: open {env.path!r} with "
+                "aiolmdb.open(path, changelog=True)"
+            ) from exc
+        if log_id is None:
+            raise ValueError(
+                f"{env.path!r} has a change log without an identity (an older aiolmdb): open "
+                "it once with changelog=True for writing to give it one"
+            )
+        self._log_id = log_id
+        follows = await env._read_raw(_read_follows)
+        self._follows = "" if follows is None else str(follows["log_id"])
+        self._nc = await connect(self._servers, self._options)
+        try:
+            self._js = self._nc.jetstream()
+            self._max_payload = int(self._nc.max_payload)
+            empty = await self._ensure_stream()
+            await self._find_position(follows)
+            if empty:
+                await self.snapshot()
+        except BaseException:
+            await self._nc.close()
+            raise
+        env._set_replication_metrics(self._metrics)
+        self._task = asyncio.create_task(
+            self._publish_log(), name=f"aiolmdb-publish:{self._stream}"
+        )
+
+    async def close(self) -> None:
+        """Stop publishing (what is not published yet is published by the next start)."""
+        for task in (self._task, self._snapshot_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._snapshot_task = None
+        if not self._env.closed:
+            self._env._set_replication_metrics(None)
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None
+        self._progress.set()
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def sync(self, timeout: float | None = None) -> int:
+        """Wait until every commit made before the call is stored in the stream; returns the
+        last change sequence stored (for ``rep.wait_for``). Raises the publisher's error
+        (FencedError, ...) if it stopped."""
+        target = await self._env.last_seq()
+
+        async def reached() -> None:
+            while self._published < target:
+                self._check_running()
+                await self._progress.wait()
+
+        await asyncio.wait_for(reached(), timeout)
+        self._check_running(allow_done=True)
+        return self._published
+
+    async def snapshot(self) -> int:
+        """Store a compacting copy of the environment in the stream's Object Store bucket,
+        with the change sequence it covers (returned): a new replica starts from it."""
+        async with self._snapshot_lock:
+            return await self._snapshot()
+
+    # ----------------------------------------------------------------- internals
+    def _check_running(self, allow_done: bool = False) -> None:
+        if self._error is not None:
+            raise self._error
+        if not allow_done and (self._task is None or self._task.done()):
+            raise ReplicationError(f"the Publisher of stream {self._stream!r} is not running")
+
+    def _metrics(self) -> Mapping[str, float]:
+        return {
+            "published_seq": float(self._published),
+            "leader_seq": float(max(self._seen, self._published)),
+            "lag_changes": float(max(self._seen - self._published, 0)),
+        }
+
+    async def _ensure_stream(self) -> bool:
+        """Create the stream if it does not exist; whether it is empty."""
+        from nats.js.api import StreamConfig
+        from nats.js.errors import NotFoundError
+
+        try:
+            info = await self._js.stream_info(self._stream)
+        except NotFoundError:
+            config = StreamConfig(
+                name=self._stream,
+                subjects=[self._subject],
+                max_age=self._max_age,
+                max_bytes=self._max_bytes,
+                num_replicas=self._replicas,
+            )
+            info = await self._js.add_stream(config)
+        return bool(info.state.messages == 0)
+
+    async def _find_position(self, follows: Mapping[str, Any] | None) -> None:
+        """The last commit of this log in the stream, and the stream's last sequence."""
+        info = await self._js.stream_info(self._stream)
+        self._expected = last = int(info.state.last_seq)
+        published = 0
+        if info.state.messages:
+            msg = await self._js.get_msg(self._stream, seq=last)
+            try:
+                header = wire.parse_headers(msg.headers)
+            except ValueError as exc:
+                raise ReplicationError(
+                    f"stream {self._stream!r}: its last message (sequence {last}) was not "
+                    f"published by aiolmdb ({exc}): give this environment a stream of its own"
+                ) from None
+            if header.log_id == self._log_id:
+                published = header.last if header.complete else header.first - 1
+            elif follows is not None and header.log_id == follows["log_id"]:
+                published = int(follows["seq"])
+                if header.last != published or not header.complete:
+                    raise FencedError(
+                        f"stream {self._stream!r} went on after this environment was promoted "
+                        f"(it holds log {header.log_id} up to {header.last}, this environment "
+                        f"took over at {published}): another leader publishes there"
+                    )
+            else:
+                raise FencedError(
+                    f"stream {self._stream!r} holds the commits of another change log "
+                    f"({header.log_id}, this environment's is {self._log_id}): another leader "
+                    "publishes there; use a stream of its own, or make this a replica"
+                )
+        elif follows is not None:
+            published = int(follows["seq"])
+        mine = await self._env.last_seq()
+        if published > mine:
+            raise ReplicationError(
+                f"stream {self._stream!r} holds this log up to sequence {published}, but the "
+                f"environment's log ends at {mine}: it was restored from an older copy; "
+                "publish it to a new stream"
+            )
+        self._published = self._seen = published
+        self._snapshot_seq = published
+
+    async def _publish_log(self) -> None:
+        try:
+            feed = self._env.commits(since=self._published, log_id=self._log_id)
+            async for commit in feed:
+                if commit.partial:
+                    raise ChangesTrimmedError(
+                        f"stream {self._stream!r}: commit {commit.first}-{commit.last} was "
+                        "trimmed from the log before it was published; raise "
+                        "changelog_retention and start a new stream",
+                        commit.last,
+                    )
+                self._seen = commit.last
+                await self._publish(commit)
+                self._published = commit.last
+                self._wake()
+                every = self._snapshot_every
+                if (
+                    every is not None
+                    and self._published - self._snapshot_seq >= every
+                    and (self._snapshot_task is None or self._snapshot_task.done())
+                ):
+                    self._snapshot_task = asyncio.create_task(self.snapshot())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._error = exc
+            if isinstance(exc, FencedError) and not self._env.closed:
+                message = str(exc)
+                self._env._guard_writes(lambda: FencedError(message))
+            self._wake()
+            if not isinstance(exc, (FencedError, ReplicationError, ChangesTrimmedError)):
+                raise
+
+    def _wake(self) -> None:
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    async def _publish(self, commit: Any) -> None:
+        changes = tuple(
+            _raw_change(change, _flags(commit.databases.get(change.db)))
+            for change in commit.changes
+        )
+        payload = wire.encode(
+            wire.WireCommit(
+                self._log_id,
+                self._follows,
+                commit.first,
+                commit.last,
+                int(commit.timestamp * 1e6),
+                changes,
+            )
+        )
+        pieces = wire.split(payload, max(self._max_payload - _HEADROOM, 1024))
+        n = len(pieces)
+        for i, piece in enumerate(pieces):
+            msg_id = f"{self._log_id}:{commit.first}"
+            headers = {
+                "Nats-Msg-Id": msg_id if n == 1 else f"{msg_id}:{i}/{n}:{self._run}",
+                wire.COMMIT_HEADER: wire.commit_header(self._log_id, commit.first, commit.last),
+            }
+            if n > 1:
+                headers[wire.PIECE_HEADER] = f"{i}/{n}"
+            await self._publish_one(piece, headers)
+
+    async def _publish_one(self, data: bytes, headers: dict[str, str]) -> None:
+        from nats.errors import ConnectionClosedError, NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import APIError
+
+        retried = False
+        while True:
+            headers["Nats-Expected-Last-Sequence"] = str(self._expected)
+            try:
+                ack = await self._js.publish(
+                    self._subject, data, timeout=_PUBLISH_TIMEOUT, headers=headers
+                )
+            except APIError as exc:
+                if getattr(exc, "err_code", None) != _WRONG_LAST_SEQUENCE:
+                    raise
+                if retried and await self._stored_as(self._expected + 1, headers["Nats-Msg-Id"]):
+                    self._expected += 1  # ours: stored before its acknowledgement was lost
+                    return
+                raise FencedError(
+                    f"stream {self._stream!r}: another publisher stored a message after this "
+                    f"one's last (stream sequence {self._expected}; the server said: "
+                    f"{exc.description}); this leader stopped publishing and refuses writes "
+                    "(another leader took over): make this environment a replica"
+                ) from None
+            except (NatsTimeout, asyncio.TimeoutError, NoRespondersError, ConnectionClosedError):
+                retried = True  # the server restarts, or the ack was lost: same id again
+                await asyncio.sleep(_RETRY_WAIT)
+                continue
+            self._expected = int(ack.seq)
+            return
+
+    async def _stored_as(self, seq: int, msg_id: str) -> bool:
+        try:
+            msg = await self._js.get_msg(self._stream, seq=seq)
+        except Exception:
+            return False
+        return bool(msg.headers and msg.headers.get("Nats-Msg-Id") == msg_id)
+
+    async def _snapshot(self) -> int:
+        from nats.js.api import ObjectMeta, ObjectStoreConfig
+        from nats.js.errors import BucketNotFoundError
+
+        env = self._env
+        stream_seq = self._expected  # messages up to here hold commits the copy has
+        folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="aiolmdb-snapshot-")
+        try:
+            await env.copy(folder, compact=True)
+            covered, log_id = await asyncio.to_thread(_copy_position, folder)
+            try:
+                store = await self._js.object_store(bucket_of(self._stream))
+            except BucketNotFoundError:
+                store = await self._js.create_object_store(
+                    bucket_of(self._stream), config=ObjectStoreConfig(replicas=self._replicas)
+                )
+            description = json.dumps(
+                {
+                    "log_id": log_id,
+                    "seq": covered,
+                    "stream_seq": stream_seq,
+                    "time_us": int(time.time() * 1e6),
+                }
+            )
+            data = await asyncio.to_thread(open, os.path.join(folder, "data.mdb"), "rb")
+            try:
+                await store.put(
+                    SNAPSHOT_NAME,
+                    data,
+                    meta=ObjectMeta(name=SNAPSHOT_NAME, description=description),
+                )
+            finally:
+                data.close()
+        finally:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+        self._snapshot_seq = max(self._snapshot_seq, covered)
+        return covered
+
+
+def _read_follows(txn: Any, meta: Any) -> dict[str, Any] | None:
+    raw = None if meta is None else txn.get(FOLLOWS_KEY, None, meta)
+    return None if raw is None else dict(json.loads(bytes(raw)))
+
+
+def _copy_position(folder: str) -> tuple[int, str]:
+    """A worker thread: the last change sequence and log id of the copy in ``folder``."""
+    env = lmdb.open(folder, readonly=True, max_dbs=4, lock=False)
+    try:
+        log_db, meta = open_log(env), open_meta(env)
+        with env.begin() as txn:
+            from .._store.records import log_id
+
+            return last_seq(txn, log_db, meta), log_id(txn, meta) or ""
+    finally:
+        env.close()
