@@ -318,8 +318,12 @@ async def cmd_status(args: argparse.Namespace) -> int:
         replica = await asyncio.to_thread(_replica_status, replication, args.path)
         if replica is None:
             raise ValueError(f"{args.path} is not a replica (it stores no replicated position)")
-        leader = report["stream"].get("last_leader_seq")
-        applied = replica.get("applied_seq", 0)
+        if replica.get("stream") not in (None, args.stream):
+            raise ValueError(
+                f"replica {args.path} follows stream {replica['stream']}, not {args.stream}"
+            )
+        leader = report["stream"].get("leader_seq")
+        applied = replica.get("seq") or 0
         replica["lag_changes"] = None if leader is None else max(0, leader - applied)
         report["replica"] = replica
     if args.json:
@@ -336,32 +340,30 @@ def _replica_status(replication: Any, path: str) -> dict[str, Any] | None:
     return status
 
 
-def _value(mapping: dict[str, Any], *names: str) -> Any:
-    for name in names:
-        if mapping.get(name) is not None:
-            return mapping[name]
-    return None
-
-
 def format_status(stream: str, report: dict[str, Any]) -> str:
     """The status report as text."""
     info = report["stream"]
-    lines = [f"stream {stream}:"]
-    first, last = _value(info, "first_seq"), _value(info, "last_seq")
-    lines.append(
-        f"  messages        {_value(info, 'messages') or 0} (stream seq {first}..{last}, "
-        f"{_value(info, 'bytes') or 0} bytes)"
-    )
-    lines.append(f"  leader log      {_value(info, 'log_id') or '-'}")
-    lines.append(f"  leader change   {_value(info, 'last_leader_seq') or 0} (last published)")
-    snapshot = _value(info, "snapshot_seq")
-    lines.append(f"  snapshot        {'none' if snapshot is None else f'covers change {snapshot}'}")
+    if not info.get("exists", True):
+        lines = [f"stream {stream}: does not exist (no leader has published to it yet)"]
+    else:
+        snapshot = info.get("snapshot")
+        lines = [
+            f"stream {stream}:",
+            f"  messages        {info.get('messages', 0)} (stream seq "
+            f"{info.get('first_seq')}..{info.get('last_seq')}, {info.get('bytes', 0)} bytes)",
+            f"  leader log      {info.get('log_id') or '-'}",
+            f"  leader change   {info.get('leader_seq') or 0} (last published)",
+            "  snapshot        "
+            + ("none" if not snapshot else f"covers change {snapshot.get('seq')}"),
+        ]
     replica = report.get("replica")
     if replica is not None:
         lag = replica.get("lag_changes")
-        lines.append("replica:")
-        lines.append(f"  applied change  {replica.get('applied_seq', 0)}")
-        lines.append(f"  lag             {'-' if lag is None else f'{lag} changes'}")
+        lines += [
+            "replica:",
+            f"  applied change  {replica.get('seq') or 0}",
+            f"  lag             {'-' if lag is None else f'{lag} changes'}",
+        ]
     return "\n".join(lines)
 
 
