@@ -54,6 +54,15 @@ _GAUGES = (
     ("read_queue", "Batched reads submitted and not yet taken by a reader thread."),
     ("open_write_transactions", "Interactive write transactions not yet ended."),
 )
+# Replication's gauges (Metrics.replication: only those a Publisher or Replica reports).
+_REPLICATION = {
+    "published_seq": "The last change sequence of the log stored in the stream (a leader).",
+    "leader_seq": "The last change sequence of the leader's log seen by its publisher.",
+    "applied_seq": "The leader's last change sequence applied here (a replica).",
+    "stream_leader_seq": "The last change sequence the stream holds, as a replica saw it.",
+    "lag_changes": "Changes not yet published (a leader) or not yet applied (a replica).",
+    "lag_seconds": "Seconds since the last applied commit was made, while a replica lags.",
+}
 _HISTOGRAMS = (
     ("write_batch_sizes", "write_batch_size", "Operations per group commit."),
     ("read_batch_sizes", "read_batch_size", "Operations per batched read transaction."),
@@ -83,6 +92,14 @@ class EnvironmentCollector(Collector):
         for field, doc in _GAUGES:
             gauge = GaugeMetricFamily(f"{self._prefix}_{field}", doc, labels=labels)
             gauge.add_metric(value, getattr(m, field))
+            yield gauge
+        for field, number in m.replication.items():
+            gauge = GaugeMetricFamily(
+                f"{self._prefix}_replication_{field}",
+                _REPLICATION.get(field, "Replication."),
+                labels=labels,
+            )
+            gauge.add_metric(value, number)
             yield gauge
         for field, name, doc in _HISTOGRAMS:
             hist: Histogram = getattr(m, field)

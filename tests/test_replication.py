@@ -5,6 +5,7 @@ credentials, snapshots, metrics."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import lmdb
 import pytest
+from conftest import TIMEOUT
+from nats_server import NatsServer
 
 import aiolmdb
 from aiolmdb.errors import ReplicationError
@@ -24,9 +27,6 @@ from aiolmdb.replication import (
     replica_status,
     stream_status,
 )
-
-from conftest import TIMEOUT
-from nats_server import NatsServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,7 +48,8 @@ def _dump(env: lmdb.Environment) -> Dump:
             except lmdb.Error:
                 plain.append((key, value))
                 continue
-            flags = sorted(name for name, on in handle.flags(txn).items() if on)
+            stored = handle.flags(txn)  # type: ignore[call-arg]  # py-lmdb's stub lacks txn
+            flags = sorted(name for name, on in stored.items() if on)
             out[key] = (flags, list(txn.cursor(db=handle).iternext()))
         out[None] = ([], plain)
     return out
@@ -103,6 +104,377 @@ async def test_publish_and_follow_byte_identical(
             assert await db.get(b"k000") is None
             rv = rep.env.open_db("versioned", versioned=True)
             entry = await rv.get_entry(b"v")
-            assert entry is not None and entry.value == b"second"
+            assert entry is not None
+            assert entry.value == b"second"
             assert await rep.env.database_info("doomed") is None
             assert await dump(rep.env) == await dump(leader)
+
+
+async def stream_log_ids(server: NatsServer, stream: str) -> list[tuple[str, int, int, str]]:
+    """(log id, first, last, piece) of every message of the stream, in order."""
+    import nats
+
+    nc = await nats.connect(server.url, **credentials(server))
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq=seq)
+            headers = msg.headers or {}
+            log_id, first, last = headers.get("Aiolmdb-Commit", "?:0:0").split(":")
+            out.append((log_id, int(first), int(last), headers.get("Aiolmdb-Piece", "")))
+        return out
+    finally:
+        await nc.close()
+
+
+def credentials(server: NatsServer) -> dict[str, Any]:
+    options = server.connect_options()
+    options.pop("servers")
+    return options
+
+
+async def test_replica_refuses_writes_naming_the_stream(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    db = leader.open_db("orders")
+    async with Publisher(leader, servers=nats_server.url, stream="orders") as pub:
+        await db.put(b"k", b"v")
+        seq = await pub.sync()
+        async with Replica(tmp_path / "r", servers=nats_server.url, stream="orders") as rep:
+            await rep.wait_for(seq, timeout=TIMEOUT)
+            rdb = rep.env.open_db("orders")
+            assert await rdb.get(b"k") == b"v"
+            attempts = [
+                rdb.put(b"k", b"x"),
+                rdb.delete(b"k"),
+                rdb.put_multi({b"a": b"1"}),
+                rdb.run(lambda txn: txn.put(b"a", b"1"), write=True),
+                rdb.drop(),
+                rdb.drop(delete=False),
+                rep.env.get_default_database().put(b"a", b"b"),
+            ]
+            for attempt in attempts:
+                with pytest.raises(ReadOnlyError, match=r"'orders'.*leader takes writes"):
+                    await attempt
+            with pytest.raises(ReadOnlyError, match="leader takes writes"):
+                async with rep.env.begin(write=True):
+                    pass
+            assert await rdb.get(b"k") == b"v"
+            # Replication still applies past the guard.
+            await db.put(b"k2", b"v2")
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+            assert await rdb.get(b"k2") == b"v2"
+
+
+async def test_restarts_continue_without_loss_or_duplicates(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    url = nats_server.url
+    async with aiolmdb.open(tmp_path / "leader", changelog=True) as leader:
+        db = leader.open_db("orders")
+        async with Publisher(leader, servers=url, stream="orders") as pub:
+            for i in range(10):
+                await db.put(b"a%d" % i, b"1")
+            first = await pub.sync()
+            async with Replica(tmp_path / "r", servers=url, stream="orders") as rep:
+                await rep.wait_for(first, timeout=TIMEOUT)
+        # The leader commits while nothing publishes, the replica is down too.
+        for i in range(10):
+            await db.put(b"b%d" % i, b"2")
+        await db.delete(b"a0")
+    stored = replica_status(tmp_path / "r")
+    assert stored is not None
+    assert stored["seq"] == first
+    assert stored["stream"] == "orders"
+    async with (
+        aiolmdb.open(tmp_path / "leader", changelog=True) as leader,
+        Publisher(leader, servers=url, stream="orders") as pub,
+    ):
+        last = await pub.sync()
+        assert last == await leader.last_seq() > first
+        async with Replica(tmp_path / "r", servers=url, stream="orders") as rep:
+            assert rep.applied >= first  # continued from its position, no snapshot
+            await rep.wait_for(last, timeout=TIMEOUT)
+            assert await dump(rep.env) == await dump(leader)
+    messages = await stream_log_ids(nats_server, "orders")
+    firsts = [first for _, first, _, _ in messages]
+    assert len(set(firsts)) == len(firsts), "a commit was published twice"
+    for (_, _, last_a, _), (_, first_b, _, _) in itertools.pairwise(messages):
+        assert first_b == last_a + 1, "the stream skips or repeats changes"
+    status = await stream_status(url, "orders")
+    assert status["leader_seq"] == last
+    assert status["messages"] == len(messages)
+    assert status["snapshot"] is not None
+    assert status["snapshot"]["seq"] == 0
+
+
+async def test_a_multi_database_transaction_is_atomic_on_the_replica(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    accounts = leader.open_db("accounts", value_coder=aiolmdb.coders.UInt64Coder())
+    audit = leader.open_db("audit", key_coder=aiolmdb.coders.UInt64Coder())
+    names = [b"acct%d" % i for i in range(5)]
+    await accounts.put_multi(dict.fromkeys(names, 100))
+    url = nats_server.url
+    async with (
+        Publisher(leader, servers=url, stream="bank") as pub,
+        Replica(tmp_path / "r", servers=url, stream="bank") as rep,
+    ):
+        await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+        r_accounts = rep.env.open_db("accounts", value_coder=aiolmdb.coders.UInt64Coder())
+        r_audit = rep.env.open_db("audit", key_coder=aiolmdb.coders.UInt64Coder())
+        # Opened before the first snapshot begins (a snapshot sees only handles opened before).
+        assert await r_audit.count() == 0
+        assert await r_accounts.get(names[0]) == 100
+        done = asyncio.get_running_loop().create_future()
+
+        async def check() -> int:
+            audits = 0
+            while not done.done() or audits == 0:
+                async with rep.env.begin() as snap:
+                    balances = await snap[r_accounts].get_multi(names)
+                    moved = await snap[r_audit].count()
+                    assert sum(v or 0 for v in balances.values()) == 500
+                    assert balances[names[0]] == 100 - moved
+                audits += 1
+                await asyncio.sleep(0)
+            return audits
+
+        checker = asyncio.create_task(check())
+        for i in range(60):
+            async with leader.begin(write=True) as txn:
+                src = await txn[accounts].get(names[0])
+                dst = await txn[accounts].get(names[1 + i % 4])
+                assert src is not None
+                assert dst is not None
+                await txn[accounts].put(names[0], src - 1)
+                await txn[accounts].put(names[1 + i % 4], dst + 1)
+                await txn[audit].put(i, b"moved 1")
+        await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+        done.set_result(None)
+        assert await asyncio.wait_for(checker, TIMEOUT) > 0
+        assert await dump(rep.env) == await dump(leader)
+
+
+async def test_a_commit_larger_than_max_payload_is_applied_whole(
+    leader: aiolmdb.Environment, nats_server_factory: Any, tmp_path: Path
+) -> None:
+    server = nats_server_factory(max_payload=64 * 1024)
+    db = leader.open_db("bulk")
+    async with Publisher(leader, servers=server.url, stream="bulk") as pub:
+        await db.put(b"small", b"x")
+        before = await pub.sync()
+        big = os.urandom(300 * 1024)
+        await db.put_multi({b"big": big, **{b"k%04d" % i: b"v" * 200 for i in range(500)}})
+        after = await pub.sync()
+        messages = await stream_log_ids(server, "bulk")
+        pieces = [m for m in messages if m[1] == before + 1]
+        assert len(pieces) >= 5
+        assert pieces[-1][3] == f"{len(pieces) - 1}/{len(pieces)}"
+        async with Replica(tmp_path / "r", servers=server.url, stream="bulk") as rep:
+            await rep.wait_for(after, timeout=TIMEOUT)
+            assert await rep.env.open_db("bulk").get(b"big") == big
+            assert await dump(rep.env) == await dump(leader)
+
+
+async def test_two_racing_publishers_one_is_fenced(tmp_path: Path, nats_server: NatsServer) -> None:
+    url = nats_server.url
+    async with (
+        aiolmdb.open(tmp_path / "a", changelog=True) as env_a,
+        aiolmdb.open(tmp_path / "b", changelog=True) as env_b,
+    ):
+        pub_a = Publisher(env_a, servers=url, stream="race")
+        pub_b = Publisher(env_b, servers=url, stream="race")
+        await asyncio.gather(pub_a.start(), pub_b.start())
+        try:
+            db_a, db_b = env_a.open_db("x"), env_b.open_db("x")
+
+            async def burst(db: aiolmdb.AsyncDatabase[bytes, bytes], tag: bytes) -> None:
+                for i in range(30):
+                    try:
+                        await db.put(tag + b"%d" % i, b"v")
+                    except FencedError:
+                        return
+
+            await asyncio.gather(burst(db_a, b"a"), burst(db_b, b"b"))
+            results = await asyncio.gather(pub_a.sync(), pub_b.sync(), return_exceptions=True)
+            fenced = [r for r in results if isinstance(r, FencedError)]
+            assert len(fenced) == 1, results
+            assert "'race'" in str(fenced[0])
+            assert "another publisher" in str(fenced[0])
+            loser, winner = (
+                (env_a, env_b) if isinstance(results[0], FencedError) else (env_b, env_a)
+            )
+            with pytest.raises(FencedError, match="refuses writes"):
+                await loser.open_db("x").put(b"late", b"v")
+            await winner.open_db("x").put(b"late", b"v")  # the winner still writes
+            winner_pub = pub_b if loser is env_a else pub_a
+            await winner_pub.sync()
+        finally:
+            await asyncio.gather(pub_a.close(), pub_b.close())
+        ids = {log_id for log_id, *_ in await stream_log_ids(nats_server, "race")}
+        assert ids == {await winner.changelog_id()}, "the stream interleaves two logs"
+
+
+async def test_a_strangers_message_stops_the_replica_naming_it(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    import nats
+
+    db = leader.open_db("orders")
+    async with Publisher(leader, servers=nats_server.url, stream="orders") as pub:
+        await db.put(b"k", b"v")
+        seq = await pub.sync()
+        async with Replica(tmp_path / "r", servers=nats_server.url, stream="orders") as rep:
+            await rep.wait_for(seq, timeout=TIMEOUT)
+            nc = await nats.connect(nats_server.url)
+            try:
+                js = nc.jetstream()
+                forged = {"Aiolmdb-Commit": f"{await leader.changelog_id()}:{seq + 1}:{seq + 1}"}
+                ack = await js.publish("aiolmdb.orders", b"ALRC garbage", headers=forged)
+            finally:
+                await nc.close()
+            with pytest.raises(InvalidMessageError, match=f"message {ack.seq}") as caught:
+                await rep.wait_for(seq + 1, timeout=TIMEOUT)
+            assert caught.value.stream_seq == ack.seq
+            assert rep.error is caught.value
+            assert rep.applied == seq
+            assert await rep.env.open_db("orders").get(b"k") == b"v"
+        # The leader's next publish finds the stranger's message: it is fenced.
+        await db.put(b"k2", b"v")
+        with pytest.raises(FencedError):
+            await pub.sync()
+
+
+async def test_wrong_credentials_fail_at_once(
+    leader: aiolmdb.Environment, nats_auth_server: NatsServer, tmp_path: Path
+) -> None:
+    url = nats_auth_server.url
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ReplicationError, match="refused the credentials"):
+        await Publisher(leader, servers=url, stream="s", user="aiolmdb", password="wrong").start()
+    with pytest.raises(ReplicationError, match="refused the credentials"):
+        await Replica(
+            tmp_path / "r", servers=url, stream="s", user="aiolmdb", password="no"
+        ).start()
+    assert loop.time() - started < 10
+    good = credentials(nats_auth_server)
+    async with Publisher(leader, servers=url, stream="s", **good) as pub:
+        await leader.open_db("x").put(b"k", b"v")
+        async with Replica(tmp_path / "r", servers=url, stream="s", **good) as rep:
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+
+
+async def test_bootstrap_from_a_snapshot_and_after_falling_behind(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    import nats
+
+    url = nats_server.url
+    db = leader.open_db("orders", dupsort=True)
+    await db.put(b"before", b"the publisher")  # only a snapshot has it
+    async with Publisher(leader, servers=url, stream="orders") as pub:
+        async with Replica(tmp_path / "r1", servers=url, stream="orders") as rep:
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+            assert await rep.env.open_db("orders", dupsort=True).get(b"before") == b"the publisher"
+        for i in range(20):
+            await db.put(b"k%d" % i, b"v")
+        covered = await pub.snapshot()
+        assert covered == await leader.last_seq()
+        # Retention drops everything the stream held: the replica's next message is gone.
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().purge_stream("orders")
+        finally:
+            await nc.close()
+        await db.put(b"after", b"purge")
+        last = await pub.sync()
+        async with Replica(tmp_path / "r1", servers=url, stream="orders") as rep:
+            await rep.wait_for(last, timeout=TIMEOUT)
+            assert await dump(rep.env) == await dump(leader)
+        async with Replica(tmp_path / "r2", servers=url, stream="orders") as rep:
+            await rep.wait_for(last, timeout=TIMEOUT)
+            assert await dump(rep.env) == await dump(leader)
+
+
+async def test_a_replica_started_before_its_leader_waits(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    rep = Replica(tmp_path / "r", servers=nats_server.url, stream="later")
+    starting = asyncio.create_task(rep.start())
+    await asyncio.sleep(0.5)  # it is waiting for the stream (nothing to wait on from here)
+    assert not starting.done()
+    db = leader.open_db("x")
+    await db.put(b"k", b"v")
+    async with Publisher(leader, servers=nats_server.url, stream="later") as pub:
+        await db.put(b"k2", b"v2")
+        seq = await pub.sync()
+        await asyncio.wait_for(starting, TIMEOUT)
+        try:
+            await rep.wait_for(seq, timeout=TIMEOUT)
+            assert await dump(rep.env) == await dump(leader)
+        finally:
+            await rep.close()
+
+
+async def test_metrics_and_prometheus(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from aiolmdb.prometheus import EnvironmentCollector
+
+    assert leader.metrics().replication == {}
+    db = leader.open_db("x")
+    async with Publisher(leader, servers=nats_server.url, stream="m") as pub:
+        await db.put(b"k", b"v")
+        seq = await pub.sync()
+        published = leader.metrics().replication
+        assert published["published_seq"] == seq
+        assert published["lag_changes"] == 0
+        async with Replica(tmp_path / "r", servers=nats_server.url, stream="m") as rep:
+            await rep.wait_for(seq, timeout=TIMEOUT)
+            applied = rep.env.metrics().replication
+            assert applied["applied_seq"] == seq
+            assert applied["lag_changes"] == 0
+            assert applied["lag_seconds"] == 0
+            registry = CollectorRegistry()
+            registry.register(EnvironmentCollector(rep.env))
+            text = generate_latest(registry).decode()
+            assert "aiolmdb_replication_applied_seq{path=" in text
+    assert leader.metrics().replication == {}
+
+
+async def test_promote_a_caught_up_replica(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url = nats_server.url
+    db = leader.open_db("orders")
+    async with Publisher(leader, servers=url, stream="orders") as pub:
+        await db.put(b"k", b"v")
+        seq = await pub.sync()
+        watcher = Replica(tmp_path / "watcher", servers=url, stream="orders")
+        await watcher.start()
+        try:
+            rep = Replica(tmp_path / "r", servers=url, stream="orders")
+            await rep.start()
+            new_env = await rep.promote(timeout=TIMEOUT)
+            async with new_env:
+                assert await new_env.last_seq() == seq  # the new log continues the numbers
+                async with Publisher(new_env, servers=url, stream="orders") as new_pub:
+                    await new_env.open_db("orders").put(b"k2", b"from the new leader")
+                    new_seq = await new_pub.sync()
+                    assert new_seq > seq
+                    await watcher.wait_for(new_seq, timeout=TIMEOUT)
+                    assert await dump(watcher.env) == await dump(new_env)
+                    # The old leader's next publish is refused: it is fenced.
+                    await db.put(b"old", b"leader")
+                    with pytest.raises(FencedError):
+                        await pub.sync()
+                    with pytest.raises(FencedError):
+                        await db.put(b"again", b"x")
+        finally:
+            await watcher.close()

@@ -35,7 +35,7 @@ from .meta import (
     large_key,
 )
 from .records import SEQ
-from .versions import MARKER, marker_key
+from .versions import MARKER, PREFIX_SIZE, marker_key, raise_counter, version_of
 
 if TYPE_CHECKING:
     from .._engine.delivery import Txn
@@ -138,6 +138,7 @@ def apply_commit(
     """Writer thread: apply ``changes`` in ``txn`` and store ``position`` with them. Returns
     the handles opened in ``txn`` (the caller keeps them once it committed)."""
     opened: dict[bytes | None, Any] = {}
+    newest = 0  # the highest version stored: a promoted replica never issues one below it
     for change in changes:
         name = change.name
         handle = handles.get(name)
@@ -153,6 +154,8 @@ def apply_commit(
         kind = change.kind
         if kind == PUT:
             txn.put(change.key, change.value, db=handle)
+            if change.flags & VERSIONED_BIT and len(change.value) >= PREFIX_SIZE:
+                newest = max(newest, version_of(change.value))
         elif kind == DELETE:
             txn.delete(change.key, db=handle)
         elif kind == DELETE_VALUE:
@@ -166,6 +169,8 @@ def apply_commit(
             if name is not None:
                 txn.delete(marker_key(name), db=meta)
                 txn.delete(large_key(name), db=meta)
+    if newest:
+        raise_counter(txn, meta, newest)
     txn.put(POSITION_KEY, position.encode(), db=meta)
     return opened
 

@@ -37,6 +37,8 @@ __all__ = ["Replica", "replica_status", "stream_status"]
 _STREAM_WAIT = 0.25  # how often a replica started before its leader looks for the stream
 _STATUS_INTERVAL = 1.0  # how often the replica reads the stream's end (lag metrics)
 _PENDING_BYTES = 1 << 30
+_BATCH_COMMITS = 256  # the most leader commits applied in one write transaction
+_BATCH_BYTES = 16 << 20  # ... and about the most bytes
 
 
 class Replica:
@@ -297,6 +299,7 @@ class Replica:
 
         position = self._position
         assert position is not None
+        batch: list[tuple[wire.WireCommit, Position]] = []
         try:
             self._sub = sub = await self._js.subscribe(
                 self._subject,
@@ -310,13 +313,24 @@ class Replica:
             )
             pieces: list[bytes] = []
             gathering: wire.CommitHeader | None = None
-            async for msg in sub.messages:
+            size = 0
+            while True:
+                if batch and (
+                    not sub.pending_msgs or len(batch) >= _BATCH_COMMITS or size >= _BATCH_BYTES
+                ):
+                    # The commits that arrived together go in one write transaction: each
+                    # is whole in it, and the position stored is the last one's.
+                    await self._apply(batch)
+                    batch, size = [], 0
+                msg = await sub.next_msg(timeout=None)
                 stream_seq = int(msg.metadata.sequence.stream)
                 try:
                     header = wire.parse_headers(msg.headers)
                 except ValueError as exc:
                     raise self._invalid(stream_seq, str(exc)) from None
-                if header.last <= self.applied:
+                base = batch[-1][1] if batch else self._position
+                assert base is not None
+                if header.last <= base.seq:
                     continue  # in a snapshot restored, or applied before a restart
                 if header.piece == 0:
                     pieces, gathering = [], header
@@ -327,18 +341,31 @@ class Replica:
                 ):
                     raise self._invalid(
                         stream_seq,
-                        f"piece {header.piece} of {header.pieces} "
-                        "does not follow the piece before it",
+                        f"piece {header.piece} of {header.pieces} does not follow the piece "
+                        "before it",
                     )
                 pieces.append(msg.data)
                 if not header.complete:
                     continue
                 payload = wire.join(pieces)
                 pieces, gathering = [], None
-                await self._apply(stream_seq, header, payload)
+                commit = self._check(stream_seq, header, payload, base)
+                batch.append(
+                    (
+                        commit,
+                        Position(
+                            self._stream, commit.log_id, commit.last, commit.time_us, stream_seq
+                        ),
+                    )
+                )
+                size += len(payload)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
+            if batch and isinstance(exc, InvalidMessageError):
+                # The valid commits before the invalid message are applied; none of it.
+                with contextlib.suppress(Exception):
+                    await self._apply(batch)
             self._error = exc
             self._wake()
             if not isinstance(exc, ReplicationError):
@@ -352,34 +379,39 @@ class Replica:
             stream_seq,
         )
 
-    async def _apply(self, stream_seq: int, header: wire.CommitHeader, payload: bytes) -> None:
-        position = self._position
-        assert position is not None
+    def _check(
+        self, stream_seq: int, header: wire.CommitHeader, payload: bytes, base: Position
+    ) -> wire.WireCommit:
+        """The commit of ``payload`` if it is whole, well formed and the next after ``base``;
+        else InvalidMessageError."""
         try:
             commit = wire.decode(payload)
         except ValueError as exc:
             raise self._invalid(stream_seq, f"it is no valid commit: {exc}") from None
         if (commit.log_id, commit.first, commit.last) != (header.log_id, header.first, header.last):
             raise self._invalid(stream_seq, "its headers and its payload disagree")
-        if commit.log_id != position.log_id and commit.follows != position.log_id:
+        if commit.log_id != base.log_id and commit.follows != base.log_id:
             raise self._invalid(
                 stream_seq,
                 f"it comes from change log {commit.log_id}, not from this stream's leader "
-                f"({position.log_id})",
+                f"({base.log_id})",
             )
-        if commit.first != position.seq + 1:
+        if commit.first != base.seq + 1:
             raise self._invalid(
                 stream_seq,
                 f"it holds changes {commit.first}-{commit.last}, but the next to apply is "
-                f"{position.seq + 1}",
+                f"{base.seq + 1}",
             )
-        new = Position(self._stream, commit.log_id, commit.last, commit.time_us, stream_seq)
-        env = self.env
-        work = functools.partial(_apply_work, self._handles, commit.changes, new)
-        opened = await env._write_raw(work)
+        return commit
+
+    async def _apply(self, batch: list[tuple[wire.WireCommit, Position]]) -> None:
+        changes = [change for commit, _ in batch for change in commit.changes]
+        position = batch[-1][1]
+        work = functools.partial(_apply_work, self._handles, changes, position)
+        opened = await self.env._write_raw(work)
         self._handles.update(opened)
-        self._position = new
-        self._stream_last = max(self._stream_last, commit.last)
+        self._position = position
+        self._stream_last = max(self._stream_last, position.seq)
         self._wake()
 
 
