@@ -56,18 +56,23 @@ def child_env() -> dict[str, str]:
 
 
 class Child:
-    """A child process whose stderr lines are collected as they come (to wait for one)."""
+    """A child process whose output lines are collected as they come (to wait for one)."""
 
     def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
         self.process = process
         self.name = name
-        self.lines: list[str] = []
-        self.stdout = b""
+        self.lines: list[str] = []  # stderr
+        self.out: list[str] = []  # stdout
         self._changed = asyncio.Condition()
-        self._reader = asyncio.ensure_future(self._read())
+        assert process.stdout is not None
+        assert process.stderr is not None
+        self._readers = [
+            asyncio.ensure_future(self._read(process.stderr, self.lines)),
+            asyncio.ensure_future(self._read(process.stdout, self.out)),
+        ]
 
     @classmethod
-    async def start(cls, *args: str, name: str | None = None) -> Child:
+    async def start(cls, *args: str, name: str | None = None, cwd: Path = ROOT) -> Child:
         """Start ``python args...`` with stdout and stderr piped."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -76,7 +81,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=child_env(),
-            cwd=ROOT,
+            cwd=cwd,
         )
         return cls(process, name or " ".join(args[:4]))
 
@@ -85,11 +90,10 @@ class Child:
         """Start ``python -m aiolmdb args...``."""
         return await cls.start("-m", "aiolmdb", *args, name=f"aiolmdb {' '.join(args[:2])}")
 
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        async for raw in self.process.stderr:
+    async def _read(self, stream: asyncio.StreamReader, into: list[str]) -> None:
+        async for raw in stream:
             async with self._changed:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                into.append(raw.decode(errors="replace").rstrip("\n"))
                 self._changed.notify_all()
         async with self._changed:
             self._changed.notify_all()
@@ -99,12 +103,20 @@ class Child:
         """Everything it wrote to stderr so far."""
         return "\n".join(self.lines)
 
-    async def wait_line(self, predicate: Callable[[str], bool], timeout: float = TIMEOUT) -> str:
-        """The first stderr line for which ``predicate`` holds; AssertionError if the child
-        exits or the time runs out first."""
+    @property
+    def stdout(self) -> str:
+        """Everything it wrote to stdout so far."""
+        return "\n".join(self.out) + ("\n" if self.out else "")
+
+    async def wait_line(
+        self, predicate: Callable[[str], bool], timeout: float = TIMEOUT, *, stdout: bool = False
+    ) -> str:
+        """The first line (of stderr, or stdout) for which ``predicate`` holds;
+        AssertionError if the child exits or the time runs out first."""
+        lines = self.out if stdout else self.lines
 
         def found() -> str | None:
-            return next((line for line in self.lines if predicate(line)), None)
+            return next((line for line in lines if predicate(line)), None)
 
         async def wait() -> str:
             async with self._changed:
@@ -112,15 +124,17 @@ class Child:
                     line = found()
                     if line is not None:
                         return line
-                    if self._reader.done():
-                        raise AssertionError(f"{self.name} exited first:\n{self.stderr}")
+                    if all(reader.done() for reader in self._readers):
+                        raise AssertionError(
+                            f"{self.name} exited first:\n{self.stdout}\n{self.stderr}"
+                        )
                     await self._changed.wait()
 
         try:
             return await asyncio.wait_for(wait(), timeout)
         except asyncio.TimeoutError:
             raise AssertionError(
-                f"{self.name}: no such line in {timeout} s:\n{self.stderr}"
+                f"{self.name}: no such line in {timeout} s:\n{self.stdout}\n{self.stderr}"
             ) from None
 
     def signal(self, sig: signal.Signals) -> None:
@@ -128,11 +142,9 @@ class Child:
         self.process.send_signal(sig)
 
     async def wait(self, timeout: float = TIMEOUT) -> int:
-        """Wait for the child to exit; its exit status (stdout is then in ``stdout``)."""
-        assert self.process.stdout is not None
-        self.stdout = await asyncio.wait_for(self.process.stdout.read(), timeout)
+        """Wait for the child to exit and its output to be read; its exit status."""
         code = await asyncio.wait_for(self.process.wait(), timeout)
-        await asyncio.wait_for(self._reader, timeout)
+        await asyncio.wait_for(asyncio.gather(*self._readers), timeout)
         return code
 
     async def kill(self) -> None:
@@ -153,4 +165,4 @@ async def run_cli(*args: str, timeout: float = TIMEOUT) -> tuple[int, str, str]:
     except BaseException:
         await child.kill()
         raise
-    return code, child.stdout.decode(errors="replace"), child.stderr
+    return code, child.stdout, child.stderr
