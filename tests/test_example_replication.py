@@ -4,7 +4,6 @@ a leader and a replica served on 127.0.0.1 and driven with a real aiohttp client
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-
 from nats_server import NatsServer
 from repl_util import ROOT, child_env
 
@@ -72,9 +70,7 @@ async def test_replica_serves_reads_and_redirects_writes(
                 assert resp.status == 200
                 seq = int(resp.headers["X-Change-Seq"])
             # ... and a replica read that asks for it sees the write.
-            async with http.get(
-                f"{replica_url}/notes/n1", headers={"X-Min-Seq": str(seq)}
-            ) as resp:
+            async with http.get(f"{replica_url}/notes/n1", headers={"X-Min-Seq": str(seq)}) as resp:
                 assert resp.status == 200, await resp.text()
                 assert await body(resp) == {
                     "id": "n1",
@@ -104,9 +100,7 @@ async def test_replica_serves_reads_and_redirects_writes(
                 assert resp.status == 201
                 assert str(resp.url).startswith(leader_url)
                 seq = int(resp.headers["X-Change-Seq"])
-            async with http.get(
-                f"{replica_url}/notes/n2", headers={"X-Min-Seq": str(seq)}
-            ) as resp:
+            async with http.get(f"{replica_url}/notes/n2", headers={"X-Min-Seq": str(seq)}) as resp:
                 assert (await body(resp))["data"] == {"text": "via replica"}
 
             # A sequence the leader has not reached: the replica gives up after its wait.
