@@ -14,11 +14,21 @@ from nats_server import NatsServer
 from repl_util import Child, dump_lmdb, dump_path, run_cli
 
 import aiolmdb
+from aiolmdb.__main__ import main
 from aiolmdb.replication import replica_status, stream_status
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+pytestmark = pytest.mark.timeout(180)
 
 STREAM = "clitest"
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``aiolmdb replicate args...`` through ``main()`` in this process (in a thread: it runs
+    its own event loop): (status, stdout, stderr)."""
+    capsys.readouterr()
+    code = await asyncio.wait_for(asyncio.to_thread(main, ["replicate", *args]), 120)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def conn(server: NatsServer, stream: str = STREAM) -> list[str]:
@@ -63,7 +73,10 @@ async def until_published(server: NatsServer, seq: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_publish_follow_status_and_promote(nats_server: NatsServer, tmp_path: Path) -> None:
+@pytest.mark.slow
+async def test_publish_follow_status_and_promote(
+    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     leader, replica = tmp_path / "leader", tmp_path / "replica"
     await write_some(leader, 0, 20)
     publisher = await Child.cli("replicate", "publish", str(leader), *conn(nats_server))
@@ -73,8 +86,8 @@ async def test_publish_follow_status_and_promote(nats_server: NatsServer, tmp_pa
         last = await write_some(leader, 20, 30)
 
         await until_published(nats_server, last)
-        code, _, err = await run_cli(
-            "replicate", "follow", str(replica), *conn(nats_server), "--once", "--timeout", "60"
+        code, _, err = await cli(
+            capsys, "follow", str(replica), *conn(nats_server), "--once", "--timeout", "60"
         )
         assert code == 0, err
         assert f"caught up with stream {STREAM}: applied {last}" in err
@@ -92,15 +105,13 @@ async def test_publish_follow_status_and_promote(nats_server: NatsServer, tmp_pa
         finally:
             await follower.kill()
 
-        code, out, err = await run_cli(
-            "replicate", "status", str(replica), *conn(nats_server), "--json"
-        )
+        code, out, err = await cli(capsys, "status", str(replica), *conn(nats_server), "--json")
         assert code == 0, err
         report = json.loads(out)
         assert report["stream"]["leader_seq"] == last
         assert report["replica"]["seq"] == last
         assert report["replica"]["lag_changes"] == 0
-        code, out, err = await run_cli("replicate", "status", *conn(nats_server))
+        code, out, err = await cli(capsys, "status", *conn(nats_server))
         assert code == 0, err
         assert f"leader change   {last}" in out
         assert "replica" not in out
@@ -113,7 +124,7 @@ async def test_publish_follow_status_and_promote(nats_server: NatsServer, tmp_pa
     assert await asyncio.to_thread(dump_path, replica) == await asyncio.to_thread(dump_path, leader)
 
     # The leader is gone: promote the replica, which then takes writes.
-    code, _, err = await run_cli("replicate", "promote", str(replica), *conn(nats_server))
+    code, _, err = await cli(capsys, "promote", str(replica), *conn(nats_server))
     assert code == 0, err
     assert f"promoted {replica} at change {last}" in err
     async with aiolmdb.open(replica, changelog=True) as env:
@@ -125,6 +136,7 @@ async def test_publish_follow_status_and_promote(nats_server: NatsServer, tmp_pa
         )
 
 
+@pytest.mark.slow
 async def test_promote_publish_takes_over_the_stream(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -157,9 +169,11 @@ async def test_promote_publish_takes_over_the_stream(
         await promoted.kill()
 
 
-async def test_wrong_password_fails_at_once(nats_auth_server: NatsServer, tmp_path: Path) -> None:
-    code, _, err = await run_cli(
-        "replicate",
+async def test_wrong_password_fails_at_once(
+    nats_auth_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = await cli(
+        capsys,
         "follow",
         str(tmp_path / "replica"),
         *conn(nats_auth_server),
@@ -167,7 +181,6 @@ async def test_wrong_password_fails_at_once(nats_auth_server: NatsServer, tmp_pa
         "aiolmdb",
         "--password",
         "wrong",
-        timeout=30,
     )
     assert code == 2
     assert "refused the credentials" in err
@@ -175,12 +188,12 @@ async def test_wrong_password_fails_at_once(nats_auth_server: NatsServer, tmp_pa
     assert "Traceback" not in err
 
 
-async def test_password_from_the_environment(nats_auth_server: NatsServer) -> None:
+async def test_password_from_the_environment(
+    nats_auth_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     os.environ["AIOLMDB_NATS_PASSWORD"] = nats_auth_server.password or ""
     try:
-        code, out, err = await run_cli(
-            "replicate", "status", *conn(nats_auth_server), "--user", "aiolmdb"
-        )
+        code, out, err = await cli(capsys, "status", *conn(nats_auth_server), "--user", "aiolmdb")
     finally:
         del os.environ["AIOLMDB_NATS_PASSWORD"]
     assert code == 0, err
@@ -197,18 +210,22 @@ async def test_password_from_the_environment(nats_auth_server: NatsServer) -> No
         (["status", "--servers", "nats://x", "--stream", "no.dots"], "no JetStream stream name"),
     ],
 )
-async def test_usage_errors(args: list[str], message: str) -> None:
-    code, _, err = await run_cli("replicate", *args)
+async def test_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = await cli(capsys, *args)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
 
 
-async def test_status_of_a_path_that_is_no_replica(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_status_of_a_path_that_is_no_replica(
+    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     await write_some(tmp_path / "plain", 0, 1)
-    code, _, err = await run_cli("replicate", "status", str(tmp_path / "plain"), *conn(nats_server))
+    code, _, err = await cli(capsys, "status", str(tmp_path / "plain"), *conn(nats_server))
     assert code == 2
     assert "is not a replica" in err
-    code, _, err = await run_cli("replicate", "status", str(tmp_path / "none"), *conn(nats_server))
+    code, _, err = await cli(capsys, "status", str(tmp_path / "none"), *conn(nats_server))
     assert code == 2
     assert "does not exist" in err
