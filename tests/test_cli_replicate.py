@@ -208,6 +208,18 @@ async def test_password_from_the_environment(
         (["status", "--servers", "nats://x", "--stream", "s", "--password", "p"], "needs --user"),
         (["publish", "p", "--servers", "nats://x", "--stream", "s", "--replicas", "0"], ">= 1"),
         (["status", "--servers", "nats://x", "--stream", "no.dots"], "no JetStream stream name"),
+        (["follow", "p", "--servers", "nats://x", "--stream", "s", "--timeout", "0"], "> 0"),
+        (["publish", "p", "--servers", "nats://x", "--stream", "s", "--max-age", "x"], "seconds"),
+        (["publish", "p", "--servers", "nats://x", "--stream", "s", "--max-bytes", "x"], "number"),
+        (
+            ["status", "--servers", "nats://x", "--stream", "s", "--tls-cert", "c.pem"],
+            "--tls-cert and --tls-key go together",
+        ),
+        (
+            ["status", "--servers", "nats://x", "--stream", "s", "--tls-ca", "/nonexistent.pem"],
+            "No such file",
+        ),
+        (["replicate-typo"], "invalid choice"),
     ],
 )
 async def test_usage_errors(
