@@ -241,3 +241,36 @@ async def test_status_of_a_path_that_is_no_replica(
     code, _, err = await cli(capsys, "status", str(tmp_path / "none"), *conn(nats_server))
     assert code == 2
     assert "does not exist" in err
+
+
+@pytest.mark.slow
+async def test_a_promoted_replica_fences_the_old_leader(
+    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leader, replica = tmp_path / "leader", tmp_path / "replica"
+    await write_some(leader, 0, 5)
+    old = await Child.cli("replicate", "publish", str(leader), *conn(nats_server))
+    new: Child | None = None
+    try:
+        await old.wait_line(lambda line: "publishing" in line)
+        last = await write_some(leader, 5, 5)
+        await until_published(nats_server, last)
+        # The old leader still runs: the replica is promoted and publishes...
+        new = await Child.cli("replicate", "promote", str(replica), *conn(nats_server), "--publish")
+        await new.wait_line(lambda line: "publishing" in line)
+        newest = await write_some(replica, 100, 3)
+        await until_published(nats_server, newest)
+        # ... so the old leader's next publish is refused: it stops, saying why.
+        await write_some(leader, 10, 1)
+        assert await old.wait() == 2
+        assert f"stream '{STREAM}': another publisher stored a message" in old.stderr
+        assert "stopped publishing and refuses writes" in old.stderr
+        # Exactly one is left publishing: the stream holds the new leader's commits.
+        status = await stream_status(nats_server.url, STREAM)
+        assert status["leader_seq"] == newest
+        new.signal(signal.SIGTERM)
+        assert await new.wait() == 0, new.stderr
+    finally:
+        await old.kill()
+        if new is not None:
+            await new.kill()
