@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ from aiolmdb.replication import replica_status, stream_status
 pytestmark = pytest.mark.timeout(180)
 
 STREAM = "clitest"
+posix_signals = pytest.mark.skipif(
+    sys.platform == "win32", reason="stops child processes with SIGINT/SIGTERM"
+)
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -73,6 +77,7 @@ async def until_published(server: NatsServer, seq: int) -> None:
         await asyncio.sleep(0.02)
 
 
+@posix_signals
 @pytest.mark.slow
 async def test_publish_follow_status_and_promote(
     nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -136,6 +141,7 @@ async def test_publish_follow_status_and_promote(
         )
 
 
+@posix_signals
 @pytest.mark.slow
 async def test_promote_publish_takes_over_the_stream(
     nats_server: NatsServer, tmp_path: Path
@@ -243,6 +249,7 @@ async def test_status_of_a_path_that_is_no_replica(
     assert "does not exist" in err
 
 
+@posix_signals
 @pytest.mark.slow
 async def test_a_promoted_replica_fences_the_old_leader(
     nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -131,6 +131,7 @@ def test_replication_arguments() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="the demo stops its processes with SIGTERM")
 def test_demo_replication_runs(tmp_path: Path) -> None:
     """The script of ``make demo-replication``: nats-server, a leader and a replica service,
     a write on the leader read back on the replica, then everything shut down."""

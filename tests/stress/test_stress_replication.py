@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,10 @@ from aiolmdb.replication import Replica, replica_status
 from ._child_repl import ACCOUNTS, COUNT_KEY, TOTAL, account
 from ._stress_util import HERE, TIMEOUT, Figures
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(sys.platform == "win32", reason="signals child processes (POSIX only)"),
+]
 STREAM = "bank"
 SYNCED = "synced "
 
