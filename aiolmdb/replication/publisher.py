@@ -59,10 +59,15 @@ SNAPSHOT_NAME = "latest"
 _HEADROOM = 1024  # max_payload counts the headers too
 _PUBLISH_TIMEOUT = 5.0
 _RETRY_WAIT = 0.5
+_WINDOW = 64  # publishes awaiting their acknowledgement at once
 _WRONG_LAST_SEQUENCE = 10071
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _FLAG_BITS = {**DB_FLAG_BITS, "versioned": VERSIONED_BIT, "large_values": LARGE_BIT}
 _KINDS = {"put": PUT, "drop": DROP, "delete_db": DELETE_DB}
+
+
+class _Duplicate(Exception):
+    """A publish acknowledged as a duplicate (stored before): the stream decides."""
 
 
 def check_stream_name(stream: object) -> str:
@@ -146,6 +151,10 @@ class Publisher:
         self._progress = asyncio.Event()
         self._error: BaseException | None = None
         self._max_payload = 1 << 20
+        self._attempt = 0
+        self._closing = False  # a cancellation nats-py swallows must not keep it running
+        # The ids of the messages of the current window: a failed publish may have stored one.
+        self._sent: dict[str, None] = {}
 
     # ----------------------------------------------------------------- public
     @property
@@ -199,11 +208,13 @@ class Publisher:
 
     async def close(self) -> None:
         """Stop publishing (what is not published yet is published by the next start)."""
+        self._closing = True
         for task in (self._task, self._snapshot_task):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await asyncio.wait({task})
+                if not task.cancelled():
+                    task.exception()  # retrieved: it is self._error already
         self._task = self._snapshot_task = None
         if not self._env.closed:
             self._env._set_replication_metrics(None)
@@ -273,23 +284,32 @@ class Publisher:
             info = await self._js.add_stream(config)
         return bool(info.state.messages == 0)
 
-    async def _find_position(self, follows: Mapping[str, Any] | None) -> None:
-        """The last commit of this log in the stream, and the stream's last sequence."""
+    async def _find_position(
+        self, follows: Mapping[str, Any] | None, *, current: bool = False
+    ) -> None:
+        """The last commit of this log in the stream, and the stream's last sequence
+        (``current``: after a failed publish, while publishing)."""
         info = await self._js.stream_info(self._stream)
-        self._expected = last = int(info.state.last_seq)
-        published = 0
+        last = int(info.state.last_seq)
+        published = self._published if current else 0
         if info.state.messages:
             msg = await self._js.get_msg(self._stream, seq=last)
             try:
                 header = wire.parse_headers(msg.headers)
             except ValueError as exc:
-                raise ReplicationError(
+                error = FencedError if current else ReplicationError
+                raise error(
                     f"stream {self._stream!r}: its last message (sequence {last}) was not "
                     f"published by aiolmdb ({exc}): give this environment a stream of its own"
                 ) from None
-            if header.log_id == self._log_id:
+            ours = header.log_id == self._log_id
+            if current and last != self._expected:
+                # Something was stored after our last acknowledged message: ours only if it
+                # is one of the messages this window sent (a stranger may copy our headers).
+                ours = ours and (msg.headers or {}).get("Nats-Msg-Id") in self._sent
+            if ours:
                 published = header.last if header.complete else header.first - 1
-            elif follows is not None and header.log_id == follows["log_id"]:
+            elif not current and follows is not None and header.log_id == follows["log_id"]:
                 published = int(follows["seq"])
                 if header.last != published or not header.complete:
                     raise FencedError(
@@ -300,10 +320,11 @@ class Publisher:
             else:
                 raise FencedError(
                     f"stream {self._stream!r} holds the commits of another change log "
-                    f"({header.log_id}, this environment's is {self._log_id}): another leader "
-                    "publishes there; use a stream of its own, or make this a replica"
+                    f"({header.log_id}, this environment's is {self._log_id}) at its end "
+                    f"(sequence {last}): another leader publishes there; use a stream of its "
+                    "own, or make this a replica"
                 )
-        elif follows is not None:
+        elif not current and follows is not None:
             published = int(follows["seq"])
         mine = await self._env.last_seq()
         if published > mine:
@@ -312,31 +333,18 @@ class Publisher:
                 f"environment's log ends at {mine}: it was restored from an older copy; "
                 "publish it to a new stream"
             )
+        self._expected = last
         self._published = self._seen = published
-        self._snapshot_seq = published
+        if not current:
+            self._snapshot_seq = published
 
     async def _publish_log(self) -> None:
         try:
-            feed = self._env.commits(since=self._published, log_id=self._log_id)
-            async for commit in feed:
-                if commit.partial:
-                    raise ChangesTrimmedError(
-                        f"stream {self._stream!r}: commit {commit.first}-{commit.last} was "
-                        "trimmed from the log before it was published; raise "
-                        "changelog_retention and start a new stream",
-                        commit.last,
-                    )
-                self._seen = commit.last
-                await self._publish(commit)
-                self._published = commit.last
-                self._wake()
-                every = self._snapshot_every
-                if (
-                    every is not None
-                    and self._published - self._snapshot_seq >= every
-                    and (self._snapshot_task is None or self._snapshot_task.done())
-                ):
-                    self._snapshot_task = asyncio.create_task(self.snapshot())
+            while not self._closing:
+                failure = await self._publish_window()
+                # A publish failed (refused, timed out, the server restarted): wait until the
+                # stream can be read, then go on after what it holds, if it holds our last.
+                await self._recover(failure)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -352,7 +360,89 @@ class Publisher:
         event, self._progress = self._progress, asyncio.Event()
         event.set()
 
-    async def _publish(self, commit: Any) -> None:
+    async def _publish_window(self) -> BaseException:
+        """Publish the log after ``published`` with up to ``_WINDOW`` messages awaiting their
+        acknowledgement (each expects the sequence the one before it gets); returns the first
+        failure, once nothing is in flight any more."""
+        window: asyncio.Queue[tuple[asyncio.Future[Any], int | None]] = asyncio.Queue(_WINDOW)
+        self._sent = {}
+        producer = asyncio.create_task(self._produce(window))
+        acker = asyncio.create_task(self._acknowledge(window))
+        try:
+            done, _ = await asyncio.wait({producer, acker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (producer, acker):
+                task.cancel()
+            await asyncio.gather(producer, acker, return_exceptions=True)
+            while not window.empty():
+                fut, _ = window.get_nowait()
+                fut.cancel()
+                with contextlib.suppress(BaseException):
+                    await fut
+        task = done.pop()
+        failure = None if task.cancelled() else task.exception()
+        if failure is None:
+            # A request cancelled under it (the client reconnecting): see where the stream is.
+            return _Duplicate("a publish was cancelled")
+        if isinstance(failure, (ChangesTrimmedError, ReplicationError)) or not isinstance(
+            failure, Exception
+        ):
+            raise failure
+        return failure
+
+    async def _produce(self, window: asyncio.Queue[tuple[asyncio.Future[Any], int | None]]) -> None:
+        expected = self._expected
+        self._attempt += 1
+        first = True
+        async for commit in self._env.commits(since=self._published, log_id=self._log_id):
+            if commit.partial:
+                raise ChangesTrimmedError(
+                    f"stream {self._stream!r}: commit {commit.first}-{commit.last} was "
+                    "trimmed from the log before it was published; raise "
+                    "changelog_retention and start a new stream",
+                    commit.last,
+                )
+            self._seen = commit.last
+            messages = self._messages(commit)
+            for index, (data, headers) in enumerate(messages):
+                self._sent[headers["Nats-Msg-Id"]] = None
+                headers["Nats-Expected-Last-Sequence"] = str(expected)
+                expected += 1
+                fut = asyncio.ensure_future(
+                    self._js.publish(self._subject, data, timeout=_PUBLISH_TIMEOUT, headers=headers)
+                )
+                await window.put((fut, commit.last if index == len(messages) - 1 else None))
+                if first:
+                    # The first request sets the connection's reply subscription up: alone,
+                    # so the ones after it go out in order.
+                    await asyncio.wait({fut})
+                    first = False
+
+    async def _acknowledge(
+        self, window: asyncio.Queue[tuple[asyncio.Future[Any], int | None]]
+    ) -> None:
+        while True:
+            fut, last = await window.get()
+            ack = await fut
+            if ack.duplicate:
+                raise _Duplicate(ack.seq)  # not stored: see where the stream is
+            self._expected = int(ack.seq)
+            if last is not None:
+                self._published = last
+                self._wake()
+                self._maybe_snapshot()
+
+    def _maybe_snapshot(self) -> None:
+        every = self._snapshot_every
+        if (
+            every is not None
+            and self._published - self._snapshot_seq >= every
+            and (self._snapshot_task is None or self._snapshot_task.done())
+        ):
+            self._snapshot_task = asyncio.create_task(self.snapshot())
+
+    def _messages(self, commit: Any) -> list[tuple[bytes, dict[str, str]]]:
+        """A commit's message, or its pieces, with their headers (but the expected one)."""
         changes = tuple(
             _raw_change(change, _flags(commit.databases.get(change.db)))
             for change in commit.changes
@@ -369,53 +459,45 @@ class Publisher:
         )
         pieces = wire.split(payload, max(self._max_payload - _HEADROOM, 1024))
         n = len(pieces)
+        msg_id = f"{self._log_id}:{commit.first}"
+        out = []
         for i, piece in enumerate(pieces):
-            msg_id = f"{self._log_id}:{commit.first}"
             headers = {
-                "Nats-Msg-Id": msg_id if n == 1 else f"{msg_id}:{i}/{n}:{self._run}",
+                # A piece's id names this attempt: a commit cut short is published whole again.
+                "Nats-Msg-Id": msg_id
+                if n == 1
+                else f"{msg_id}:{i}/{n}:{self._run}.{self._attempt}",
                 wire.COMMIT_HEADER: wire.commit_header(self._log_id, commit.first, commit.last),
             }
             if n > 1:
                 headers[wire.PIECE_HEADER] = f"{i}/{n}"
-            await self._publish_one(piece, headers)
+            out.append((piece, headers))
+        return out
 
-    async def _publish_one(self, data: bytes, headers: dict[str, str]) -> None:
-        from nats.errors import ConnectionClosedError, NoRespondersError
-        from nats.errors import TimeoutError as NatsTimeout
+    async def _recover(self, failure: BaseException) -> None:
+        """After a failed publish: where the stream is. Its last message ours: go on after it
+        (our publish stored it, or nothing got in); another's: fenced."""
         from nats.js.errors import APIError
 
-        retried = False
-        while True:
-            headers["Nats-Expected-Last-Sequence"] = str(self._expected)
+        refused = isinstance(failure, APIError)
+        if refused and getattr(failure, "err_code", None) != _WRONG_LAST_SEQUENCE:
+            raise failure
+        while not self._closing:
             try:
-                ack = await self._js.publish(
-                    self._subject, data, timeout=_PUBLISH_TIMEOUT, headers=headers
-                )
-            except APIError as exc:
-                if getattr(exc, "err_code", None) != _WRONG_LAST_SEQUENCE:
-                    raise
-                if retried and await self._stored_as(self._expected + 1, headers["Nats-Msg-Id"]):
-                    self._expected += 1  # ours: stored before its acknowledgement was lost
-                    return
+                await self._find_position(None, current=True)
+                return
+            except FencedError as exc:
+                why = getattr(failure, "description", None) or repr(failure)
                 raise FencedError(
                     f"stream {self._stream!r}: another publisher stored a message after this "
-                    f"one's last (stream sequence {self._expected}; the server said: "
-                    f"{exc.description}); this leader stopped publishing and refuses writes "
-                    "(another leader took over): make this environment a replica"
+                    f"one's last ({exc}; the server said: {why}); this leader stopped "
+                    "publishing and refuses writes (another leader took over): make this "
+                    "environment a replica"
                 ) from None
-            except (NatsTimeout, asyncio.TimeoutError, NoRespondersError, ConnectionClosedError):
-                retried = True  # the server restarts, or the ack was lost: same id again
-                await asyncio.sleep(_RETRY_WAIT)
-                continue
-            self._expected = int(ack.seq)
-            return
-
-    async def _stored_as(self, seq: int, msg_id: str) -> bool:
-        try:
-            msg = await self._js.get_msg(self._stream, seq=seq)
-        except Exception:
-            return False
-        return bool(msg.headers and msg.headers.get("Nats-Msg-Id") == msg_id)
+            except (ReplicationError, ValueError):
+                raise
+            except Exception:
+                await asyncio.sleep(_RETRY_WAIT)  # the server is away: ask again
 
     async def _snapshot(self) -> int:
         from nats.js.api import ObjectMeta, ObjectStoreConfig

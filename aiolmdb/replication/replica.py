@@ -37,6 +37,8 @@ __all__ = ["Replica", "replica_status", "stream_status"]
 _STREAM_WAIT = 0.25  # how often a replica started before its leader looks for the stream
 _STATUS_INTERVAL = 1.0  # how often the replica reads the stream's end (lag metrics)
 _PENDING_BYTES = 1 << 30
+_STOP: Any = object()  # put in the inbox to end the applier
+_INBOX = 1024  # messages received and not yet taken by the applier
 _BATCH_COMMITS = 256  # the most leader commits applied in one write transaction
 _BATCH_BYTES = 16 << 20  # ... and about the most bytes
 
@@ -81,6 +83,7 @@ class Replica:
         self._stream_last = 0  # the last change sequence the stream holds (lag)
         self._stream_last_seq = 0  # the stream's last message sequence
         self._promoted = False
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue(_INBOX)
 
     # ----------------------------------------------------------------- public
     @property
@@ -207,8 +210,13 @@ class Replica:
         for task in (self._task, self._status_task):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                # nats-py may swallow a cancellation (while subscribing): the stop item ends
+                # the loop then.
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._inbox.put_nowait(_STOP)
+                await asyncio.wait({task})
+                if not task.cancelled():
+                    task.exception()  # retrieved: its error is self._error already
         self._task = self._status_task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -301,9 +309,13 @@ class Replica:
         assert position is not None
         batch: list[tuple[wire.WireCommit, Position]] = []
         try:
-            self._sub = sub = await self._js.subscribe(
+            # The client hands messages to this queue (bounded: a replica that lags leaves
+            # them in the client's buffer); this task takes them, so cancelling it is clean.
+            inbox = self._inbox
+            self._sub = await self._js.subscribe(
                 self._subject,
                 stream=self._stream,
+                cb=inbox.put,
                 ordered_consumer=True,
                 config=ConsumerConfig(
                     deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -316,13 +328,15 @@ class Replica:
             size = 0
             while True:
                 if batch and (
-                    not sub.pending_msgs or len(batch) >= _BATCH_COMMITS or size >= _BATCH_BYTES
+                    inbox.empty() or len(batch) >= _BATCH_COMMITS or size >= _BATCH_BYTES
                 ):
                     # The commits that arrived together go in one write transaction: each
                     # is whole in it, and the position stored is the last one's.
                     await self._apply(batch)
                     batch, size = [], 0
-                msg = await sub.next_msg(timeout=None)
+                msg = await inbox.get()
+                if msg is _STOP:
+                    return
                 stream_seq = int(msg.metadata.sequence.stream)
                 try:
                     header = wire.parse_headers(msg.headers)
