@@ -281,3 +281,12 @@ async def test_a_promoted_replica_fences_the_old_leader(
         await old.kill()
         if new is not None:
             await new.kill()
+
+
+async def test_without_nats_py_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "nats", None)  # import nats raises ImportError
+    code, _, err = await cli(capsys, "status", "--servers", "nats://x", "--stream", "s")
+    assert code == 2
+    assert "pip install 'aiolmdb[nats]'" in err
