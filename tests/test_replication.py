@@ -184,7 +184,7 @@ async def test_restarts_continue_without_loss_or_duplicates(
         for i in range(10):
             await db.put(b"b%d" % i, b"2")
         await db.delete(b"a0")
-    stored = replica_status(tmp_path / "r")
+    stored = await replica_status(tmp_path / "r")
     assert stored is not None
     assert stored["seq"] == first
     assert stored["stream"] == "orders"
@@ -478,3 +478,109 @@ async def test_promote_a_caught_up_replica(
                         await db.put(b"again", b"x")
         finally:
             await watcher.close()
+
+
+async def test_snapshot_every_n_changes(
+    leader: aiolmdb.Environment, nats_server: NatsServer
+) -> None:
+    db = leader.open_db("x")
+    async with Publisher(leader, servers=nats_server.url, stream="snaps", snapshot_every=10) as pub:
+        for i in range(25):
+            await db.put(b"k%d" % i, b"v")
+        await pub.sync()
+
+        async def snapshot_seq() -> int:
+            status = await stream_status(nats_server.url, "snaps")
+            return int(status["snapshot"]["seq"])
+
+        # Taken in the background once 10 changes were published since the last one; the
+        # server is the only place to see it, so it is asked until it shows (bounded).
+        for _ in range(int(TIMEOUT / 0.05)):
+            if await snapshot_seq() >= 10:
+                break
+            await asyncio.sleep(0.05)
+        assert await snapshot_seq() >= 10
+
+
+async def test_a_commit_cut_short_is_published_whole_again(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    import nats
+
+    url = nats_server.url
+    async with aiolmdb.open(tmp_path / "leader", changelog=True) as leader:
+        db = leader.open_db("x")
+        async with Publisher(leader, servers=url, stream="cut") as pub:
+            await db.put(b"a", b"1")
+            seq = await pub.sync()
+        await db.put(b"b", b"2")  # committed, never published
+        log_id = await leader.changelog_id()
+        # A publisher that died after the first of three pieces of that commit.
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info("cut")
+            await js.publish(
+                "aiolmdb.cut",
+                b"the first third",
+                headers={
+                    "Nats-Msg-Id": f"{log_id}:{seq + 1}:0/3:dead.1",
+                    "Nats-Expected-Last-Sequence": str(info.state.last_seq),
+                    "Aiolmdb-Commit": f"{log_id}:{seq + 1}:{seq + 1}",
+                    "Aiolmdb-Piece": "0/3",
+                },
+            )
+        finally:
+            await nc.close()
+        async with (
+            Publisher(leader, servers=url, stream="cut") as pub,
+            Replica(tmp_path / "r", servers=url, stream="cut") as rep,
+        ):
+            last = await pub.sync()
+            assert last == seq + 1
+            await rep.wait_for(last, timeout=TIMEOUT)
+            assert await rep.env.open_db("x").get(b"b") == b"2"
+            assert await dump(rep.env) == await dump(leader)
+
+
+async def test_wrong_arguments_and_an_environment_without_a_log(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    async with aiolmdb.open(tmp_path / "plain") as env:
+        with pytest.raises(ValueError, match=r"changelog=True"):
+            await Publisher(env, servers=nats_server.url, stream="s").start()
+        with pytest.raises(ValueError, match="no JetStream stream name"):
+            Publisher(env, servers=nats_server.url, stream="a.b")
+        with pytest.raises(ValueError, match="snapshot_every"):
+            Publisher(env, servers=nats_server.url, stream="s", snapshot_every=0)
+    with pytest.raises(ValueError, match="records no change log"):
+        Replica(
+            tmp_path / "r", servers=nats_server.url, stream="s", env_options={"changelog": True}
+        )
+    with pytest.raises(ReplicationError, match="not started"):
+        _ = Replica(tmp_path / "r", servers=nats_server.url, stream="s").env
+
+
+async def test_closing_the_environment_ends_its_publisher(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    env = aiolmdb.open(tmp_path / "leader", changelog=True)
+    pub = Publisher(env, servers=nats_server.url, stream="closing")
+    await pub.start()
+    await env.open_db("x").put(b"k", b"v")
+    seq = await pub.sync()
+    await env.close()
+    await asyncio.wait_for(pub.close(), TIMEOUT)
+    assert pub.error is None
+    assert pub.published == seq
+
+
+async def test_a_keys_only_log_is_refused(tmp_path: Path, nats_server: NatsServer) -> None:
+    async with (
+        aiolmdb.open(tmp_path / "keys", changelog="keys") as env,
+        Publisher(env, servers=nats_server.url, stream="keys") as pub,
+    ):
+        await env.open_db("x").put(b"k", b"v")
+        with pytest.raises(ReplicationError, match="without its value"):
+            await pub.sync()
+        assert isinstance(pub.error, ReplicationError)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ReplicationError
 
-__all__ = ["connect", "require_nats", "subject_of", "bucket_of"]
+__all__ = ["bucket_of", "cancel_and_wait", "connect", "require_nats", "subject_of"]
 
 _INSTALL = "pip install 'aiolmdb[nats]'"
 FIRST_CONNECT_TIMEOUT = 20.0
@@ -29,6 +29,20 @@ def require_nats() -> Any:
         return importlib.import_module("nats")
     except ImportError as exc:
         raise ImportError(f"aiolmdb.replication needs the nats-py package: {_INSTALL}") from exc
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel ``tasks`` and wait until they end. Cancelled again while they run on: on Python
+    3.11 ``asyncio.wait_for`` (nats-py's requests) can lose a cancellation that meets its
+    result, and the task would go on."""
+    pending = {task for task in tasks if task is not None and not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    for ended in tasks:
+        if ended is not None and not ended.cancelled():
+            ended.exception()  # retrieved: the owner reports it
 
 
 def subject_of(stream: str) -> str:

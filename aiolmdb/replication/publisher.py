@@ -48,9 +48,9 @@ from .._store.replicated import (
     RawChange,
 )
 from ..environment import Environment
-from ..errors import ChangesTrimmedError, FencedError, ReplicationError
+from ..errors import ChangesTrimmedError, ClosedError, FencedError, ReplicationError
 from . import wire
-from ._connect import bucket_of, connect, subject_of
+from ._connect import bucket_of, cancel_and_wait, connect, subject_of
 
 __all__ = ["Publisher", "SNAPSHOT_NAME", "check_stream_name"]
 
@@ -96,7 +96,12 @@ def _raw_change(change: Change, flags: int) -> RawChange:
         return RawChange(DELETE_VALUE, name, flags, bytes(change.key), bytes(change.value))
     kind = _KINDS[change.kind]
     if kind == PUT:
-        return RawChange(PUT, name, flags, bytes(change.key), bytes(change.value or b""))
+        if change.value is None:
+            raise ReplicationError(
+                f"change {change.seq} records a key without its value (changelog='keys'): a "
+                "replica needs the values; open the leader with changelog=True"
+            )
+        return RawChange(PUT, name, flags, bytes(change.key), bytes(change.value))
     return RawChange(kind, name, flags, b"", b"")
 
 
@@ -209,12 +214,7 @@ class Publisher:
     async def close(self) -> None:
         """Stop publishing (what is not published yet is published by the next start)."""
         self._closing = True
-        for task in (self._task, self._snapshot_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait({task})
-                if not task.cancelled():
-                    task.exception()  # retrieved: it is self._error already
+        await cancel_and_wait(self._task, self._snapshot_task)
         self._task = self._snapshot_task = None
         if not self._env.closed:
             self._env._set_replication_metrics(None)
@@ -347,6 +347,8 @@ class Publisher:
                 await self._recover(failure)
         except asyncio.CancelledError:
             raise
+        except ClosedError:
+            self._wake()  # the environment closed: nothing more to publish
         except BaseException as exc:
             self._error = exc
             if isinstance(exc, FencedError) and not self._env.closed:
@@ -371,16 +373,15 @@ class Publisher:
         try:
             done, _ = await asyncio.wait({producer, acker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (producer, acker):
-                task.cancel()
-            await asyncio.gather(producer, acker, return_exceptions=True)
+            await cancel_and_wait(producer, acker)
             while not window.empty():
                 fut, _ = window.get_nowait()
-                fut.cancel()
-                with contextlib.suppress(BaseException):
-                    await fut
+                if isinstance(fut, asyncio.Task):
+                    await cancel_and_wait(fut)
         task = done.pop()
         failure = None if task.cancelled() else task.exception()
+        if failure is None and task is producer:
+            raise ClosedError(f"the environment published to stream {self._stream!r} closed")
         if failure is None:
             # A request cancelled under it (the client reconnecting): see where the stream is.
             return _Duplicate("a publish was cancelled")
@@ -494,7 +495,7 @@ class Publisher:
                     "publishing and refuses writes (another leader took over): make this "
                     "environment a replica"
                 ) from None
-            except (ReplicationError, ValueError):
+            except (ReplicationError, ValueError, ClosedError):
                 raise
             except Exception:
                 await asyncio.sleep(_RETRY_WAIT)  # the server is away: ask again

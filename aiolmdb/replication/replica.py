@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -29,7 +30,7 @@ from ..environment import Environment
 from ..environment import open as open_environment
 from ..errors import InvalidMessageError, ReadOnlyError, ReplicationError
 from . import wire
-from ._connect import bucket_of, connect, subject_of
+from ._connect import bucket_of, cancel_and_wait, connect, subject_of
 from .publisher import SNAPSHOT_NAME, check_stream_name
 
 __all__ = ["Replica", "replica_status", "stream_status"]
@@ -157,7 +158,7 @@ class Replica:
         done). Raises ReplicationError if the replica cannot catch up within ``timeout``."""
         try:
             await self.caught_up(timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # TimeoutError's alias from Python 3.11 on
             raise ReplicationError(
                 f"replica of stream {self._stream!r} at {self._path!r} did not catch up "
                 f"within {timeout} s (applied {self.applied}): promote it once it has"
@@ -207,16 +208,9 @@ class Replica:
         self._wake()
 
     async def _stop_following(self) -> None:
-        for task in (self._task, self._status_task):
-            if task is not None:
-                task.cancel()
-                # nats-py may swallow a cancellation (while subscribing): the stop item ends
-                # the loop then.
-                with contextlib.suppress(asyncio.QueueFull):
-                    self._inbox.put_nowait(_STOP)
-                await asyncio.wait({task})
-                if not task.cancelled():
-                    task.exception()  # retrieved: its error is self._error already
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(_STOP)  # ends the applier if a cancellation is lost
+        await cancel_and_wait(self._task, self._status_task)
         self._task = self._status_task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -482,15 +476,18 @@ async def stream_status(
         await nc.close()
 
 
-def replica_status(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """A replica's stored position (stream, leader log id, seq, stream_seq, time_us), read
-    without opening it for writing; None if ``path`` is no replica. Blocking: call it from
-    a thread in async code."""
+async def replica_status(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A replica's stored position (stream, leader log id, seq, stream_seq, time_us), read on
+    a worker thread without opening it for writing; None if ``path`` is no replica."""
+    return await asyncio.to_thread(_stored_position, os.fspath(path))
+
+
+def _stored_position(path: str) -> dict[str, Any] | None:
     import lmdb
 
     from .._store.meta import META_NAME, open_meta
 
-    env = lmdb.open(os.fspath(path), readonly=True, max_dbs=4, lock=False)
+    env = lmdb.open(path, readonly=True, max_dbs=4, lock=False)
     try:
         with env.begin() as txn:
             if txn.get(META_NAME) is None:
@@ -502,10 +499,4 @@ def replica_status(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         env.close()
     if position is None:
         return None
-    return {
-        "stream": position.stream,
-        "log_id": position.log_id,
-        "seq": position.seq,
-        "stream_seq": position.stream_seq,
-        "time_us": position.time_us,
-    }
+    return dataclasses.asdict(position)
