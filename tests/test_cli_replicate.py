@@ -52,7 +52,7 @@ async def write_some(path: Path, start: int, count: int) -> int:
 
 
 async def applied(path: Path) -> int:
-    status = await asyncio.to_thread(replica_status, path)
+    status = await replica_status(path)
     return 0 if status is None else int(status["seq"] or 0)
 
 

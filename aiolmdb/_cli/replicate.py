@@ -315,7 +315,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
         )
     }
     if args.path is not None:
-        replica = await asyncio.to_thread(_replica_status, replication, args.path)
+        if not await asyncio.to_thread(os.path.exists, args.path):
+            raise ValueError(f"no replica at {args.path}: the path does not exist")
+        replica: dict[str, Any] | None = await replication.replica_status(args.path)
         if replica is None:
             raise ValueError(f"{args.path} is not a replica (it stores no replicated position)")
         if replica.get("stream") not in (None, args.stream):
@@ -331,13 +333,6 @@ async def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(format_status(args.stream, report))
     return 0
-
-
-def _replica_status(replication: Any, path: str) -> dict[str, Any] | None:
-    if not os.path.exists(path):
-        raise ValueError(f"no replica at {path}: the path does not exist")
-    status: dict[str, Any] | None = replication.replica_status(path)
-    return status
 
 
 def format_status(stream: str, report: dict[str, Any]) -> str:

@@ -95,7 +95,7 @@ async def stop_leader(child: Child) -> int:
 
 
 async def applied(path: Path) -> int:
-    status = await asyncio.to_thread(replica_status, path)
+    status = await replica_status(path)
     return 0 if status is None else int(status["seq"] or 0)
 
 
