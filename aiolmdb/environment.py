@@ -465,10 +465,13 @@ class Environment:
         ``since=None`` the changes committed after the feed starts, with ``since=seq`` every
         change after ``seq`` (``0``: the whole log), then new ones as they commit. Commits of
         this process wake it at once, other processes' within about 50 ms. ``db`` keeps one
-        database's changes (a name, or an :class:`AsyncDatabase`, whose coders then decode
-        keys and values); ``prefix`` keeps the keys whose encoding starts with the encoded
-        prefix, as ``prefix=`` of ``items()`` does (and drops): a key of ``db``, encoded by its
-        key coder when ``db`` is an :class:`AsyncDatabase`, else ``bytes`` (stored bytes).
+        database's changes: given as a name, the changes carry the raw stored bytes (no
+        coder is known; a versioned value keeps its version header); given as an
+        :class:`AsyncDatabase`, its coders decode keys and values (as its reads do). A name
+        that is no database raises ValueError at the first read. ``prefix`` keeps the keys
+        whose encoding starts with the encoded prefix, as ``prefix=`` of ``items()`` does (and
+        the whole-database changes): a key of ``db``, encoded by its key coder when ``db`` is
+        an :class:`AsyncDatabase`, else ``bytes`` (stored bytes).
         ``follow=False`` ends the iteration once it has caught up with the log instead.
         ``log_id``: the log the position ``since`` came from (a feed's ``log_id``, stored
         with its ``last_seq``); another log's position is refused.
@@ -477,7 +480,8 @@ class Environment:
         sequence number (a restored environment, or another environment's position) or
         ``log_id`` is not this log's, :class:`~aiolmdb.errors.ChangesTrimmedError` when
         retention already trimmed changes after ``since``, and ValueError if the environment
-        has no log. Closing the environment ends the iteration.
+        has no log. Closing the environment ends the iteration. For whole commits (a
+        transaction's changes together), see :meth:`commits`.
         """
         self._engine.check_open()
         if since is not None and (type(since) is not int or since < 0):

@@ -564,6 +564,9 @@ class Catalogue:
         engine = self._engine
         engine.check_writable()
         engine.check_not_holding("deleting a database")
+        # Bound first: its delete_db change is handed to this loop (hooks, followers) even
+        # when it is the environment's first write.
+        engine.loop()
         await asyncio.wrap_future(engine.call_solo(self._delete, entry))
         if entry.name is not None and self._entries.get(entry.name) is entry:
             del self._entries[entry.name]

@@ -1,7 +1,9 @@
 """The change log as stored, for the command line's ``dump`` and ``load``.
 
 Both run in a transaction of their own caller with no other handle being opened meanwhile (the
-CLI awaits one step at a time): a handle opened in a transaction is valid in it only.
+CLI awaits one step at a time): a handle opened in a transaction is valid in it only. Records
+travel as stored, byte for byte (either format, every kind: their commit boundaries and flags
+with them); a load checks each as a follower would.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import lmdb
 
 from .meta import LOG_ID_KEY, LOG_ID_SIZE, MARKER_KEY, TRIMMED_KEY, open_log, open_meta
-from .records import SEQ, log_id, trimmed_upto
+from .records import SEQ, decode_record, log_id, trimmed_upto
 
 __all__ = ["parse_log_id", "restore_records", "stored_log_id", "stored_records"]
 
@@ -68,12 +70,15 @@ def restore_records(
     """Writer thread: append records to the log as stored (creating it), raise the trimmed
     high-water mark to ``trimmed``, keep the dumped log's ``identity`` (so followers see the
     same log); ``mark``: record that the environment has a log (last, so that the loading
-    process, which opened it without one, can write until then)."""
+    process, which opened it without one, can write until then). Every record is checked as a
+    follower reads it (either format, every kind): a damaged one raises ChangeRecordError (a
+    ValueError) naming its sequence number (the caller's transaction then rolls back)."""
     log_db = open_log(env, txn, True)
     meta = open_meta(env, txn, True)
     for key, value in pairs:
         if len(key) != SEQ.size:
             raise ValueError(f"a change log record's key must be 8 bytes, got {key!r}")
+        decode_record(SEQ.unpack(key)[0], value)
         txn.put(key, value, db=log_db, append=True)
     if trimmed > trimmed_upto(txn, meta):
         txn.put(TRIMMED_KEY, SEQ.pack(trimmed), db=meta)

@@ -79,6 +79,7 @@ HEAD = struct.Struct(">QBHHIH")
 its commit, the database's flags. The commit time comes first in both formats (trims read it)."""
 HEAD1 = struct.Struct(">QBHH")
 """The header of an older aiolmdb's record: commit time, kind, name length, key length."""
+_TAIL = struct.Struct(">IH")  # what HEAD adds to HEAD1: offset in the commit, flags
 _DEFAULT_DB = 0xFFFF  # name length that stands for the default database
 
 FORMAT2: Final = 0x80
@@ -260,7 +261,7 @@ def decode_record(seq: int, raw: bytes) -> Record:
     if stored & FORMAT2:
         if size < HEAD.size:
             raise _damaged(seq, f"it is {size} bytes, shorter than its {HEAD.size}-byte header")
-        offset, flags = HEAD.unpack_from(raw)[4:]
+        offset, flags = _TAIL.unpack_from(raw, HEAD1.size)
         if offset >= seq:
             raise _damaged(seq, f"its offset {offset} in its commit goes before the log's start")
         first = seq - offset
