@@ -312,6 +312,12 @@ async def test_two_racing_publishers_one_is_fenced(tmp_path: Path, nats_server: 
             await winner.open_db("x").put(b"late", b"v")  # the winner still writes
             winner_pub = pub_b if loser is env_a else pub_a
             await winner_pub.sync()
+            # The loser's snapshot would replace the winner's: refused.
+            loser_pub = pub_a if loser is env_a else pub_b
+            with pytest.raises(FencedError, match="snapshot was not stored"):
+                await loser_pub.snapshot()
+            status = await stream_status(url, "race")
+            assert status["snapshot"]["log_id"] in (await winner.changelog_id(), None)
         finally:
             await asyncio.gather(pub_a.close(), pub_b.close())
         ids = {log_id for log_id, *_ in await stream_log_ids(nats_server, "race")}

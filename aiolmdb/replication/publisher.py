@@ -52,18 +52,29 @@ from ..errors import ChangesTrimmedError, ClosedError, FencedError, ReplicationE
 from . import wire
 from ._connect import bucket_of, cancel_and_wait, connect, subject_of
 
-__all__ = ["Publisher", "SNAPSHOT_NAME", "check_stream_name"]
+__all__ = ["Publisher", "check_stream_name", "snapshot_name"]
 
-SNAPSHOT_NAME = "latest"
-"""The Object Store name of a stream's snapshot (each replaces the one before)."""
+
+def snapshot_name(log_id: str) -> str:
+    """The Object Store name of the snapshot of change log ``log_id`` (each replaces the one
+    before): a replica takes the one of the log its stream ends with, so a snapshot stored by
+    a publisher that lost a race for the stream is never restored."""
+    return f"log-{log_id}"
+
+
 _HEADROOM = 1024  # max_payload counts the headers too
 _PUBLISH_TIMEOUT = 5.0
 _RETRY_WAIT = 0.5
 _WINDOW = 64  # publishes awaiting their acknowledgement at once
-_WRONG_LAST_SEQUENCE = 10071
+_WRONG_LAST = (10071, 10070)  # JetStream: wrong last sequence, wrong last message id
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _FLAG_BITS = {**DB_FLAG_BITS, "versioned": VERSIONED_BIT, "large_values": LARGE_BIT}
 _KINDS = {"put": PUT, "drop": DROP, "delete_db": DELETE_DB}
+
+
+# A publish awaiting its acknowledgement: the future, the commit's last sequence if the message
+# ends it, the message's id.
+_InFlight = tuple["asyncio.Future[Any]", "int | None", str]
 
 
 class _Duplicate(Exception):
@@ -157,6 +168,7 @@ class Publisher:
         self._error: BaseException | None = None
         self._max_payload = 1 << 20
         self._attempt = 0
+        self._last_id: str | None = None  # the id of the stream's last message (ours)
         self._closing = False  # a cancellation nats-py swallows must not keep it running
         # The ids of the messages of the current window: a failed publish may have stored one.
         self._sent: dict[str, None] = {}
@@ -292,8 +304,10 @@ class Publisher:
         info = await self._js.stream_info(self._stream)
         last = int(info.state.last_seq)
         published = self._published if current else 0
+        last_id: str | None = None
         if info.state.messages:
             msg = await self._js.get_msg(self._stream, seq=last)
+            last_id = (msg.headers or {}).get("Nats-Msg-Id")
             try:
                 header = wire.parse_headers(msg.headers)
             except ValueError as exc:
@@ -334,6 +348,7 @@ class Publisher:
                 "publish it to a new stream"
             )
         self._expected = last
+        self._last_id = last_id
         self._published = self._seen = published
         if not current:
             self._snapshot_seq = published
@@ -366,7 +381,7 @@ class Publisher:
         """Publish the log after ``published`` with up to ``_WINDOW`` messages awaiting their
         acknowledgement (each expects the sequence the one before it gets); returns the first
         failure, once nothing is in flight any more."""
-        window: asyncio.Queue[tuple[asyncio.Future[Any], int | None]] = asyncio.Queue(_WINDOW)
+        window: asyncio.Queue[_InFlight] = asyncio.Queue(_WINDOW)
         self._sent = {}
         producer = asyncio.create_task(self._produce(window))
         acker = asyncio.create_task(self._acknowledge(window))
@@ -375,7 +390,7 @@ class Publisher:
         finally:
             await cancel_and_wait(producer, acker)
             while not window.empty():
-                fut, _ = window.get_nowait()
+                fut, _, _ = window.get_nowait()
                 if isinstance(fut, asyncio.Task):
                     await cancel_and_wait(fut)
         task = done.pop()
@@ -391,8 +406,9 @@ class Publisher:
             raise failure
         return failure
 
-    async def _produce(self, window: asyncio.Queue[tuple[asyncio.Future[Any], int | None]]) -> None:
+    async def _produce(self, window: asyncio.Queue[_InFlight]) -> None:
         expected = self._expected
+        last_id = self._last_id
         self._attempt += 1
         first = True
         async for commit in self._env.commits(since=self._published, log_id=self._log_id):
@@ -408,26 +424,33 @@ class Publisher:
             for index, (data, headers) in enumerate(messages):
                 self._sent[headers["Nats-Msg-Id"]] = None
                 headers["Nats-Expected-Last-Sequence"] = str(expected)
+                # Chained to our message before it: with several in flight, a message whose
+                # predecessor was refused must be refused too, even if a stranger's message
+                # brought the stream to the sequence it expects.
+                if last_id is not None:
+                    headers["Nats-Expected-Last-Msg-Id"] = last_id
+                last_id = headers["Nats-Msg-Id"]
                 expected += 1
                 fut = asyncio.ensure_future(
                     self._js.publish(self._subject, data, timeout=_PUBLISH_TIMEOUT, headers=headers)
                 )
-                await window.put((fut, commit.last if index == len(messages) - 1 else None))
+                await window.put(
+                    (fut, commit.last if index == len(messages) - 1 else None, last_id)
+                )
                 if first:
                     # The first request sets the connection's reply subscription up: alone,
                     # so the ones after it go out in order.
                     await asyncio.wait({fut})
                     first = False
 
-    async def _acknowledge(
-        self, window: asyncio.Queue[tuple[asyncio.Future[Any], int | None]]
-    ) -> None:
+    async def _acknowledge(self, window: asyncio.Queue[_InFlight]) -> None:
         while True:
-            fut, last = await window.get()
+            fut, last, msg_id = await window.get()
             ack = await fut
             if ack.duplicate:
                 raise _Duplicate(ack.seq)  # not stored: see where the stream is
             self._expected = int(ack.seq)
+            self._last_id = msg_id
             if last is not None:
                 self._published = last
                 self._wake()
@@ -481,7 +504,7 @@ class Publisher:
         from nats.js.errors import APIError
 
         refused = isinstance(failure, APIError)
-        if refused and getattr(failure, "err_code", None) != _WRONG_LAST_SEQUENCE:
+        if refused and getattr(failure, "err_code", None) not in _WRONG_LAST:
             raise failure
         while not self._closing:
             try:
@@ -500,6 +523,20 @@ class Publisher:
             except Exception:
                 await asyncio.sleep(_RETRY_WAIT)  # the server is away: ask again
 
+    async def _check_owner(self) -> None:
+        """FencedError unless the stream is empty or ends with a message of this log (or of
+        the log this one follows)."""
+        info = await self._js.stream_info(self._stream)
+        if not info.state.messages:
+            return
+        msg = await self._js.get_msg(self._stream, seq=info.state.last_seq)
+        try:
+            found = wire.parse_headers(msg.headers).log_id
+        except ValueError:
+            found = "(none: not published by aiolmdb)"
+        if found not in (self._log_id, self._follows):
+            raise _owner_error(self._stream, self._log_id, found)
+
     async def _snapshot(self) -> int:
         from nats.js.api import ObjectMeta, ObjectStoreConfig
         from nats.js.errors import BucketNotFoundError
@@ -516,6 +553,7 @@ class Publisher:
                 store = await self._js.create_object_store(
                     bucket_of(self._stream), config=ObjectStoreConfig(replicas=self._replicas)
                 )
+            await self._check_owner()  # a fenced leader's snapshot must not replace the new one's
             description = json.dumps(
                 {
                     "log_id": log_id,
@@ -527,9 +565,9 @@ class Publisher:
             data = await asyncio.to_thread(open, os.path.join(folder, "data.mdb"), "rb")
             try:
                 await store.put(
-                    SNAPSHOT_NAME,
+                    snapshot_name(log_id),
                     data,
-                    meta=ObjectMeta(name=SNAPSHOT_NAME, description=description),
+                    meta=ObjectMeta(name=snapshot_name(log_id), description=description),
                 )
             finally:
                 data.close()
@@ -537,6 +575,13 @@ class Publisher:
             await asyncio.to_thread(shutil.rmtree, folder, True)
         self._snapshot_seq = max(self._snapshot_seq, covered)
         return covered
+
+
+def _owner_error(stream: str, log_id: str, found: str) -> FencedError:
+    return FencedError(
+        f"stream {stream!r} ends with a message of change log {found}, not of this "
+        f"environment's ({log_id}): another leader publishes there; this snapshot was not stored"
+    )
 
 
 def _read_follows(txn: Any, meta: Any) -> dict[str, Any] | None:

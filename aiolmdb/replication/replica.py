@@ -31,7 +31,7 @@ from ..environment import open as open_environment
 from ..errors import InvalidMessageError, ReadOnlyError, ReplicationError
 from . import wire
 from ._connect import bucket_of, cancel_and_wait, connect, subject_of
-from .publisher import SNAPSHOT_NAME, check_stream_name
+from .publisher import check_stream_name, snapshot_name
 
 __all__ = ["Replica", "replica_status", "stream_status"]
 
@@ -253,12 +253,17 @@ class Replica:
         from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 
         while True:
+            # The snapshot of the log the stream ends with (its leader's): once the stream
+            # holds a message, and that leader stored its snapshot.
             try:
-                store = await self._js.object_store(bucket_of(self._stream))
-                info = await store.get_info(SNAPSHOT_NAME)
-                break
+                owner = await _stream_owner(self._js, self._stream)
+                if owner is not None:
+                    store = await self._js.object_store(bucket_of(self._stream))
+                    info = await store.get_info(snapshot_name(owner))
+                    break
             except (BucketNotFoundError, ObjectNotFoundError, NotFoundError):
-                await asyncio.sleep(_STREAM_WAIT)
+                pass
+            await asyncio.sleep(_STREAM_WAIT)
         meta = json.loads(info.description or "{}")
         position = Position(
             self._stream,
@@ -275,7 +280,7 @@ class Replica:
         partial = target + ".restoring"
         out = await asyncio.to_thread(open, partial, "wb")
         try:
-            await store.get(SNAPSHOT_NAME, writeinto=out)
+            await store.get(snapshot_name(owner), writeinto=out)
             await asyncio.to_thread(out.flush)
             await asyncio.to_thread(os.fsync, out.fileno())
         finally:
@@ -423,6 +428,18 @@ class Replica:
         self._wake()
 
 
+async def _stream_owner(js: Any, stream: str) -> str | None:
+    """The change log the stream's last message comes from (None: empty, or a stranger's)."""
+    info = await js.stream_info(stream)
+    if not info.state.messages:
+        return None
+    msg = await js.get_msg(stream, seq=info.state.last_seq)
+    try:
+        return wire.parse_headers(msg.headers).log_id
+    except ValueError:
+        return None
+
+
 def _apply_work(
     handles: dict[bytes | None, Any],
     changes: Any,
@@ -467,10 +484,12 @@ async def stream_status(
                 header = wire.parse_headers(msg.headers)
                 result["leader_seq"] = header.last if header.complete else header.first - 1
                 result["log_id"] = header.log_id
+        owner = result["log_id"]
         with contextlib.suppress(BucketNotFoundError, ObjectNotFoundError, NotFoundError):
-            store = await js.object_store(bucket_of(stream))
-            snap = await store.get_info(SNAPSHOT_NAME)
-            result["snapshot"] = {**json.loads(snap.description or "{}"), "bytes": snap.size}
+            if owner is not None:
+                store = await js.object_store(bucket_of(stream))
+                snap = await store.get_info(snapshot_name(owner))
+                result["snapshot"] = {**json.loads(snap.description or "{}"), "bytes": snap.size}
         return result
     finally:
         await nc.close()
