@@ -114,30 +114,30 @@ async def demo(root: Path) -> None:
     async with (
         process("nats-server", nats_port, *nats),
         process("leader", leader_port, *service(leader_port, root / "leader", nats_url)),
-        process(
-            "replica",
-            replica_port,
-            *service(replica_port, root / "replica", nats_url, "--leader", leader_url),
-        ),
         aiohttp.ClientSession(timeout=timeout) as http,
     ):
         note = {"text": "hello from the leader"}
         async with http.put(f"{leader_url}/notes/greeting", json=note) as resp:
             seq = resp.headers["X-Change-Seq"]
             print(f"PUT {leader_url}/notes/greeting -> {resp.status}, X-Change-Seq: {seq}")
-        async with http.get(f"{replica_url}/notes/greeting", headers={"X-Min-Seq": seq}) as resp:
-            print(
-                f"GET {replica_url}/notes/greeting (X-Min-Seq: {seq}) -> {resp.status}, "
-                f"X-Applied-Seq: {resp.headers.get('X-Applied-Seq')}"
-            )
-            print(f"  read on the replica: {json.dumps(await resp.json())}")
-        async with http.put(
-            f"{replica_url}/notes/other", json={"text": "x"}, allow_redirects=False
-        ) as resp:
-            print(
-                f"PUT {replica_url}/notes/other -> {resp.status}, "
-                f"Location: {resp.headers.get('Location')}"
-            )
+        # The replica starts from the leader's snapshot and follows its stream.
+        replica = service(replica_port, root / "replica", nats_url, "--leader", leader_url)
+        async with process("replica", replica_port, *replica):
+            async with http.get(
+                f"{replica_url}/notes/greeting", headers={"X-Min-Seq": seq}
+            ) as resp:
+                print(
+                    f"GET {replica_url}/notes/greeting (X-Min-Seq: {seq}) -> {resp.status}, "
+                    f"X-Applied-Seq: {resp.headers.get('X-Applied-Seq')}"
+                )
+                print(f"  read on the replica: {json.dumps(await resp.json())}")
+            async with http.put(
+                f"{replica_url}/notes/other", json={"text": "x"}, allow_redirects=False
+            ) as resp:
+                print(
+                    f"PUT {replica_url}/notes/other -> {resp.status}, "
+                    f"Location: {resp.headers.get('Location')}"
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

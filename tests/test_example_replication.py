@@ -52,23 +52,22 @@ async def test_replica_serves_reads_and_redirects_writes(
     leader_app = notes_service.create_app(
         tmp_path / "leader", map_size=1 << 20, replication=replication
     )
-    async with served(leader_app) as leader_url:
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    async with served(leader_app) as leader_url, aiohttp.ClientSession(timeout=timeout) as http:
+        # A write on the leader says which change it reached...
+        async with http.put(f"{leader_url}/notes/n1", json={"text": "hello"}) as resp:
+            assert resp.status == 201
+            seq = int(resp.headers["X-Change-Seq"])
+        async with http.put(f"{leader_url}/notes/n1/tags", json={"tags": ["a", "b"]}) as resp:
+            assert resp.status == 200
+            assert int(resp.headers["X-Change-Seq"]) > seq
+            seq = int(resp.headers["X-Change-Seq"])
         replica_app = notes_service.create_app(
             tmp_path / "replica",
             map_size=1 << 20,
             replication=notes_service.Replication(nats_server.url, "notes", leader_url),
         )
-        async with (
-            served(replica_app) as replica_url,
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as http,
-        ):
-            # A write on the leader says which change it reached...
-            async with http.put(f"{leader_url}/notes/n1", json={"text": "hello"}) as resp:
-                assert resp.status == 201
-                seq = int(resp.headers["X-Change-Seq"])
-            async with http.put(f"{leader_url}/notes/n1/tags", json={"tags": ["a", "b"]}) as resp:
-                assert resp.status == 200
-                seq = int(resp.headers["X-Change-Seq"])
+        async with served(replica_app) as replica_url:
             # ... and a replica read that asks for it sees the write.
             async with http.get(f"{replica_url}/notes/n1", headers={"X-Min-Seq": str(seq)}) as resp:
                 assert resp.status == 200, await resp.text()
