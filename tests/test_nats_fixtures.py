@@ -56,6 +56,9 @@ async def round_trip(options: dict[str, Any], replicas: int = 1, payload: bytes 
         await js.add_stream(
             StreamConfig(name="fixture", subjects=["fixture.>"], num_replicas=replicas)
         )
+        if replicas > 1:
+            # A replicated stream takes publishes once its nodes have elected its leader.
+            await stream_leader(client, "fixture", excluding="")
         ack = await js.publish("fixture.x", payload, headers={"Nats-Msg-Id": "m1"})
         again = await js.publish("fixture.x", payload, headers={"Nats-Msg-Id": "m1"})
         # JetStream deduplicates by message id.

@@ -38,6 +38,7 @@ from ..errors import Error as AiolmdbError
 from . import dumpfmt as _dumpfmt
 from . import formats as _fmt
 from . import shell as _shell
+from .replicate import add_replicate_commands
 
 __all__ = ["main"]
 
@@ -1494,6 +1495,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--compact", action="store_true", help="omit free pages (slower, smaller copy)"
     )
+
+    add_replicate_commands(commands, path_help)
 
     sub = commands.add_parser(
         "bench",
