@@ -429,7 +429,11 @@ class Environment:
         ``await txn.commit()``/``await txn.abort()``, or ``await snap.close()``.
         """
         self._engine.check_open()
-        return WriteTransaction(self, self._engine) if write else Snapshot(self, self._engine)
+        return (
+            WriteTransaction(self, self._engine)
+            if write
+            else Snapshot(self, self._engine, self._catalogue.wait_all_opened)
+        )
 
     # ----------------------------------------------------------------- environment-wide
     def stat(self) -> StatCall:

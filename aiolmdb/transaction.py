@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._engine.engine import ABORT, COMMIT, SessionCommand, WriteSession
@@ -237,11 +237,16 @@ class Snapshot(AsyncTransaction):
     (:class:`~aiolmdb.SnapshotExpiredError`): begin a new one.
     """
 
-    __slots__ = ("_held",)
+    __slots__ = ("_held", "_opened")
 
-    def __init__(self, env: Environment, engine: Engine) -> None:
+    def __init__(
+        self, env: Environment, engine: Engine, opened: Callable[[], Awaitable[object]]
+    ) -> None:
         super().__init__(env, engine)
         self._held = HeldRead(engine, "snapshot", "begin a new snapshot")
+        # Waits for the databases opened so far: a read transaction begun before a database
+        # was created cannot use its handle (LMDB: EINVAL at the first cursor).
+        self._opened = opened
 
     def __await__(self) -> Generator[Any, None, Snapshot]:
         return self._begun().__await__()
@@ -264,6 +269,7 @@ class Snapshot(AsyncTransaction):
             raise TransactionError("the snapshot has already begun")
         self._phase = _Phase.ACTIVE
         try:
+            await self._opened()
             await self._engine.run_blocking(self._held.begin)
         except BaseException:
             self._end()

@@ -1609,3 +1609,12 @@ async def test_a_snapshot_dropped_without_close_frees_its_reader_slot(
         await assert_no_reader_held(env)
 
     await bounded(scenario())
+
+
+async def test_a_snapshot_sees_a_database_whose_open_was_not_awaited(env: Environment) -> None:
+    """open_db returns before the database exists (its creation is queued to the writer); a
+    snapshot begun right after must still read it, not fail with LMDB's EINVAL."""
+    fresh = env.open_db("fresh-for-snapshot")
+    async with env.begin() as snap:
+        assert await snap[fresh].get_multi([b"a"]) == {b"a": None}
+        assert await snap[fresh].get(b"a") is None
