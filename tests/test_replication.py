@@ -774,3 +774,23 @@ async def test_expiring_databases_from_a_snapshot_and_a_changed_default(
                 assert await dump(rep.env) == await dump(env)
                 db = await rep.env.open_db("cache", ttl=20)
                 assert await collect(db.items()) == [(b"a", b"again"), (b"b", b"2"), (b"c", b"3")]
+
+
+async def test_caught_up_when_the_snapshot_covers_every_message(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # The publisher's first snapshot covers the 10 changes it then publishes: a new replica
+    # restores it and skips those messages, which still makes it caught up.
+    db = leader.open_db("x")
+    for i in range(10):
+        await db.put(b"k%d" % i, b"v")
+    async with Publisher(leader, servers=nats_server.url, stream="covered") as pub:
+        last = await pub.sync()
+        async with Replica(tmp_path / "r", servers=nats_server.url, stream="covered") as rep:
+            assert await rep.caught_up(timeout=10) == last == 10
+            # ... and it still applies what comes after the skipped messages.
+            await db.put(b"after", b"v")
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+            assert await rep.caught_up(timeout=10) == 11
+            assert await dump(rep.env) == await dump(leader)
+

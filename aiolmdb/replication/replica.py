@@ -344,7 +344,13 @@ class Replica:
                 base = batch[-1][1] if batch else self._position
                 assert base is not None
                 if header.last <= base.seq:
-                    continue  # in a snapshot restored, or applied before a restart
+                    # In a snapshot restored, or applied before a restart. The position moves
+                    # past it (in memory: the next commit stores it), else caught_up() waits
+                    # for a stream sequence nothing advances.
+                    if not batch and header.complete and base.stream_seq < stream_seq:
+                        self._position = dataclasses.replace(base, stream_seq=stream_seq)
+                        self._wake()
+                    continue
                 if header.piece == 0:
                     pieces, gathering = [], header
                 elif gathering is None or (
