@@ -794,3 +794,20 @@ async def test_caught_up_when_the_snapshot_covers_every_message(
             assert await rep.caught_up(timeout=10) == 11
             assert await dump(rep.env) == await dump(leader)
 
+
+async def test_bootstrap_of_a_snapshot_larger_than_lmdbs_default_map(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # py-lmdb's default map is 10 MiB: the compact 24 MB copy must open with room to spare.
+    db = leader.open_db("big")
+    chunk = os.urandom(256 * 1024)
+    await db.put_multi([(b"k%03d" % i, chunk) for i in range(96)])
+    async with Publisher(leader, servers=nats_server.url, stream="big") as pub:
+        last = await pub.sync()
+        status = await stream_status(nats_server.url, "big")
+        assert status["snapshot"]["bytes"] > 24_000_000
+        async with Replica(tmp_path / "r", servers=nats_server.url, stream="big") as rep:
+            await rep.wait_for(last, timeout=TIMEOUT)
+            assert await rep.env.open_db("big").get(b"k095") == chunk
+            assert await dump(rep.env) == await dump(leader)
+

@@ -286,7 +286,9 @@ class Replica:
         finally:
             out.close()
         await asyncio.to_thread(os.replace, partial, target)
-        await asyncio.to_thread(prepare_restored, self._path, position)
+        await asyncio.to_thread(
+            prepare_restored, self._path, position, self._env_options.get("map_size")
+        )
         await self._open()
 
     async def _watch_stream(self) -> None:
