@@ -811,3 +811,23 @@ async def test_bootstrap_of_a_snapshot_larger_than_lmdbs_default_map(
             assert await rep.env.open_db("big").get(b"k095") == chunk
             assert await dump(rep.env) == await dump(leader)
 
+
+async def test_a_replica_started_on_an_empty_stream_starts(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # The leader's publisher made the stream and its snapshot, but nothing is written yet.
+    db = leader.open_db("x")
+    async with Publisher(leader, servers=nats_server.url, stream="empty") as pub:
+        status = await stream_status(nats_server.url, "empty")
+        assert status["exists"]
+        assert status["messages"] == 0
+        assert status["snapshot"]["seq"] == 0  # the one a new replica restores
+        rep = Replica(tmp_path / "r", servers=nats_server.url, stream="empty")
+        await asyncio.wait_for(rep.start(), TIMEOUT)
+        try:
+            await db.put(b"k", b"first")
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+            assert await rep.env.open_db("x").get(b"k") == b"first"
+            assert await dump(rep.env) == await dump(leader)
+        finally:
+            await rep.close()

@@ -10,7 +10,9 @@ applied. A commit is applied in one write transaction with the replica's positio
 Bootstrap: a replica without a position, or whose position the stream no longer reaches
 (retention removed the messages after it), restores the stream's latest snapshot (the Object
 Store), in :meth:`Replica.start`, before ``rep.env`` is opened; a replica started before its
-leader waits there for the stream (and its first snapshot) to appear.
+leader waits there for the stream (and its first snapshot) to appear. The snapshot is the one
+of the log the stream's last message comes from; while the stream is empty (the leader's
+publisher started, nothing written yet), the newest snapshot in the stream's bucket.
 """
 
 from __future__ import annotations
@@ -439,15 +441,30 @@ class Replica:
 
 
 async def _stream_owner(js: Any, stream: str) -> str | None:
-    """The change log the stream's last message comes from (None: empty, or a stranger's)."""
+    """The change log whose snapshot a new replica restores (None: none yet, or the stream
+    ends with a stranger's message): the one the stream's last message comes from; with an
+    empty stream (a leader's publisher started, nothing written yet), the log of the newest
+    snapshot in the stream's bucket. Raises NotFoundError while the bucket has none."""
     info = await js.stream_info(stream)
-    if not info.state.messages:
-        return None
-    msg = await js.get_msg(stream, seq=info.state.last_seq)
-    try:
-        return wire.parse_headers(msg.headers).log_id
-    except ValueError:
-        return None
+    if info.state.messages:
+        msg = await js.get_msg(stream, seq=info.state.last_seq)
+        try:
+            return wire.parse_headers(msg.headers).log_id
+        except ValueError:
+            return None
+    # Several snapshots (an old leader's kept beside its successor's): the newest is the
+    # current leader's, which stored it when it started on the empty stream.
+    store = await js.object_store(bucket_of(stream))
+    newest: tuple[int, str] | None = None
+    for obj in await store.list(ignore_deletes=True):
+        try:
+            meta = json.loads(obj.description or "{}")
+            log_id, time_us = str(meta["log_id"]), int(meta["time_us"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not an aiolmdb snapshot
+        if obj.name == snapshot_name(log_id) and (newest is None or time_us > newest[0]):
+            newest = (time_us, log_id)
+    return None if newest is None else newest[1]
 
 
 def _apply_work(
@@ -495,8 +512,9 @@ async def stream_status(
                 header = wire.parse_headers(msg.headers)
                 result["leader_seq"] = header.last if header.complete else header.first - 1
                 result["log_id"] = header.log_id
-        owner = result["log_id"]
         with contextlib.suppress(BucketNotFoundError, ObjectNotFoundError, NotFoundError):
+            # An empty stream: the snapshot a new replica would restore.
+            owner = result["log_id"] if state.messages else await _stream_owner(js, stream)
             if owner is not None:
                 store = await js.object_store(bucket_of(stream))
                 snap = await store.get_info(snapshot_name(owner))
