@@ -831,3 +831,29 @@ async def test_a_replica_started_on_an_empty_stream_starts(
             assert await dump(rep.env) == await dump(leader)
         finally:
             await rep.close()
+
+
+async def test_an_empty_stream_with_several_snapshots_waits_for_a_message(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # Two leaders' publishers started on the still-empty stream: each stored a snapshot, and
+    # only the stream's next message says which leader goes on. The replica waits for it.
+    url = nats_server.url
+    async with Publisher(leader, servers=url, stream="two"):
+        pass
+    async with aiolmdb.open(tmp_path / "second", changelog=True) as second:
+        db = second.open_db("x")
+        async with Publisher(second, servers=url, stream="two") as pub:
+            assert (await stream_status(url, "two"))["snapshot"] is None  # which one is unknown
+            rep = Replica(tmp_path / "r", servers=url, stream="two")
+            starting = asyncio.create_task(rep.start())
+            await asyncio.sleep(0.5)  # it is waiting for a message (nothing to wait on from here)
+            assert not starting.done()
+            await db.put(b"k", b"second's")
+            seq = await pub.sync()
+            await asyncio.wait_for(starting, TIMEOUT)
+            try:
+                await rep.wait_for(seq, timeout=TIMEOUT)
+                assert await dump(rep.env) == await dump(second)
+            finally:
+                await rep.close()

@@ -12,7 +12,9 @@ Bootstrap: a replica without a position, or whose position the stream no longer 
 Store), in :meth:`Replica.start`, before ``rep.env`` is opened; a replica started before its
 leader waits there for the stream (and its first snapshot) to appear. The snapshot is the one
 of the log the stream's last message comes from; while the stream is empty (the leader's
-publisher started, nothing written yet), the newest snapshot in the stream's bucket.
+publisher started, nothing written yet), the bucket's snapshot if it holds only one (with
+several, e.g. a fenced leader's beside its successor's, the replica waits for the stream's
+next message: it names the leader).
 """
 
 from __future__ import annotations
@@ -255,8 +257,8 @@ class Replica:
         from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 
         while True:
-            # The snapshot of the log the stream ends with (its leader's): once the stream
-            # holds a message, and that leader stored its snapshot.
+            # The snapshot of the log the stream ends with (its leader's), or with an empty
+            # stream the only one: once the stream exists and a leader stored its snapshot.
             try:
                 owner = await _stream_owner(self._js, self._stream)
                 if owner is not None:
@@ -443,7 +445,7 @@ class Replica:
 async def _stream_owner(js: Any, stream: str) -> str | None:
     """The change log whose snapshot a new replica restores (None: none yet, or the stream
     ends with a stranger's message): the one the stream's last message comes from; with an
-    empty stream (a leader's publisher started, nothing written yet), the log of the newest
+    empty stream (a leader's publisher started, nothing written yet), the log of the only
     snapshot in the stream's bucket. Raises NotFoundError while the bucket has none."""
     info = await js.stream_info(stream)
     if info.state.messages:
@@ -452,19 +454,16 @@ async def _stream_owner(js: Any, stream: str) -> str | None:
             return wire.parse_headers(msg.headers).log_id
         except ValueError:
             return None
-    # Several snapshots (an old leader's kept beside its successor's): the newest is the
-    # current leader's, which stored it when it started on the empty stream.
+    # Several snapshots (a fenced or former leader's beside the current one's): nothing says
+    # which leader the stream goes on with, so wait for its next message, which names it.
     store = await js.object_store(bucket_of(stream))
-    newest: tuple[int, str] | None = None
+    logs = set()
     for obj in await store.list(ignore_deletes=True):
-        try:
-            meta = json.loads(obj.description or "{}")
-            log_id, time_us = str(meta["log_id"]), int(meta["time_us"])
-        except (ValueError, KeyError, TypeError):
-            continue  # not an aiolmdb snapshot
-        if obj.name == snapshot_name(log_id) and (newest is None or time_us > newest[0]):
-            newest = (time_us, log_id)
-    return None if newest is None else newest[1]
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            log_id = str(json.loads(obj.description or "{}")["log_id"])
+            if obj.name == snapshot_name(log_id):
+                logs.add(log_id)
+    return logs.pop() if len(logs) == 1 else None
 
 
 def _apply_work(
