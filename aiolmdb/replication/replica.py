@@ -46,6 +46,7 @@ _STOP: Any = object()  # put in the inbox to end the applier
 _INBOX = 1024  # messages received and not yet taken by the applier
 _BATCH_COMMITS = 256  # the most leader commits applied in one write transaction
 _BATCH_BYTES = 16 << 20  # ... and about the most bytes
+_IDLE_HEARTBEAT = 1.0  # seconds between the server's heartbeats on an idle subscription
 
 
 class Replica:
@@ -322,6 +323,9 @@ class Replica:
                 stream=self._stream,
                 cb=inbox.put,
                 ordered_consumer=True,
+                # Two missed heartbeats re-create the consumer (a restarted server lost it):
+                # nats-py's default of 5 s let a replica resume ~18 s after a server restart.
+                idle_heartbeat=_IDLE_HEARTBEAT,
                 config=ConsumerConfig(
                     deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                     opt_start_seq=position.stream_seq + 1,
