@@ -143,13 +143,6 @@ async def test_publish_follow_status_and_promote(
 
 @posix_signals
 @pytest.mark.slow
-# Not strict: it passes once the library's fix lands (then drop this marker).
-@pytest.mark.xfail(
-    reason="Replica.caught_up() waits forever when the snapshot a new replica restores already "
-    "covers every message of the stream (the replica skips them without advancing its stream "
-    "position): follow --once and promote hang here",
-    strict=False,
-)
 async def test_promote_publish_takes_over_the_stream(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:

@@ -774,3 +774,86 @@ async def test_expiring_databases_from_a_snapshot_and_a_changed_default(
                 assert await dump(rep.env) == await dump(env)
                 db = await rep.env.open_db("cache", ttl=20)
                 assert await collect(db.items()) == [(b"a", b"again"), (b"b", b"2"), (b"c", b"3")]
+
+
+async def test_caught_up_when_the_snapshot_covers_every_message(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # The publisher's first snapshot covers the 10 changes it then publishes: a new replica
+    # restores it and skips those messages, which still makes it caught up.
+    db = leader.open_db("x")
+    for i in range(10):
+        await db.put(b"k%d" % i, b"v")
+    async with Publisher(leader, servers=nats_server.url, stream="covered") as pub:
+        last = await pub.sync()
+        async with Replica(tmp_path / "r", servers=nats_server.url, stream="covered") as rep:
+            assert await rep.caught_up(timeout=10) == last == 10
+            # ... and it still applies what comes after the skipped messages.
+            await db.put(b"after", b"v")
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+            assert await rep.caught_up(timeout=10) == 11
+            assert await dump(rep.env) == await dump(leader)
+
+
+async def test_bootstrap_of_a_snapshot_larger_than_lmdbs_default_map(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # py-lmdb's default map is 10 MiB: the compact 24 MB copy must open with room to spare.
+    db = leader.open_db("big")
+    chunk = os.urandom(256 * 1024)
+    await db.put_multi([(b"k%03d" % i, chunk) for i in range(96)])
+    async with Publisher(leader, servers=nats_server.url, stream="big") as pub:
+        last = await pub.sync()
+        status = await stream_status(nats_server.url, "big")
+        assert status["snapshot"]["bytes"] > 24_000_000
+        async with Replica(tmp_path / "r", servers=nats_server.url, stream="big") as rep:
+            await rep.wait_for(last, timeout=TIMEOUT)
+            assert await rep.env.open_db("big").get(b"k095") == chunk
+            assert await dump(rep.env) == await dump(leader)
+
+
+async def test_a_replica_started_on_an_empty_stream_starts(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # The leader's publisher made the stream and its snapshot, but nothing is written yet.
+    db = leader.open_db("x")
+    async with Publisher(leader, servers=nats_server.url, stream="empty") as pub:
+        status = await stream_status(nats_server.url, "empty")
+        assert status["exists"]
+        assert status["messages"] == 0
+        assert status["snapshot"]["seq"] == 0  # the one a new replica restores
+        rep = Replica(tmp_path / "r", servers=nats_server.url, stream="empty")
+        await asyncio.wait_for(rep.start(), TIMEOUT)
+        try:
+            await db.put(b"k", b"first")
+            await rep.wait_for(await pub.sync(), timeout=TIMEOUT)
+            assert await rep.env.open_db("x").get(b"k") == b"first"
+            assert await dump(rep.env) == await dump(leader)
+        finally:
+            await rep.close()
+
+
+async def test_an_empty_stream_with_several_snapshots_waits_for_a_message(
+    leader: aiolmdb.Environment, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # Two leaders' publishers started on the still-empty stream: each stored a snapshot, and
+    # only the stream's next message says which leader goes on. The replica waits for it.
+    url = nats_server.url
+    async with Publisher(leader, servers=url, stream="two"):
+        pass
+    async with aiolmdb.open(tmp_path / "second", changelog=True) as second:
+        db = second.open_db("x")
+        async with Publisher(second, servers=url, stream="two") as pub:
+            assert (await stream_status(url, "two"))["snapshot"] is None  # which one is unknown
+            rep = Replica(tmp_path / "r", servers=url, stream="two")
+            starting = asyncio.create_task(rep.start())
+            await asyncio.sleep(0.5)  # it is waiting for a message (nothing to wait on from here)
+            assert not starting.done()
+            await db.put(b"k", b"second's")
+            seq = await pub.sync()
+            await asyncio.wait_for(starting, TIMEOUT)
+            try:
+                await rep.wait_for(seq, timeout=TIMEOUT)
+                assert await dump(rep.env) == await dump(second)
+            finally:
+                await rep.close()

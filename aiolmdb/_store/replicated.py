@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -77,6 +78,8 @@ EXPIRING_BIT: Final = 1 << 7
 # The default ttl of an expiring database whose commit carries none (the leader deleted it
 # before publishing the commit, so its delete follows): entries put without a ttl never expire.
 _UNKNOWN_TTL_MS: Final = 2**63 // 1_000_000
+
+_RESTORE_ROOM: Final = 64 << 20  # map room for prepare_restored beyond twice the copy's size
 
 # Kinds of a replicated change.
 PUT, DELETE, DELETE_VALUE, DROP, DELETE_DB = 1, 2, 3, 4, 5
@@ -254,10 +257,16 @@ def read_position(txn: Txn, meta: Any) -> Position | None:
     return None if raw is None else Position.decode(raw)
 
 
-def prepare_restored(path: str, position: Position) -> None:
+def prepare_restored(path: str, position: Position, map_size: int | None = None) -> None:
     """A worker thread: make the restored leader copy at ``path`` a replica at ``position``
-    (its change log, marker and identity removed). Nothing else has it open."""
-    env = lmdb.open(path, max_dbs=8, subdir=True)
+    (its change log, marker and identity removed). Nothing else has it open. ``map_size``:
+    the replica's own (its env_options'), used if larger than the room the copy needs."""
+    # The copy is compact (no free pages): dropping the log needs new ones, so the map gets
+    # room beyond the file (py-lmdb's default of 10 MiB fails for a larger snapshot).
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    env = lmdb.open(
+        path, max_dbs=8, subdir=True, map_size=max(2 * size + _RESTORE_ROOM, map_size or 0)
+    )
     try:
         with env.begin(write=True) as txn:
             meta = env.open_db(META_NAME, txn=txn, create=True)

@@ -10,7 +10,11 @@ applied. A commit is applied in one write transaction with the replica's positio
 Bootstrap: a replica without a position, or whose position the stream no longer reaches
 (retention removed the messages after it), restores the stream's latest snapshot (the Object
 Store), in :meth:`Replica.start`, before ``rep.env`` is opened; a replica started before its
-leader waits there for the stream (and its first snapshot) to appear.
+leader waits there for the stream (and its first snapshot) to appear. The snapshot is the one
+of the log the stream's last message comes from; while the stream is empty (the leader's
+publisher started, nothing written yet), the bucket's snapshot if it holds only one (with
+several, e.g. a fenced leader's beside its successor's, the replica waits for the stream's
+next message: it names the leader).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ _STOP: Any = object()  # put in the inbox to end the applier
 _INBOX = 1024  # messages received and not yet taken by the applier
 _BATCH_COMMITS = 256  # the most leader commits applied in one write transaction
 _BATCH_BYTES = 16 << 20  # ... and about the most bytes
+_IDLE_HEARTBEAT = 1.0  # seconds between the server's heartbeats on an idle subscription
 
 
 class Replica:
@@ -253,8 +258,8 @@ class Replica:
         from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 
         while True:
-            # The snapshot of the log the stream ends with (its leader's): once the stream
-            # holds a message, and that leader stored its snapshot.
+            # The snapshot of the log the stream ends with (its leader's), or with an empty
+            # stream the only one: once the stream exists and a leader stored its snapshot.
             try:
                 owner = await _stream_owner(self._js, self._stream)
                 if owner is not None:
@@ -286,7 +291,9 @@ class Replica:
         finally:
             out.close()
         await asyncio.to_thread(os.replace, partial, target)
-        await asyncio.to_thread(prepare_restored, self._path, position)
+        await asyncio.to_thread(
+            prepare_restored, self._path, position, self._env_options.get("map_size")
+        )
         await self._open()
 
     async def _watch_stream(self) -> None:
@@ -316,6 +323,9 @@ class Replica:
                 stream=self._stream,
                 cb=inbox.put,
                 ordered_consumer=True,
+                # Two missed heartbeats re-create the consumer (a restarted server lost it):
+                # nats-py's default of 5 s let a replica resume ~18 s after a server restart.
+                idle_heartbeat=_IDLE_HEARTBEAT,
                 config=ConsumerConfig(
                     deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                     opt_start_seq=position.stream_seq + 1,
@@ -344,7 +354,13 @@ class Replica:
                 base = batch[-1][1] if batch else self._position
                 assert base is not None
                 if header.last <= base.seq:
-                    continue  # in a snapshot restored, or applied before a restart
+                    # In a snapshot restored, or applied before a restart. The position moves
+                    # past it (in memory: the next commit stores it), else caught_up() waits
+                    # for a stream sequence nothing advances.
+                    if not batch and header.complete and base.stream_seq < stream_seq:
+                        self._position = dataclasses.replace(base, stream_seq=stream_seq)
+                        self._wake()
+                    continue
                 if header.piece == 0:
                     pieces, gathering = [], header
                 elif gathering is None or (
@@ -431,15 +447,27 @@ class Replica:
 
 
 async def _stream_owner(js: Any, stream: str) -> str | None:
-    """The change log the stream's last message comes from (None: empty, or a stranger's)."""
+    """The change log whose snapshot a new replica restores (None: none yet, or the stream
+    ends with a stranger's message): the one the stream's last message comes from; with an
+    empty stream (a leader's publisher started, nothing written yet), the log of the only
+    snapshot in the stream's bucket. Raises NotFoundError while the bucket has none."""
     info = await js.stream_info(stream)
-    if not info.state.messages:
-        return None
-    msg = await js.get_msg(stream, seq=info.state.last_seq)
-    try:
-        return wire.parse_headers(msg.headers).log_id
-    except ValueError:
-        return None
+    if info.state.messages:
+        msg = await js.get_msg(stream, seq=info.state.last_seq)
+        try:
+            return wire.parse_headers(msg.headers).log_id
+        except ValueError:
+            return None
+    # Several snapshots (a fenced or former leader's beside the current one's): nothing says
+    # which leader the stream goes on with, so wait for its next message, which names it.
+    store = await js.object_store(bucket_of(stream))
+    logs = set()
+    for obj in await store.list(ignore_deletes=True):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            log_id = str(json.loads(obj.description or "{}")["log_id"])
+            if obj.name == snapshot_name(log_id):
+                logs.add(log_id)
+    return logs.pop() if len(logs) == 1 else None
 
 
 def _apply_work(
@@ -487,8 +515,9 @@ async def stream_status(
                 header = wire.parse_headers(msg.headers)
                 result["leader_seq"] = header.last if header.complete else header.first - 1
                 result["log_id"] = header.log_id
-        owner = result["log_id"]
         with contextlib.suppress(BucketNotFoundError, ObjectNotFoundError, NotFoundError):
+            # An empty stream: the snapshot a new replica would restore.
+            owner = result["log_id"] if state.messages else await _stream_owner(js, stream)
             if owner is not None:
                 store = await js.object_store(bucket_of(stream))
                 snap = await store.get_info(snapshot_name(owner))
