@@ -26,6 +26,7 @@ from aiolmdb import (
     TransactionError,
 )
 from aiolmdb._codecs.copyout import LARGE_VALUE, copy_out
+from aiolmdb._store import headed as _headed
 from aiolmdb._store import large as _large
 from aiolmdb._store import versions as _versions
 from aiolmdb._store.large import READ_SIZE, BufferedReads, take
@@ -59,7 +60,7 @@ class CopySpy:
             self.calls += 1
             return original(buf, prefix)
 
-        for module in (_large, _versions):
+        for module in (_large, _versions, _headed):
             monkeypatch.setattr(module, "copy_out", spy)
 
 

@@ -114,7 +114,9 @@ async def test_acknowledged_writes_survive_sigkill(
 
         # The environment opens cleanly, every acknowledged write of every round so far is
         # there, and the dead child's reader slots were cleared at open.
-        env = open_env(path)
+        # Threaded reads: no inline read transaction of this process is open when the
+        # reader table is checked below.
+        env = open_env(path, reads="threaded")
         try:
             db = env.get_default_database()
             for start in range(0, len(all_acked), 2048):

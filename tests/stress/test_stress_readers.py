@@ -208,11 +208,13 @@ class RefusedBegin:
 
 
 async def test_more_reader_threads_than_slots_never_fail(tmp_path: Path) -> None:
+    # Reader threads and their slots are what this tests: reads="threaded" (auto would read
+    # inline on the loop once the data is resident, and block it in the BlockingCoder).
     path = tmp_path / "env"
     await populate(path)
     with RefusedBegin() as refused:
         # readers=8 is what aiolmdb picks by default on a machine with 8 or more cores.
-        env = open_env(path, max_readers=MAX_READERS, readers=8)
+        env = open_env(path, max_readers=MAX_READERS, readers=8, reads="threaded")
         coder, held = await hold_reads(env, MAX_READERS)
         refused.seen.clear()
         try:
@@ -314,7 +316,7 @@ async def test_open_with_a_table_full_of_stale_slots_says_how_to_recover(tmp_pat
 async def test_stale_reader_slots_cleared_when_table_fills_at_run_time(tmp_path: Path) -> None:
     path = tmp_path / "env"
     await populate(path)
-    env = open_env(path, max_readers=MAX_READERS, readers=MAX_READERS)
+    env = open_env(path, max_readers=MAX_READERS, readers=MAX_READERS, reads="threaded")
     try:
         db = env.get_default_database()
         assert await db.get(b"k0001") == b"v1"
@@ -340,7 +342,7 @@ async def test_readers_full_is_still_reported_when_nothing_is_stale(tmp_path: Pa
     processes): the error still reaches the caller, clearly."""
     path = tmp_path / "env"
     await populate(path)
-    env = open_env(path, max_readers=MAX_READERS, readers=2)
+    env = open_env(path, max_readers=MAX_READERS, readers=2, reads="threaded")
     try:
         async with children() as started:
             live = []
