@@ -795,7 +795,9 @@ def test_cold_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert {t[1] for t in modes["threaded"]["timeline"]} == {"threaded"}
     # Inline reads never suspend a task's chain of gets: the ticker waits for the whole run.
     inline = modes["inline"]
-    assert inline["ticks"] == 0
+    # At most one tick, at the edge of the run (before the first get or after the last one
+    # is resolved); the longest gap is the run itself.
+    assert inline["ticks"] <= 1
     assert inline["max_gap_ms"] >= 0.9 * 300
     assert inline["inline_after"] == 0.0
     assert modes["threaded"]["ticks"] > 0
