@@ -701,11 +701,11 @@ class Catalogue:
         """Run ``work(txn, meta)`` in a read transaction on a reader thread (``meta`` None
         when the environment has no metadata database)."""
         handles = self._handles
-        env = self._lmdb
+        begin = self._engine.begin_in_gate  # the read gate's policy (a resize, a full table)
 
         def job() -> R:
-            meta = handles.existing_meta(env.begin)
-            txn = env.begin()
+            meta = handles.existing_meta(begin)
+            txn = begin()
             try:
                 return work(txn, meta)
             finally:
