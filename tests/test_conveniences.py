@@ -234,7 +234,7 @@ def test_put_and_delete_show_their_keywords(cls: Any) -> None:
     assert not any(p.kind is p.VAR_KEYWORD for p in delete.parameters.values())
     assert {"if_version", "if_value", "raise_on_conflict"} <= set(delete.parameters)
     # What help() shows (Python 3.13 spreads a long signature over several lines).
-    shown = " ".join(pydoc.render_doc(cls.put, renderer=pydoc.plaintext).split())
+    shown = " ".join(pydoc.plain(pydoc.render_doc(cls.put)).split())
     for keyword in ("*, overwrite", "= True", "if_version", "if_value", "raise_on_conflict"):
         assert keyword in shown, shown
     assert "**" not in shown
